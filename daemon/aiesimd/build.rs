@@ -1,0 +1,136 @@
+//! Builds the fast-path BPF program (`ebpf/program`) so `src/fastpath` can embed it.
+//!
+//! The BPF crate needs a compiler with a prebuilt `core` for `bpfel-unknown-none` (Debian's
+//! `rustc-web` + `libstd-rust-web-dev-bpf`, linked into rustup as `debian-bpf`) and `bpf-linker`
+//! (installed under `<workspace>/.tools/bin`). `cargo xtask setup` provides both.
+
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya_build::{Package, Toolchain};
+
+const BPF_PACKAGE: &str = "aiesim-fastpath-ebpf";
+/// The `[[bin]]` name of the BPF crate, which is also the object's file name in `OUT_DIR`.
+const BPF_OBJECT: &str = "aiesim-fastpath";
+const TOOLCHAIN: &str = "debian-bpf";
+const SETUP_HINT: &str = "run `cargo xtask setup` to install it";
+
+fn main() -> anyhow::Result<()> {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?);
+    let workspace = manifest_dir
+        .ancestors()
+        .nth(2)
+        .context("aiesimd is expected two levels below the workspace root")?
+        .to_path_buf();
+    let program_dir = workspace.join("ebpf/program");
+    let common_dir = workspace.join("ebpf/common");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+
+    for path in [
+        program_dir.join("Cargo.toml"),
+        program_dir.join("Cargo.lock"),
+        program_dir.join("src"),
+        common_dir.join("Cargo.toml"),
+        common_dir.join("src"),
+    ] {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+
+    if env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
+        // An empty object keeps `include_bytes_aligned!` compiling; attaching then reports it.
+        fs::write(out_dir.join(BPF_OBJECT), [])
+            .context("failed to write the placeholder BPF object")?;
+        println!("cargo:warning=AYA_BUILD_SKIP is set: aiesimd is built without its BPF program");
+        return Ok(());
+    }
+
+    let tools_bin = workspace.join(".tools/bin");
+    let path = prepend_path(&tools_bin)?;
+    let bpf_linker = find_in_path(&path, "bpf-linker").ok_or_else(|| {
+        anyhow!(
+            "bpf-linker is not in {} nor on PATH; {SETUP_HINT}",
+            tools_bin.display()
+        )
+    })?;
+    // Relinking with a different bpf-linker must rebuild the object.
+    println!("cargo:rerun-if-changed={}", bpf_linker.display());
+    check_toolchain()?;
+
+    // SAFETY: the build script is single-threaded; these reach the BPF cargo run by aya-build.
+    unsafe {
+        env::set_var("PATH", &path);
+        // aya-ebpf uses unstable features; allow them for that crate only.
+        env::set_var("RUSTC_BOOTSTRAP", "aya_ebpf");
+        // aya-build turns every line the BPF cargo prints into a warning: keep only the errors.
+        env::set_var("CARGO_TERM_QUIET", "true");
+    }
+    // The BPF crate is its own workspace (excluded from ours), so cargo must start from its directory.
+    env::set_current_dir(&program_dir)
+        .with_context(|| format!("failed to enter {}", program_dir.display()))?;
+
+    let root_dir = program_dir
+        .to_str()
+        .context("the path of ebpf/program is not UTF-8")?;
+    aya_build::build_ebpf(
+        [Package {
+            name: BPF_PACKAGE,
+            root_dir,
+            ..Package::default()
+        }],
+        Toolchain::Custom(TOOLCHAIN),
+    )
+    .with_context(|| format!("failed to build the BPF program {BPF_PACKAGE}"))?;
+
+    let object = out_dir.join(BPF_OBJECT);
+    if !object.is_file() {
+        bail!("building {BPF_PACKAGE} produced no {}", object.display());
+    }
+    Ok(())
+}
+
+/// `PATH` with `dir` in front, so the project's own bpf-linker wins.
+fn prepend_path(dir: &Path) -> anyhow::Result<OsString> {
+    let current = env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(dir.to_path_buf()).chain(env::split_paths(&current));
+    env::join_paths(dirs).context("a PATH entry contains the path separator")
+}
+
+fn find_in_path(path: &OsString, name: &str) -> Option<PathBuf> {
+    env::split_paths(path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Fails early, with the fix, when the `debian-bpf` toolchain or its BPF `core` is missing.
+fn check_toolchain() -> anyhow::Result<()> {
+    let mut rustc = Command::new("rustup");
+    rustc.args(["run", TOOLCHAIN, "rustc", "--print", "sysroot"]);
+    let output = rustc.output().with_context(|| {
+        format!(
+            "failed to run {rustc:?}; rustup and the {TOOLCHAIN} toolchain are needed, {SETUP_HINT}"
+        )
+    })?;
+    if !output.status.success() {
+        bail!(
+            "the rustup toolchain {TOOLCHAIN} is missing ({}); {SETUP_HINT}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let core = sysroot.join("lib/rustlib/bpfel-unknown-none/lib");
+    if !core.is_dir() {
+        bail!(
+            "the {TOOLCHAIN} toolchain has no prebuilt core for BPF in {} (Debian package libstd-rust-web-dev-bpf); {SETUP_HINT}",
+            core.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The cloud client: OpenAI-compatible chat completions, streamed.
+//!
+//! `sse` and `openai` are pure codecs (bytes in, typed values out); `http` is the transport
+//! the daemon uses. The broker sees only the [`Cloud`] trait, so its tests can script a cloud.
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use aiesim_dbus::{Message, Usage};
+use futures_util::Stream;
+
+mod http;
+pub mod openai;
+pub mod sse;
+
+pub use http::{HttpCloud, HttpOptions};
+
+/// One request as sent to an endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub max_tokens: u32,
+    pub temperature: Option<f64>,
+}
+
+/// What an endpoint streams back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloudEvent {
+    /// A piece of the answer; never empty.
+    Delta(String),
+    /// The endpoint's count for the whole request. Normally sent once, just before the end; an
+    /// endpoint that sends several sends running totals, so the last one counts. Endpoints that do
+    /// not report usage send none, which is not an error.
+    Usage(Usage),
+}
+
+/// Why a chat request failed. `url` is the endpoint's base URL.
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    #[error("the HTTP client could not be set up")]
+    Client(#[source] reqwest::Error),
+    #[error("the request to {url} could not be built")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("could not connect to {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("no connection to {url} within {timeout:?}")]
+    ConnectTimeout { url: String, timeout: Duration },
+    #[error("{url} answered HTTP {status}: {message}")]
+    Status {
+        url: String,
+        status: u16,
+        /// The server's own error message, shortened.
+        message: String,
+        /// How long the server asked us to wait, from `Retry-After` (seconds form).
+        retry_after: Option<Duration>,
+    },
+    #[error("{url} sent nothing within {timeout:?}")]
+    FirstByteTimeout { url: String, timeout: Duration },
+    #[error("the stream from {url} stalled: nothing for {timeout:?}")]
+    IdleTimeout { url: String, timeout: Duration },
+    #[error("the request to {url} failed before an answer came")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url} answered with {content_type:?} instead of an event stream")]
+    NotEventStream { url: String, content_type: String },
+    #[error("the event stream from {url} is malformed")]
+    MalformedStream {
+        url: String,
+        #[source]
+        source: sse::SseError,
+    },
+    #[error("the event stream from {url} carries a malformed chunk")]
+    MalformedChunk {
+        url: String,
+        #[source]
+        source: openai::ChunkError,
+    },
+    #[error("{url} reported an error mid-stream: {message}")]
+    Upstream { url: String, message: String },
+    /// The body ended, or the connection broke (`source`), before `[DONE]`; deltas already
+    /// delivered stand.
+    #[error("the stream from {url} ended before [DONE]")]
+    Truncated {
+        url: String,
+        #[source]
+        source: Option<reqwest::Error>,
+    },
+}
+
+#[cfg(test)]
+impl CloudError {
+    /// A connection failure, for scripted clouds in tests.
+    pub(crate) fn test_connect() -> Self {
+        Self::ConnectTimeout { url: "http://192.0.2.1/v1".into(), timeout: Duration::from_secs(1) }
+    }
+
+    /// A stream broken after it started, for scripted clouds in tests.
+    pub(crate) fn test_broken() -> Self {
+        Self::Truncated { url: "http://192.0.2.1/v1".into(), source: None }
+    }
+}
+
+pub type ChatStream = Pin<Box<dyn Stream<Item = Result<CloudEvent, CloudError>> + Send>>;
+
+/// A cloud that serves chat requests.
+pub trait Cloud: Send + Sync + 'static {
+    /// Starts a streamed chat on the endpoint at `base_url` (like `https://host/v1`). Resolves
+    /// once the endpoint accepted the request; the stream then yields deltas and usage, and ends
+    /// after `[DONE]` or with one error.
+    fn chat(&self, base_url: &str, request: &ChatRequest) -> impl Future<Output = Result<ChatStream, CloudError>> + Send;
+}

@@ -1,0 +1,265 @@
+//! The `OpenAI` chat-completions wire format: the request body, the streamed chunks and error
+//! bodies. Pure functions, no I/O.
+
+use aiesim_dbus::Usage;
+use serde::{Deserialize, Serialize};
+
+use super::ChatRequest;
+
+/// What one `data:` payload of a chat stream says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// `[DONE]`: the stream is complete.
+    Done,
+    /// A `chat.completion.chunk`: text for the first choice and/or the request's usage.
+    Delta { content: Option<String>, usage: Option<Usage> },
+    /// An `{"error": …}` object sent in the stream after the response had started.
+    Error { message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    #[error("the chunk is not a JSON chat.completion.chunk")]
+    Json(#[from] serde_json::Error),
+    #[error("the chunk's usage counts do not fit in 32 bits")]
+    UsageOutOfRange,
+}
+
+/// The longest upstream error text kept, in characters: enough to read, too short to flood logs.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// The JSON body of a streamed chat request that asks for the final usage chunk.
+pub fn request_body(request: &ChatRequest) -> Vec<u8> {
+    let ChatRequest { model, messages, max_tokens, temperature } = request;
+    let body = Body {
+        model,
+        messages: messages.iter().map(|m| WireMessage { role: &m.role, content: &m.content }).collect(),
+        max_tokens: *max_tokens,
+        temperature: *temperature,
+        stream: true,
+        stream_options: StreamOptions { include_usage: true },
+    };
+    serde_json::to_vec(&body).expect("a chat request always serialises")
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    stream: bool,
+    stream_options: StreamOptions,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'a str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// Decodes one SSE `data` payload of a chat stream.
+pub fn decode_chunk(data: &str) -> Result<Chunk, ChunkError> {
+    if data.trim() == "[DONE]" {
+        return Ok(Chunk::Done);
+    }
+    let raw: RawChunk = serde_json::from_str(data)?;
+    if let Some(error) = raw.error {
+        return Ok(Chunk::Error { message: error.message() });
+    }
+    let content = raw
+        .choices
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.index == 0)
+        .and_then(|c| c.delta)
+        .and_then(|d| d.content)
+        .filter(|s| !s.is_empty());
+    let usage = raw
+        .usage
+        .map(|u| {
+            let prompt_tokens = u32::try_from(u.prompt_tokens).map_err(|_| ChunkError::UsageOutOfRange)?;
+            let completion_tokens = u32::try_from(u.completion_tokens).map_err(|_| ChunkError::UsageOutOfRange)?;
+            Ok::<_, ChunkError>(Usage { prompt_tokens, completion_tokens })
+        })
+        .transpose()?;
+    Ok(Chunk::Delta { content, usage })
+}
+
+/// The human message in an error response body: the `OpenAI` `error.message` when there is one,
+/// else the body itself; shortened and stripped of control characters either way.
+pub fn error_message(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let message = match serde_json::from_str::<RawErrorBody>(&text) {
+        Ok(RawErrorBody { error }) => error.message(),
+        Err(_) => text.trim().to_owned(),
+    };
+    if message.is_empty() {
+        return "(no error message)".to_owned();
+    }
+    let mut clean: String =
+        message.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_ERROR_CHARS).collect();
+    if message.chars().count() > MAX_ERROR_CHARS {
+        clean.push('…');
+    }
+    clean
+}
+
+#[derive(Deserialize)]
+struct RawChunk {
+    #[serde(default)]
+    choices: Option<Vec<RawChoice>>,
+    #[serde(default)]
+    usage: Option<RawUsage>,
+    #[serde(default)]
+    error: Option<RawError>,
+}
+
+#[derive(Deserialize)]
+struct RawChoice {
+    #[serde(default)]
+    index: u64,
+    #[serde(default)]
+    delta: Option<RawDelta>,
+}
+
+#[derive(Deserialize)]
+struct RawDelta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct RawErrorBody {
+    error: RawError,
+}
+
+/// Providers send either `{"message": …}` or a bare string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawError {
+    Object {
+        #[serde(default)]
+        message: Option<String>,
+    },
+    Text(String),
+}
+
+impl RawError {
+    fn message(self) -> String {
+        match self {
+            Self::Object { message } => message.unwrap_or_default(),
+            Self::Text(s) => s,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aiesim_dbus::Message;
+
+    use super::*;
+
+    #[test]
+    fn request_body_asks_for_a_stream_with_usage() {
+        let request = ChatRequest {
+            model: "m".into(),
+            messages: vec![Message::new("system", "be brief"), Message::new("user", "hi \"there\"")],
+            max_tokens: 16,
+            temperature: None,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&request_body(&request)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "model": "m",
+                "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi \"there\""}],
+                "max_tokens": 16,
+                "stream": true,
+                "stream_options": {"include_usage": true},
+            })
+        );
+        let with_t = ChatRequest { temperature: Some(0.5), ..request };
+        let v: serde_json::Value = serde_json::from_slice(&request_body(&with_t)).unwrap();
+        assert_eq!(v["temperature"], 0.5);
+    }
+
+    #[test]
+    fn decodes_openai_chunks() {
+        let delta = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":null}],"usage":null}"#;
+        assert_eq!(decode_chunk(delta).unwrap(), Chunk::Delta { content: Some("Hi".into()), usage: None });
+        let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
+        assert_eq!(decode_chunk(role).unwrap(), Chunk::Delta { content: None, usage: None });
+        let finish = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#;
+        assert_eq!(decode_chunk(finish).unwrap(), Chunk::Delta { content: None, usage: None });
+        let usage = r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":8,"total_tokens":20}}"#;
+        assert_eq!(
+            decode_chunk(usage).unwrap(),
+            Chunk::Delta { content: None, usage: Some(Usage { prompt_tokens: 12, completion_tokens: 8 }) }
+        );
+        // llama.cpp's server puts usage on the chunk that also finishes the choice.
+        let both = r#"{"choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        assert_eq!(
+            decode_chunk(both).unwrap(),
+            Chunk::Delta { content: Some("!".into()), usage: Some(Usage { prompt_tokens: 1, completion_tokens: 2 }) }
+        );
+        let second_choice = r#"{"choices":[{"index":1,"delta":{"content":"no"}}]}"#;
+        assert_eq!(decode_chunk(second_choice).unwrap(), Chunk::Delta { content: None, usage: None });
+        assert_eq!(decode_chunk("[DONE]").unwrap(), Chunk::Done);
+        assert_eq!(decode_chunk(" [DONE] ").unwrap(), Chunk::Done);
+    }
+
+    #[test]
+    fn in_band_errors_are_reported() {
+        assert_eq!(
+            decode_chunk(r#"{"error":{"message":"overloaded","type":"server_error"}}"#).unwrap(),
+            Chunk::Error { message: "overloaded".into() }
+        );
+        assert_eq!(decode_chunk(r#"{"error":"boom"}"#).unwrap(), Chunk::Error { message: "boom".into() });
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bad in [
+            "",
+            "{",
+            "[DONE",
+            "null",
+            "42",
+            r#"{"choices":{}}"#,
+            r#"{"choices":[{"delta":{"content":5}}]}"#,
+            r#"{"usage":{"prompt_tokens":-1,"completion_tokens":0}}"#,
+            r#"{"usage":{"prompt_tokens":1}}"#,
+        ] {
+            assert!(matches!(decode_chunk(bad), Err(ChunkError::Json(_))), "{bad:?}");
+        }
+        assert!(matches!(
+            decode_chunk(r#"{"usage":{"prompt_tokens":4294967296,"completion_tokens":0}}"#),
+            Err(ChunkError::UsageOutOfRange)
+        ));
+    }
+
+    #[test]
+    fn error_messages_are_extracted_and_bounded() {
+        assert_eq!(error_message(br#"{"error":{"message":"model is busy","type":"x"}}"#), "model is busy");
+        assert_eq!(error_message(b"Bad Gateway\r\n"), "Bad Gateway");
+        assert_eq!(error_message(b""), "(no error message)");
+        assert_eq!(error_message(b"a\x1b[31mb"), "a [31mb");
+        let long = "x".repeat(1000);
+        let m = error_message(long.as_bytes());
+        assert_eq!(m.chars().count(), MAX_ERROR_CHARS + 1);
+        assert!(m.ends_with('…'));
+    }
+}

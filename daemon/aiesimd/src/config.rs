@@ -1,0 +1,274 @@
+//! The daemon's configuration file (TOML), validated as a whole before anything starts.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::{modem::Protocol, router::Tier};
+
+/// Where the packaged daemon reads its configuration.
+pub const DEFAULT_PATH: &str = "/etc/aiesim/aiesimd.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is not valid")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("the configuration is not valid: {0}")]
+    Invalid(String),
+}
+
+/// Which bus to serve on.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Bus {
+    #[default]
+    System,
+    Session,
+    /// A D-Bus address such as `unix:path=/run/aiesim/bus`.
+    #[serde(untagged)]
+    Address(String),
+}
+
+impl Bus {
+    /// Parses the `--bus` command-line form: `system`, `session` or an address.
+    pub fn from_arg(s: &str) -> Self {
+        match s {
+            "system" => Self::System,
+            "session" => Self::Session,
+            other => Self::Address(other.to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub bus: Bus,
+    pub modem: ModemConfig,
+    pub fastpath: FastpathConfig,
+    pub cloud: CloudConfig,
+    pub budget: BudgetConfig,
+    #[serde(rename = "endpoint")]
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModemConfig {
+    /// The control port; empty disables the modem.
+    pub device: PathBuf,
+    pub protocol: Protocol,
+}
+
+impl Default for ModemConfig {
+    fn default() -> Self {
+        Self { device: PathBuf::from("/dev/cdc-wdm0"), protocol: Protocol::Qmi }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FastpathConfig {
+    pub enabled: bool,
+    /// The cellular network interface.
+    pub interface: String,
+}
+
+impl Default for FastpathConfig {
+    fn default() -> Self {
+        Self { enabled: true, interface: "wwan0".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudConfig {
+    /// Network interface the cloud connections are bound to; empty for none.
+    pub bind_interface: String,
+    pub connect_timeout_ms: u64,
+    pub first_byte_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        Self {
+            bind_interface: String::new(),
+            connect_timeout_ms: 5_000,
+            first_byte_timeout_ms: 60_000,
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl CloudConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn first_byte_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_byte_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    /// Tokens each app may spend until topped up.
+    pub app_tokens: u64,
+    /// Tokens the whole device may spend (the eSIM account's balance stands in for this later).
+    pub device_tokens: u64,
+    /// Completion tokens reserved when a request names no `max_tokens`.
+    pub default_max_tokens: u32,
+    /// Largest `max_tokens` a request may ask for; larger asks are clamped.
+    pub max_tokens_cap: u32,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self { app_tokens: 100_000, device_tokens: 1_000_000, default_max_tokens: 256, max_tokens_cap: 2_048 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub name: String,
+    /// Base URL of an OpenAI-compatible API, e.g. `https://metro.example/v1`.
+    pub url: String,
+    pub tier: Tier,
+    /// Models served there; the first is the default.
+    pub models: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let config: Self =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads `path`, or gives the defaults when `path` is the default location and absent.
+    pub fn load_or_default(path: &Path) -> Result<Self, ConfigError> {
+        if path == Path::new(DEFAULT_PATH) && !path.exists() {
+            return Ok(Self::default());
+        }
+        Self::load(path)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let mut names = HashSet::new();
+        for e in &self.endpoints {
+            if e.name.is_empty() || !e.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return invalid(format!("endpoint name \"{}\" must be ASCII letters, digits, - or _", e.name));
+            }
+            if !names.insert(e.name.as_str()) {
+                return invalid(format!("endpoint \"{}\" is defined twice", e.name));
+            }
+            if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
+                return invalid(format!("endpoint \"{}\" url must start with http:// or https://, not \"{}\"", e.name, e.url));
+            }
+            if e.models.is_empty() || e.models.iter().any(String::is_empty) {
+                return invalid(format!("endpoint \"{}\" must list at least one model, none empty", e.name));
+            }
+        }
+        let b = &self.budget;
+        if b.max_tokens_cap == 0 || b.default_max_tokens == 0 || b.default_max_tokens > b.max_tokens_cap {
+            return invalid(format!(
+                "budget.default_max_tokens ({}) must be between 1 and budget.max_tokens_cap ({})",
+                b.default_max_tokens, b.max_tokens_cap
+            ));
+        }
+        let c = &self.cloud;
+        if c.connect_timeout_ms == 0 || c.first_byte_timeout_ms == 0 || c.idle_timeout_ms == 0 {
+            return invalid("cloud timeouts must be above 0 ms".into());
+        }
+        if self.fastpath.enabled && self.fastpath.interface.is_empty() {
+            return invalid("fastpath.interface must be set when the fast path is enabled".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(s).map_err(|source| ConfigError::Parse { path: "t".into(), source: Box::new(source) })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(
+            r#"
+            bus = "unix:path=/run/x"
+            [modem]
+            device = "/dev/pts/3"
+            protocol = "qmi"
+            [fastpath]
+            interface = "rmnet0"
+            [budget]
+            app_tokens = 10
+            [[endpoint]]
+            name = "metro"
+            url = "http://127.0.0.1:8080/v1"
+            tier = "metro"
+            models = ["m"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.bus, Bus::Address("unix:path=/run/x".into()));
+        assert_eq!(c.endpoints[0].tier, Tier::Metro);
+        assert_eq!(c.budget.app_tokens, 10);
+        assert_eq!(c.budget.max_tokens_cap, BudgetConfig::default().max_tokens_cap);
+        assert_eq!(c.fastpath.interface, "rmnet0");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = parse("[modem]\ndevise = \"/dev/x\"").unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+        let src = std::error::Error::source(&e).unwrap().to_string();
+        assert!(src.contains("devise"), "{src}");
+
+        let dup = "[[endpoint]]\nname='a'\nurl='http://x'\ntier='metro'\nmodels=['m']\n";
+        let e = parse(&format!("{dup}{dup}")).unwrap_err();
+        assert_eq!(e.to_string(), "the configuration is not valid: endpoint \"a\" is defined twice");
+
+        let e = parse("[[endpoint]]\nname='a'\nurl='ftp://x'\ntier='metro'\nmodels=['m']\n").unwrap_err();
+        assert!(e.to_string().contains("http://"), "{e}");
+
+        let e = parse("[budget]\ndefault_max_tokens = 5000").unwrap_err();
+        assert!(e.to_string().contains("default_max_tokens"), "{e}");
+    }
+
+    #[test]
+    fn bus_argument_forms() {
+        assert_eq!(Bus::from_arg("system"), Bus::System);
+        assert_eq!(Bus::from_arg("session"), Bus::Session);
+        assert_eq!(Bus::from_arg("unix:path=/x"), Bus::Address("unix:path=/x".into()));
+    }
+}

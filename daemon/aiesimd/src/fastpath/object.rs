@@ -1,0 +1,173 @@
+//! Loading the BPF object that build.rs embeds, and running its programs on test packets.
+
+use std::time::Duration;
+
+use aiesim_fastpath_common::{PROGRAM_BASELINE, PROGRAM_EGRESS, PROGRAM_INGRESS};
+use aya::{
+    Ebpf, EbpfError, TestRun as _, TestRunOptions,
+    programs::{ProgramError, SchedClassifier},
+};
+
+use super::maps::MapsError;
+
+/// The classifier object, built from `ebpf/program` by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/aiesim-fastpath"));
+
+/// `TC_PRIO_INTERACTIVE`: the first band of `pfifo_fast`, until an HTB class id replaces it.
+pub const DEFAULT_AI_PRIORITY: u32 = 6;
+
+/// Room for the kernel's `struct __sk_buff`, which grows over kernel versions.
+const SKB_CONTEXT_LEN: usize = 512;
+/// Byte offset of `priority` in `struct __sk_buff` (stable UAPI).
+const SKB_PRIORITY_OFFSET: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifierError {
+    #[error("aiesimd was built without its BPF program (AYA_BUILD_SKIP was set)")]
+    NotBuilt,
+    #[error("failed to parse the embedded BPF object")]
+    Parse(#[source] EbpfError),
+    #[error("the BPF object has no classifier named {0}")]
+    MissingProgram(&'static str),
+    #[error("{name} in the BPF object is not a TC classifier")]
+    NotClassifier {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("the kernel refused to load the classifier {name}")]
+    LoadProgram {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("failed to configure the classifier")]
+    Configure(#[source] MapsError),
+    #[error("BPF_PROG_TEST_RUN of {name} failed")]
+    TestRun {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// Which program of the object [`Classifier::test_run`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestProgram {
+    Egress,
+    Ingress,
+    /// A classifier that only returns: the reference cost for benchmarks.
+    Baseline,
+}
+
+impl TestProgram {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Egress => PROGRAM_EGRESS,
+            Self::Ingress => PROGRAM_INGRESS,
+            Self::Baseline => PROGRAM_BASELINE,
+        }
+    }
+}
+
+/// What one `BPF_PROG_TEST_RUN` reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestRunOutcome {
+    /// The program's return value (`TC_ACT_UNSPEC` is -1).
+    pub verdict: i32,
+    /// `skb->priority` after the program ran.
+    pub priority: u32,
+    /// Mean time per run, as measured by the kernel.
+    pub duration: Duration,
+}
+
+/// The classifier loaded into the kernel, with its maps, attached nowhere.
+pub struct Classifier {
+    pub(super) ebpf: Ebpf,
+}
+
+impl Classifier {
+    /// Loads the embedded object and both direction classifiers, with the default configuration.
+    pub fn load() -> Result<Self, ClassifierError> {
+        if OBJECT.is_empty() {
+            return Err(ClassifierError::NotBuilt);
+        }
+        let ebpf = Ebpf::load(OBJECT).map_err(ClassifierError::Parse)?;
+        let mut classifier = Self { ebpf };
+        for name in [PROGRAM_EGRESS, PROGRAM_INGRESS] {
+            classifier.load_program(name)?;
+        }
+        classifier
+            .set_ai_priority(DEFAULT_AI_PRIORITY)
+            .map_err(ClassifierError::Configure)?;
+        Ok(classifier)
+    }
+
+    /// Runs one program `repeat` times on `frame`, which must start with an Ethernet header:
+    /// the kernel builds test skbs as Ethernet frames whatever the program is attached to.
+    pub fn test_run(
+        &mut self,
+        program: TestProgram,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutcome, ClassifierError> {
+        let name = program.name();
+        if program == TestProgram::Baseline {
+            self.load_program(name)?;
+        }
+        let classifier = self.program(name)?;
+        let mut context = [0u8; SKB_CONTEXT_LEN];
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            ctx_out: Some(&mut context),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let result = classifier
+            .test_run(options)
+            .map_err(|source| ClassifierError::TestRun { name, source })?;
+        let priority = context[SKB_PRIORITY_OFFSET..SKB_PRIORITY_OFFSET + 4]
+            .try_into()
+            .map(u32::from_ne_bytes)
+            .expect("the slice is four bytes long");
+        Ok(TestRunOutcome {
+            verdict: result.return_value.cast_signed(),
+            priority,
+            duration: result.duration,
+        })
+    }
+
+    pub(super) fn program_mut(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut SchedClassifier, ClassifierError> {
+        let program = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(ClassifierError::MissingProgram(name))?;
+        program
+            .try_into()
+            .map_err(|source| ClassifierError::NotClassifier { name, source })
+    }
+
+    fn program(&self, name: &'static str) -> Result<&SchedClassifier, ClassifierError> {
+        let program = self
+            .ebpf
+            .program(name)
+            .ok_or(ClassifierError::MissingProgram(name))?;
+        program
+            .try_into()
+            .map_err(|source| ClassifierError::NotClassifier { name, source })
+    }
+
+    /// Loads `name` into the kernel unless it already is.
+    fn load_program(&mut self, name: &'static str) -> Result<(), ClassifierError> {
+        let program = self.program_mut(name)?;
+        if program.fd().is_ok() {
+            return Ok(());
+        }
+        program
+            .load()
+            .map_err(|source| ClassifierError::LoadProgram { name, source })
+    }
+}

@@ -1,0 +1,190 @@
+//! aiesimd: serves cloud AI to the device's apps over D-Bus, with the modem and eSIM as the
+//! device's connection, identity and token account.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use aiesim_dbus::BUS_NAME;
+use aiesimd::{
+    broker::{Broker, Limits, chain},
+    clock::SystemClock,
+    cloud::{HttpCloud, HttpOptions},
+    config::{self, Bus, Config},
+    fastpath::Fastpath,
+    ledger::Ledger,
+    modem::Modem,
+    router::Router,
+    service::{self, ModemObject},
+};
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use zbus::fdo::RequestNameFlags;
+
+/// How long the modem may take to answer at start before the daemon goes on without it.
+const MODEM_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a failing endpoint stays out of rotation.
+const ENDPOINT_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// The aiesim daemon: cloud AI for the device's apps, over the cellular modem and its eSIM.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Configuration file (TOML). The default location may be absent: then defaults apply.
+    #[arg(short, long, default_value = config::DEFAULT_PATH, env = "AIESIMD_CONFIG")]
+    config: PathBuf,
+    /// Bus to serve on: "system", "session" or a D-Bus address. Overrides the file's `bus`.
+    #[arg(long)]
+    bus: Option<String>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Log filter, e.g. "info" or "aiesimd=debug" (RUST_LOG works too).
+    #[arg(long, env = "AIESIMD_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let args = Args::parse();
+    let mut config = Config::load_or_default(&args.config).map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    if let Some(bus) = &args.bus {
+        config.bus = Bus::from_arg(bus);
+    }
+    if args.check_config {
+        println!("{}: valid", args.config.display());
+        return Ok(());
+    }
+    init_logging(&args.log);
+    // One thread: the daemon waits on I/O, and a small device has little memory to spare.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
+    runtime.block_on(run(config, started))
+}
+
+fn init_logging(filter: &str) {
+    use tracing_subscriber::{EnvFilter, prelude::*};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    // Under systemd, log to the journal with structured fields; elsewhere to stderr.
+    let journal = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    let registry = tracing_subscriber::registry().with(filter);
+    if let Some(journal) = journal {
+        registry.with(journal).init();
+    } else {
+        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+    }
+}
+
+async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
+    let connection = connect(&config.bus).await?;
+
+    let modem = open_modem(&config).await;
+    let mut fastpath = attach_fastpath(&config);
+    if let Some(fp) = &mut fastpath {
+        let endpoints = endpoint_addrs(&config);
+        if let Err(e) = fp.set_ai_endpoints(&endpoints) {
+            tracing::warn!(error = %chain(&e), "cannot tell the fast path the AI endpoints");
+        }
+    }
+
+    let cloud = HttpCloud::new(HttpOptions {
+        bind_interface: Some(config.cloud.bind_interface.clone()).filter(|s| !s.is_empty()),
+        connect_timeout: config.cloud.connect_timeout(),
+        first_byte_timeout: config.cloud.first_byte_timeout(),
+        idle_timeout: config.cloud.idle_timeout(),
+        bearer_token: None,
+    })
+    .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    let broker = Broker::new(
+        cloud,
+        Ledger::new(config.budget.app_tokens, config.budget.device_tokens),
+        Router::new(config.endpoints.clone(), SystemClock, ENDPOINT_COOLDOWN),
+        Limits { default_max_tokens: config.budget.default_max_tokens, max_tokens_cap: config.budget.max_tokens_cap },
+    );
+
+    service::serve(&connection, broker, modem, fastpath, config.fastpath.interface.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve the D-Bus objects: {e}"))?;
+    connection
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await
+        .with_context(|| format!("cannot own the bus name {BUS_NAME} (is another aiesimd running?)"))?;
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(name = BUS_NAME, ready_ms = started.elapsed().as_millis(), "ready");
+
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopping");
+    let _ = connection.release_name(BUS_NAME).await;
+    service::shutdown(&connection).await;
+    Ok(())
+}
+
+async fn connect(bus: &Bus) -> anyhow::Result<zbus::Connection> {
+    let builder = match bus {
+        Bus::System => zbus::connection::Builder::system(),
+        Bus::Session => zbus::connection::Builder::session(),
+        Bus::Address(a) => zbus::connection::Builder::address(a.as_str()),
+    };
+    builder.build().await.with_context(|| format!("cannot connect to the {bus:?} bus"))
+}
+
+async fn open_modem(config: &Config) -> Option<ModemObject> {
+    let device = &config.modem.device;
+    if device.as_os_str().is_empty() {
+        return None;
+    }
+    let protocol = config.modem.protocol;
+    match tokio::time::timeout(MODEM_OPEN_TIMEOUT, Modem::open(device, protocol)).await {
+        Ok(Ok(modem)) => {
+            let info = modem.info().clone();
+            tracing::info!(device = %device.display(), protocol = protocol.as_str(), imei = %info.imei, "modem ready");
+            if let Err(e) = modem.close().await {
+                tracing::warn!(error = %chain(&e), "modem did not close cleanly");
+            }
+            Some(ModemObject { device: device.display().to_string(), protocol, info })
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(device = %device.display(), error = %chain(&e), "modem unavailable; going on without it");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(device = %device.display(), "modem did not answer in time; going on without it");
+            None
+        }
+    }
+}
+
+fn attach_fastpath(config: &Config) -> Option<Fastpath> {
+    if !config.fastpath.enabled {
+        return None;
+    }
+    match Fastpath::attach(&config.fastpath.interface) {
+        Ok(fp) => Some(fp),
+        Err(e) => {
+            tracing::warn!(interface = %config.fastpath.interface, error = %chain(&e), "fast path not attached; going on without it");
+            None
+        }
+    }
+}
+
+/// The endpoints given as IP literals, for the classifier (names resolve later, per flow).
+fn endpoint_addrs(config: &Config) -> Vec<SocketAddr> {
+    config
+        .endpoints
+        .iter()
+        .filter_map(|e| {
+            let url = reqwest::Url::parse(&e.url).ok()?;
+            let ip: IpAddr = url.host_str()?.trim_matches(['[', ']']).parse().ok()?;
+            Some(SocketAddr::new(ip, url.port_or_known_default()?))
+        })
+        .collect()
+}

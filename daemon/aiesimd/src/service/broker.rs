@@ -1,0 +1,217 @@
+//! `org.aiesim.AiEsim1.Broker` on the root object.
+
+use std::{collections::HashMap, os::unix::net::UnixStream as StdUnixStream, sync::Arc, time::Duration};
+
+use aiesim_dbus::{ChatOptions, StreamEvent, iface};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{
+        UnixStream,
+        unix::{OwnedReadHalf, OwnedWriteHalf},
+    },
+};
+use tokio_util::sync::CancellationToken;
+use zbus::{Connection, ObjectPath, OwnedFd, OwnedObjectPath, OwnedVariant, Variant, interface, message::Header};
+
+use super::{
+    DaemonError, Running, Shared,
+    request::{Progress, RequestObject},
+};
+use crate::{
+    broker::{EventSink, Outcome, SinkClosed},
+    identity::{Caller, Identify},
+};
+
+/// How long a finished request's object stays for its owner to read.
+const LINGER: Duration = Duration::from_secs(60);
+/// Largest answer `Ask` collects; the token cap bounds it well before this.
+const ASK_MAX_BYTES: usize = 1 << 20;
+
+pub struct BrokerObject {
+    pub shared: Arc<Shared>,
+}
+
+#[interface(name = "org.aiesim.AiEsim1.Broker")]
+impl BrokerObject {
+    async fn chat(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        request: HashMap<String, OwnedVariant>,
+    ) -> Result<(OwnedObjectPath, OwnedFd), DaemonError> {
+        let options = ChatOptions::from_chat(&request)?;
+        let caller = self.caller(&header).await?;
+        let admitted = self.shared.broker.admit(&caller.app, options)?;
+
+        let (ours, theirs) = StdUnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        let ours = UnixStream::from_std(ours)?;
+        let path = self.shared.next_request_path();
+        let progress = Progress::routed(admitted.route());
+        let cancel = CancellationToken::new();
+        let object = RequestObject { owner: caller.sender.clone(), progress: progress.clone(), cancel: cancel.clone() };
+        connection.object_server().at(path.as_str(), object).await?;
+        self.shared
+            .running
+            .lock()
+            .expect("running lock")
+            .insert(path.clone(), Running { owner: caller.sender.clone(), cancel: cancel.clone() });
+        tracing::info!(request = %path, app = %caller.app, endpoint = %admitted.route().endpoint, reserved = admitted.reserved(), "chat admitted");
+
+        let shared = Arc::clone(&self.shared);
+        let connection = connection.clone();
+        let task_path = path.clone();
+        tokio::spawn(async move {
+            let (read, write) = ours.into_split();
+            let mut sink = SocketSink { write, progress: progress.clone() };
+            let stop = async {
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = peer_closed(read) => {}
+                }
+            };
+            let outcome = shared.broker.run(admitted, &mut sink, stop).await;
+            drop(sink);
+            progress.finish(&outcome);
+            shared.running.lock().expect("running lock").remove(&task_path);
+            log_outcome(&task_path, &caller, &outcome);
+            if let Err(e) = connection
+                .emit_signal(Some(caller.sender.as_str()), task_path.as_str(), iface::REQUEST, "Finished", &(finished_dict(&outcome),))
+                .await
+            {
+                tracing::debug!(request = %task_path, error = %e, "Finished not delivered");
+            }
+            tokio::time::sleep(LINGER).await;
+            let _ = connection.object_server().remove::<RequestObject, _>(task_path.as_str()).await;
+        });
+
+        let path = OwnedObjectPath::try_from(path).map_err(|e| DaemonError::Failed(e.to_string()))?;
+        Ok((path, OwnedFd::from(std::os::fd::OwnedFd::from(theirs))))
+    }
+
+    async fn ask(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        prompt: String,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(String, HashMap<String, OwnedVariant>), DaemonError> {
+        let options = ChatOptions::from_ask(&prompt, &options)?;
+        let caller = self.caller(&header).await?;
+        let admitted = self.shared.broker.admit(&caller.app, options)?;
+        let mut sink = TextSink(String::new());
+        let outcome = self.shared.broker.run(admitted, &mut sink, std::future::pending()).await;
+        log_outcome("ask", &caller, &outcome);
+        if let Some((name, message)) = outcome.error {
+            return Err(DaemonError::new(name, message));
+        }
+        let usage = HashMap::from([
+            ("prompt_tokens".to_owned(), OwnedVariant::from(outcome.usage.prompt_tokens)),
+            ("completion_tokens".to_owned(), OwnedVariant::from(outcome.usage.completion_tokens)),
+            ("charged".to_owned(), OwnedVariant::from(outcome.charged)),
+            ("endpoint".to_owned(), owned_str(&outcome.endpoint)),
+            ("model".to_owned(), owned_str(&outcome.model)),
+        ]);
+        Ok((sink.0, usage))
+    }
+
+    async fn cancel(&self, #[zbus(header)] header: Header<'_>, request_path: ObjectPath<'_>) -> Result<(), DaemonError> {
+        let sender = sender_of(&header)?;
+        let running = self.shared.running.lock().expect("running lock");
+        match running.get(request_path.as_str()) {
+            Some(r) if r.owner == sender => {
+                r.cancel.cancel();
+                Ok(())
+            }
+            // Someone else's request and no request at all look the same to the caller.
+            _ => Err(DaemonError::Unauthorized(format!("{request_path} is not a running request of the caller"))),
+        }
+    }
+}
+
+impl BrokerObject {
+    async fn caller(&self, header: &Header<'_>) -> Result<Caller, DaemonError> {
+        let sender = sender_of(header)?;
+        Ok(self.shared.identity.identify(&sender).await?)
+    }
+}
+
+pub(super) fn sender_of(header: &Header<'_>) -> Result<String, DaemonError> {
+    header
+        .sender()
+        .map(ToString::to_string)
+        .ok_or_else(|| DaemonError::Unauthorized("the call has no sender".into()))
+}
+
+pub(super) fn owned_str(s: &str) -> OwnedVariant {
+    Variant::from(s).try_into_owned().expect("strings hold no fds")
+}
+
+fn finished_dict(outcome: &Outcome) -> HashMap<String, OwnedVariant> {
+    let mut d = HashMap::from([
+        ("state".to_owned(), owned_str(outcome.state.as_str())),
+        ("prompt_tokens".to_owned(), OwnedVariant::from(outcome.usage.prompt_tokens)),
+        ("completion_tokens".to_owned(), OwnedVariant::from(outcome.usage.completion_tokens)),
+        ("charged".to_owned(), OwnedVariant::from(outcome.charged)),
+        ("endpoint".to_owned(), owned_str(&outcome.endpoint)),
+        ("model".to_owned(), owned_str(&outcome.model)),
+    ]);
+    if let Some((name, message)) = &outcome.error {
+        d.insert("error".to_owned(), owned_str(name.as_str()));
+        d.insert("message".to_owned(), owned_str(message));
+    }
+    d
+}
+
+fn log_outcome(what: &str, caller: &Caller, o: &Outcome) {
+    tracing::info!(
+        request = what,
+        app = %caller.app,
+        state = o.state.as_str(),
+        prompt_tokens = o.usage.prompt_tokens,
+        completion_tokens = o.usage.completion_tokens,
+        charged = o.charged,
+        endpoint = %o.endpoint,
+        "request ended"
+    );
+}
+
+/// Resolves when the app closes its end of the stream socket.
+async fn peer_closed(mut read: OwnedReadHalf) {
+    let mut buf = [0u8; 256];
+    // Apps have nothing to send; whatever they do send is read and dropped.
+    while let Ok(n) = read.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+/// Writes events to the app's stream socket and keeps the request's counters current.
+struct SocketSink {
+    write: OwnedWriteHalf,
+    progress: Progress,
+}
+
+impl EventSink for SocketSink {
+    async fn send(&mut self, event: &StreamEvent) -> Result<(), SinkClosed> {
+        if matches!(event, StreamEvent::Delta { .. }) {
+            self.progress.delta();
+        }
+        self.write.write_all(event.to_line().as_bytes()).await.map_err(|_| SinkClosed)
+    }
+}
+
+/// Collects an `Ask` answer.
+struct TextSink(String);
+
+impl EventSink for TextSink {
+    async fn send(&mut self, event: &StreamEvent) -> Result<(), SinkClosed> {
+        if let StreamEvent::Delta { text } = event {
+            if self.0.len() + text.len() > ASK_MAX_BYTES {
+                return Err(SinkClosed);
+            }
+            self.0.push_str(text);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! The D-Bus front end: translates method calls into the core and results back. It decides
+//! nothing itself.
+//!
+//! Objects follow `dbus/interfaces/*.xml`: the root object carries the ObjectManager, the
+//! Broker and the Fastpath; requests live at `Request/N`, modems at `Modem/N`.
+
+mod broker;
+mod error;
+mod fastpath;
+mod modem;
+mod request;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use aiesim_dbus::{MODEM_PATH_PREFIX, ROOT_PATH};
+pub use error::DaemonError;
+use tokio_util::sync::CancellationToken;
+use zbus::{Connection, fdo::ObjectManager};
+
+use crate::{
+    broker::Broker,
+    clock::SystemClock,
+    cloud::HttpCloud,
+    fastpath::Fastpath,
+    identity::BusIdentity,
+    modem::{ModemInfo, Protocol},
+};
+
+/// The broker as the daemon runs it.
+pub type DaemonBroker = Broker<HttpCloud, SystemClock>;
+
+/// A running request, as the front end tracks it for `Cancel`.
+struct Running {
+    owner: String,
+    cancel: CancellationToken,
+}
+
+/// State shared by the objects of the front end.
+pub struct Shared {
+    broker: DaemonBroker,
+    identity: BusIdentity,
+    next_request: AtomicU64,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// What the daemon found of its modem at start.
+pub struct ModemObject {
+    pub device: String,
+    pub protocol: Protocol,
+    pub info: ModemInfo,
+}
+
+/// Serves every object on `connection`. The well-known name is requested by the caller once
+/// this returns, so that no call arrives before the objects exist.
+pub async fn serve(
+    connection: &Connection,
+    broker: DaemonBroker,
+    modem: Option<ModemObject>,
+    fastpath: Option<Fastpath>,
+    fastpath_interface: String,
+) -> Result<(), DaemonError> {
+    let shared = Arc::new(Shared {
+        broker,
+        identity: BusIdentity::new(connection).await?,
+        next_request: AtomicU64::new(0),
+        running: Mutex::new(HashMap::new()),
+    });
+    let server = connection.object_server();
+    server.at(ROOT_PATH, ObjectManager).await?;
+    server.at(ROOT_PATH, broker::BrokerObject { shared: Arc::clone(&shared) }).await?;
+    server.at(ROOT_PATH, fastpath::FastpathObject::new(fastpath, fastpath_interface)).await?;
+    if let Some(m) = modem {
+        server.at(format!("{MODEM_PATH_PREFIX}/0"), modem::ModemObject::from(m)).await?;
+    }
+    Ok(())
+}
+
+/// Takes down what must not outlive the daemon: the classifier is detached here, not left to
+/// process exit, since a clsact filter would stay in the kernel.
+pub async fn shutdown(connection: &Connection) {
+    let _ = connection.object_server().remove::<fastpath::FastpathObject, _>(ROOT_PATH).await;
+}
+
+impl Shared {
+    fn next_request_path(&self) -> String {
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        format!("{}/{n}", aiesim_dbus::REQUEST_PATH_PREFIX)
+    }
+}

@@ -1,0 +1,116 @@
+//! `org.aiesim.AiEsim1.Request` objects, one per `Chat`. Only the owner may read or cancel.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio_util::sync::CancellationToken;
+use zbus::{OwnedVariant, interface, message::Header, object_server::SignalEmitter};
+
+use super::DaemonError;
+use crate::{broker::Outcome, router::Route};
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    state: &'static str,
+    endpoint: String,
+    model: String,
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    charged: u64,
+}
+
+/// A request's live counters, shared by its object and its streaming task.
+#[derive(Debug, Clone)]
+pub struct Progress(Arc<Mutex<State>>);
+
+impl Progress {
+    pub fn routed(route: &Route) -> Self {
+        Self(Arc::new(Mutex::new(State {
+            state: "streaming",
+            endpoint: route.endpoint.clone(),
+            model: route.model.clone(),
+            ..State::default()
+        })))
+    }
+
+    pub fn delta(&self) {
+        self.0.lock().expect("progress lock").completion_tokens += 1;
+    }
+
+    pub fn finish(&self, o: &Outcome) {
+        let mut s = self.0.lock().expect("progress lock");
+        s.state = o.state.as_str();
+        s.prompt_tokens = o.usage.prompt_tokens;
+        s.completion_tokens = o.usage.completion_tokens;
+        s.charged = o.charged;
+    }
+
+    fn get(&self) -> State {
+        self.0.lock().expect("progress lock").clone()
+    }
+}
+
+pub struct RequestObject {
+    pub owner: String,
+    pub progress: Progress,
+    pub cancel: CancellationToken,
+}
+
+impl RequestObject {
+    /// The state as the caller may see it. Without a caller (ObjectManager listings and
+    /// InterfacesAdded, which other peers receive too) it is blank.
+    fn visible(&self, header: Option<&Header<'_>>) -> Result<State, DaemonError> {
+        let Some(header) = header else { return Ok(State { state: "", ..State::default() }) };
+        if super::broker::sender_of(header)? != self.owner {
+            return Err(DaemonError::Unauthorized("only the app that made a request may see it".into()));
+        }
+        Ok(self.progress.get())
+    }
+}
+
+#[interface(name = "org.aiesim.AiEsim1.Request", spawn = false)]
+impl RequestObject {
+    async fn cancel(&self, #[zbus(header)] header: Header<'_>) -> Result<(), DaemonError> {
+        if super::broker::sender_of(&header)? != self.owner {
+            return Err(DaemonError::Unauthorized("only the app that made a request may cancel it".into()));
+        }
+        self.cancel.cancel();
+        Ok(())
+    }
+
+    /// Declared for introspection; the daemon sends it to the owner only (unicast).
+    #[zbus(signal)]
+    async fn finished(emitter: &SignalEmitter<'_>, result: HashMap<String, OwnedVariant>) -> zbus::Result<()>;
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn state(&self, #[zbus(header)] header: Option<Header<'_>>) -> Result<String, DaemonError> {
+        Ok(self.visible(header.as_ref())?.state.to_owned())
+    }
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn endpoint(&self, #[zbus(header)] header: Option<Header<'_>>) -> Result<String, DaemonError> {
+        Ok(self.visible(header.as_ref())?.endpoint)
+    }
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn model(&self, #[zbus(header)] header: Option<Header<'_>>) -> Result<String, DaemonError> {
+        Ok(self.visible(header.as_ref())?.model)
+    }
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn prompt_tokens(&self, #[zbus(header)] header: Option<Header<'_>>) -> Result<u32, DaemonError> {
+        Ok(self.visible(header.as_ref())?.prompt_tokens)
+    }
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn completion_tokens(&self, #[zbus(header)] header: Option<Header<'_>>) -> Result<u32, DaemonError> {
+        Ok(self.visible(header.as_ref())?.completion_tokens)
+    }
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn charged(&self, #[zbus(header)] header: Option<Header<'_>>) -> Result<u64, DaemonError> {
+        Ok(self.visible(header.as_ref())?.charged)
+    }
+}

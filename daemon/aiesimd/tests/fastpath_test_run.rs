@@ -1,0 +1,360 @@
+//! The classifier on synthetic packets, through the kernel's `BPF_PROG_TEST_RUN`.
+//!
+//! The kernel builds every test skb as an Ethernet frame, so the frames here carry a 14-byte
+//! Ethernet header; the classifier reads from the network header and must not care.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use aiesimd::fastpath::{Classifier, DEFAULT_AI_PRIORITY, Statistics, TestProgram};
+
+const TC_ACT_UNSPEC: i32 = -1;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+const DEVICE_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const AI_V4: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+const DEVICE_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+const AI_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 1);
+const AI_PORT: u16 = 8443;
+
+/// Whether the kernel tests can run; in CI, not being able to is a failure.
+fn privileged() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the fast-path tests need root (BPF and TC) and CI is set: run them as root"
+    );
+    eprintln!("skipping: the fast-path tests need root (BPF and TC)");
+    false
+}
+
+fn classifier() -> Classifier {
+    let mut classifier = Classifier::load().expect("load the classifier");
+    classifier
+        .set_ai_endpoints(&[
+            SocketAddr::new(AI_V4.into(), AI_PORT),
+            SocketAddr::new(AI_V6.into(), AI_PORT),
+        ])
+        .expect("configure the AI endpoints");
+    classifier
+}
+
+fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// An L4 header with the ports where TCP and UDP both have them, padded to its real size.
+fn l4(protocol: u8, src_port: u16, dst_port: u16, payload_len: usize) -> Vec<u8> {
+    let header_len = if protocol == TCP { 20 } else { 8 };
+    let mut segment = vec![0; header_len + payload_len];
+    segment[..2].copy_from_slice(&src_port.to_be_bytes());
+    segment[2..4].copy_from_slice(&dst_port.to_be_bytes());
+    segment
+}
+
+fn ipv4_with(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    options: &[u8],
+    fragment: u16,
+    l4: &[u8],
+) -> Vec<u8> {
+    let header_len = 20 + options.len();
+    let total = u16::try_from(header_len + l4.len()).unwrap();
+    let mut packet = vec![0x40 | u8::try_from(header_len / 4).unwrap(), 0];
+    packet.extend_from_slice(&total.to_be_bytes());
+    packet.extend_from_slice(&[0, 1]);
+    packet.extend_from_slice(&fragment.to_be_bytes());
+    packet.extend_from_slice(&[64, protocol, 0, 0]);
+    packet.extend_from_slice(&src.octets());
+    packet.extend_from_slice(&dst.octets());
+    packet.extend_from_slice(options);
+    packet.extend_from_slice(l4);
+    ethernet(0x0800, &packet)
+}
+
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &[u8]) -> Vec<u8> {
+    ipv4_with(src, dst, protocol, &[], 0, l4)
+}
+
+/// IPv6 with `next_header` and `rest` (extension headers and/or L4) after the fixed header.
+fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, rest: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0x60, 0, 0, 0];
+    packet.extend_from_slice(&u16::try_from(rest.len()).unwrap().to_be_bytes());
+    packet.extend_from_slice(&[next_header, 64]);
+    packet.extend_from_slice(&src.octets());
+    packet.extend_from_slice(&dst.octets());
+    packet.extend_from_slice(rest);
+    ethernet(0x86dd, &packet)
+}
+
+/// Runs `frame` once through `program`, checks it is passed on, and returns the priority it got.
+fn run(classifier: &mut Classifier, program: TestProgram, frame: &[u8]) -> u32 {
+    let outcome = classifier
+        .test_run(program, frame, 1)
+        .expect("BPF_PROG_TEST_RUN");
+    assert_eq!(
+        outcome.verdict, TC_ACT_UNSPEC,
+        "{program:?} must pass every packet on"
+    );
+    outcome.priority
+}
+
+fn len<'a>(frames: impl IntoIterator<Item = &'a Vec<u8>>) -> u64 {
+    frames.into_iter().map(|frame| frame.len() as u64).sum()
+}
+
+#[test]
+fn egress_ai_traffic_is_counted_and_prioritised() {
+    if !privileged() {
+        return;
+    }
+    let mut classifier = classifier();
+    let ai = [
+        ipv4(DEVICE_V4, AI_V4, TCP, &l4(TCP, 40000, AI_PORT, 100)),
+        ipv4(DEVICE_V4, AI_V4, UDP, &l4(UDP, 40000, AI_PORT, 1200)),
+        ipv6(DEVICE_V6, AI_V6, TCP, &l4(TCP, 40000, AI_PORT, 0)),
+        ipv6(DEVICE_V6, AI_V6, UDP, &l4(UDP, 40000, AI_PORT, 50)),
+    ];
+    let other = [
+        // Right address, wrong port; right port, wrong address; the AI endpoint as *source*.
+        ipv4(DEVICE_V4, AI_V4, TCP, &l4(TCP, 40000, 443, 10)),
+        ipv4(
+            DEVICE_V4,
+            Ipv4Addr::new(10, 9, 0, 2),
+            UDP,
+            &l4(UDP, 40000, AI_PORT, 10),
+        ),
+        ipv6(AI_V6, DEVICE_V6, UDP, &l4(UDP, AI_PORT, 40000, 10)),
+        // ICMP has no ports.
+        ipv4(DEVICE_V4, AI_V4, 1, &[8, 0, 0, 0, 0, 0, 0, 0]),
+    ];
+    for frame in &ai {
+        assert_eq!(
+            run(&mut classifier, TestProgram::Egress, frame),
+            DEFAULT_AI_PRIORITY
+        );
+    }
+    for frame in &other {
+        assert_eq!(run(&mut classifier, TestProgram::Egress, frame), 0);
+    }
+
+    assert_eq!(
+        classifier.statistics().unwrap(),
+        Statistics {
+            egress_packets: 8,
+            egress_bytes: len(ai.iter().chain(&other)),
+            ingress_packets: 0,
+            ingress_bytes: 0,
+            ai_packets: 4,
+            ai_bytes: len(&ai),
+        }
+    );
+}
+
+#[test]
+fn ingress_ai_traffic_is_matched_on_its_source() {
+    if !privileged() {
+        return;
+    }
+    let mut classifier = classifier();
+    let ai = [
+        ipv4(AI_V4, DEVICE_V4, TCP, &l4(TCP, AI_PORT, 40000, 1000)),
+        ipv6(AI_V6, DEVICE_V6, UDP, &l4(UDP, AI_PORT, 40000, 10)),
+    ];
+    // Addressed *to* the endpoint, as seen on ingress: not traffic from it.
+    let other = ipv4(DEVICE_V4, AI_V4, TCP, &l4(TCP, 40000, AI_PORT, 10));
+    for frame in &ai {
+        // Priority only matters on the way out; ingress leaves it alone.
+        assert_eq!(run(&mut classifier, TestProgram::Ingress, frame), 0);
+    }
+    assert_eq!(run(&mut classifier, TestProgram::Ingress, &other), 0);
+
+    let stats = classifier.statistics().unwrap();
+    assert_eq!(stats.ingress_packets, 3);
+    assert_eq!(stats.ingress_bytes, len(ai.iter().chain([&other])));
+    assert_eq!((stats.ai_packets, stats.ai_bytes), (2, len(&ai)));
+    assert_eq!((stats.egress_packets, stats.egress_bytes), (0, 0));
+}
+
+#[test]
+fn headers_beyond_the_basic_ones_are_followed() {
+    if !privileged() {
+        return;
+    }
+    let mut classifier = classifier();
+    // IPv4 with a 4-byte option (IHL 6).
+    let with_options = ipv4_with(
+        DEVICE_V4,
+        AI_V4,
+        UDP,
+        &[1, 1, 1, 0],
+        0,
+        &l4(UDP, 1, AI_PORT, 0),
+    );
+    // IPv6 hop-by-hop (8 bytes) then a first fragment (offset 0, more fragments) then UDP.
+    let mut rest = vec![44, 0, 1, 4, 0, 0, 0, 0];
+    rest.extend_from_slice(&[UDP, 0, 0, 1, 0, 0, 0, 7]);
+    rest.extend_from_slice(&l4(UDP, 1, AI_PORT, 0));
+    let extended = ipv6(DEVICE_V6, AI_V6, 0, &rest);
+    for frame in [&with_options, &extended] {
+        assert_eq!(
+            run(&mut classifier, TestProgram::Egress, frame),
+            DEFAULT_AI_PRIORITY
+        );
+    }
+    assert_eq!(classifier.statistics().unwrap().ai_packets, 2);
+}
+
+#[test]
+fn later_fragments_non_ip_and_truncated_packets_pass_and_are_not_ai() {
+    if !privileged() {
+        return;
+    }
+    let mut classifier = classifier();
+    let udp = l4(UDP, 1, AI_PORT, 16);
+    let mut ipv6_later_fragment = vec![UDP, 0, 0, 0x10, 0, 0, 0, 7];
+    ipv6_later_fragment.extend_from_slice(&udp);
+    let ipv4_full = ipv4(DEVICE_V4, AI_V4, UDP, &udp);
+    let ipv6_full = ipv6(DEVICE_V6, AI_V6, UDP, &udp);
+    let frames = [
+        // Later fragments: bytes where the ports would be are payload.
+        ipv4_with(DEVICE_V4, AI_V4, UDP, &[], 0x0002, &udp),
+        ipv6(DEVICE_V6, AI_V6, 44, &ipv6_later_fragment),
+        // ARP, and an Ethernet header alone.
+        ethernet(0x0806, &[0, 1, 8, 0, 6, 4, 0, 1]),
+        ethernet(0x0800, &[]),
+        // Cut inside the IP header, and inside the ports.
+        ipv4_full[..14 + 12].to_vec(),
+        ipv4_full[..14 + 20 + 3].to_vec(),
+        ipv6_full[..14 + 30].to_vec(),
+        ipv6_full[..14 + 40 + 2].to_vec(),
+        // EtherType IPv4 carrying an IPv6 header, and an IHL below the minimum.
+        ethernet(0x0800, &ipv6_full[14..]),
+        {
+            let mut bad_ihl = ipv4_full.clone();
+            bad_ihl[14] = 0x44;
+            bad_ihl
+        },
+    ];
+    for frame in &frames {
+        assert_eq!(
+            run(&mut classifier, TestProgram::Egress, frame),
+            0,
+            "{frame:02x?}"
+        );
+    }
+    let stats = classifier.statistics().unwrap();
+    assert_eq!(
+        stats.egress_packets,
+        frames.len() as u64,
+        "every packet is counted"
+    );
+    assert_eq!(stats.egress_bytes, len(&frames));
+    assert_eq!((stats.ai_packets, stats.ai_bytes), (0, 0));
+}
+
+#[test]
+fn replacing_the_endpoints_takes_effect_and_priority_is_configurable() {
+    if !privileged() {
+        return;
+    }
+    let mut classifier = classifier();
+    let to_old = ipv4(DEVICE_V4, AI_V4, TCP, &l4(TCP, 40000, AI_PORT, 0));
+    let new_endpoint = SocketAddr::new(Ipv4Addr::new(10, 9, 0, 7).into(), 443);
+    let to_new = ipv4(
+        DEVICE_V4,
+        Ipv4Addr::new(10, 9, 0, 7),
+        UDP,
+        &l4(UDP, 40000, 443, 0),
+    );
+
+    classifier.set_ai_endpoints(&[new_endpoint]).unwrap();
+    classifier.set_ai_priority(0x0001_0010).unwrap();
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &to_old), 0);
+    assert_eq!(
+        run(&mut classifier, TestProgram::Egress, &to_new),
+        0x0001_0010
+    );
+
+    classifier.set_ai_priority(0).unwrap();
+    assert_eq!(
+        run(&mut classifier, TestProgram::Egress, &to_new),
+        0,
+        "0 leaves priority alone"
+    );
+
+    classifier.set_ai_endpoints(&[]).unwrap();
+    classifier.set_ai_priority(DEFAULT_AI_PRIORITY).unwrap();
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &to_new), 0);
+    assert_eq!(classifier.statistics().unwrap().ai_packets, 2);
+
+    let too_many: Vec<_> = (0..=512u16)
+        .map(|port| SocketAddr::new(AI_V4.into(), port))
+        .collect();
+    let error = classifier.set_ai_endpoints(&too_many).unwrap_err();
+    assert!(error.to_string().contains("513 AI endpoints"), "{error}");
+}
+
+#[test]
+fn repeated_runs_count_every_run() {
+    if !privileged() {
+        return;
+    }
+    let mut classifier = classifier();
+    let frame = ipv4(DEVICE_V4, AI_V4, UDP, &l4(UDP, 40000, AI_PORT, 100));
+    let outcome = classifier
+        .test_run(TestProgram::Egress, &frame, 1000)
+        .unwrap();
+    assert_eq!(outcome.verdict, TC_ACT_UNSPEC);
+    let stats = classifier.statistics().unwrap();
+    assert_eq!((stats.egress_packets, stats.ai_packets), (1000, 1000));
+    assert_eq!(stats.egress_bytes, 1000 * frame.len() as u64);
+}
+
+/// Prints the classifier's cost against an empty program; `cargo xtask bench` does the same.
+#[test]
+#[ignore = "a measurement, not a check: run it on an idle machine"]
+fn cost_against_an_empty_program() {
+    if !privileged() {
+        return;
+    }
+    const REPEAT: u32 = 1_000_000;
+    let mut classifier = classifier();
+    let ai = ipv4(DEVICE_V4, AI_V4, TCP, &l4(TCP, 40000, AI_PORT, 100));
+    let other = ipv6(
+        DEVICE_V6,
+        Ipv6Addr::LOCALHOST,
+        UDP,
+        &l4(UDP, 40000, 53, 100),
+    );
+    let mut measure = |program, frame: &[u8]| {
+        (0..5)
+            .map(|_| {
+                classifier
+                    .test_run(program, frame, REPEAT)
+                    .unwrap()
+                    .duration
+            })
+            .min()
+            .unwrap()
+            .as_nanos()
+    };
+    let baseline = measure(TestProgram::Baseline, &ai);
+    let ai_cost = measure(TestProgram::Egress, &ai);
+    let other_cost = measure(TestProgram::Egress, &other);
+    #[expect(clippy::cast_precision_loss, reason = "nanoseconds per packet")]
+    let ratio = |cost: u128| cost as f64 / baseline as f64;
+    eprintln!(
+        "empty program {baseline} ns/pkt; classifier on AI IPv4/TCP {ai_cost} ns/pkt ({:.2}x), \
+         on other IPv6/UDP {other_cost} ns/pkt ({:.2}x)",
+        ratio(ai_cost),
+        ratio(other_cost)
+    );
+}

@@ -1,0 +1,207 @@
+//! TLVs: `u8 type | u16 length | value`, iterated without copying and built into a buffer.
+
+use crate::{DecodeError, EncodeError};
+
+/// One TLV borrowed from a frame's TLV section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tlv<'a> {
+    pub id: u8,
+    pub value: &'a [u8],
+}
+
+/// Iterates the TLVs of a TLV section; stops after the first malformed one.
+#[derive(Debug, Clone)]
+pub struct Tlvs<'a> {
+    rest: &'a [u8],
+    offset: usize,
+}
+
+/// Iterates the TLVs in `bytes` (a frame's TLV section).
+pub fn iter(bytes: &[u8]) -> Tlvs<'_> {
+    Tlvs { rest: bytes, offset: 0 }
+}
+
+impl<'a> Iterator for Tlvs<'a> {
+    type Item = Result<Tlv<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let Some((header, tail)) = self.rest.split_first_chunk::<3>() else {
+            let err = DecodeError::TruncatedTlv {
+                offset: self.offset,
+                needed: 3,
+                available: self.rest.len(),
+            };
+            self.rest = &[];
+            return Some(Err(err));
+        };
+        let len = usize::from(u16::from_le_bytes([header[1], header[2]]));
+        let Some((value, after)) = tail.split_at_checked(len) else {
+            let err = DecodeError::TruncatedTlv {
+                offset: self.offset,
+                needed: 3 + len,
+                available: self.rest.len(),
+            };
+            self.rest = &[];
+            return Some(Err(err));
+        };
+        self.rest = after;
+        self.offset += 3 + len;
+        Some(Ok(Tlv { id: header[0], value }))
+    }
+}
+
+/// The value of the first TLV `id`, after checking that the whole section is well formed.
+pub fn find(bytes: &[u8], id: u8) -> Result<Option<&[u8]>, DecodeError> {
+    let mut found = None;
+    for tlv in iter(bytes) {
+        let tlv = tlv?;
+        if tlv.id == id && found.is_none() {
+            found = Some(tlv.value);
+        }
+    }
+    Ok(found)
+}
+
+/// Like [`find`], for a TLV the message cannot do without.
+pub fn require<'a>(bytes: &'a [u8], id: u8, message: &'static str) -> Result<&'a [u8], DecodeError> {
+    find(bytes, id)?.ok_or(DecodeError::MissingTlv { message, tlv: id })
+}
+
+/// Reads a fixed-size TLV value.
+pub fn fixed<const N: usize>(
+    value: &[u8],
+    id: u8,
+    message: &'static str,
+    expected: &'static str,
+) -> Result<[u8; N], DecodeError> {
+    value.try_into().map_err(|_| DecodeError::TlvSize {
+        message,
+        tlv: id,
+        expected,
+        actual: value.len(),
+    })
+}
+
+/// Reads a TLV whose whole value is a string; modems pad with NULs and are not always UTF-8.
+pub fn string(value: &[u8]) -> String {
+    let end = value.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+    String::from_utf8_lossy(&value[..end]).into_owned()
+}
+
+/// Builds a TLV section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends one TLV.
+    pub fn put(&mut self, id: u8, value: &[u8]) -> Result<&mut Self, EncodeError> {
+        let len = u16::try_from(value.len()).map_err(|_| EncodeError::TooLong {
+            what: "a TLV value",
+            len: value.len(),
+            max: usize::from(u16::MAX),
+        })?;
+        self.buf.push(id);
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        self.buf.extend_from_slice(value);
+        Ok(self)
+    }
+
+    pub fn put_u8(&mut self, id: u8, value: u8) -> &mut Self {
+        self.put_fixed(id, &[value])
+    }
+
+    pub fn put_u16(&mut self, id: u8, value: u16) -> &mut Self {
+        self.put_fixed(id, &value.to_le_bytes())
+    }
+
+    /// Appends a TLV whose value is small by construction, so it cannot fail.
+    pub fn put_fixed<const N: usize>(&mut self, id: u8, value: &[u8; N]) -> &mut Self {
+        const { assert!(N <= u16::MAX as usize) };
+        self.buf.push(id);
+        #[expect(clippy::cast_possible_truncation, reason = "N is checked at compile time")]
+        self.buf.extend_from_slice(&(N as u16).to_le_bytes());
+        self.buf.extend_from_slice(value);
+        self
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iterates_and_builds() {
+        let mut w = Writer::new();
+        w.put_u8(0x01, 2).put_u16(0x02, 0x0102);
+        w.put(0x10, b"abc").unwrap();
+        let bytes = w.into_bytes();
+        assert_eq!(
+            bytes,
+            [0x01, 1, 0, 2, 0x02, 2, 0, 0x02, 0x01, 0x10, 3, 0, b'a', b'b', b'c']
+        );
+        let tlvs: Vec<_> = iter(&bytes).collect::<Result<_, _>>().unwrap();
+        assert_eq!(tlvs.len(), 3);
+        assert_eq!(
+            tlvs[2],
+            Tlv {
+                id: 0x10,
+                value: b"abc"
+            }
+        );
+        assert_eq!(find(&bytes, 0x02).unwrap(), Some(&[0x02, 0x01][..]));
+        assert_eq!(find(&bytes, 0x11).unwrap(), None);
+    }
+
+    #[test]
+    fn truncated_tlvs_are_errors() {
+        assert_eq!(
+            iter(&[0x01, 5, 0, 1, 2]).next(),
+            Some(Err(DecodeError::TruncatedTlv {
+                offset: 0,
+                needed: 8,
+                available: 5
+            }))
+        );
+        let mut it = iter(&[0x01, 0, 0, 0x02]);
+        assert!(matches!(it.next(), Some(Ok(_))));
+        assert!(matches!(
+            it.next(),
+            Some(Err(DecodeError::TruncatedTlv { offset: 3, .. }))
+        ));
+        assert_eq!(it.next(), None);
+        assert!(find(&[0x01, 0, 0, 0x02], 0x01).is_err());
+    }
+
+    #[test]
+    fn strings_drop_trailing_nuls() {
+        assert_eq!(string(b"QUALCOMM\0\0"), "QUALCOMM");
+        assert_eq!(string(b"\0"), "");
+        assert_eq!(string(b"\xffx"), "\u{fffd}x");
+    }
+
+    #[test]
+    fn oversized_values_are_refused() {
+        let big = vec![0; 70_000];
+        assert!(matches!(
+            Writer::new().put(1, &big),
+            Err(EncodeError::TooLong { len: 70_000, .. })
+        ));
+    }
+}

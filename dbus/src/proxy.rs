@@ -1,0 +1,72 @@
+//! Typed proxies for apps. Method and property names follow `dbus/interfaces/*.xml`.
+
+use std::collections::HashMap;
+
+use zbus::{ObjectPath, OwnedFd, OwnedObjectPath, OwnedVariant as OwnedValue, proxy};
+
+#[proxy(
+    interface = "org.aiesim.AiEsim1.Broker",
+    default_service = "org.aiesim.AiEsim1",
+    default_path = "/org/aiesim/AiEsim1"
+)]
+pub trait Broker {
+    /// Starts a streamed request; see [`crate::StreamEvent`] for what the fd carries.
+    fn chat(&self, request: HashMap<String, OwnedValue>) -> zbus::Result<(OwnedObjectPath, OwnedFd)>;
+
+    /// Asks one question and waits for the whole answer.
+    fn ask(&self, prompt: &str, options: HashMap<String, OwnedValue>) -> zbus::Result<(String, HashMap<String, OwnedValue>)>;
+
+    /// Cancels a request of the caller's.
+    fn cancel(&self, request_path: &ObjectPath<'_>) -> zbus::Result<()>;
+}
+
+#[proxy(interface = "org.aiesim.AiEsim1.Request", default_service = "org.aiesim.AiEsim1")]
+pub trait Request {
+    fn cancel(&self) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn finished(&self, result: HashMap<String, OwnedValue>) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn endpoint(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn model(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn prompt_tokens(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn completion_tokens(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn charged(&self) -> zbus::Result<u64>;
+}
+
+#[proxy(interface = "org.aiesim.AiEsim1.Modem", default_service = "org.aiesim.AiEsim1")]
+pub trait Modem {
+    #[zbus(property)]
+    fn device(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn protocol(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn imei(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn manufacturer(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn model(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn revision(&self) -> zbus::Result<String>;
+}
+
+#[proxy(
+    interface = "org.aiesim.AiEsim1.Fastpath",
+    default_service = "org.aiesim.AiEsim1",
+    default_path = "/org/aiesim/AiEsim1"
+)]
+pub trait Fastpath {
+    fn get_statistics(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+
+    #[zbus(property)]
+    fn interface(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn attached(&self) -> zbus::Result<bool>;
+}

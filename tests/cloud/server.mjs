@@ -1,0 +1,431 @@
+#!/usr/bin/env node
+// The test "cloud": a small OpenAI-compatible chat server on a real language model
+// (node-llama-cpp on CPU). Serves one request at a time; see --help.
+
+import { randomBytes } from "node:crypto";
+import http from "node:http";
+import process from "node:process";
+import { parseArgs } from "node:util";
+
+const HELP = `Usage: node tests/cloud/server.mjs --model <gguf> [options]
+
+An OpenAI-compatible chat server on a real model, for tests. Prints exactly one line
+"LISTENING http://HOST:PORT" to stdout once the model is loaded and the socket is bound;
+logs go to stderr.
+
+Options:
+  --model <path>        GGUF model file (required)
+  --host <addr>         address to listen on (default 127.0.0.1)
+  --port <n>            port, 0 for any free one (default 0)
+  --threads <n>         CPU threads for inference (default 1; more is far slower on 2 cores)
+  --context-size <n>    context window in tokens (default 2048)
+  --model-name <name>   model id reported by the API (default smollm2-135m)
+  --no-usage            never send usage (streams end without the usage chunk)
+  --fail-status <n>     answer every chat request with this HTTP status
+  --break-after <n>     cut streams after n content deltas, without [DONE]
+  --stall-after <n>     stop sending after n content deltas but keep the connection open
+  --help                show this text
+
+Endpoints: POST /v1/chat/completions, GET /v1/models, GET /health.
+Temperature defaults to 0 (greedy) so answers are reproducible.`;
+
+const MAX_BODY_BYTES = 1 << 20;
+const DEFAULT_MAX_TOKENS = 256;
+const ROLES = new Set(["system", "user", "assistant"]);
+
+function fail(message) {
+    process.stderr.write(`server.mjs: ${message}\n`);
+    process.exit(2);
+}
+
+function intOption(values, name, { min, max, fallback }) {
+    const raw = values[name];
+    if (raw === undefined) return fallback;
+    if (!/^\d+$/.test(raw)) fail(`--${name} must be an integer, got ${JSON.stringify(raw)}`);
+    const n = Number(raw);
+    if (n < min || n > max) fail(`--${name} must be between ${min} and ${max}, got ${n}`);
+    return n;
+}
+
+function parseCommandLine() {
+    let parsed;
+    try {
+        parsed = parseArgs({
+            options: {
+                model: { type: "string" },
+                host: { type: "string", default: "127.0.0.1" },
+                port: { type: "string" },
+                threads: { type: "string" },
+                "context-size": { type: "string" },
+                "model-name": { type: "string", default: "smollm2-135m" },
+                "no-usage": { type: "boolean", default: false },
+                "fail-status": { type: "string" },
+                "break-after": { type: "string" },
+                "stall-after": { type: "string" },
+                help: { type: "boolean", default: false },
+            },
+            strict: true,
+            allowPositionals: false,
+        });
+    } catch (e) {
+        fail(`${e.message}\n\n${HELP}`);
+    }
+    const { values } = parsed;
+    if (values.help) {
+        process.stdout.write(`${HELP}\n`);
+        process.exit(0);
+    }
+    if (!values.model) fail(`--model is required\n\n${HELP}`);
+    return {
+        model: values.model,
+        host: values.host,
+        port: intOption(values, "port", { min: 0, max: 65535, fallback: 0 }),
+        threads: intOption(values, "threads", { min: 1, max: 256, fallback: 1 }),
+        contextSize: intOption(values, "context-size", { min: 128, max: 1 << 20, fallback: 2048 }),
+        modelName: values["model-name"],
+        usage: !values["no-usage"],
+        failStatus: intOption(values, "fail-status", { min: 100, max: 599, fallback: null }),
+        breakAfter: intOption(values, "break-after", { min: 1, max: 1 << 30, fallback: null }),
+        stallAfter: intOption(values, "stall-after", { min: 1, max: 1 << 30, fallback: null }),
+    };
+}
+
+const opts = parseCommandLine();
+
+function log(message) {
+    process.stderr.write(`cloud: ${message}\n`);
+}
+
+// A rejected request: HTTP status plus the OpenAI error object.
+class ApiError extends Error {
+    constructor(status, message, { type = "invalid_request_error", param = null, code = null } = {}) {
+        super(message);
+        this.status = status;
+        this.body = { error: { message, type, param, code } };
+    }
+}
+
+function sendJson(res, status, body) {
+    const text = JSON.stringify(body);
+    res.writeHead(status, {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(text),
+    });
+    res.end(text);
+}
+
+function sendError(res, err) {
+    if (res.headersSent) {
+        res.destroy();
+        return;
+    }
+    sendJson(res, err.status, err.body);
+}
+
+function readBody(req) {
+    return new Promise((resolve, reject) => {
+        const chunks = [];
+        let size = 0;
+        req.on("data", (chunk) => {
+            size += chunk.length;
+            if (size > MAX_BODY_BYTES) {
+                reject(new ApiError(413, `request body is larger than ${MAX_BODY_BYTES} bytes`));
+                req.destroy();
+                return;
+            }
+            chunks.push(chunk);
+        });
+        req.on("end", () => resolve(Buffer.concat(chunks)));
+        req.on("error", reject);
+    });
+}
+
+function isInt(v) {
+    return typeof v === "number" && Number.isInteger(v);
+}
+
+// Checks an OpenAI chat request and turns it into what the generator needs.
+function parseChatRequest(body) {
+    let json;
+    try {
+        json = JSON.parse(body.toString("utf8"));
+    } catch (e) {
+        throw new ApiError(400, `the request body is not valid JSON: ${e.message}`);
+    }
+    if (json === null || typeof json !== "object" || Array.isArray(json)) {
+        throw new ApiError(400, "the request body must be a JSON object");
+    }
+    const bad = (param, message) => new ApiError(400, message, { param });
+    if (typeof json.model !== "string" || json.model.length === 0) {
+        throw bad("model", "'model' is required and must be a non-empty string");
+    }
+    if (!Array.isArray(json.messages) || json.messages.length === 0) {
+        throw bad("messages", "'messages' is required and must be a non-empty array");
+    }
+    const history = json.messages.map((m, i) => {
+        if (m === null || typeof m !== "object") throw bad(`messages[${i}]`, `messages[${i}] must be an object`);
+        if (!ROLES.has(m.role)) {
+            throw bad(`messages[${i}].role`, `messages[${i}].role must be one of system, user, assistant`);
+        }
+        if (typeof m.content !== "string") {
+            throw bad(`messages[${i}].content`, `messages[${i}].content must be a string`);
+        }
+        if (m.role === "system") return { type: "system", text: m.content };
+        if (m.role === "user") return { type: "user", text: m.content };
+        return { type: "model", response: [m.content] };
+    });
+    const maxTokens = json.max_completion_tokens ?? json.max_tokens ?? DEFAULT_MAX_TOKENS;
+    if (!isInt(maxTokens) || maxTokens < 1) {
+        throw bad("max_tokens", "'max_tokens' must be a positive integer");
+    }
+    const temperature = json.temperature ?? 0;
+    if (typeof temperature !== "number" || !(temperature >= 0 && temperature <= 2)) {
+        throw bad("temperature", "'temperature' must be a number between 0 and 2");
+    }
+    const seed = json.seed ?? undefined;
+    if (seed !== undefined && !isInt(seed)) throw bad("seed", "'seed' must be an integer");
+    const stream = json.stream ?? false;
+    if (typeof stream !== "boolean") throw bad("stream", "'stream' must be a boolean");
+    const streamOptions = json.stream_options ?? {};
+    if (streamOptions === null || typeof streamOptions !== "object" || Array.isArray(streamOptions)) {
+        throw bad("stream_options", "'stream_options' must be an object");
+    }
+    const includeUsage = streamOptions.include_usage ?? false;
+    if (typeof includeUsage !== "boolean") {
+        throw bad("stream_options.include_usage", "'stream_options.include_usage' must be a boolean");
+    }
+    if (json.n !== undefined && json.n !== 1) throw bad("n", "only n = 1 is supported");
+    return { history, maxTokens, temperature, seed, stream, includeUsage };
+}
+
+const { getLlama, LlamaChat } = await import("node-llama-cpp").catch((e) =>
+    fail(`cannot load node-llama-cpp (run tests/cloud/setup.sh): ${e.message}`),
+);
+
+const loadStart = performance.now();
+const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" }).catch((e) =>
+    fail(`cannot start llama.cpp from the prebuilt binaries: ${e.message}`),
+);
+const model = await llama
+    .loadModel({ modelPath: opts.model })
+    .catch((e) => fail(`cannot load the model ${opts.model}: ${e.message}`));
+const context = await model.createContext({ threads: opts.threads, contextSize: opts.contextSize, sequences: 1 });
+const chat = new LlamaChat({ contextSequence: context.getSequence() });
+log(
+    `loaded ${opts.model} in ${Math.round(performance.now() - loadStart)} ms ` +
+        `(chat template ${chat.chatWrapper.wrapperName}, ${opts.threads} thread(s), context ${context.contextSize})`,
+);
+
+// One model context on a small CPU: requests run strictly one after another.
+let queueTail = Promise.resolve();
+function enqueue(job) {
+    const run = queueTail.then(job);
+    queueTail = run.catch(() => {});
+    return run;
+}
+
+function promptTokenCount(history) {
+    const state = chat.chatWrapper.generateContextState({ chatHistory: [...history, { type: "model", response: [] }] });
+    return state.contextText.tokenize(model.tokenizer).length;
+}
+
+// Runs one generation; onDelta returns false once the client is gone.
+async function generate(request, signal, onDelta) {
+    const promptTokens = promptTokenCount(request.history);
+    if (promptTokens + request.maxTokens > context.contextSize) {
+        throw new ApiError(
+            400,
+            `this model's context is ${context.contextSize} tokens, but the request needs ` +
+                `${promptTokens} prompt + ${request.maxTokens} completion tokens`,
+            { param: "messages", code: "context_length_exceeded" },
+        );
+    }
+    let completionTokens = 0;
+    let deltas = 0;
+    const started = performance.now();
+    let firstTokenMs = null;
+    const result = await chat.generateResponse(request.history, {
+        maxTokens: request.maxTokens,
+        temperature: request.temperature,
+        seed: request.seed,
+        signal,
+        stopOnAbortSignal: true,
+        onToken: (tokens) => {
+            completionTokens += tokens.length;
+            firstTokenMs ??= performance.now() - started;
+        },
+        onTextChunk: (text) => {
+            if (text.length > 0) {
+                deltas += 1;
+                onDelta(text, deltas);
+            }
+        },
+    });
+    const stop = result.metadata.stopReason;
+    const ms = performance.now() - started;
+    log(
+        `generated ${completionTokens} tokens (prompt ${promptTokens}) in ${Math.round(ms)} ms, ` +
+            `first token ${firstTokenMs === null ? "-" : Math.round(firstTokenMs)} ms, stop ${stop}`,
+    );
+    return {
+        text: result.response,
+        finishReason: stop === "maxTokens" ? "length" : "stop",
+        aborted: stop === "abort",
+        usage: {
+            prompt_tokens: promptTokens,
+            completion_tokens: completionTokens,
+            total_tokens: promptTokens + completionTokens,
+        },
+    };
+}
+
+function completionId() {
+    return `chatcmpl-${randomBytes(12).toString("hex")}`;
+}
+
+async function handleChat(req, res) {
+    const body = await readBody(req);
+    if (opts.failStatus !== null) {
+        throw new ApiError(opts.failStatus, `the test cloud is configured to answer ${opts.failStatus}`, {
+            type: "server_error",
+            code: "injected_failure",
+        });
+    }
+    const request = parseChatRequest(body);
+    const abort = new AbortController();
+    // A closed response before we finished means the client went away: stop generating.
+    res.on("close", () => {
+        if (!res.writableFinished) abort.abort(new Error("client disconnected"));
+    });
+    await enqueue(async () => {
+        if (abort.signal.aborted) return;
+        const id = completionId();
+        const created = Math.floor(Date.now() / 1000);
+        if (!request.stream) {
+            const out = await generate(request, abort.signal, () => {});
+            const reply = {
+                id,
+                object: "chat.completion",
+                created,
+                model: opts.modelName,
+                choices: [
+                    {
+                        index: 0,
+                        message: { role: "assistant", content: out.text },
+                        logprobs: null,
+                        finish_reason: out.finishReason,
+                    },
+                ],
+            };
+            if (opts.usage) reply.usage = out.usage;
+            sendJson(res, 200, reply);
+            return;
+        }
+        const withUsage = request.includeUsage && opts.usage;
+        const chunk = (choices, extra = {}) => {
+            const c = { id, object: "chat.completion.chunk", created, model: opts.modelName, choices, ...extra };
+            if (withUsage && !("usage" in extra)) c.usage = null;
+            return `data: ${JSON.stringify(c)}\n\n`;
+        };
+        const choice = (delta, finishReason = null) => [{ index: 0, delta, logprobs: null, finish_reason: finishReason }];
+        res.writeHead(200, {
+            "content-type": "text/event-stream; charset=utf-8",
+            "cache-control": "no-cache",
+            connection: "keep-alive",
+        });
+        res.write(chunk(choice({ role: "assistant", content: "" })));
+        let cut = false;
+        let out;
+        try {
+            out = await generate(request, abort.signal, (text, n) => {
+                if (cut || res.destroyed) return;
+                if (opts.breakAfter !== null && n >= opts.breakAfter) {
+                    cut = true;
+                    log(`breaking the stream after ${n} deltas (--break-after)`);
+                    // Destroyed only once the delta is flushed, so the client does get n deltas.
+                    res.write(chunk(choice({ content: text })), () => res.destroy());
+                    abort.abort(new Error("stream cut on purpose"));
+                    return;
+                }
+                res.write(chunk(choice({ content: text })));
+                if (opts.stallAfter !== null && n >= opts.stallAfter) {
+                    cut = true;
+                    log(`stalling the stream after ${n} deltas (--stall-after)`);
+                    abort.abort(new Error("stream stalled on purpose"));
+                }
+            });
+        } catch (e) {
+            // Headers are out: a provider can only signal the failure in-band and drop [DONE].
+            const message = e instanceof ApiError ? e.message : `generation failed: ${e.message}`;
+            log(message);
+            if (!res.destroyed) {
+                res.write(`data: ${JSON.stringify({ error: { message, type: "server_error", param: null, code: null } })}\n\n`);
+                res.end();
+            }
+            return;
+        }
+        if (cut || out.aborted || res.destroyed) return;
+        res.write(chunk(choice({}, out.finishReason)));
+        if (withUsage) res.write(chunk([], { usage: out.usage }));
+        res.end("data: [DONE]\n\n");
+    });
+}
+
+function handleModels(res) {
+    sendJson(res, 200, {
+        object: "list",
+        data: [{ id: opts.modelName, object: "model", created: 0, owned_by: "aiesim-test-cloud" }],
+    });
+}
+
+const server = http.createServer(async (req, res) => {
+    const started = performance.now();
+    res.on("close", () => {
+        const how = res.writableFinished ? "" : " (connection closed early)";
+        log(`${req.method} ${req.url} ${res.statusCode} ${Math.round(performance.now() - started)} ms${how}`);
+    });
+    try {
+        const path = new URL(req.url, "http://localhost").pathname;
+        const routes = {
+            "/v1/chat/completions": ["POST", () => handleChat(req, res)],
+            "/v1/models": ["GET", () => handleModels(res)],
+            "/health": ["GET", () => sendJson(res, 200, { status: "ok" })],
+        };
+        const route = routes[path];
+        if (!route) throw new ApiError(404, `no route for ${path}`, { code: "not_found" });
+        if (req.method !== route[0]) {
+            res.setHeader("allow", route[0]);
+            throw new ApiError(405, `${path} accepts ${route[0]} only`, { code: "method_not_allowed" });
+        }
+        await route[1]();
+    } catch (e) {
+        if (e instanceof ApiError) {
+            sendError(res, e);
+        } else {
+            log(`internal error: ${e.stack ?? e}`);
+            sendError(res, new ApiError(500, `internal error: ${e.message}`, { type: "server_error" }));
+        }
+    }
+});
+
+server.on("error", (e) => fail(`cannot listen on ${opts.host}:${opts.port}: ${e.message}`));
+server.listen(opts.port, opts.host, () => {
+    const { address, port } = server.address();
+    const host = address.includes(":") ? `[${address}]` : address;
+    process.stdout.write(`LISTENING http://${host}:${port}\n`);
+});
+
+async function shutdown(signal) {
+    log(`${signal}: shutting down`);
+    server.close();
+    server.closeAllConnections();
+    try {
+        await context.dispose();
+        await model.dispose();
+        await llama.dispose();
+    } finally {
+        process.exit(0);
+    }
+}
+process.on("SIGTERM", () => shutdown("SIGTERM"));
+process.on("SIGINT", () => shutdown("SIGINT"));

@@ -1,0 +1,293 @@
+//! A simulated world of real processes for end-to-end tests and the demo.
+//!
+//! A private system-like bus (real `dbus-daemon` with the project's bus policy), the modem
+//! simulator on a pseudo-terminal, a real language model as the cloud in an "operator" network
+//! namespace, and aiesimd in a "device" namespace whose `wwan0` links the two, so the AI traffic
+//! crosses the classifier. Everything is torn down on drop.
+
+mod netns;
+mod process;
+
+use std::{
+    fmt::Write as _,
+    os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+pub use netns::Netns;
+pub use process::Proc;
+
+/// The operator's side of the device link and the device's side (RFC 2544 benchmark range,
+/// only ever inside namespaces this harness creates).
+pub const OPERATOR_ADDR: &str = "198.18.0.1";
+pub const DEVICE_ADDR: &str = "198.18.0.2";
+/// The model the test cloud serves.
+pub const MODEL_NAME: &str = "smollm2-135m";
+pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// IMEI the simulated modem reports.
+pub const SIM_IMEI: &str = "356938035643809";
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+/// Where cargo put the binaries of `profile` ("debug" or "release").
+pub fn bin_dir(profile: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
+    target.join(profile)
+}
+
+pub fn model_path() -> PathBuf {
+    repo_root().join(".tools/models").join(MODEL_FILE)
+}
+
+/// Why this machine cannot run the world, if it cannot.
+pub fn missing_prerequisites(profile: &str) -> Option<String> {
+    let mut missing = String::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push_str("not root (network namespaces and BPF need root); ");
+    }
+    for tool in ["dbus-daemon", "ip", "node"] {
+        if which(tool).is_none() {
+            let _ = write!(missing, "{tool} not installed; ");
+        }
+    }
+    if !model_path().exists() {
+        let _ = write!(missing, "model {} missing; ", model_path().display());
+    }
+    if !repo_root().join("tests/cloud/node_modules/node-llama-cpp").exists() {
+        missing.push_str("tests/cloud/node_modules missing; ");
+    }
+    for bin in ["aiesimd", "aictl", "aiesim-modemsim"] {
+        if !bin_dir(profile).join(bin).exists() {
+            let _ = write!(missing, "{bin} not built ({profile}); ");
+        }
+    }
+    (!missing.is_empty()).then(|| format!("{}— run `cargo xtask setup` and `cargo build --workspace`", missing))
+}
+
+/// Skips a test (returning true) when the world cannot run here, or fails it under CI, where
+/// nothing may be skipped silently.
+pub fn skip_unless_ready(test: &str) -> bool {
+    match missing_prerequisites("debug") {
+        None => false,
+        Some(why) if std::env::var_os("CI").is_some() => panic!("{test}: cannot run under CI: {why}"),
+        Some(why) => {
+            eprintln!("{test}: SKIPPED: {why}");
+            true
+        }
+    }
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
+}
+
+/// How the world's cloud behaves.
+#[derive(Debug, Clone, Default)]
+pub struct CloudOptions {
+    /// Omit the usage chunk, as some providers do.
+    pub no_usage: bool,
+    /// Answer every chat with this HTTP status.
+    pub fail_status: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorldOptions {
+    /// Cargo profile of the binaries to run.
+    pub profile: String,
+    pub cloud: CloudOptions,
+    /// Per-app token budget.
+    pub app_tokens: u64,
+    /// Extra lines for the daemon's configuration file.
+    pub extra_config: String,
+}
+
+impl Default for WorldOptions {
+    fn default() -> Self {
+        Self { profile: "debug".into(), cloud: CloudOptions::default(), app_tokens: 100_000, extra_config: String::new() }
+    }
+}
+
+pub struct World {
+    // Field order is teardown order: daemon first, namespaces last.
+    pub daemon: Proc,
+    pub cloud: Proc,
+    pub sim: Proc,
+    pub bus: Proc,
+    pub bus_address: String,
+    pub cloud_url: String,
+    /// From spawning aiesimd to its READY=1.
+    pub ready_after: Duration,
+    pub profile: String,
+    device: Netns,
+    operator: Netns,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    pub fn start(options: &WorldOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("aiesim-world-").tempdir().context("cannot make a temporary directory")?;
+        // Other users must reach the bus socket, so the bus policy (not file modes) decides.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let bins = bin_dir(&options.profile);
+
+        let (bus, bus_address) = start_bus(dir.path())?;
+        let operator = Netns::create("op")?;
+        let device = Netns::create("dev")?;
+        netns::link(&device, "wwan0", DEVICE_ADDR, &operator, "core0", OPERATOR_ADDR)?;
+
+        let (cloud, cloud_url) = start_cloud(&operator, &options.cloud)?;
+
+        let modem_link = dir.path().join("modem");
+        let mut sim = Proc::spawn(
+            "aiesim-modemsim",
+            Command::new(bins.join("aiesim-modemsim"))
+                .args(["--protocol", "qmi", "--imei", SIM_IMEI, "--link"])
+                .arg(&modem_link)
+                .stdout(Stdio::piped()),
+        )?;
+        let line = sim.read_line_until(Duration::from_secs(10), |l| l.starts_with("PTY "))?;
+        if !modem_link.exists() {
+            bail!("the simulator said {line:?} but made no {}", modem_link.display());
+        }
+
+        let config = dir.path().join("aiesimd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "bus = \"{bus_address}\"\n{extra}\n[modem]\ndevice = \"{modem}\"\nprotocol = \"qmi\"\n\n[fastpath]\ninterface = \"wwan0\"\n\n[budget]\napp_tokens = {app}\n\n[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\n",
+                extra = options.extra_config,
+                modem = modem_link.display(),
+                app = options.app_tokens,
+            ),
+        )?;
+        let (daemon, ready_after) = start_daemon(&bins, &device, &config, dir.path())?;
+
+        Ok(Self { daemon, cloud, sim, bus, bus_address, cloud_url, ready_after, profile: options.profile.clone(), device, operator, dir })
+    }
+
+    /// A command running `aictl` against this world's bus.
+    pub fn aictl(&self) -> Command {
+        let mut c = Command::new(bin_dir(&self.profile).join("aictl"));
+        c.env("AIESIM_BUS", &self.bus_address);
+        c
+    }
+
+    /// A bus connection as a client of this world.
+    pub async fn connect(&self) -> anyhow::Result<zbus::Connection> {
+        Ok(zbus::connection::Builder::address(self.bus_address.as_str()).build().await?)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn device_netns(&self) -> &Netns {
+        &self.device
+    }
+
+    pub fn operator_netns(&self) -> &Netns {
+        &self.operator
+    }
+
+    /// The daemon's resident set size, in KiB.
+    pub fn daemon_rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.daemon.pid()))?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+        Ok(line.split_whitespace().nth(1).context("bad VmRSS")?.parse()?)
+    }
+}
+
+fn start_bus(dir: &Path) -> anyhow::Result<(Proc, String)> {
+    let socket = dir.join("system_bus_socket");
+    let policy = repo_root().join("dbus/bus/org.aiesim.AiEsim1.conf");
+    let config = dir.join("bus.conf");
+    // A system-like bus: deny by default, as a distribution's system.conf does, plus our policy.
+    std::fs::write(
+        &config,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+  </policy>
+  <include>{policy}</include>
+</busconfig>
+"#,
+            socket = socket.display(),
+            policy = policy.display(),
+        ),
+    )?;
+    let mut bus = Proc::spawn(
+        "dbus-daemon",
+        Command::new("dbus-daemon").arg("--nofork").arg("--print-address").arg(format!("--config-file={}", config.display())).stdout(Stdio::piped()),
+    )?;
+    let address = bus.read_line_until(Duration::from_secs(10), |l| l.starts_with("unix:"))?;
+    Ok((bus, address.trim().to_owned()))
+}
+
+fn start_cloud(operator: &Netns, options: &CloudOptions) -> anyhow::Result<(Proc, String)> {
+    let root = repo_root();
+    let mut cmd = operator.command("node");
+    cmd.arg(root.join("tests/cloud/server.mjs"))
+        .arg("--model")
+        .arg(model_path())
+        .args(["--host", OPERATOR_ADDR, "--port", "0", "--threads", "1", "--model-name", MODEL_NAME])
+        .stdout(Stdio::piped());
+    if options.no_usage {
+        cmd.arg("--no-usage");
+    }
+    if let Some(s) = options.fail_status {
+        cmd.args(["--fail-status", &s.to_string()]);
+    }
+    let mut cloud = Proc::spawn("cloud", &mut cmd)?;
+    let line = cloud.read_line_until(Duration::from_secs(120), |l| l.starts_with("LISTENING "))?;
+    let base = line.trim().trim_start_matches("LISTENING ").trim_end_matches('/').to_owned();
+    Ok((cloud, format!("{base}/v1")))
+}
+
+fn start_daemon(bins: &Path, device: &Netns, config: &Path, dir: &Path) -> anyhow::Result<(Proc, Duration)> {
+    let notify_path = dir.join("notify");
+    let notify = UnixDatagram::bind(&notify_path).context("cannot bind the notify socket")?;
+    notify.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut cmd = device.command(bins.join("aiesimd"));
+    cmd.arg("--config").arg(config).env("NOTIFY_SOCKET", &notify_path).env("AIESIMD_LOG", "info,aiesimd=debug");
+    let started = Instant::now();
+    let mut daemon = Proc::spawn("aiesimd", &mut cmd)?;
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Ok(n) = notify.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]);
+            if msg.lines().any(|l| l == "READY=1") {
+                return Ok((daemon, started.elapsed()));
+            }
+        }
+        if let Some(status) = daemon.try_wait()? {
+            bail!("aiesimd exited before READY ({status}); its log:\n{}", daemon.log());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("aiesimd sent no READY within 30 s; its log:\n{}", daemon.log());
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Project tasks: `cargo xtask <setup|build|demo|test|install>`.
+
+mod demo;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+const HELP: &str = "\
+cargo xtask — aiesim project tasks
+
+USAGE: cargo xtask <TASK> [OPTIONS]
+
+TASKS:
+  setup                 Install everything the project needs on this machine (Debian packages,
+                        bpf-linker, the test cloud's model and runtime). Idempotent.
+  build [--release]     Build every binary (the BPF program is built and embedded by aiesimd).
+  demo                  setup + release build, then run the whole stack on the simulated modem
+                        and a local model as the cloud: ask a question, print the streamed
+                        answer and the tokens charged. Cleans up after itself.
+  test                  setup + format check + clippy + build + the whole test suite (unit and
+                        end-to-end; end-to-end tests need root).
+  install --destdir DIR [--release]
+                        Install binaries, the D-Bus contract, polkit actions and systemd units
+                        under DIR (a staging root for packaging).
+";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(task) = args.first() else {
+        print!("{HELP}");
+        bail!("no task given");
+    };
+    let rest = &args[1..];
+    match task.as_str() {
+        "setup" => setup::run(),
+        "build" => build(rest.iter().any(|a| a == "--release")),
+        "demo" => {
+            setup::run()?;
+            build(true)?;
+            demo::run()
+        }
+        "test" => test(),
+        "install" => install(rest),
+        "help" | "-h" | "--help" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => {
+            print!("{HELP}");
+            bail!("unknown task \"{other}\"")
+        }
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs a command, echoing it first, and fails if it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("+ {}", display(cmd));
+    let status = cmd.status().with_context(|| format!("cannot run {}", display(cmd)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", display(cmd));
+    }
+    Ok(())
+}
+
+fn display(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|s| s.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+}
+
+fn build(release: bool) -> anyhow::Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--workspace", "--bins"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)
+}
+
+fn test() -> anyhow::Result<()> {
+    let ci = std::env::var_os("CI").is_some();
+    if ci && !nix_is_root() {
+        bail!("CI runs the kernel and D-Bus tests, which need root");
+    }
+    setup::run()?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    build(false)?;
+    run(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn install(args: &[String]) -> anyhow::Result<()> {
+    let destdir = args
+        .iter()
+        .position(|a| a == "--destdir")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .context("install needs --destdir DIR")?;
+    let release = args.iter().any(|a| a == "--release");
+    build(release)?;
+    let profile = if release { "release" } else { "debug" };
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from).join(profile);
+    let r = root();
+    let files: [(PathBuf, &str, u32); 11] = [
+        (target.join("aiesimd"), "usr/bin/aiesimd", 0o755),
+        (target.join("aictl"), "usr/bin/aictl", 0o755),
+        (r.join("dbus/bus/org.aiesim.AiEsim1.conf"), "usr/share/dbus-1/system.d/org.aiesim.AiEsim1.conf", 0o644),
+        (r.join("dbus/system-services/org.aiesim.AiEsim1.service"), "usr/share/dbus-1/system-services/org.aiesim.AiEsim1.service", 0o644),
+        (r.join("dbus/polkit/org.aiesim.AiEsim1.policy"), "usr/share/polkit-1/actions/org.aiesim.AiEsim1.policy", 0o644),
+        (r.join("dbus/interfaces/org.aiesim.AiEsim1.Broker.xml"), "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Broker.xml", 0o644),
+        (r.join("dbus/interfaces/org.aiesim.AiEsim1.Request.xml"), "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Request.xml", 0o644),
+        (r.join("dbus/interfaces/org.aiesim.AiEsim1.Modem.xml"), "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Modem.xml", 0o644),
+        (r.join("dbus/interfaces/org.aiesim.AiEsim1.Fastpath.xml"), "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Fastpath.xml", 0o644),
+        (r.join("systemd/aiesimd.service"), "usr/lib/systemd/system/aiesimd.service", 0o644),
+        (r.join("systemd/aiesimd.toml"), "etc/aiesim/aiesimd.toml", 0o640),
+    ];
+    let extra = [
+        (r.join("systemd/aiesim.sysusers.conf"), "usr/lib/sysusers.d/aiesim.conf", 0o644),
+        (r.join("systemd/aiesim.tmpfiles.conf"), "usr/lib/tmpfiles.d/aiesim.conf", 0o644),
+    ];
+    for (from, to, mode) in files.into_iter().chain(extra) {
+        let dest = destdir.join(to);
+        std::fs::create_dir_all(dest.parent().expect("has a parent"))?;
+        std::fs::copy(&from, &dest).with_context(|| format!("cannot copy {} to {}", from.display(), dest.display()))?;
+        std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        println!("installed {}", dest.display());
+    }
+    Ok(())
+}
