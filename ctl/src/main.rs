@@ -1,9 +1,6 @@
 //! aictl: the command line for the aiesim daemon.
 
-use std::{
-    io::Write as _,
-    process::ExitCode,
-};
+use std::{io::Write as _, process::ExitCode};
 
 use aiesim_dbus::{
     ChatOptions, ErrorName, Message, Priority, StreamEvent,
@@ -58,9 +55,7 @@ enum Command {
         quiet: bool,
     },
     /// Print a shell completion script.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
@@ -89,14 +84,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let connection = connect(&cli.bus).await?;
     match cli.command {
         Command::Status { json } => status(&connection, json).await,
-        Command::Ask { prompt, model, max_tokens, temperature, system, background, quiet } => {
+        Command::Ask {
+            prompt,
+            model,
+            max_tokens,
+            temperature,
+            system,
+            background,
+            quiet,
+        } => {
             let mut messages = Vec::new();
             if let Some(s) = system {
                 messages.push(Message::new("system", s));
             }
             messages.push(Message::new("user", prompt.join(" ")));
-            let priority = if background { Priority::Background } else { Priority::Interactive };
-            let options = ChatOptions { messages, model, max_tokens, temperature, priority };
+            let priority = if background {
+                Priority::Background
+            } else {
+                Priority::Interactive
+            };
+            let options = ChatOptions {
+                messages,
+                model,
+                max_tokens,
+                temperature,
+                priority,
+            };
             ask(&connection, &options, quiet).await
         }
         Command::Completions { .. } => unreachable!("handled above"),
@@ -109,14 +122,18 @@ async fn connect(bus: &str) -> anyhow::Result<Connection> {
         "session" => zbus::connection::Builder::session(),
         address => zbus::connection::Builder::address(address),
     };
-    builder.build().await.with_context(|| format!("cannot connect to the {bus} bus"))
+    builder
+        .build()
+        .await
+        .with_context(|| format!("cannot connect to the {bus} bus"))
 }
 
 /// The D-Bus error of a failed call as "Name: message".
 fn describe(e: &zbus::Error) -> String {
     match e {
         zbus::Error::MethodError(name, message, _) => {
-            let short = ErrorName::from_name(name.as_str()).map_or(name.as_str(), |n| n.as_str().rsplit('.').next().unwrap_or(""));
+            let short = ErrorName::from_name(name.as_str())
+                .map_or(name.as_str(), |n| n.as_str().rsplit('.').next().unwrap_or(""));
             format!("{short}: {}", message.as_deref().unwrap_or("(no message)"))
         }
         other => other.to_string(),
@@ -125,14 +142,42 @@ fn describe(e: &zbus::Error) -> String {
 
 async fn status(connection: &Connection, json: bool) -> anyhow::Result<ExitCode> {
     let fastpath = FastpathProxy::new(connection).await?;
-    let interface = fastpath.interface().await.map_err(|e| anyhow::anyhow!("aiesimd is not reachable: {}", describe(&e)))?;
+    let interface = fastpath
+        .interface()
+        .await
+        .map_err(|e| anyhow::anyhow!("aiesimd is not reachable: {}", describe(&e)))?;
     let attached = fastpath.attached().await?;
-    let stats = if attached { Some(fastpath.get_statistics().await.map_err(|e| anyhow::anyhow!(describe(&e)))?) } else { None };
-    let stat = |k: &str| stats.as_ref().and_then(|s| s.get(k)).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+    let stats = if attached {
+        Some(
+            fastpath
+                .get_statistics()
+                .await
+                .map_err(|e| anyhow::anyhow!(describe(&e)))?,
+        )
+    } else {
+        None
+    };
+    let stat = |k: &str| {
+        stats
+            .as_ref()
+            .and_then(|s| s.get(k))
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0)
+    };
 
-    let modem = ModemProxy::builder(connection).path(format!("{}/0", aiesim_dbus::MODEM_PATH_PREFIX)).build().await?;
+    let modem = ModemProxy::builder(connection)
+        .path(format!("{}/0", aiesim_dbus::MODEM_PATH_PREFIX))
+        .build()
+        .await?;
     let modem_info = match modem.imei().await {
-        Ok(imei) => Some((imei, modem.manufacturer().await?, modem.model().await?, modem.revision().await?, modem.device().await?, modem.protocol().await?)),
+        Ok(imei) => Some((
+            imei,
+            modem.manufacturer().await?,
+            modem.model().await?,
+            modem.revision().await?,
+            modem.device().await?,
+            modem.protocol().await?,
+        )),
         Err(_) => None,
     };
 
@@ -153,8 +198,8 @@ async fn status(connection: &Connection, json: bool) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     match &modem_info {
-        Some((imei, manufacturer, model, revision, device, protocol)) => {
-            println!("modem     {manufacturer} {model} (rev {revision})");
+        Some((imei, manufacturer, model_name, revision, device, protocol)) => {
+            println!("modem     {manufacturer} {model_name} (rev {revision})");
             println!("          IMEI {imei}, {protocol} on {device}");
         }
         None => println!("modem     unavailable"),
@@ -178,7 +223,10 @@ async fn status(connection: &Connection, json: bool) -> anyhow::Result<ExitCode>
 
 async fn ask(connection: &Connection, options: &ChatOptions, quiet: bool) -> anyhow::Result<ExitCode> {
     let broker = BrokerProxy::new(connection).await?;
-    let (_path, fd) = broker.chat(options.to_chat_dict()).await.map_err(|e| anyhow::anyhow!(describe(&e)))?;
+    let (_path, fd) = broker
+        .chat(options.to_chat_dict())
+        .await
+        .map_err(|e| anyhow::anyhow!(describe(&e)))?;
     let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));
     stream.set_nonblocking(true)?;
     let mut lines = BufReader::new(tokio::net::UnixStream::from_std(stream)?).lines();
@@ -189,13 +237,20 @@ async fn ask(connection: &Connection, options: &ChatOptions, quiet: bool) -> any
             l = lines.next_line() => l.context("the answer stream broke")?,
             _ = tokio::signal::ctrl_c() => { eprintln!("\naictl: cancelled"); return Ok(ExitCode::from(130)); }
         };
-        let Some(line) = line else { bail!("the daemon closed the stream without a final event") };
+        let Some(line) = line else {
+            bail!("the daemon closed the stream without a final event")
+        };
         match StreamEvent::from_line(&line).with_context(|| format!("the daemon sent a bad event: {line}"))? {
             StreamEvent::Delta { text } => {
                 stdout.write_all(text.as_bytes())?;
                 stdout.flush()?;
             }
-            StreamEvent::Done { usage, charged, endpoint, model } => {
+            StreamEvent::Done {
+                usage,
+                charged,
+                endpoint,
+                model,
+            } => {
                 writeln!(stdout)?;
                 if !quiet {
                     eprintln!(

@@ -22,8 +22,7 @@ const TOOLCHAIN: &str = "debian-bpf";
 const SETUP_HINT: &str = "run `cargo xtask setup` to install it";
 
 fn main() -> anyhow::Result<()> {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?);
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?);
     let workspace = manifest_dir
         .ancestors()
         .nth(2)
@@ -46,23 +45,18 @@ fn main() -> anyhow::Result<()> {
 
     if env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
         // An empty object keeps `include_bytes_aligned!` compiling; attaching then reports it.
-        fs::write(out_dir.join(BPF_OBJECT), [])
-            .context("failed to write the placeholder BPF object")?;
+        fs::write(out_dir.join(BPF_OBJECT), []).context("failed to write the placeholder BPF object")?;
         println!("cargo:warning=AYA_BUILD_SKIP is set: aiesimd is built without its BPF program");
         return Ok(());
     }
 
     let tools_bin = workspace.join(".tools/bin");
     let path = prepend_path(&tools_bin)?;
-    let bpf_linker = find_in_path(&path, "bpf-linker").ok_or_else(|| {
-        anyhow!(
-            "bpf-linker is not in {} nor on PATH; {SETUP_HINT}",
-            tools_bin.display()
-        )
-    })?;
+    let bpf_linker = find_in_path(&path, "bpf-linker")
+        .ok_or_else(|| anyhow!("bpf-linker is not in {} nor on PATH; {SETUP_HINT}", tools_bin.display()))?;
     // Relinking with a different bpf-linker must rebuild the object.
     println!("cargo:rerun-if-changed={}", bpf_linker.display());
-    check_toolchain()?;
+    check_toolchain(&path)?;
 
     // SAFETY: the build script is single-threaded; these reach the BPF cargo run by aya-build.
     unsafe {
@@ -73,12 +67,9 @@ fn main() -> anyhow::Result<()> {
         env::set_var("CARGO_TERM_QUIET", "true");
     }
     // The BPF crate is its own workspace (excluded from ours), so cargo must start from its directory.
-    env::set_current_dir(&program_dir)
-        .with_context(|| format!("failed to enter {}", program_dir.display()))?;
+    env::set_current_dir(&program_dir).with_context(|| format!("failed to enter {}", program_dir.display()))?;
 
-    let root_dir = program_dir
-        .to_str()
-        .context("the path of ebpf/program is not UTF-8")?;
+    let root_dir = program_dir.to_str().context("the path of ebpf/program is not UTF-8")?;
     aya_build::build_ebpf(
         [Package {
             name: BPF_PACKAGE,
@@ -109,26 +100,35 @@ fn find_in_path(path: &OsString, name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// Fails early, with the fix, when the `debian-bpf` toolchain or its BPF `core` is missing.
-fn check_toolchain() -> anyhow::Result<()> {
-    let mut rustc = Command::new("rustup");
-    rustc.args(["run", TOOLCHAIN, "rustc", "--print", "sysroot"]);
-    let output = rustc.output().with_context(|| {
-        format!(
-            "failed to run {rustc:?}; rustup and the {TOOLCHAIN} toolchain are needed, {SETUP_HINT}"
-        )
-    })?;
+/// Fails early, with the fix, when the compiler for the BPF crate or its BPF `core` is missing.
+fn check_toolchain(path: &OsString) -> anyhow::Result<()> {
+    // aya-build compiles with `rustup run <toolchain>` when rustup exists, with PATH's cargo otherwise.
+    let mut rustc = if find_in_path(path, "rustup").is_some() {
+        let mut rustup = Command::new("rustup");
+        rustup.args(["run", TOOLCHAIN, "rustc"]);
+        rustup
+    } else {
+        Command::new("rustc")
+    };
+    rustc.args(["--print", "sysroot"]).env("PATH", path);
+    let output = rustc
+        .output()
+        .with_context(|| format!("failed to run {rustc:?}; {SETUP_HINT}"))?;
     if !output.status.success() {
         bail!(
-            "the rustup toolchain {TOOLCHAIN} is missing ({}); {SETUP_HINT}",
+            "the BPF compiler is missing ({}): the rustup toolchain {TOOLCHAIN} is needed; {SETUP_HINT}",
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
+    let target = match env::var("CARGO_CFG_TARGET_ENDIAN").as_deref() {
+        Ok("big") => "bpfeb-unknown-none",
+        _ => "bpfel-unknown-none",
+    };
     let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    let core = sysroot.join("lib/rustlib/bpfel-unknown-none/lib");
+    let core = sysroot.join("lib/rustlib").join(target).join("lib");
     if !core.is_dir() {
         bail!(
-            "the {TOOLCHAIN} toolchain has no prebuilt core for BPF in {} (Debian package libstd-rust-web-dev-bpf); {SETUP_HINT}",
+            "the BPF compiler has no prebuilt core in {} (Debian package libstd-rust-web-dev-bpf); {SETUP_HINT}",
             core.display()
         );
     }

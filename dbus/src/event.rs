@@ -59,7 +59,10 @@ mod tests {
         let d = StreamEvent::Delta { text: "hi\n".into() };
         assert_eq!(d.to_line(), "{\"type\":\"delta\",\"text\":\"hi\\n\"}\n");
         let done = StreamEvent::Done {
-            usage: Usage { prompt_tokens: 3, completion_tokens: 5 },
+            usage: Usage {
+                prompt_tokens: 3,
+                completion_tokens: 5,
+            },
             charged: 8,
             endpoint: "metro".into(),
             model: "m".into(),

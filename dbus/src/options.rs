@@ -55,7 +55,10 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -113,7 +116,10 @@ impl ChatOptions {
                 "max_tokens" => {
                     let n: u32 = typed(value, "max_tokens", "u")?;
                     if n == 0 {
-                        return Err(OptionsError::Invalid { key: "max_tokens", reason: "must be at least 1".into() });
+                        return Err(OptionsError::Invalid {
+                            key: "max_tokens",
+                            reason: "must be at least 1".into(),
+                        });
                     }
                     opts.max_tokens = Some(n);
                 }
@@ -170,7 +176,10 @@ impl ChatOptions {
             });
         }
         if self.messages.iter().all(|m| m.role != "user") {
-            return Err(OptionsError::Invalid { key: "messages", reason: "needs a user message".into() });
+            return Err(OptionsError::Invalid {
+                key: "messages",
+                reason: "needs a user message".into(),
+            });
         }
         Ok(())
     }
@@ -178,8 +187,11 @@ impl ChatOptions {
     /// The options as a `Chat` request dictionary.
     pub fn to_chat_dict(&self) -> HashMap<String, OwnedValue> {
         let mut dict = self.to_ask_dict();
-        let messages: Vec<(String, String)> =
-            self.messages.iter().map(|m| (m.role.clone(), m.content.clone())).collect();
+        let messages: Vec<(String, String)> = self
+            .messages
+            .iter()
+            .map(|m| (m.role.clone(), m.content.clone()))
+            .collect();
         dict.insert("messages".into(), owned(Value::from(messages)));
         dict
     }
@@ -216,7 +228,11 @@ where
         Value::Variant(v) => v,
         v => v,
     };
-    let wrong = || OptionsError::WrongType { key, expected, got: inner.value_signature().to_string() };
+    let wrong = || OptionsError::WrongType {
+        key,
+        expected,
+        got: inner.value_signature().to_string(),
+    };
     let owned = inner.try_to_owned().map_err(|_| wrong())?;
     T::try_from(owned).map_err(|_| wrong())
 }
@@ -226,7 +242,10 @@ mod tests {
     use super::*;
 
     fn dict(entries: &[(&str, Value<'_>)]) -> HashMap<String, OwnedValue> {
-        entries.iter().map(|(k, v)| ((*k).to_owned(), owned(v.clone()))).collect()
+        entries
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), owned(v.clone())))
+            .collect()
     }
 
     #[test]
@@ -243,25 +262,53 @@ mod tests {
 
     #[test]
     fn wrong_type_names_key_and_types() {
-        let d = dict(&[("max_tokens", Value::from("ten")), ("messages", Value::from(vec![("user".to_string(), "x".to_string())]))]);
+        let d = dict(&[
+            ("max_tokens", Value::from("ten")),
+            ("messages", Value::from(vec![("user".to_string(), "x".to_string())])),
+        ]);
         let e = ChatOptions::from_chat(&d).unwrap_err();
-        assert_eq!(e, OptionsError::WrongType { key: "max_tokens", expected: "u", got: "s".into() });
+        assert_eq!(
+            e,
+            OptionsError::WrongType {
+                key: "max_tokens",
+                expected: "u",
+                got: "s".into()
+            }
+        );
         assert_eq!(e.to_string(), "option \"max_tokens\" must have D-Bus type u, not s");
     }
 
     #[test]
     fn refuses_unknown_missing_and_out_of_range() {
-        assert_eq!(ChatOptions::from_chat(&HashMap::new()).unwrap_err(), OptionsError::Missing("messages"));
+        assert_eq!(
+            ChatOptions::from_chat(&HashMap::new()).unwrap_err(),
+            OptionsError::Missing("messages")
+        );
         let d = dict(&[("bogus", Value::from(1u32))]);
-        assert_eq!(ChatOptions::from_ask("q", &d).unwrap_err(), OptionsError::UnknownKey("bogus".into()));
+        assert_eq!(
+            ChatOptions::from_ask("q", &d).unwrap_err(),
+            OptionsError::UnknownKey("bogus".into())
+        );
         let d = dict(&[("temperature", Value::from(9.0))]);
-        assert!(matches!(ChatOptions::from_ask("q", &d), Err(OptionsError::Invalid { key: "temperature", .. })));
+        assert!(matches!(
+            ChatOptions::from_ask("q", &d),
+            Err(OptionsError::Invalid { key: "temperature", .. })
+        ));
         let d = dict(&[("messages", Value::from(vec![("user".to_string(), "x".to_string())]))]);
-        assert_eq!(ChatOptions::from_ask("q", &d).unwrap_err(), OptionsError::UnknownKey("messages".into()));
+        assert_eq!(
+            ChatOptions::from_ask("q", &d).unwrap_err(),
+            OptionsError::UnknownKey("messages".into())
+        );
         let d = dict(&[("messages", Value::from(vec![("robot".to_string(), "x".to_string())]))]);
-        assert!(matches!(ChatOptions::from_chat(&d), Err(OptionsError::Invalid { key: "messages", .. })));
+        assert!(matches!(
+            ChatOptions::from_chat(&d),
+            Err(OptionsError::Invalid { key: "messages", .. })
+        ));
         let d = dict(&[("max_tokens", Value::from(0u32))]);
-        assert!(matches!(ChatOptions::from_ask("q", &d), Err(OptionsError::Invalid { key: "max_tokens", .. })));
+        assert!(matches!(
+            ChatOptions::from_ask("q", &d),
+            Err(OptionsError::Invalid { key: "max_tokens", .. })
+        ));
     }
 
     #[test]

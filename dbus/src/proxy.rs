@@ -14,7 +14,11 @@ pub trait Broker {
     fn chat(&self, request: HashMap<String, OwnedValue>) -> zbus::Result<(OwnedObjectPath, OwnedFd)>;
 
     /// Asks one question and waits for the whole answer.
-    fn ask(&self, prompt: &str, options: HashMap<String, OwnedValue>) -> zbus::Result<(String, HashMap<String, OwnedValue>)>;
+    fn ask(
+        &self,
+        prompt: &str,
+        options: HashMap<String, OwnedValue>,
+    ) -> zbus::Result<(String, HashMap<String, OwnedValue>)>;
 
     /// Cancels a request of the caller's.
     fn cancel(&self, request_path: &ObjectPath<'_>) -> zbus::Result<()>;

@@ -203,13 +203,21 @@ const { getLlama, LlamaChat } = await import("node-llama-cpp").catch((e) =>
 );
 
 const loadStart = performance.now();
-const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" }).catch((e) =>
+// llama.cpp's own messages go to stderr: stdout carries only the LISTENING line.
+const llama = await getLlama({
+    gpu: false,
+    build: "never",
+    logLevel: "error",
+    logger: (level, message) => log(`llama.cpp ${level}: ${message.trimEnd()}`),
+}).catch((e) =>
     fail(`cannot start llama.cpp from the prebuilt binaries: ${e.message}`),
 );
 const model = await llama
     .loadModel({ modelPath: opts.model })
     .catch((e) => fail(`cannot load the model ${opts.model}: ${e.message}`));
-const context = await model.createContext({ threads: opts.threads, contextSize: opts.contextSize, sequences: 1 });
+const context = await model
+    .createContext({ threads: opts.threads, contextSize: opts.contextSize, sequences: 1 })
+    .catch((e) => fail(`cannot create a ${opts.contextSize}-token context: ${e.message}`));
 const chat = new LlamaChat({ contextSequence: context.getSequence() });
 log(
     `loaded ${opts.model} in ${Math.round(performance.now() - loadStart)} ms ` +
@@ -229,8 +237,8 @@ function promptTokenCount(history) {
     return state.contextText.tokenize(model.tokenizer).length;
 }
 
-// Runs one generation; onDelta returns false once the client is gone.
-async function generate(request, signal, onDelta) {
+// The prompt's size in tokens, refused (before any header goes out) when the answer cannot fit.
+function checkFits(request) {
     const promptTokens = promptTokenCount(request.history);
     if (promptTokens + request.maxTokens > context.contextSize) {
         throw new ApiError(
@@ -240,6 +248,11 @@ async function generate(request, signal, onDelta) {
             { param: "messages", code: "context_length_exceeded" },
         );
     }
+    return promptTokens;
+}
+
+// Runs one generation, passing each non-empty piece of text to onDelta.
+async function generate(request, promptTokens, signal, onDelta) {
     let completionTokens = 0;
     let deltas = 0;
     const started = performance.now();
@@ -299,10 +312,11 @@ async function handleChat(req, res) {
     });
     await enqueue(async () => {
         if (abort.signal.aborted) return;
+        const promptTokens = checkFits(request);
         const id = completionId();
         const created = Math.floor(Date.now() / 1000);
         if (!request.stream) {
-            const out = await generate(request, abort.signal, () => {});
+            const out = await generate(request, promptTokens, abort.signal, () => {});
             const reply = {
                 id,
                 object: "chat.completion",
@@ -337,7 +351,7 @@ async function handleChat(req, res) {
         let cut = false;
         let out;
         try {
-            out = await generate(request, abort.signal, (text, n) => {
+            out = await generate(request, promptTokens, abort.signal, (text, n) => {
                 if (cut || res.destroyed) return;
                 if (opts.breakAfter !== null && n >= opts.breakAfter) {
                     cut = true;
@@ -356,7 +370,7 @@ async function handleChat(req, res) {
             });
         } catch (e) {
             // Headers are out: a provider can only signal the failure in-band and drop [DONE].
-            const message = e instanceof ApiError ? e.message : `generation failed: ${e.message}`;
+            const message = `generation failed: ${e.message}`;
             log(message);
             if (!res.destroyed) {
                 res.write(`data: ${JSON.stringify({ error: { message, type: "server_error", param: null, code: null } })}\n\n`);
@@ -382,7 +396,8 @@ const server = http.createServer(async (req, res) => {
     const started = performance.now();
     res.on("close", () => {
         const how = res.writableFinished ? "" : " (connection closed early)";
-        log(`${req.method} ${req.url} ${res.statusCode} ${Math.round(performance.now() - started)} ms${how}`);
+        const ms = Math.round(performance.now() - started);
+        log(`${req.method} ${req.url} ${res.statusCode} ${ms} ms on connection ${connectionIds.get(req.socket)}${how}`);
     });
     try {
         const path = new URL(req.url, "http://localhost").pathname;
@@ -408,6 +423,10 @@ const server = http.createServer(async (req, res) => {
     }
 });
 
+// Numbered connections in the log show whether clients reuse them.
+const connectionIds = new WeakMap();
+let connections = 0;
+server.on("connection", (socket) => connectionIds.set(socket, ++connections));
 server.on("error", (e) => fail(`cannot listen on ${opts.host}:${opts.port}: ${e.message}`));
 server.listen(opts.port, opts.host, () => {
     const { address, port } = server.address();

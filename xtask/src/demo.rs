@@ -13,10 +13,17 @@ pub fn run() -> anyhow::Result<()> {
         bail!("the demo cannot run here: {why}");
     }
     println!("== aiesim demo: simulated QMI modem, {MODEL_FILE} as the cloud, a private system bus");
-    let world = World::start(&WorldOptions { profile: "release".into(), ..WorldOptions::default() })
-        .context("cannot start the demo's world")?;
+    let world = World::start(&WorldOptions {
+        profile: "release".into(),
+        ..WorldOptions::default()
+    })
+    .context("cannot start the demo's world")?;
     println!("   bus      {}", world.bus_address);
-    println!("   cloud    {} (in network namespace {})", world.cloud_url, world.operator_netns().name());
+    println!(
+        "   cloud    {} (in network namespace {})",
+        world.cloud_url,
+        world.operator_netns().name()
+    );
     println!(
         "   aiesimd  pid {} in namespace {}, READY after {} ms, idle RSS {} KiB",
         world.daemon.pid(),
@@ -26,11 +33,20 @@ pub fn run() -> anyhow::Result<()> {
     );
 
     show(world.aictl().arg("status"), "aictl status")?;
-    show(world.aictl().args(["ask", "--max-tokens", "48", QUESTION]), &format!("aictl ask \"{QUESTION}\""))?;
-    show(world.aictl().arg("status"), "aictl status   # the answer's packets crossed wwan0's classifier")?;
+    show(
+        world.aictl().args(["ask", "--max-tokens", "48", QUESTION]),
+        &format!("aictl ask \"{QUESTION}\""),
+    )?;
+    show(
+        world.aictl().arg("status"),
+        "aictl status   # the answer's packets crossed wwan0's classifier",
+    )?;
 
     drop(world);
-    println!("== demo finished in {:.1} s; everything it started is stopped", started.elapsed().as_secs_f64());
+    println!(
+        "== demo finished in {:.1} s; everything it started is stopped",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -24,6 +24,8 @@ TASKS:
                         answer and the tokens charged. Cleans up after itself.
   test                  setup + format check + clippy + build + the whole test suite (unit and
                         end-to-end; end-to-end tests need root).
+  fuzz [--seconds N]    Run every cargo-fuzz target for N seconds each (default 60); installs
+                        cargo-fuzz into .tools on first use. Needs the nightly toolchain.
   install --destdir DIR [--release]
                         Install binaries, the D-Bus contract, polkit actions and systemd units
                         under DIR (a staging root for packaging).
@@ -45,6 +47,7 @@ fn main() -> anyhow::Result<()> {
             demo::run()
         }
         "test" => test(),
+        "fuzz" => fuzz(rest),
         "install" => install(rest),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
@@ -58,7 +61,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
 }
 
 fn cargo() -> Command {
@@ -78,7 +84,11 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 fn display(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|s| s.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn build(release: bool) -> anyhow::Result<()> {
@@ -103,10 +113,59 @@ fn test() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Crates with a cargo-fuzz directory.
+const FUZZED: &[&str] = &["daemon/qmi"];
+
+fn fuzz(args: &[String]) -> anyhow::Result<()> {
+    let seconds: u32 = match args.iter().position(|a| a == "--seconds") {
+        Some(i) => args
+            .get(i + 1)
+            .context("--seconds needs a number")?
+            .parse()
+            .context("--seconds needs a number")?,
+        None => 60,
+    };
+    let tools = root().join(".tools");
+    let cargo_fuzz = tools.join("bin/cargo-fuzz");
+    if !cargo_fuzz.exists() {
+        run(cargo()
+            .args(["install", "cargo-fuzz", "--locked", "--root"])
+            .arg(&tools))?;
+    }
+    for krate in FUZZED {
+        let dir = root().join(krate);
+        let list = Command::new(&cargo_fuzz).arg("list").current_dir(&dir).output()?;
+        for target in String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            run(Command::new("cargo")
+                .args(["+nightly"])
+                .arg("fuzz")
+                .args(["run", target, "--", &format!("-max_total_time={seconds}")])
+                .current_dir(&dir)
+                .env(
+                    "PATH",
+                    format!(
+                        "{}:{}",
+                        tools.join("bin").display(),
+                        std::env::var("PATH").unwrap_or_default()
+                    ),
+                ))?;
+        }
+    }
+    Ok(())
+}
+
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -120,24 +179,66 @@ fn install(args: &[String]) -> anyhow::Result<()> {
     let release = args.iter().any(|a| a == "--release");
     build(release)?;
     let profile = if release { "release" } else { "debug" };
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from).join(profile);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), PathBuf::from)
+        .join(profile);
     let r = root();
     let files: [(PathBuf, &str, u32); 11] = [
         (target.join("aiesimd"), "usr/bin/aiesimd", 0o755),
         (target.join("aictl"), "usr/bin/aictl", 0o755),
-        (r.join("dbus/bus/org.aiesim.AiEsim1.conf"), "usr/share/dbus-1/system.d/org.aiesim.AiEsim1.conf", 0o644),
-        (r.join("dbus/system-services/org.aiesim.AiEsim1.service"), "usr/share/dbus-1/system-services/org.aiesim.AiEsim1.service", 0o644),
-        (r.join("dbus/polkit/org.aiesim.AiEsim1.policy"), "usr/share/polkit-1/actions/org.aiesim.AiEsim1.policy", 0o644),
-        (r.join("dbus/interfaces/org.aiesim.AiEsim1.Broker.xml"), "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Broker.xml", 0o644),
-        (r.join("dbus/interfaces/org.aiesim.AiEsim1.Request.xml"), "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Request.xml", 0o644),
-        (r.join("dbus/interfaces/org.aiesim.AiEsim1.Modem.xml"), "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Modem.xml", 0o644),
-        (r.join("dbus/interfaces/org.aiesim.AiEsim1.Fastpath.xml"), "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Fastpath.xml", 0o644),
-        (r.join("systemd/aiesimd.service"), "usr/lib/systemd/system/aiesimd.service", 0o644),
+        (
+            r.join("dbus/bus/org.aiesim.AiEsim1.conf"),
+            "usr/share/dbus-1/system.d/org.aiesim.AiEsim1.conf",
+            0o644,
+        ),
+        (
+            r.join("dbus/system-services/org.aiesim.AiEsim1.service"),
+            "usr/share/dbus-1/system-services/org.aiesim.AiEsim1.service",
+            0o644,
+        ),
+        (
+            r.join("dbus/polkit/org.aiesim.AiEsim1.policy"),
+            "usr/share/polkit-1/actions/org.aiesim.AiEsim1.policy",
+            0o644,
+        ),
+        (
+            r.join("dbus/interfaces/org.aiesim.AiEsim1.Broker.xml"),
+            "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Broker.xml",
+            0o644,
+        ),
+        (
+            r.join("dbus/interfaces/org.aiesim.AiEsim1.Request.xml"),
+            "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Request.xml",
+            0o644,
+        ),
+        (
+            r.join("dbus/interfaces/org.aiesim.AiEsim1.Modem.xml"),
+            "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Modem.xml",
+            0o644,
+        ),
+        (
+            r.join("dbus/interfaces/org.aiesim.AiEsim1.Fastpath.xml"),
+            "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Fastpath.xml",
+            0o644,
+        ),
+        (
+            r.join("systemd/aiesimd.service"),
+            "usr/lib/systemd/system/aiesimd.service",
+            0o644,
+        ),
         (r.join("systemd/aiesimd.toml"), "etc/aiesim/aiesimd.toml", 0o640),
     ];
     let extra = [
-        (r.join("systemd/aiesim.sysusers.conf"), "usr/lib/sysusers.d/aiesim.conf", 0o644),
-        (r.join("systemd/aiesim.tmpfiles.conf"), "usr/lib/tmpfiles.d/aiesim.conf", 0o644),
+        (
+            r.join("systemd/aiesim.sysusers.conf"),
+            "usr/lib/sysusers.d/aiesim.conf",
+            0o644,
+        ),
+        (
+            r.join("systemd/aiesim.tmpfiles.conf"),
+            "usr/lib/tmpfiles.d/aiesim.conf",
+            0o644,
+        ),
     ];
     for (from, to, mode) in files.into_iter().chain(extra) {
         let dest = destdir.join(to);

@@ -49,13 +49,22 @@ pub fn run() -> anyhow::Result<()> {
     eprintln!("setup: bpf-linker {BPF_LINKER_VERSION} into .tools/bin");
     let tools = root().join(".tools");
     let linker = tools.join("bin/bpf-linker");
-    let have = Command::new(&linker).arg("--version").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let have = Command::new(&linker)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     if have.as_deref().is_some_and(|v| v.contains(BPF_LINKER_VERSION)) {
         eprintln!("  already installed");
     } else {
         crate::run(
             Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--no-default-features"])
+                .args([
+                    "install",
+                    &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                    "--locked",
+                    "--no-default-features",
+                ])
                 .args(["--features", &format!("llvm-{llvm}")])
                 .arg("--root")
                 .arg(&tools)
@@ -82,8 +91,14 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
         eprintln!("  all installed: {}", packages.join(" "));
         return Ok(());
     }
-    if !std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))) {
-        bail!("missing Debian packages ({}); run setup as root or install them with apt-get", missing.join(" "));
+    if !std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    }) {
+        bail!(
+            "missing Debian packages ({}); run setup as root or install them with apt-get",
+            missing.join(" ")
+        );
     }
     apt(&["update", "-q"])?;
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
@@ -95,7 +110,9 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
 fn apt(args: &[&str]) -> anyhow::Result<()> {
     for attempt in 1..=30 {
         let mut cmd = Command::new("apt-get");
-        cmd.args(["-o", "DPkg::Lock::Timeout=60"]).args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd.args(["-o", "DPkg::Lock::Timeout=60"])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive");
         eprintln!("+ apt-get {}", args.join(" "));
         let out = cmd.output().context("cannot run apt-get")?;
         if out.status.success() {
@@ -107,7 +124,12 @@ fn apt(args: &[&str]) -> anyhow::Result<()> {
             sleep(Duration::from_secs(10));
             continue;
         }
-        bail!("apt-get {} failed:\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), err);
+        bail!(
+            "apt-get {} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            err
+        );
     }
     unreachable!("the last attempt returns")
 }

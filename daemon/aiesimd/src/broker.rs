@@ -105,7 +105,12 @@ pub struct Broker<C, K> {
 
 impl<C: Cloud, K: Clock> Broker<C, K> {
     pub fn new(cloud: C, ledger: Ledger, router: Router<K>, limits: Limits) -> Self {
-        Self { cloud, ledger, router, limits }
+        Self {
+            cloud,
+            ledger,
+            router,
+            limits,
+        }
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -118,21 +123,55 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
 
     /// Routes the request and reserves its bounded cost, or refuses it.
     pub fn admit(&self, app: &str, options: ChatOptions) -> Result<Admitted, BrokerError> {
-        let ChatOptions { messages, model, max_tokens, temperature, priority: _ } = options;
-        let max_tokens = max_tokens.unwrap_or(self.limits.default_max_tokens).min(self.limits.max_tokens_cap);
+        let ChatOptions {
+            messages,
+            model,
+            max_tokens,
+            temperature,
+            priority: _,
+        } = options;
+        let max_tokens = max_tokens
+            .unwrap_or(self.limits.default_max_tokens)
+            .min(self.limits.max_tokens_cap);
         let route = self.router.pick(model.as_deref()).map_err(BrokerError::Route)?;
         let prompt_estimate = estimate_prompt_tokens(&messages);
-        let reservation =
-            self.ledger.reserve(app, u64::from(prompt_estimate) + u64::from(max_tokens)).map_err(BrokerError::Budget)?;
-        let request = ChatRequest { model: route.model.clone(), messages, max_tokens, temperature };
-        Ok(Admitted { reservation, route, request, prompt_estimate })
+        let reservation = self
+            .ledger
+            .reserve(app, u64::from(prompt_estimate) + u64::from(max_tokens))
+            .map_err(BrokerError::Budget)?;
+        let request = ChatRequest {
+            model: route.model.clone(),
+            messages,
+            max_tokens,
+            temperature,
+        };
+        Ok(Admitted {
+            reservation,
+            route,
+            request,
+            prompt_estimate,
+        })
     }
 
     /// Streams an admitted request into `sink` until it ends or `cancel` resolves, then charges
     /// what was used. Always ends the stream with exactly one final event.
-    pub async fn run(&self, admitted: Admitted, sink: &mut impl EventSink, cancel: impl Future<Output = ()>) -> Outcome {
-        let Admitted { reservation, route, request, prompt_estimate } = admitted;
-        let mut meter = Meter { prompt_estimate, deltas: 0, reported: None };
+    pub async fn run(
+        &self,
+        admitted: Admitted,
+        sink: &mut impl EventSink,
+        cancel: impl Future<Output = ()>,
+    ) -> Outcome {
+        let Admitted {
+            reservation,
+            route,
+            request,
+            prompt_estimate,
+        } = admitted;
+        let mut meter = Meter {
+            prompt_estimate,
+            deltas: 0,
+            reported: None,
+        };
         let ended = {
             let streamed = self.stream(&route, &request, sink, &mut meter);
             tokio::pin!(streamed, cancel);
@@ -156,12 +195,27 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             Err((state, name, message)) => (state, Some((name, message))),
         };
         let final_event = match &error {
-            None => StreamEvent::Done { usage, charged, endpoint: route.endpoint.clone(), model: route.model.clone() },
-            Some((name, message)) => StreamEvent::Error { name: name.as_str().to_owned(), message: message.clone() },
+            None => StreamEvent::Done {
+                usage,
+                charged,
+                endpoint: route.endpoint.clone(),
+                model: route.model.clone(),
+            },
+            Some((name, message)) => StreamEvent::Error {
+                name: name.as_str().to_owned(),
+                message: message.clone(),
+            },
         };
         // The app may be gone already; the outcome is recorded either way.
         let _ = sink.send(&final_event).await;
-        Outcome { state, usage, charged, endpoint: route.endpoint, model: route.model, error }
+        Outcome {
+            state,
+            usage,
+            charged,
+            endpoint: route.endpoint,
+            model: route.model,
+            error,
+        }
     }
 
     async fn stream(
@@ -171,7 +225,13 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         sink: &mut impl EventSink,
         meter: &mut Meter,
     ) -> Result<(), (EndState, ErrorName, String)> {
-        let upstream = |e: CloudError| (EndState::Failed, ErrorName::UpstreamFailed, format!("endpoint \"{}\": {}", route.endpoint, chain(&e)));
+        let upstream = |e: CloudError| {
+            (
+                EndState::Failed,
+                ErrorName::UpstreamFailed,
+                format!("endpoint \"{}\": {}", route.endpoint, chain(&e)),
+            )
+        };
         let mut events = match self.cloud.chat(&route.url, request).await {
             Ok(s) => s,
             Err(e) => {
@@ -187,7 +247,11 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                     }
                     meter.deltas += 1;
                     if sink.send(&StreamEvent::Delta { text }).await.is_err() {
-                        return Err((EndState::Cancelled, ErrorName::Cancelled, "the app closed its stream".into()));
+                        return Err((
+                            EndState::Cancelled,
+                            ErrorName::Cancelled,
+                            "the app closed its stream".into(),
+                        ));
                     }
                 }
                 Ok(CloudEvent::Usage(u)) => meter.reported = Some(u),
@@ -216,8 +280,14 @@ impl Meter {
     /// delivered delta — never zero for a request that produced output.
     fn usage(&self) -> Usage {
         match self.reported {
-            Some(u) => Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens.max(self.deltas.min(1)) },
-            None => Usage { prompt_tokens: self.prompt_estimate, completion_tokens: self.deltas },
+            Some(u) => Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens.max(self.deltas.min(1)),
+            },
+            None => Usage {
+                prompt_tokens: self.prompt_estimate,
+                completion_tokens: self.deltas,
+            },
         }
     }
 }
@@ -249,16 +319,14 @@ mod tests {
     use futures_util::stream;
 
     use super::*;
-    use crate::{
-        clock::ManualClock,
-        cloud::ChatStream,
-        config::EndpointConfig,
-        router::Tier,
-    };
+    use crate::{clock::ManualClock, cloud::ChatStream, config::EndpointConfig, router::Tier};
 
     /// A scripted cloud: the faults it plays (a broken stream, a refused connection) are ones
     /// the real model server cannot be made to produce on cue.
-    struct Script(Mutex<Vec<Result<Vec<Result<CloudEvent, ()>>, ()>>>);
+    /// One scripted chat: refused (`Err`) or a stream of events and failures.
+    type Scripted = Result<Vec<Result<CloudEvent, ()>>, ()>;
+
+    struct Script(Mutex<Vec<Scripted>>);
 
     impl Cloud for Script {
         async fn chat(&self, _base_url: &str, _request: &ChatRequest) -> Result<ChatStream, CloudError> {
@@ -285,38 +353,78 @@ mod tests {
         }
     }
 
-    fn broker(script: Vec<Result<Vec<Result<CloudEvent, ()>>, ()>>) -> Broker<Script, ManualClock> {
+    fn broker(script: Vec<Scripted>) -> Broker<Script, ManualClock> {
         let endpoints = vec![
-            EndpointConfig { name: "metro".into(), url: "http://m/v1".into(), tier: Tier::Metro, models: vec!["s".into()] },
-            EndpointConfig { name: "prov".into(), url: "http://p/v1".into(), tier: Tier::Province, models: vec!["s".into()] },
+            EndpointConfig {
+                name: "metro".into(),
+                url: "http://m/v1".into(),
+                tier: Tier::Metro,
+                models: vec!["s".into()],
+            },
+            EndpointConfig {
+                name: "prov".into(),
+                url: "http://p/v1".into(),
+                tier: Tier::Province,
+                models: vec!["s".into()],
+            },
         ];
         Broker::new(
             Script(Mutex::new(script)),
             Ledger::new(1_000, 10_000),
             Router::new(endpoints, ManualClock::default(), Duration::from_secs(30)),
-            Limits { default_max_tokens: 100, max_tokens_cap: 200 },
+            Limits {
+                default_max_tokens: 100,
+                max_tokens_cap: 200,
+            },
         )
     }
 
     fn ask(max_tokens: Option<u32>) -> ChatOptions {
-        ChatOptions { messages: vec![Message::new("user", "hello there")], max_tokens, priority: Priority::Interactive, ..Default::default() }
+        ChatOptions {
+            messages: vec![Message::new("user", "hello there")],
+            max_tokens,
+            priority: Priority::Interactive,
+            ..Default::default()
+        }
     }
 
+    #[expect(clippy::unnecessary_wraps, reason = "scripts are lists of results")]
     fn delta(s: &str) -> Result<CloudEvent, ()> {
         Ok(CloudEvent::Delta(s.into()))
     }
 
     #[tokio::test]
     async fn streams_then_charges_reported_usage() {
-        let b = broker(vec![Ok(vec![delta("Hi"), delta(" you"), Ok(CloudEvent::Usage(Usage { prompt_tokens: 9, completion_tokens: 2 }))])]);
+        let b = broker(vec![Ok(vec![
+            delta("Hi"),
+            delta(" you"),
+            Ok(CloudEvent::Usage(Usage {
+                prompt_tokens: 9,
+                completion_tokens: 2,
+            })),
+        ])]);
         let a = b.admit("app", ask(Some(50))).unwrap();
-        assert_eq!(a.reserved(), 50 + u64::from(estimate_prompt_tokens(&[Message::new("user", "hello there")])));
+        assert_eq!(
+            a.reserved(),
+            50 + u64::from(estimate_prompt_tokens(&[Message::new("user", "hello there")]))
+        );
         let mut sink = Collect::default();
         let out = b.run(a, &mut sink, std::future::pending()).await;
         assert_eq!(out.state, EndState::Done);
         assert_eq!(out.charged, 11);
         assert_eq!(sink.0.len(), 3);
-        assert_eq!(sink.0[2], StreamEvent::Done { usage: Usage { prompt_tokens: 9, completion_tokens: 2 }, charged: 11, endpoint: "metro".into(), model: "s".into() });
+        assert_eq!(
+            sink.0[2],
+            StreamEvent::Done {
+                usage: Usage {
+                    prompt_tokens: 9,
+                    completion_tokens: 2
+                },
+                charged: 11,
+                endpoint: "metro".into(),
+                model: "s".into()
+            }
+        );
         assert_eq!(b.ledger().balance("app").spent, 11);
         assert_eq!(b.ledger().balance("app").reserved, 0);
     }
@@ -327,7 +435,13 @@ mod tests {
         let a = b.admit("app", ask(None)).unwrap();
         let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
         let prompt = estimate_prompt_tokens(&[Message::new("user", "hello there")]);
-        assert_eq!(out.usage, Usage { prompt_tokens: prompt, completion_tokens: 3 });
+        assert_eq!(
+            out.usage,
+            Usage {
+                prompt_tokens: prompt,
+                completion_tokens: 3
+            }
+        );
         assert_eq!(out.charged, u64::from(prompt) + 3);
     }
 
@@ -340,7 +454,10 @@ mod tests {
         assert_eq!(out.state, EndState::Failed);
         assert!(out.charged > 0);
         let last = sink.0.last().unwrap();
-        assert!(matches!(last, StreamEvent::Error { name, .. } if name == ErrorName::UpstreamFailed.as_str()), "{last:?}");
+        assert!(
+            matches!(last, StreamEvent::Error { name, .. } if name == ErrorName::UpstreamFailed.as_str()),
+            "{last:?}"
+        );
         assert_eq!(sink.0.iter().filter(|e| e.is_final()).count(), 1);
     }
 
@@ -373,7 +490,9 @@ mod tests {
         let out = b.run(a, &mut sink, std::future::ready(())).await;
         assert_eq!(out.state, EndState::Cancelled);
         assert_eq!(out.charged, 0);
-        assert!(matches!(sink.0.last(), Some(StreamEvent::Error { name, .. }) if name == ErrorName::Cancelled.as_str()));
+        assert!(
+            matches!(sink.0.last(), Some(StreamEvent::Error { name, .. }) if name == ErrorName::Cancelled.as_str())
+        );
     }
 
     #[tokio::test]
@@ -391,7 +510,15 @@ mod tests {
         };
         assert_eq!(held.len(), usize::try_from(1_000 / (200 + prompt)).unwrap());
         assert_eq!(err.name(), ErrorName::BudgetExceeded);
-        let err = b.admit("other", ChatOptions { model: Some("nope".into()), ..ask(None) }).unwrap_err();
+        let err = b
+            .admit(
+                "other",
+                ChatOptions {
+                    model: Some("nope".into()),
+                    ..ask(None)
+                },
+            )
+            .unwrap_err();
         assert_eq!(err.name(), ErrorName::NoEndpoint);
     }
 }

@@ -76,7 +76,10 @@ pub struct ModemConfig {
 
 impl Default for ModemConfig {
     fn default() -> Self {
-        Self { device: PathBuf::from("/dev/cdc-wdm0"), protocol: Protocol::Qmi }
+        Self {
+            device: PathBuf::from("/dev/cdc-wdm0"),
+            protocol: Protocol::Qmi,
+        }
     }
 }
 
@@ -90,7 +93,10 @@ pub struct FastpathConfig {
 
 impl Default for FastpathConfig {
     fn default() -> Self {
-        Self { enabled: true, interface: "wwan0".into() }
+        Self {
+            enabled: true,
+            interface: "wwan0".into(),
+        }
     }
 }
 
@@ -142,7 +148,12 @@ pub struct BudgetConfig {
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        Self { app_tokens: 100_000, device_tokens: 1_000_000, default_max_tokens: 256, max_tokens_cap: 2_048 }
+        Self {
+            app_tokens: 100_000,
+            device_tokens: 1_000_000,
+            default_max_tokens: 256,
+            max_tokens_cap: 2_048,
+        }
     }
 }
 
@@ -160,9 +171,14 @@ pub struct EndpointConfig {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let config: Self =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -179,17 +195,31 @@ impl Config {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let mut names = HashSet::new();
         for e in &self.endpoints {
-            if e.name.is_empty() || !e.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return invalid(format!("endpoint name \"{}\" must be ASCII letters, digits, - or _", e.name));
+            if e.name.is_empty()
+                || !e
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return invalid(format!(
+                    "endpoint name \"{}\" must be ASCII letters, digits, - or _",
+                    e.name
+                ));
             }
             if !names.insert(e.name.as_str()) {
                 return invalid(format!("endpoint \"{}\" is defined twice", e.name));
             }
             if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
-                return invalid(format!("endpoint \"{}\" url must start with http:// or https://, not \"{}\"", e.name, e.url));
+                return invalid(format!(
+                    "endpoint \"{}\" url must start with http:// or https://, not \"{}\"",
+                    e.name, e.url
+                ));
             }
             if e.models.is_empty() || e.models.iter().any(String::is_empty) {
-                return invalid(format!("endpoint \"{}\" must list at least one model, none empty", e.name));
+                return invalid(format!(
+                    "endpoint \"{}\" must list at least one model, none empty",
+                    e.name
+                ));
             }
         }
         let b = &self.budget;
@@ -215,7 +245,10 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
-        let c: Config = toml::from_str(s).map_err(|source| ConfigError::Parse { path: "t".into(), source: Box::new(source) })?;
+        let c: Config = toml::from_str(s).map_err(|source| ConfigError::Parse {
+            path: "t".into(),
+            source: Box::new(source),
+        })?;
         c.validate()?;
         Ok(c)
     }
@@ -256,7 +289,10 @@ mod tests {
 
         let dup = "[[endpoint]]\nname='a'\nurl='http://x'\ntier='metro'\nmodels=['m']\n";
         let e = parse(&format!("{dup}{dup}")).unwrap_err();
-        assert_eq!(e.to_string(), "the configuration is not valid: endpoint \"a\" is defined twice");
+        assert_eq!(
+            e.to_string(),
+            "the configuration is not valid: endpoint \"a\" is defined twice"
+        );
 
         let e = parse("[[endpoint]]\nname='a'\nurl='ftp://x'\ntier='metro'\nmodels=['m']\n").unwrap_err();
         assert!(e.to_string().contains("http://"), "{e}");

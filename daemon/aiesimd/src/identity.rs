@@ -50,7 +50,9 @@ pub struct BusIdentity {
 
 impl BusIdentity {
     pub async fn new(connection: &zbus::Connection) -> zbus::Result<Self> {
-        Ok(Self { dbus: DBusProxy::new(connection).await? })
+        Ok(Self {
+            dbus: DBusProxy::new(connection).await?,
+        })
     }
 
     async fn credentials(&self, sender: &str) -> Result<(u32, u32), IdentityError> {
@@ -62,9 +64,18 @@ impl BusIdentity {
             .dbus
             .get_connection_credentials(name)
             .await
-            .map_err(|source| IdentityError::Credentials { sender: sender.to_owned(), source })?;
-        let missing = |what| IdentityError::Missing { sender: sender.to_owned(), what };
-        Ok((creds.unix_user_id().ok_or_else(|| missing("user id"))?, creds.process_id().ok_or_else(|| missing("process id"))?))
+            .map_err(|source| IdentityError::Credentials {
+                sender: sender.to_owned(),
+                source,
+            })?;
+        let missing = |what| IdentityError::Missing {
+            sender: sender.to_owned(),
+            what,
+        };
+        Ok((
+            creds.unix_user_id().ok_or_else(|| missing("user id"))?,
+            creds.process_id().ok_or_else(|| missing("process id"))?,
+        ))
     }
 }
 
@@ -73,14 +84,27 @@ impl Identify for BusIdentity {
         let (uid, pid) = self.credentials(sender).await?;
         // The pidfd pins the process so a recycled pid cannot be mistaken for the caller; the
         // second look-up proves the sender still is that process.
-        let _pidfd = pidfd_open(pid).map_err(|source| IdentityError::Pidfd { sender: sender.to_owned(), pid, source })?;
+        let _pidfd = pidfd_open(pid).map_err(|source| IdentityError::Pidfd {
+            sender: sender.to_owned(),
+            pid,
+            source,
+        })?;
         let (uid2, pid2) = self.credentials(sender).await?;
         if (uid2, pid2) != (uid, pid) {
-            return Err(IdentityError::Raced { sender: sender.to_owned() });
+            return Err(IdentityError::Raced {
+                sender: sender.to_owned(),
+            });
         }
-        let unit = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|c| unit_of_cgroup(&c));
+        let unit = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|c| unit_of_cgroup(&c));
         let app = unit.unwrap_or_else(|| format!("uid-{uid}"));
-        Ok(Caller { sender: sender.to_owned(), app, uid, pid })
+        Ok(Caller {
+            sender: sender.to_owned(),
+            app,
+            uid,
+            pid,
+        })
     }
 }
 
@@ -99,6 +123,10 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
 /// The systemd unit in a `/proc/PID/cgroup` text (cgroup v2 line `0::/…/unit/…`).
 fn unit_of_cgroup(text: &str) -> Option<String> {
     let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    #[expect(
+        clippy::case_sensitive_file_extension_comparisons,
+        reason = "systemd unit suffixes are lowercase"
+    )]
     path.rsplit('/')
         .find(|c| {
             let c = c.trim();
@@ -113,9 +141,13 @@ mod tests {
 
     #[test]
     fn unit_from_cgroup_paths() {
-        assert_eq!(unit_of_cgroup("0::/system.slice/glasses-assistant.service\n").as_deref(), Some("glasses-assistant.service"));
         assert_eq!(
-            unit_of_cgroup("0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-toy-1234.scope\n").as_deref(),
+            unit_of_cgroup("0::/system.slice/glasses-assistant.service\n").as_deref(),
+            Some("glasses-assistant.service")
+        );
+        assert_eq!(
+            unit_of_cgroup("0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-toy-1234.scope\n")
+                .as_deref(),
             Some("app-toy-1234.scope")
         );
         assert_eq!(unit_of_cgroup("0::/user.slice/user-1000.slice/session-3.scope\n"), None);

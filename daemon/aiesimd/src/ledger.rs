@@ -56,7 +56,11 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn new(app_limit: u64, device_limit: u64) -> Self {
-        Self { app_limit, device_limit, state: Mutex::new(State::default()) }
+        Self {
+            app_limit,
+            device_limit,
+            state: Mutex::new(State::default()),
+        }
     }
 
     /// Holds `amount` tokens for `app`, or refuses if the app or the device cannot afford it.
@@ -66,14 +70,24 @@ impl Ledger {
         let acct = s.apps.get(app).copied().unwrap_or_default();
         let app_free = self.app_limit.saturating_sub(acct.spent + acct.reserved);
         if amount > app_free {
-            return Err(LedgerError::AppExhausted { app: app.to_owned(), available: app_free, needed: amount });
+            return Err(LedgerError::AppExhausted {
+                app: app.to_owned(),
+                available: app_free,
+                needed: amount,
+            });
         }
         if amount > device_free {
-            return Err(LedgerError::DeviceExhausted { available: device_free, needed: amount });
+            return Err(LedgerError::DeviceExhausted {
+                available: device_free,
+                needed: amount,
+            });
         }
         s.apps.entry(app.to_owned()).or_default().reserved += amount;
         s.device.reserved += amount;
-        Ok(Reservation { app: app.to_owned(), amount })
+        Ok(Reservation {
+            app: app.to_owned(),
+            amount,
+        })
     }
 
     /// Ends a reservation, charging `used` tokens (at most the reserved amount) and releasing
@@ -94,7 +108,11 @@ impl Ledger {
     pub fn balance(&self, app: &str) -> Balance {
         let s = self.state.lock().expect("ledger lock");
         let a = s.apps.get(app).copied().unwrap_or_default();
-        Balance { limit: self.app_limit, spent: a.spent, reserved: a.reserved }
+        Balance {
+            limit: self.app_limit,
+            spent: a.spent,
+            reserved: a.reserved,
+        }
     }
 
     /// Tokens the device can still spend, outstanding reservations included as spent.
@@ -114,13 +132,31 @@ mod tests {
     fn reserve_then_commit_charges_usage_and_releases_the_rest() {
         let l = Ledger::new(100, 1000);
         let r = l.reserve("a", 60).unwrap();
-        assert_eq!(l.balance("a"), Balance { limit: 100, spent: 0, reserved: 60 });
+        assert_eq!(
+            l.balance("a"),
+            Balance {
+                limit: 100,
+                spent: 0,
+                reserved: 60
+            }
+        );
         assert_eq!(
             l.reserve("a", 50).unwrap_err(),
-            LedgerError::AppExhausted { app: "a".into(), available: 40, needed: 50 }
+            LedgerError::AppExhausted {
+                app: "a".into(),
+                available: 40,
+                needed: 50
+            }
         );
         assert_eq!(l.commit(r, 25), 25);
-        assert_eq!(l.balance("a"), Balance { limit: 100, spent: 25, reserved: 0 });
+        assert_eq!(
+            l.balance("a"),
+            Balance {
+                limit: 100,
+                spent: 25,
+                reserved: 0
+            }
+        );
         assert_eq!(l.device_available(), 975);
         let r = l.reserve("a", 75).unwrap();
         assert_eq!(l.commit(r, 500), 75, "a charge never exceeds its reservation");
@@ -131,7 +167,13 @@ mod tests {
     fn device_limit_binds_across_apps() {
         let l = Ledger::new(100, 150);
         let _a = l.reserve("a", 100).unwrap();
-        assert_eq!(l.reserve("b", 60).unwrap_err(), LedgerError::DeviceExhausted { available: 50, needed: 60 });
+        assert_eq!(
+            l.reserve("b", 60).unwrap_err(),
+            LedgerError::DeviceExhausted {
+                available: 50,
+                needed: 60
+            }
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(long)]
     check_config: bool,
-    /// Log filter, e.g. "info" or "aiesimd=debug" (RUST_LOG works too).
+    /// Log filter, e.g. "info" or "aiesimd=debug" (`RUST_LOG` works too).
     #[arg(long, env = "AIESIMD_LOG", default_value = "info")]
     log: String,
 }
@@ -60,7 +60,10 @@ fn main() -> anyhow::Result<()> {
     }
     init_logging(&args.log);
     // One thread: the daemon waits on I/O, and a small device has little memory to spare.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
     runtime.block_on(run(config, started))
 }
 
@@ -73,7 +76,9 @@ fn init_logging(filter: &str) {
     if let Some(journal) = journal {
         registry.with(journal).init();
     } else {
-        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
     }
 }
 
@@ -101,7 +106,10 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         cloud,
         Ledger::new(config.budget.app_tokens, config.budget.device_tokens),
         Router::new(config.endpoints.clone(), SystemClock, ENDPOINT_COOLDOWN),
-        Limits { default_max_tokens: config.budget.default_max_tokens, max_tokens_cap: config.budget.max_tokens_cap },
+        Limits {
+            default_max_tokens: config.budget.default_max_tokens,
+            max_tokens_cap: config.budget.max_tokens_cap,
+        },
     );
 
     service::serve(&connection, broker, modem, fastpath, config.fastpath.interface.clone())
@@ -134,7 +142,10 @@ async fn connect(bus: &Bus) -> anyhow::Result<zbus::Connection> {
         Bus::Session => zbus::connection::Builder::session(),
         Bus::Address(a) => zbus::connection::Builder::address(a.as_str()),
     };
-    builder.build().await.with_context(|| format!("cannot connect to the {bus:?} bus"))
+    builder
+        .build()
+        .await
+        .with_context(|| format!("cannot connect to the {bus:?} bus"))
 }
 
 async fn open_modem(config: &Config) -> Option<ModemObject> {
@@ -150,7 +161,11 @@ async fn open_modem(config: &Config) -> Option<ModemObject> {
             if let Err(e) = modem.close().await {
                 tracing::warn!(error = %chain(&e), "modem did not close cleanly");
             }
-            Some(ModemObject { device: device.display().to_string(), protocol, info })
+            Some(ModemObject {
+                device: device.display().to_string(),
+                protocol,
+                info,
+            })
         }
         Ok(Err(e)) => {
             tracing::warn!(device = %device.display(), error = %chain(&e), "modem unavailable; going on without it");

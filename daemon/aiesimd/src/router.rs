@@ -58,7 +58,12 @@ impl<K: Clock> Router<K> {
         // Stable sort keeps the configured order within a tier.
         endpoints.sort_by_key(|e| e.tier);
         let health = endpoints.iter().map(|_| Health { cooldown_until: None }).collect();
-        Self { endpoints, health: Mutex::new(health), clock, cooldown }
+        Self {
+            endpoints,
+            health: Mutex::new(health),
+            clock,
+            cooldown,
+        }
     }
 
     pub fn endpoints(&self) -> &[EndpointConfig] {
@@ -83,7 +88,11 @@ impl<K: Clock> Router<K> {
             if h.cooldown_until.is_some_and(|t| now < t) {
                 continue;
             }
-            return Ok(Route { endpoint: e.name.clone(), url: e.url.clone(), model: chosen.to_owned() });
+            return Ok(Route {
+                endpoint: e.name.clone(),
+                url: e.url.clone(),
+                model: chosen.to_owned(),
+            });
         }
         match (serving, model) {
             (0, Some(m)) => Err(RouterError::NoModel(m.to_owned())),
@@ -126,12 +135,22 @@ mod tests {
     #[test]
     fn prefers_nearest_tier_serving_the_model() {
         let r = Router::new(
-            vec![ep("nat", Tier::National, &["big", "small"]), ep("metro", Tier::Metro, &["small"])],
+            vec![
+                ep("nat", Tier::National, &["big", "small"]),
+                ep("metro", Tier::Metro, &["small"]),
+            ],
             ManualClock::default(),
             Duration::from_secs(30),
         );
         assert_eq!(r.pick(None).unwrap().endpoint, "metro");
-        assert_eq!(r.pick(Some("big")).unwrap(), Route { endpoint: "nat".into(), url: "http://nat/v1".into(), model: "big".into() });
+        assert_eq!(
+            r.pick(Some("big")).unwrap(),
+            Route {
+                endpoint: "nat".into(),
+                url: "http://nat/v1".into(),
+                model: "big".into()
+            }
+        );
         assert_eq!(r.pick(Some("huge")).unwrap_err(), RouterError::NoModel("huge".into()));
     }
 

@@ -31,12 +31,20 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root exists")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root exists")
 }
 
 /// Why the real model server cannot run here, if it cannot.
 fn missing_prerequisite(root: &Path) -> Option<String> {
-    match Command::new("node").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+    match Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
         Ok(s) if s.success() => {}
         _ => return Some("node is not installed".into()),
     }
@@ -73,7 +81,16 @@ impl ModelServer {
         command
             .current_dir(&root)
             .arg("tests/cloud/server.mjs")
-            .args(["--model", MODEL_FILE, "--host", "127.0.0.1", "--port", "0", "--context-size", "512"])
+            .args([
+                "--model",
+                MODEL_FILE,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--context-size",
+                "512",
+            ])
             .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -92,13 +109,25 @@ impl ModelServer {
                 let _ = tx.send(line);
             }
         });
-        let mut server = Self { child, base_url: String::new(), log_file: log };
+        let mut server = Self {
+            child,
+            base_url: String::new(),
+            log_file: log,
+        };
         let line = match rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => line,
-            Err(e) => panic!("the model server printed no LISTENING line ({e}); its log:\n{}", server.log()),
+            Err(e) => panic!(
+                "the model server printed no LISTENING line ({e}); its log:\n{}",
+                server.log()
+            ),
         };
-        let url = line.strip_prefix("LISTENING ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        assert!(url.starts_with("http://127.0.0.1:"), "the server must listen on loopback, got {url}");
+        let url = line
+            .strip_prefix("LISTENING ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        assert!(
+            url.starts_with("http://127.0.0.1:"),
+            "the server must listen on loopback, got {url}"
+        );
         server.base_url = format!("{url}/v1");
         Some(server)
     }
@@ -146,7 +175,9 @@ fn request(max_tokens: u32) -> ChatRequest {
 
 /// Every item of a stream, with a bound on the whole.
 async fn collect(stream: ChatStream) -> (Vec<CloudEvent>, Option<CloudError>) {
-    let items: Vec<_> = tokio::time::timeout(ANSWER_TIMEOUT, stream.collect()).await.expect("the stream ends in time");
+    let items: Vec<_> = tokio::time::timeout(ANSWER_TIMEOUT, stream.collect())
+        .await
+        .expect("the stream ends in time");
     let mut events = Vec::new();
     let mut error = None;
     for item in items {
@@ -202,10 +233,22 @@ async fn real_model_streams_deltas_then_usage() {
     let answer = text(&events);
     eprintln!("answer in {:?}: {answer:?}; events {events:?}", started.elapsed());
     assert!(!answer.trim().is_empty(), "the model said nothing: {events:?}");
-    assert!(events.iter().all(|e| !matches!(e, CloudEvent::Delta(t) if t.is_empty())));
-    let [usage] = usages(&events)[..] else { panic!("expected exactly one usage event: {events:?}") };
-    assert!(matches!(events.last(), Some(CloudEvent::Usage(_))), "usage comes after the deltas");
-    assert!(usage.completion_tokens > 0 && usage.completion_tokens <= 16, "{usage:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e, CloudEvent::Delta(t) if t.is_empty()))
+    );
+    let [usage] = usages(&events)[..] else {
+        panic!("expected exactly one usage event: {events:?}")
+    };
+    assert!(
+        matches!(events.last(), Some(CloudEvent::Usage(_))),
+        "usage comes after the deltas"
+    );
+    assert!(
+        usage.completion_tokens > 0 && usage.completion_tokens <= 16,
+        "{usage:?}"
+    );
     assert!(usage.prompt_tokens > 5, "{usage:?}");
     let deltas = u32::try_from(events.len() - 1).unwrap();
     assert!(deltas <= usage.completion_tokens, "{deltas} deltas for {usage:?}");
@@ -215,13 +258,120 @@ async fn real_model_streams_deltas_then_usage() {
     second.messages.insert(0, Message::new("system", "Answer in one word."));
     let (events, error) = collect(cloud.chat(&server.base_url, &second).await.unwrap()).await;
     assert!(error.is_none(), "{}", chain(&error.unwrap()));
-    let [usage] = usages(&events)[..] else { panic!("expected exactly one usage event: {events:?}") };
+    let [usage] = usages(&events)[..] else {
+        panic!("expected exactly one usage event: {events:?}")
+    };
     assert!(usage.completion_tokens <= 4 && usage.completion_tokens > 0, "{usage:?}");
+    // The server logs a request a moment after its last byte went out.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = server.log();
+        if log.matches("POST /v1/chat/completions 200").count() >= 2 || Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let answered: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("POST /v1/chat/completions 200"))
+        .collect();
+    assert_eq!(answered.len(), 2, "{log}");
+    assert!(
+        answered.iter().all(|l| l.ends_with("on connection 1")),
+        "one pooled connection serves both: {log}"
+    );
+
+    // Dropping the stream closes the connection, and the server stops generating.
+    let mut stream = cloud
+        .chat(
+            &server.base_url,
+            &ChatRequest {
+                max_tokens: 400,
+                ..request(0)
+            },
+        )
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(ANSWER_TIMEOUT, stream.next()).await.unwrap();
+    assert!(matches!(first, Some(Ok(CloudEvent::Delta(_)))), "{first:?}");
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("stop abort") {
+        assert!(
+            Instant::now() < deadline,
+            "generation went on after the client left:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    check_openai_shape(&server).await;
+}
+
+/// The model server's own contract, beside what `HttpCloud` uses.
+async fn check_openai_shape(server: &ModelServer) {
+    // HttpCloud::new, called before, installed the TLS crypto provider reqwest needs.
+    let http = reqwest::Client::new();
+    let root = server.base_url.trim_end_matches("/v1");
+    let get = |path: &str| {
+        let request = http.get(format!("{root}{path}"));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let post = |body: &'static str| {
+        let request = http.post(format!("{root}/v1/chat/completions")).body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                serde_json::from_str::<serde_json::Value>(&response.text().await.unwrap()).unwrap(),
+            )
+        }
+    };
+    let (status, models) = get("/v1/models").await;
+    assert_eq!(status, 200);
+    assert!(models.contains("\"smollm2-135m\""), "{models}");
+    assert_eq!(get("/health").await, (200, r#"{"status":"ok"}"#.to_owned()));
+    assert_eq!(get("/nowhere").await.0, 404);
+
+    let (status, reply) = post(r#"{"model":"m","messages":[{"role":"user","content":"Hi"}],"max_tokens":4}"#).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["object"], "chat.completion");
+    assert!(
+        !reply["choices"][0]["message"]["content"].as_str().unwrap().is_empty(),
+        "{reply}"
+    );
+    let completion = reply["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(completion > 0 && completion <= 4, "{reply}");
+
+    for bad in [
+        "{bad",
+        "[]",
+        r#"{"messages":[{"role":"user","content":"Hi"}]}"#,
+        r#"{"model":"m","messages":[]}"#,
+        r#"{"model":"m","messages":[{"role":"robot","content":"Hi"}]}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"Hi"}],"max_tokens":0}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"Hi"}],"temperature":"hot"}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"Hi"}],"max_tokens":100000}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"Hi"}],"max_tokens":100000,"stream":true}"#,
+    ] {
+        let (status, reply) = post(bad).await;
+        assert_eq!(status, 400, "{bad}: {reply}");
+        assert!(
+            reply["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{bad}: {reply}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn real_model_without_usage_is_not_an_error() {
-    let Some(server) = ModelServer::start(&["--no-usage"]) else { return };
+    let Some(server) = ModelServer::start(&["--no-usage"]) else {
+        return;
+    };
     let cloud = HttpCloud::new(options()).unwrap();
     let (events, error) = collect(cloud.chat(&server.base_url, &request(8)).await.unwrap()).await;
     assert!(error.is_none(), "{}", chain(&error.unwrap()));
@@ -231,10 +381,16 @@ async fn real_model_without_usage_is_not_an_error() {
 
 #[tokio::test]
 async fn real_model_server_error_status_carries_code_and_message() {
-    let Some(server) = ModelServer::start(&["--fail-status", "503"]) else { return };
+    let Some(server) = ModelServer::start(&["--fail-status", "503"]) else {
+        return;
+    };
     let cloud = HttpCloud::new(options()).unwrap();
-    let Err(error) = cloud.chat(&server.base_url, &request(8)).await else { panic!("a 503 must fail the request") };
-    let CloudError::Status { status, message, .. } = &error else { panic!("expected a status error: {error:?}") };
+    let Err(error) = cloud.chat(&server.base_url, &request(8)).await else {
+        panic!("a 503 must fail the request")
+    };
+    let CloudError::Status { status, message, .. } = &error else {
+        panic!("expected a status error: {error:?}")
+    };
     assert_eq!(*status, 503);
     assert!(message.contains("503"), "the server's own message is kept: {message:?}");
     assert!(chain(&error).contains(&server.base_url), "{}", chain(&error));
@@ -242,10 +398,16 @@ async fn real_model_server_error_status_carries_code_and_message() {
 
 #[tokio::test]
 async fn real_model_stream_cut_before_done_is_an_error_after_the_deltas() {
-    let Some(server) = ModelServer::start(&["--break-after", "2"]) else { return };
+    let Some(server) = ModelServer::start(&["--break-after", "2"]) else {
+        return;
+    };
     let cloud = HttpCloud::new(options()).unwrap();
     let (events, error) = collect(cloud.chat(&server.base_url, &request(16)).await.unwrap()).await;
-    assert_eq!(events.len(), 2, "both deltas sent before the cut arrive first: {events:?}");
+    assert_eq!(
+        events.len(),
+        2,
+        "both deltas sent before the cut arrive first: {events:?}"
+    );
     assert!(usages(&events).is_empty());
     let error = error.expect("a cut stream is an error");
     eprintln!("cut stream: {}", chain(&error));
@@ -254,12 +416,21 @@ async fn real_model_stream_cut_before_done_is_an_error_after_the_deltas() {
 
 #[tokio::test]
 async fn real_model_stalled_stream_hits_the_idle_timeout() {
-    let Some(server) = ModelServer::start(&["--stall-after", "1"]) else { return };
-    let cloud = HttpCloud::new(HttpOptions { idle_timeout: Duration::from_millis(1500), ..options() }).unwrap();
+    let Some(server) = ModelServer::start(&["--stall-after", "1"]) else {
+        return;
+    };
+    let cloud = HttpCloud::new(HttpOptions {
+        idle_timeout: Duration::from_millis(1500),
+        ..options()
+    })
+    .unwrap();
     let (events, error) = collect(cloud.chat(&server.base_url, &request(16)).await.unwrap()).await;
     assert_eq!(events.len(), 1, "{events:?}");
     let error = error.expect("a stalled stream is an error");
-    assert!(matches!(error, CloudError::IdleTimeout { timeout, .. } if timeout == Duration::from_millis(1500)), "{error:?}");
+    assert!(
+        matches!(error, CloudError::IdleTimeout { timeout, .. } if timeout == Duration::from_millis(1500)),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
@@ -275,7 +446,11 @@ async fn refused_connection_is_a_connect_error() {
     assert!(matches!(error, CloudError::Connect { .. }), "{error:?}");
     let line = chain(&error);
     assert!(line.contains("refused"), "{line}");
-    assert_eq!(line.matches(&format!("127.0.0.1:{port}")).count(), 1, "the URL is said once: {line}");
+    assert_eq!(
+        line.matches(&format!("127.0.0.1:{port}")).count(),
+        1,
+        "the URL is said once: {line}"
+    );
 }
 
 #[tokio::test]
@@ -288,18 +463,23 @@ async fn full_accept_queue_gives_a_connect_timeout() {
     let mut fillers = Vec::new();
     let mut full = false;
     for _ in 0..16 {
-        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => fillers.push(s),
-            _ => {
-                full = true;
-                break;
-            }
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+            fillers.push(s);
+        } else {
+            full = true;
+            break;
         }
     }
     assert!(full, "the accept queue of a backlog-0 listener never filled");
-    let cloud = HttpCloud::new(HttpOptions { connect_timeout: Duration::from_millis(400), ..options() }).unwrap();
+    let cloud = HttpCloud::new(HttpOptions {
+        connect_timeout: Duration::from_millis(400),
+        ..options()
+    })
+    .unwrap();
     let started = Instant::now();
-    let Err(error) = cloud.chat(&format!("http://{addr}/v1"), &request(8)).await else { panic!("cannot connect") };
+    let Err(error) = cloud.chat(&format!("http://{addr}/v1"), &request(8)).await else {
+        panic!("cannot connect")
+    };
     assert!(matches!(error, CloudError::ConnectTimeout { .. }), "{}", chain(&error));
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(listener);
@@ -324,7 +504,11 @@ async fn canned(pieces: Vec<Vec<u8>>, hold: Duration) -> (String, JoinHandle<Str
             if let Some(head_end) = text.find("\r\n\r\n") {
                 let length = text[..head_end]
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
                     .unwrap_or(0usize);
                 if request.len() >= head_end + 4 + length {
                     break;
@@ -347,7 +531,10 @@ async fn canned(pieces: Vec<Vec<u8>>, hold: Duration) -> (String, JoinHandle<Str
 const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
 
 fn delta(text: &str) -> String {
-    format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{}}}}}]}}\r\n\r\n", serde_json::json!(text))
+    format!(
+        "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{}}}}}]}}\r\n\r\n",
+        serde_json::json!(text)
+    )
 }
 
 #[tokio::test]
@@ -361,7 +548,11 @@ async fn body_split_at_every_byte_gives_the_same_events_and_sends_the_token() {
     let mut pieces = vec![SSE_HEAD.to_vec()];
     pieces.extend(body.bytes().map(|b| vec![b]));
     let (url, task) = canned(pieces, Duration::ZERO).await;
-    let cloud = HttpCloud::new(HttpOptions { bearer_token: Some("t0ken".into()), ..options() }).unwrap();
+    let cloud = HttpCloud::new(HttpOptions {
+        bearer_token: Some("t0ken".into()),
+        ..options()
+    })
+    .unwrap();
     let (events, error) = collect(cloud.chat(&url, &request(16)).await.unwrap()).await;
     assert!(error.is_none(), "{}", chain(&error.unwrap()));
     assert_eq!(
@@ -369,13 +560,19 @@ async fn body_split_at_every_byte_gives_the_same_events_and_sends_the_token() {
         [
             CloudEvent::Delta("Bon".into()),
             CloudEvent::Delta("jour 👋".into()),
-            CloudEvent::Usage(Usage { prompt_tokens: 3, completion_tokens: 2 }),
+            CloudEvent::Usage(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2
+            }),
         ]
     );
     let sent = task.await.unwrap();
     let (head, body) = sent.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("POST /v1/chat/completions HTTP/1.1\r\n"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("\r\nauthorization: bearer t0ken"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nauthorization: bearer t0ken"),
+        "{head}"
+    );
     let body: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["stream"], true);
     assert_eq!(body["stream_options"]["include_usage"], true);
@@ -385,8 +582,14 @@ async fn body_split_at_every_byte_gives_the_same_events_and_sends_the_token() {
 #[tokio::test]
 async fn silent_server_hits_the_first_byte_timeout() {
     let (url, _task) = canned(vec![], Duration::from_secs(30)).await;
-    let cloud = HttpCloud::new(HttpOptions { first_byte_timeout: Duration::from_millis(300), ..options() }).unwrap();
-    let Err(error) = cloud.chat(&url, &request(8)).await else { panic!("no answer must fail") };
+    let cloud = HttpCloud::new(HttpOptions {
+        first_byte_timeout: Duration::from_millis(300),
+        ..options()
+    })
+    .unwrap();
+    let Err(error) = cloud.chat(&url, &request(8)).await else {
+        panic!("no answer must fail")
+    };
     assert!(matches!(error, CloudError::FirstByteTimeout { .. }), "{error:?}");
 
     // Headers alone do not count as the first byte of the answer.
@@ -397,13 +600,27 @@ async fn silent_server_hits_the_first_byte_timeout() {
 }
 
 #[tokio::test]
-async fn in_band_error_and_garbage_end_the_stream_after_earlier_deltas() {
+async fn in_band_error_early_end_and_garbage_end_the_stream_after_earlier_deltas() {
     let cloud = HttpCloud::new(options()).unwrap();
-    let in_band = format!("{}data: {{\"error\":{{\"message\":\"model overloaded\"}}}}\n\n", delta("a"));
+    let in_band = format!(
+        "{}data: {{\"error\":{{\"message\":\"model overloaded\"}}}}\n\n",
+        delta("a")
+    );
     let (url, _task) = canned(vec![SSE_HEAD.to_vec(), in_band.into_bytes()], Duration::ZERO).await;
     let (events, error) = collect(cloud.chat(&url, &request(8)).await.unwrap()).await;
     assert_eq!(events, [CloudEvent::Delta("a".into())]);
-    assert!(matches!(&error, Some(CloudError::Upstream { message, .. }) if message == "model overloaded"), "{error:?}");
+    assert!(
+        matches!(&error, Some(CloudError::Upstream { message, .. }) if message == "model overloaded"),
+        "{error:?}"
+    );
+
+    let (url, _task) = canned(vec![SSE_HEAD.to_vec(), delta("a").into_bytes()], Duration::ZERO).await;
+    let (events, error) = collect(cloud.chat(&url, &request(8)).await.unwrap()).await;
+    assert_eq!(events, [CloudEvent::Delta("a".into())]);
+    assert!(
+        matches!(error, Some(CloudError::Truncated { source: None, .. })),
+        "{error:?}"
+    );
 
     let garbage = format!("{}data: {{not json\n\n{}", delta("a"), delta("never"));
     let (url, _task) = canned(vec![SSE_HEAD.to_vec(), garbage.into_bytes()], Duration::ZERO).await;
@@ -427,13 +644,31 @@ async fn refusals_carry_status_message_and_retry_after() {
         body.len()
     );
     let (url, _task) = canned(vec![answer.into_bytes()], Duration::ZERO).await;
-    let Err(error) = cloud.chat(&url, &request(8)).await else { panic!("a 429 must fail") };
-    let CloudError::Status { status, message, retry_after, .. } = &error else { panic!("{error:?}") };
-    assert_eq!((*status, message.as_str(), *retry_after), (429, "rate limited, slow down", Some(Duration::from_secs(7))));
-    assert_eq!(error.to_string(), format!("{url} answered HTTP 429: rate limited, slow down"));
+    let Err(error) = cloud.chat(&url, &request(8)).await else {
+        panic!("a 429 must fail")
+    };
+    let CloudError::Status {
+        status,
+        message,
+        retry_after,
+        ..
+    } = &error
+    else {
+        panic!("{error:?}")
+    };
+    assert_eq!(
+        (*status, message.as_str(), *retry_after),
+        (429, "rate limited, slow down", Some(Duration::from_secs(7)))
+    );
+    assert_eq!(
+        error.to_string(),
+        format!("{url} answered HTTP 429: rate limited, slow down")
+    );
 
     let json = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
     let (url, _task) = canned(vec![json.as_bytes().to_vec()], Duration::ZERO).await;
-    let Err(error) = cloud.chat(&url, &request(8)).await else { panic!("JSON is not a stream") };
+    let Err(error) = cloud.chat(&url, &request(8)).await else {
+        panic!("JSON is not a stream")
+    };
     assert!(matches!(error, CloudError::NotEventStream { .. }), "{error:?}");
 }

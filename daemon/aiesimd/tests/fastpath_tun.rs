@@ -38,13 +38,23 @@ fn privileged() -> bool {
     false
 }
 
+fn has_tcx() -> bool {
+    let tcx = AttachMode::detect() == AttachMode::Tcx;
+    if !tcx {
+        eprintln!("skipping: this kernel has no TCX (Linux 6.6+)");
+    }
+    tcx
+}
+
 /// Runs `test` on a new thread inside a network namespace of its own.
 fn in_network_namespace<T: Send>(test: impl FnOnce() -> T + Send) -> T {
     thread::scope(|scope| {
         scope
             .spawn(|| {
                 // Only this thread moves: the namespace dies when the thread ends.
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare the network namespace");
+                // SAFETY: unshare takes no pointers; CLONE_NEWNET is allowed in a multi-threaded process.
+                let ret = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+                assert_eq!(ret, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
                 test()
             })
             .join()
@@ -226,8 +236,8 @@ fn counts_real_traffic(mode: AttachMode) {
     }
     send(&socket_v6, SocketAddr::new(PEER_V6.into(), OTHER_PORT), &[4; 10]);
 
-    // Downlink: one packet from the AI endpoint, one from elsewhere, to a bound port so that no
-    // ICMP error goes back out.
+    // Downlink: a packet from the AI endpoint and one from elsewhere, both to a bound port so that
+    // no ICMP error goes back out.
     let _receiver = UdpSocket::bind((DEVICE_V4, 5555)).unwrap();
     let from_ai = udp_v4(ai_v4, SocketAddr::new(DEVICE_V4.into(), 5555), &[5; 700]);
     let from_other = udp_v4(
@@ -235,8 +245,12 @@ fn counts_real_traffic(mode: AttachMode) {
         SocketAddr::new(DEVICE_V4.into(), 5555),
         &[6; 20],
     );
-    tun.receive(&from_ai);
-    tun.receive(&from_other);
+    // And two cut inside their IP header, which only a raw-IP device hands up like this.
+    let cut_v4 = from_ai[..10].to_vec();
+    let cut_v6 = [0x60, 0, 0, 0, 0, 8, 17, 64, 0xfd, 0];
+    for packet in [&from_ai[..], &from_other, &cut_v4, &cut_v6] {
+        tun.receive(packet);
+    }
 
     let (sent, stats) = settled(&fastpath, &mut tun);
     let ours = |port| {
@@ -251,7 +265,10 @@ fn counts_real_traffic(mode: AttachMode) {
     assert_eq!(stats.egress_bytes, total_len(&sent), "{stats:?}");
     assert_eq!(
         (stats.ingress_packets, stats.ingress_bytes),
-        (2, (from_ai.len() + from_other.len()) as u64),
+        (
+            4,
+            (from_ai.len() + from_other.len() + cut_v4.len() + cut_v6.len()) as u64
+        ),
         "{stats:?}"
     );
     assert_eq!(
@@ -265,11 +282,7 @@ fn counts_real_traffic(mode: AttachMode) {
 
 #[test]
 fn counts_real_traffic_with_tcx() {
-    if !privileged() {
-        return;
-    }
-    if AttachMode::detect() != AttachMode::Tcx {
-        eprintln!("skipping: this kernel has no TCX (Linux 6.6+)");
+    if !privileged() || !has_tcx() {
         return;
     }
     in_network_namespace(|| counts_real_traffic(AttachMode::Tcx));
@@ -285,7 +298,7 @@ fn counts_real_traffic_with_clsact() {
 
 #[test]
 fn tcx_links_go_with_the_fastpath() {
-    if !privileged() || AttachMode::detect() != AttachMode::Tcx {
+    if !privileged() || !has_tcx() {
         return;
     }
     in_network_namespace(|| {

@@ -15,11 +15,16 @@ pub const PROGRAM_BASELINE: &str = "aiesim_baseline";
 pub const MAP_STATS: &str = "STATS";
 /// Hash map from [`EndpointKey`] to the endpoint's index in the configured list.
 pub const MAP_AI_ENDPOINTS: &str = "AI_ENDPOINTS";
+/// Array of [`AI_FILTER_WORDS`] `u64`s: a bitmap of [`EndpointKey::filter_bit`]s.
+pub const MAP_AI_FILTER: &str = "AI_FILTER";
 /// Single-entry array holding the [`Config`].
 pub const MAP_CONFIG: &str = "CONFIG";
 
 /// Capacity of [`MAP_AI_ENDPOINTS`]; each socket address takes one entry per protocol.
 pub const MAX_AI_ENDPOINTS: u32 = 1024;
+
+/// Size of [`MAP_AI_FILTER`]: 65536 bits, so even a full endpoint map sets under 2 % of them.
+pub const AI_FILTER_WORDS: u32 = 1024;
 
 /// IANA protocol number of TCP.
 pub const PROTOCOL_TCP: u8 = 6;
@@ -35,7 +40,8 @@ pub enum Direction {
 }
 
 impl Direction {
-    pub const ALL: [Self; 2] = [Self::Egress, Self::Ingress];
+    pub const COUNT: u32 = 2;
+    pub const ALL: [Self; Self::COUNT as usize] = [Self::Egress, Self::Ingress];
 }
 
 /// What the classifier made of a packet.
@@ -51,17 +57,18 @@ pub enum Class {
 }
 
 impl Class {
-    pub const ALL: [Self; 3] = [Self::Other, Self::Ai, Self::Unparsed];
+    pub const COUNT: u32 = 3;
+    pub const ALL: [Self; Self::COUNT as usize] = [Self::Other, Self::Ai, Self::Unparsed];
 }
 
 /// Number of entries in [`MAP_STATS`].
-pub const STATS_ENTRIES: u32 = (Direction::ALL.len() * Class::ALL.len()) as u32;
+pub const STATS_ENTRIES: u32 = Direction::COUNT * Class::COUNT;
 
 /// Index of the counters for one direction and class in [`MAP_STATS`].
-#[inline(always)]
+#[inline]
 #[must_use]
 pub const fn stats_index(direction: Direction, class: Class) -> u32 {
-    direction as u32 * Class::ALL.len() as u32 + class as u32
+    direction as u32 * Class::COUNT + class as u32
 }
 
 /// Packet and byte counters of one CPU; userspace sums the CPUs.
@@ -77,7 +84,8 @@ pub struct Counters {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EndpointKey {
-    pub addr: [u8; 16],
+    /// The address as the packet carries it, in four 32-bit words: word-sized copies in BPF.
+    pub addr: [u32; 4],
     /// Host byte order.
     pub port: u16,
     pub protocol: u8,
@@ -86,9 +94,9 @@ pub struct EndpointKey {
 }
 
 impl EndpointKey {
-    #[inline(always)]
+    #[inline]
     #[must_use]
-    pub const fn new(addr: [u8; 16], port: u16, protocol: u8) -> Self {
+    pub const fn new(addr: [u32; 4], port: u16, protocol: u8) -> Self {
         Self {
             addr,
             port,
@@ -97,12 +105,36 @@ impl EndpointKey {
         }
     }
 
-    /// The IPv4-mapped IPv6 form of an IPv4 address, so both families share one map.
-    #[inline(always)]
+    /// This key's bit in [`MAP_AI_FILTER`]. The hash lookup costs several times the rest of the
+    /// classifier; the filter, an inlined array read, spares it to almost all non-AI packets.
+    #[inline]
     #[must_use]
-    pub const fn ipv4_mapped(octets: [u8; 4]) -> [u8; 16] {
-        let [a, b, c, d] = octets;
-        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d]
+    pub const fn filter_bit(&self) -> u32 {
+        let [a, b, c, d] = self.addr;
+        let l4 = ((self.port as u32) << 8) | self.protocol as u32;
+        // Fibonacci hashing: the top bits of the product depend on every input bit.
+        (a ^ b ^ c ^ d ^ l4).wrapping_mul(0x9e37_79b1) >> 16
+    }
+
+    /// The key form of an IPv6 address.
+    #[inline]
+    #[must_use]
+    pub const fn ipv6(octets: [u8; 16]) -> [u32; 4] {
+        let [a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3] = octets;
+        [
+            u32::from_ne_bytes([a0, a1, a2, a3]),
+            u32::from_ne_bytes([b0, b1, b2, b3]),
+            u32::from_ne_bytes([c0, c1, c2, c3]),
+            u32::from_ne_bytes([d0, d1, d2, d3]),
+        ]
+    }
+
+    /// The key form of an IPv4 address (given as its four octets in memory order, i.e. as
+    /// `u32::from_ne_bytes(octets)`): IPv4-mapped, so both families share one map.
+    #[inline]
+    #[must_use]
+    pub const fn ipv4_mapped(addr: u32) -> [u32; 4] {
+        [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), addr]
     }
 }
 

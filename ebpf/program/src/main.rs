@@ -10,7 +10,7 @@
 mod parse;
 
 use aiesim_fastpath_common::{
-    Class, Config, Counters, Direction, EndpointKey, MAX_AI_ENDPOINTS, STATS_ENTRIES, stats_index,
+    AI_FILTER_WORDS, Class, Config, Counters, Direction, EndpointKey, MAX_AI_ENDPOINTS, STATS_ENTRIES, stats_index,
 };
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
@@ -26,6 +26,9 @@ static STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(STATS_ENTRIE
 
 #[map]
 static AI_ENDPOINTS: HashMap<EndpointKey, u32> = HashMap::with_max_entries(MAX_AI_ENDPOINTS, 0);
+
+#[map]
+static AI_FILTER: Array<u64> = Array::with_max_entries(AI_FILTER_WORDS, 0);
 
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -49,7 +52,7 @@ pub fn aiesim_baseline(_ctx: TcContext) -> i32 {
 #[inline(always)]
 fn classify(ctx: &TcContext, direction: Direction) -> i32 {
     let class = match parse::remote(ctx, direction) {
-        Remote::Endpoint(key) if AI_ENDPOINTS.get_ptr(&key).is_some() => Class::Ai,
+        Remote::Endpoint(key) if maybe_ai(&key) && AI_ENDPOINTS.get_ptr(&key).is_some() => Class::Ai,
         Remote::Endpoint(_) | Remote::NoPorts => Class::Other,
         Remote::Unparsed => Class::Unparsed,
     };
@@ -58,6 +61,15 @@ fn classify(ctx: &TcContext, direction: Direction) -> i32 {
     }
     count(direction, class, ctx.len());
     TC_ACT_UNSPEC
+}
+
+/// False only for keys that are certainly not AI endpoints: userspace sets the bit of each.
+#[inline(always)]
+fn maybe_ai(key: &EndpointKey) -> bool {
+    let bit = key.filter_bit();
+    AI_FILTER
+        .get(bit / 64)
+        .is_some_and(|word| word & (1u64 << (bit % 64)) != 0)
 }
 
 #[inline(always)]

@@ -2,21 +2,21 @@
 //!
 //! Headers are read with `bpf_skb_load_bytes_relative(.., BPF_HDR_START_NET)`: offsets count from
 //! the network header, so one path serves Ethernet devices and raw-IP ones (TUN, rmnet) alike, and
-//! non-linear skbs need no pull.
+//! non-linear skbs need no pull. Helper calls dominate the cost, so the common case (no IPv4
+//! options, no IPv6 extension headers) reads the IP header and the ports in one call.
 
-use core::{ffi::c_void, mem::MaybeUninit};
+use core::{
+    ffi::c_void,
+    mem::{MaybeUninit, size_of},
+};
 
 use aiesim_fastpath_common::{Direction, EndpointKey, PROTOCOL_TCP, PROTOCOL_UDP};
 use aya_ebpf::{
-    bindings::bpf_hdr_start_off::BPF_HDR_START_NET, helpers::bpf_skb_load_bytes_relative,
-    programs::TcContext,
+    bindings::bpf_hdr_start_off::BPF_HDR_START_NET, helpers::bpf_skb_load_bytes_relative, programs::TcContext,
 };
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
-
-const IPV4_HEADER_LEN: usize = 20;
-const IPV6_HEADER_LEN: usize = 40;
 
 const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;
@@ -26,6 +26,82 @@ const NEXTHDR_DEST: u8 = 60;
 
 /// Extension headers followed before giving up; real traffic rarely carries more than two.
 const MAX_IPV6_EXTENSION_HEADERS: usize = 4;
+
+/// Plain-data headers that [`load`] may fill from packet bytes.
+///
+/// # Safety
+///
+/// Every bit pattern must be a valid value of the type: only integers and arrays of them.
+unsafe trait Header: Copy {}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ports {
+    src: [u8; 2],
+    dst: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv4Header {
+    version_ihl: u8,
+    _tos: u8,
+    _total_len: [u8; 2],
+    _id: [u8; 2],
+    fragment: [u8; 2],
+    _ttl: u8,
+    protocol: u8,
+    _check: [u8; 2],
+    src: u32,
+    dst: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv4WithPorts {
+    ip: Ipv4Header,
+    ports: Ports,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv6Header {
+    version_class_flow: [u8; 4],
+    _payload_len: [u8; 2],
+    next_header: u8,
+    _hop_limit: u8,
+    src: [u32; 4],
+    dst: [u32; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv6WithPorts {
+    ip: Ipv6Header,
+    ports: Ports,
+}
+
+/// The first bytes of every IPv6 extension header this parser follows.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ExtensionHeader {
+    next_header: u8,
+    len: u8,
+    fragment: [u8; 2],
+}
+
+// SAFETY: all of these are #[repr(C)] structs of integers and integer arrays.
+unsafe impl Header for Ports {}
+// SAFETY: as above.
+unsafe impl Header for Ipv4Header {}
+// SAFETY: as above.
+unsafe impl Header for Ipv4WithPorts {}
+// SAFETY: as above.
+unsafe impl Header for Ipv6Header {}
+// SAFETY: as above.
+unsafe impl Header for Ipv6WithPorts {}
+// SAFETY: as above.
+unsafe impl Header for ExtensionHeader {}
 
 pub enum Remote {
     /// A TCP or UDP packet (or first fragment) and its remote end.
@@ -52,116 +128,116 @@ pub fn remote(ctx: &TcContext, direction: Direction) -> Remote {
 
 #[inline(always)]
 fn ipv4(ctx: &TcContext, direction: Direction) -> Remote {
-    let Some(header) = load::<IPV4_HEADER_LEN>(ctx, 0) else {
-        return Remote::Unparsed;
+    let (header, ports) = match load::<Ipv4WithPorts>(ctx, 0) {
+        Some(Ipv4WithPorts { ip, ports }) => (ip, Some(ports)),
+        None => match load::<Ipv4Header>(ctx, 0) {
+            Some(ip) => (ip, None),
+            None => return Remote::Unparsed,
+        },
     };
-    let header_len = u32::from(header[0] & 0x0f) * 4;
-    if header[0] >> 4 != 4 || header_len < IPV4_HEADER_LEN as u32 {
+    let header_len = u32::from(header.version_ihl & 0x0f) * 4;
+    if header.version_ihl >> 4 != 4 || header_len < size_of::<Ipv4Header>() as u32 {
         return Remote::Unparsed;
     }
     // A non-zero fragment offset means the L4 header is in an earlier fragment.
-    if u16::from_be_bytes([header[6], header[7]]) & 0x1fff != 0 {
+    if u16::from_be_bytes(header.fragment) & 0x1fff != 0 {
         return Remote::NoPorts;
     }
-    let protocol = header[9];
-    let addr = match direction {
-        Direction::Egress => [header[16], header[17], header[18], header[19]],
-        Direction::Ingress => [header[12], header[13], header[14], header[15]],
+    let protocol = header.protocol;
+    if protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP {
+        return Remote::NoPorts;
+    }
+    // With options, the ports are further on than the first read reached.
+    let ports = if header_len == size_of::<Ipv4Header>() as u32 {
+        ports
+    } else {
+        load::<Ports>(ctx, header_len)
     };
-    endpoint(
-        ctx,
-        direction,
-        EndpointKey::ipv4_mapped(addr),
-        protocol,
-        header_len,
-    )
+    let Some(ports) = ports else {
+        return Remote::Unparsed;
+    };
+    let addr = match direction {
+        Direction::Egress => header.dst,
+        Direction::Ingress => header.src,
+    };
+    Remote::Endpoint(endpoint(direction, EndpointKey::ipv4_mapped(addr), protocol, ports))
 }
 
 #[inline(always)]
 fn ipv6(ctx: &TcContext, direction: Direction) -> Remote {
-    let Some(header) = load::<IPV6_HEADER_LEN>(ctx, 0) else {
-        return Remote::Unparsed;
+    let (header, ports) = match load::<Ipv6WithPorts>(ctx, 0) {
+        Some(Ipv6WithPorts { ip, ports }) => (ip, Some(ports)),
+        None => match load::<Ipv6Header>(ctx, 0) {
+            Some(ip) => (ip, None),
+            None => return Remote::Unparsed,
+        },
     };
-    if header[0] >> 4 != 6 {
+    if header.version_class_flow[0] >> 4 != 6 {
         return Remote::Unparsed;
     }
-    let mut addr = [0u8; 16];
-    let start = match direction {
-        Direction::Egress => 24,
-        Direction::Ingress => 8,
+    let addr = match direction {
+        Direction::Egress => header.dst,
+        Direction::Ingress => header.src,
     };
-    addr.copy_from_slice(&header[start..start + 16]);
 
-    let mut next = header[6];
-    let mut offset = IPV6_HEADER_LEN as u32;
-    for _ in 0..MAX_IPV6_EXTENSION_HEADERS {
-        match next {
-            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
-                let Some([following, len]) = load::<2>(ctx, offset) else {
-                    return Remote::Unparsed;
-                };
-                next = following;
-                offset += (u32::from(len) + 1) * 8;
-            }
-            NEXTHDR_AUTH => {
-                let Some([following, len]) = load::<2>(ctx, offset) else {
-                    return Remote::Unparsed;
-                };
-                next = following;
-                offset += (u32::from(len) + 2) * 4;
-            }
-            NEXTHDR_FRAGMENT => {
-                let Some([following, _, frag_hi, frag_lo]) = load::<4>(ctx, offset) else {
-                    return Remote::Unparsed;
-                };
-                if u16::from_be_bytes([frag_hi, frag_lo]) & 0xfff8 != 0 {
-                    return Remote::NoPorts;
-                }
-                next = following;
-                offset += 8;
-            }
-            _ => break,
+    let mut next = header.next_header;
+    if let (PROTOCOL_TCP | PROTOCOL_UDP, Some(ports)) = (next, ports) {
+        return Remote::Endpoint(endpoint(direction, addr, next, ports));
+    }
+    // Extension headers, or a packet cut inside its ports, which the first pass finds again.
+    let mut offset = size_of::<Ipv6Header>() as u32;
+    for _ in 0..=MAX_IPV6_EXTENSION_HEADERS {
+        if next == PROTOCOL_TCP || next == PROTOCOL_UDP {
+            return match load::<Ports>(ctx, offset) {
+                Some(ports) => Remote::Endpoint(endpoint(direction, addr, next, ports)),
+                None => Remote::Unparsed,
+            };
         }
+        if !matches!(
+            next,
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT
+        ) {
+            return Remote::NoPorts;
+        }
+        let Some(extension) = load::<ExtensionHeader>(ctx, offset) else {
+            return Remote::Unparsed;
+        };
+        offset += match next {
+            NEXTHDR_AUTH => (u32::from(extension.len) + 2) * 4,
+            // A non-zero fragment offset means the L4 header is in an earlier fragment.
+            NEXTHDR_FRAGMENT if u16::from_be_bytes(extension.fragment) & 0xfff8 != 0 => return Remote::NoPorts,
+            NEXTHDR_FRAGMENT => 8,
+            _ => (u32::from(extension.len) + 1) * 8,
+        };
+        next = extension.next_header;
     }
-    endpoint(ctx, direction, addr, next, offset)
+    Remote::NoPorts
 }
 
 #[inline(always)]
-fn endpoint(
-    ctx: &TcContext,
-    direction: Direction,
-    addr: [u8; 16],
-    protocol: u8,
-    l4_offset: u32,
-) -> Remote {
-    if protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP {
-        return Remote::NoPorts;
-    }
-    // TCP and UDP both start with the source port, then the destination port.
-    let Some([src_hi, src_lo, dst_hi, dst_lo]) = load::<4>(ctx, l4_offset) else {
-        return Remote::Unparsed;
-    };
+fn endpoint(direction: Direction, addr: [u32; 4], protocol: u8, ports: Ports) -> EndpointKey {
     let port = match direction {
-        Direction::Egress => u16::from_be_bytes([dst_hi, dst_lo]),
-        Direction::Ingress => u16::from_be_bytes([src_hi, src_lo]),
+        Direction::Egress => u16::from_be_bytes(ports.dst),
+        Direction::Ingress => u16::from_be_bytes(ports.src),
     };
-    Remote::Endpoint(EndpointKey::new(addr, port, protocol))
+    EndpointKey::new(addr, port, protocol)
 }
 
-/// Copies `N` bytes from `offset` past the network header, or `None` if the packet is shorter.
+/// Copies a `T` from `offset` past the network header, or `None` if the packet is shorter.
 #[inline(always)]
-fn load<const N: usize>(ctx: &TcContext, offset: u32) -> Option<[u8; N]> {
-    let mut buf = MaybeUninit::<[u8; N]>::uninit();
-    // SAFETY: `buf` is N writable bytes; the helper fills all of them or fails.
+fn load<T: Header>(ctx: &TcContext, offset: u32) -> Option<T> {
+    let mut buf = MaybeUninit::<T>::uninit();
+    // SAFETY: `buf` has room for a T; the helper fills all of it or fails.
     let ret = unsafe {
         bpf_skb_load_bytes_relative(
             ctx.skb.skb as *const c_void,
             offset,
             buf.as_mut_ptr().cast(),
-            N as u32,
+            size_of::<T>() as u32,
             BPF_HDR_START_NET,
         )
     };
-    // SAFETY: a zero return means the helper wrote all N bytes.
+    // SAFETY: a zero return means the helper wrote all of `buf`, and any bytes are a valid T
+    // (the `Header` contract).
     (ret == 0).then(|| unsafe { buf.assume_init() })
 }

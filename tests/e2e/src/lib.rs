@@ -32,7 +32,10 @@ pub const SIM_IMEI: &str = "356938035643809";
 
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
 }
 
 /// Where cargo put the binaries of `profile` ("debug" or "release").
@@ -67,7 +70,7 @@ pub fn missing_prerequisites(profile: &str) -> Option<String> {
             let _ = write!(missing, "{bin} not built ({profile}); ");
         }
     }
-    (!missing.is_empty()).then(|| format!("{}— run `cargo xtask setup` and `cargo build --workspace`", missing))
+    (!missing.is_empty()).then(|| format!("{missing}— run `cargo xtask setup` and `cargo build --workspace`"))
 }
 
 /// Skips a test (returning true) when the world cannot run here, or fails it under CI, where
@@ -84,7 +87,11 @@ pub fn skip_unless_ready(test: &str) -> bool {
 }
 
 pub fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
 }
 
 /// How the world's cloud behaves.
@@ -109,7 +116,12 @@ pub struct WorldOptions {
 
 impl Default for WorldOptions {
     fn default() -> Self {
-        Self { profile: "debug".into(), cloud: CloudOptions::default(), app_tokens: 100_000, extra_config: String::new() }
+        Self {
+            profile: "debug".into(),
+            cloud: CloudOptions::default(),
+            app_tokens: 100_000,
+            extra_config: String::new(),
+        }
     }
 }
 
@@ -131,7 +143,10 @@ pub struct World {
 
 impl World {
     pub fn start(options: &WorldOptions) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("aiesim-world-").tempdir().context("cannot make a temporary directory")?;
+        let dir = tempfile::Builder::new()
+            .prefix("aiesim-world-")
+            .tempdir()
+            .context("cannot make a temporary directory")?;
         // Other users must reach the bus socket, so the bus policy (not file modes) decides.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         let bins = bin_dir(&options.profile);
@@ -168,7 +183,19 @@ impl World {
         )?;
         let (daemon, ready_after) = start_daemon(&bins, &device, &config, dir.path())?;
 
-        Ok(Self { daemon, cloud, sim, bus, bus_address, cloud_url, ready_after, profile: options.profile.clone(), device, operator, dir })
+        Ok(Self {
+            daemon,
+            cloud,
+            sim,
+            bus,
+            bus_address,
+            cloud_url,
+            ready_after,
+            profile: options.profile.clone(),
+            device,
+            operator,
+            dir,
+        })
     }
 
     /// A command running `aictl` against this world's bus.
@@ -180,7 +207,9 @@ impl World {
 
     /// A bus connection as a client of this world.
     pub async fn connect(&self) -> anyhow::Result<zbus::Connection> {
-        Ok(zbus::connection::Builder::address(self.bus_address.as_str()).build().await?)
+        Ok(zbus::connection::Builder::address(self.bus_address.as_str())
+            .build()
+            .await?)
     }
 
     pub fn dir(&self) -> &Path {
@@ -241,7 +270,11 @@ fn start_bus(dir: &Path) -> anyhow::Result<(Proc, String)> {
     )?;
     let mut bus = Proc::spawn(
         "dbus-daemon",
-        Command::new("dbus-daemon").arg("--nofork").arg("--print-address").arg(format!("--config-file={}", config.display())).stdout(Stdio::piped()),
+        Command::new("dbus-daemon")
+            .arg("--nofork")
+            .arg("--print-address")
+            .arg(format!("--config-file={}", config.display()))
+            .stdout(Stdio::piped()),
     )?;
     let address = bus.read_line_until(Duration::from_secs(10), |l| l.starts_with("unix:"))?;
     Ok((bus, address.trim().to_owned()))
@@ -253,7 +286,16 @@ fn start_cloud(operator: &Netns, options: &CloudOptions) -> anyhow::Result<(Proc
     cmd.arg(root.join("tests/cloud/server.mjs"))
         .arg("--model")
         .arg(model_path())
-        .args(["--host", OPERATOR_ADDR, "--port", "0", "--threads", "1", "--model-name", MODEL_NAME])
+        .args([
+            "--host",
+            OPERATOR_ADDR,
+            "--port",
+            "0",
+            "--threads",
+            "1",
+            "--model-name",
+            MODEL_NAME,
+        ])
         .stdout(Stdio::piped());
     if options.no_usage {
         cmd.arg("--no-usage");
@@ -263,7 +305,11 @@ fn start_cloud(operator: &Netns, options: &CloudOptions) -> anyhow::Result<(Proc
     }
     let mut cloud = Proc::spawn("cloud", &mut cmd)?;
     let line = cloud.read_line_until(Duration::from_secs(120), |l| l.starts_with("LISTENING "))?;
-    let base = line.trim().trim_start_matches("LISTENING ").trim_end_matches('/').to_owned();
+    let base = line
+        .trim()
+        .trim_start_matches("LISTENING ")
+        .trim_end_matches('/')
+        .to_owned();
     Ok((cloud, format!("{base}/v1")))
 }
 
@@ -272,7 +318,10 @@ fn start_daemon(bins: &Path, device: &Netns, config: &Path, dir: &Path) -> anyho
     let notify = UnixDatagram::bind(&notify_path).context("cannot bind the notify socket")?;
     notify.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut cmd = device.command(bins.join("aiesimd"));
-    cmd.arg("--config").arg(config).env("NOTIFY_SOCKET", &notify_path).env("AIESIMD_LOG", "info,aiesimd=debug");
+    cmd.arg("--config")
+        .arg(config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("AIESIMD_LOG", "info,aiesimd=debug");
     let started = Instant::now();
     let mut daemon = Proc::spawn("aiesimd", &mut cmd)?;
     let mut buf = [0u8; 4096];

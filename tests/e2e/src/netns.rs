@@ -17,7 +17,11 @@ pub struct Netns {
 impl Netns {
     /// Creates `aiesim-<tag>-<pid>-<n>` with loopback up.
     pub fn create(tag: &str) -> anyhow::Result<Self> {
-        let name = format!("aiesim-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "aiesim-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         ip(["netns", "add", &name])?;
         let ns = Self { name };
         ip(["-n", &ns.name, "link", "set", "lo", "up"])?;
@@ -51,7 +55,9 @@ impl Drop for Netns {
 
 /// Links two namespaces with a veth pair, `a_addr`/30 and `b_addr`/30, both up.
 pub fn link(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: &str) -> anyhow::Result<()> {
-    ip(["link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns", &b.name])?;
+    ip([
+        "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns", &b.name,
+    ])?;
     a.ip(["addr", "add", &format!("{a_addr}/30"), "dev", a_if])?;
     b.ip(["addr", "add", &format!("{b_addr}/30"), "dev", b_if])?;
     a.ip(["link", "set", a_if, "up"])?;
@@ -61,9 +67,16 @@ pub fn link(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: 
 
 fn ip<'a>(args: impl IntoIterator<Item = &'a str>) -> anyhow::Result<String> {
     let args: Vec<&str> = args.into_iter().collect();
-    let out = Command::new("ip").args(&args).output().context("cannot run ip (iproute2)")?;
+    let out = Command::new("ip")
+        .args(&args)
+        .output()
+        .context("cannot run ip (iproute2)")?;
     if !out.status.success() {
-        bail!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

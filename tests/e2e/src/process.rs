@@ -24,7 +24,10 @@ impl Proc {
     /// Spawns `cmd` with stderr to a log file; if stdout is piped, its lines are readable with
     /// [`Proc::read_line_until`].
     pub fn spawn(name: &str, cmd: &mut Command) -> anyhow::Result<Self> {
-        let log = tempfile::Builder::new().prefix(&format!("aiesim-{name}-")).suffix(".log").tempfile()?;
+        let log = tempfile::Builder::new()
+            .prefix(&format!("aiesim-{name}-"))
+            .suffix(".log")
+            .tempfile()?;
         cmd.stdin(Stdio::null()).stderr(log.reopen()?);
         let mut child = cmd.spawn().with_context(|| format!("cannot start {name} ({cmd:?})"))?;
         let lines = child.stdout.take().map(|out| {
@@ -39,7 +42,12 @@ impl Proc {
             });
             rx
         });
-        Ok(Self { name: name.to_owned(), child, lines, log })
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            lines,
+            log,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -58,15 +66,25 @@ impl Proc {
     /// Waits for a stdout line matching `pred`, for at most `timeout`.
     pub fn read_line_until(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
-        let Some(lines) = &self.lines else { bail!("{}: stdout is not piped", self.name) };
+        let Some(lines) = &self.lines else {
+            bail!("{}: stdout is not piped", self.name)
+        };
         loop {
             match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) if pred(&line) => return Ok(line),
                 Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => bail!("{}: nothing expected on stdout within {timeout:?}; log:\n{}", self.name, self.log()),
+                Err(RecvTimeoutError::Timeout) => bail!(
+                    "{}: nothing expected on stdout within {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log()
+                ),
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    bail!("{} exited ({status}) before saying what was expected; log:\n{}", self.name, self.log());
+                    bail!(
+                        "{} exited ({status}) before saying what was expected; log:\n{}",
+                        self.name,
+                        self.log()
+                    );
                 }
             }
         }

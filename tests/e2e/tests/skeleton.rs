@@ -8,8 +8,7 @@ use std::{
 };
 
 use aiesim_dbus::{
-    ChatOptions, ErrorName, Message, StreamEvent,
-    iface,
+    ChatOptions, ErrorName, Message, StreamEvent, iface,
     proxy::{BrokerProxy, FastpathProxy, ModemProxy, RequestProxy},
 };
 use aiesim_e2e::{CloudOptions, SIM_IMEI, World, WorldOptions, skip_unless_ready};
@@ -18,7 +17,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use zbus::{MatchRule, MessageStream, OwnedVariant, message::Type};
 
 fn text(o: &Output) -> String {
-    format!("status {}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn question(max_tokens: u32) -> ChatOptions {
@@ -31,7 +35,12 @@ fn question(max_tokens: u32) -> ChatOptions {
 }
 
 async fn finished_stream(conn: &zbus::Connection) -> MessageStream {
-    let rule = MatchRule::builder().msg_type(Type::Signal).interface(iface::REQUEST).member("Finished").build().unwrap();
+    let rule = MatchRule::builder()
+        .msg_type(Type::Signal)
+        .interface(iface::REQUEST)
+        .member("Finished")
+        .build()
+        .unwrap();
     MessageStream::for_match_rule(rule, conn, None).await.unwrap()
 }
 
@@ -41,7 +50,11 @@ async fn read_events(fd: zbus::OwnedFd) -> Vec<StreamEvent> {
     std.set_nonblocking(true).unwrap();
     let mut lines = BufReader::new(tokio::net::UnixStream::from_std(std).unwrap()).lines();
     let mut events = Vec::new();
-    while let Some(line) = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await.expect("stream stalled").unwrap() {
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .expect("stream stalled")
+        .unwrap()
+    {
         let e = StreamEvent::from_line(&line).unwrap_or_else(|err| panic!("bad event line {line:?}: {err}"));
         let last = e.is_final();
         events.push(e);
@@ -77,21 +90,41 @@ async fn chat_streams_a_real_answer_and_only_its_owner_hears_of_it() {
         })
         .collect();
     assert!(!answer.trim().is_empty(), "the model said nothing: {events:?}");
-    let StreamEvent::Done { usage, charged, endpoint, model } = last else { panic!("expected done, got {last:?}") };
-    assert!(usage.completion_tokens > 0 && usage.completion_tokens <= 12, "{usage:?}");
+    let StreamEvent::Done {
+        usage,
+        charged,
+        endpoint,
+        model,
+    } = last
+    else {
+        panic!("expected done, got {last:?}")
+    };
+    assert!(
+        usage.completion_tokens > 0 && usage.completion_tokens <= 12,
+        "{usage:?}"
+    );
     assert!(usage.prompt_tokens > 0, "{usage:?}");
     assert_eq!(*charged, u64::from(usage.prompt_tokens + usage.completion_tokens));
     assert_eq!(endpoint, "metro");
     assert_eq!(model, aiesim_e2e::MODEL_NAME);
 
     // Finished reaches the owner, with the same accounting…
-    let msg = tokio::time::timeout(Duration::from_secs(10), mine.next()).await.expect("no Finished").unwrap().unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(10), mine.next())
+        .await
+        .expect("no Finished")
+        .unwrap()
+        .unwrap();
     assert_eq!(msg.header().path().unwrap().as_str(), path.as_str());
     let result: HashMap<String, OwnedVariant> = msg.body().deserialize().unwrap();
     assert_eq!(u64::try_from(&result["charged"]).unwrap(), *charged);
     assert_eq!(String::try_from(result["state"].clone()).unwrap(), "done");
     // …and nobody else, though they listen for it.
-    assert!(tokio::time::timeout(Duration::from_secs(2), theirs.next()).await.is_err(), "Finished was broadcast");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), theirs.next())
+            .await
+            .is_err(),
+        "Finished was broadcast"
+    );
 
     // The request object shows its owner the final accounting, and refuses anyone else.
     let req = RequestProxy::builder(&conn).path(path.clone()).build().await.unwrap();
@@ -101,8 +134,16 @@ async fn chat_streams_a_real_answer_and_only_its_owner_hears_of_it() {
     let req_other = RequestProxy::builder(&other).path(path.clone()).build().await.unwrap();
     let err = req_other.state().await.unwrap_err();
     assert!(err.to_string().contains("Unauthorized"), "{err}");
-    let err = BrokerProxy::new(&other).await.unwrap().cancel(&path.as_ref()).await.unwrap_err();
-    assert!(matches!(&err, zbus::Error::MethodError(n, _, _) if n.as_str() == ErrorName::Unauthorized.as_str()), "{err}");
+    let err = BrokerProxy::new(&other)
+        .await
+        .unwrap()
+        .cancel(&path.as_ref())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, zbus::Error::MethodError(n, _, _) if n.as_str() == ErrorName::Unauthorized.as_str()),
+        "{err}"
+    );
 
     // The answer's packets crossed the classifier on wwan0 and counted as AI traffic.
     let fastpath = FastpathProxy::new(&conn).await.unwrap();
@@ -128,10 +169,22 @@ async fn aictl_status_and_ask_work_against_the_daemon() {
     assert!(stdout.contains(SIM_IMEI), "{}", text(&out));
     assert!(stdout.contains("attached to wwan0"), "{}", text(&out));
 
-    let out = world.aictl().args(["ask", "--max-tokens", "8", "Say hello."]).output().unwrap();
+    let out = world
+        .aictl()
+        .args(["ask", "--max-tokens", "8", "Say hello."])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tokens charged"), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tokens charged"),
+        "{}",
+        text(&out)
+    );
 
     let out = world.aictl().args(["status", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -142,15 +195,27 @@ async fn aictl_status_and_ask_work_against_the_daemon() {
 
     // The modem object over the bus, as an app would read it.
     let conn = world.connect().await.unwrap();
-    let modem = ModemProxy::builder(&conn).path(format!("{}/0", aiesim_dbus::MODEM_PATH_PREFIX)).build().await.unwrap();
+    let modem = ModemProxy::builder(&conn)
+        .path(format!("{}/0", aiesim_dbus::MODEM_PATH_PREFIX))
+        .build()
+        .await
+        .unwrap();
     assert_eq!(modem.imei().await.unwrap(), SIM_IMEI);
 }
 
 fn gdbus(world: &World, method: &str, args: &[&str]) -> Command {
     let mut c = Command::new("gdbus");
-    c.args(["call", "--address", &world.bus_address, "--dest", aiesim_dbus::BUS_NAME, "--object-path", aiesim_dbus::ROOT_PATH])
-        .args(["--method", method])
-        .args(args);
+    c.args([
+        "call",
+        "--address",
+        &world.bus_address,
+        "--dest",
+        aiesim_dbus::BUS_NAME,
+        "--object-path",
+        aiesim_dbus::ROOT_PATH,
+    ])
+    .args(["--method", method])
+    .args(args);
     c
 }
 
@@ -162,36 +227,94 @@ async fn bad_input_gets_namespaced_errors_and_the_policy_denies_strangers() {
     let world = World::start(&WorldOptions::default()).unwrap();
 
     // A real client (gdbus) sends a wrongly typed option.
-    let out = gdbus(&world, "org.aiesim.AiEsim1.Broker.Ask", &["hi", "{'max_tokens': <'ten'>}"]).output().unwrap();
+    let out = gdbus(
+        &world,
+        "org.aiesim.AiEsim1.Broker.Ask",
+        &["hi", "{'max_tokens': <'ten'>}"],
+    )
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("org.aiesim.AiEsim1.Error.InvalidArgument"), "{}", text(&out));
+    assert!(
+        err.contains("org.aiesim.AiEsim1.Error.InvalidArgument"),
+        "{}",
+        text(&out)
+    );
     assert!(err.contains("max_tokens") && err.contains("type u"), "{}", text(&out));
 
-    let out = gdbus(&world, "org.aiesim.AiEsim1.Broker.Chat", &["{'messages': <[('robot', 'x')]>}"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("org.aiesim.AiEsim1.Error.InvalidArgument"), "{}", text(&out));
-    let out = gdbus(&world, "org.aiesim.AiEsim1.Broker.Chat", &["{'bogus': <1>}"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option"), "{}", text(&out));
-    let out = gdbus(&world, "org.aiesim.AiEsim1.Broker.Ask", &["hi", "{'model': <'no-such-model'>}"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("org.aiesim.AiEsim1.Error.NoEndpoint"), "{}", text(&out));
+    let out = gdbus(
+        &world,
+        "org.aiesim.AiEsim1.Broker.Chat",
+        &["{'messages': <[('robot', 'x')]>}"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("org.aiesim.AiEsim1.Error.InvalidArgument"),
+        "{}",
+        text(&out)
+    );
+    let out = gdbus(&world, "org.aiesim.AiEsim1.Broker.Chat", &["{'bogus': <1>}"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown option"),
+        "{}",
+        text(&out)
+    );
+    let out = gdbus(
+        &world,
+        "org.aiesim.AiEsim1.Broker.Ask",
+        &["hi", "{'model': <'no-such-model'>}"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("org.aiesim.AiEsim1.Error.NoEndpoint"),
+        "{}",
+        text(&out)
+    );
 
     // busctl, another real client, reads a property.
     let out = Command::new("busctl")
-        .args(["--address", &world.bus_address, "get-property", aiesim_dbus::BUS_NAME, "/org/aiesim/AiEsim1/Modem/0"])
+        .args([
+            "--address",
+            &world.bus_address,
+            "get-property",
+            aiesim_dbus::BUS_NAME,
+            "/org/aiesim/AiEsim1/Modem/0",
+        ])
         .args([iface::MODEM, "Imei"])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains(SIM_IMEI), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(SIM_IMEI),
+        "{}",
+        text(&out)
+    );
 
     // A user outside the allowed group is stopped by the bus policy before reaching the daemon.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "gdbus", "call", "--address", &world.bus_address])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "gdbus",
+            "call",
+            "--address",
+            &world.bus_address,
+        ])
         .args(["--dest", aiesim_dbus::BUS_NAME, "--object-path", aiesim_dbus::ROOT_PATH])
         .args(["--method", "org.aiesim.AiEsim1.Broker.Ask", "hi", "{}"])
         .output()
         .unwrap();
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("AccessDenied"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("AccessDenied"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test]
@@ -199,7 +322,11 @@ async fn closing_the_stream_cancels_and_budgets_refuse_before_the_call() {
     if skip_unless_ready("closing_the_stream_cancels_and_budgets_refuse_before_the_call") {
         return;
     }
-    let world = World::start(&WorldOptions { app_tokens: 400, ..WorldOptions::default() }).unwrap();
+    let world = World::start(&WorldOptions {
+        app_tokens: 400,
+        ..WorldOptions::default()
+    })
+    .unwrap();
     let conn = world.connect().await.unwrap();
     let mut finished = finished_stream(&conn).await;
     let broker = BrokerProxy::new(&conn).await.unwrap();
@@ -207,15 +334,31 @@ async fn closing_the_stream_cancels_and_budgets_refuse_before_the_call() {
     // Closing the fd at once cancels the request.
     let (path, fd) = broker.chat(question(200).to_chat_dict()).await.unwrap();
     drop(fd);
-    let msg = tokio::time::timeout(Duration::from_secs(60), finished.next()).await.expect("no Finished").unwrap().unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(60), finished.next())
+        .await
+        .expect("no Finished")
+        .unwrap()
+        .unwrap();
     assert_eq!(msg.header().path().unwrap().as_str(), path.as_str());
     let result: HashMap<String, OwnedVariant> = msg.body().deserialize().unwrap();
-    assert_eq!(String::try_from(result["state"].clone()).unwrap(), "cancelled", "{result:?}");
-    assert_eq!(String::try_from(result["error"].clone()).unwrap(), ErrorName::Cancelled.as_str());
+    assert_eq!(
+        String::try_from(result["state"].clone()).unwrap(),
+        "cancelled",
+        "{result:?}"
+    );
+    assert_eq!(
+        String::try_from(result["error"].clone()).unwrap(),
+        ErrorName::Cancelled.as_str()
+    );
 
     // A request the budget cannot cover is refused up front, naming the numbers.
-    let err = broker.ask("Tell me a long story.", question(390).to_ask_dict()).await.unwrap_err();
-    let zbus::Error::MethodError(name, Some(message), _) = &err else { panic!("{err}") };
+    let err = broker
+        .ask("Tell me a long story.", question(390).to_ask_dict())
+        .await
+        .unwrap_err();
+    let zbus::Error::MethodError(name, Some(message), _) = &err else {
+        panic!("{err}")
+    };
     assert_eq!(name.as_str(), ErrorName::BudgetExceeded.as_str());
     assert!(message.contains("tokens left"), "{message}");
 }
@@ -225,18 +368,44 @@ async fn failing_cloud_and_missing_usage_are_handled() {
     if skip_unless_ready("failing_cloud_and_missing_usage_are_handled") {
         return;
     }
-    let failing = World::start(&WorldOptions { cloud: CloudOptions { fail_status: Some(503), no_usage: false }, ..WorldOptions::default() }).unwrap();
+    let failing = World::start(&WorldOptions {
+        cloud: CloudOptions {
+            fail_status: Some(503),
+            no_usage: false,
+        },
+        ..WorldOptions::default()
+    })
+    .unwrap();
     let conn = failing.connect().await.unwrap();
-    let err = BrokerProxy::new(&conn).await.unwrap().ask("hi", question(4).to_ask_dict()).await.unwrap_err();
-    let zbus::Error::MethodError(name, Some(message), _) = &err else { panic!("{err}") };
+    let err = BrokerProxy::new(&conn)
+        .await
+        .unwrap()
+        .ask("hi", question(4).to_ask_dict())
+        .await
+        .unwrap_err();
+    let zbus::Error::MethodError(name, Some(message), _) = &err else {
+        panic!("{err}")
+    };
     assert_eq!(name.as_str(), ErrorName::UpstreamFailed.as_str());
     assert!(message.contains("503"), "{message}");
     drop(failing);
 
     // A provider that sends no usage is still billed: counted prompt + delivered tokens.
-    let silent = World::start(&WorldOptions { cloud: CloudOptions { no_usage: true, fail_status: None }, ..WorldOptions::default() }).unwrap();
+    let silent = World::start(&WorldOptions {
+        cloud: CloudOptions {
+            no_usage: true,
+            fail_status: None,
+        },
+        ..WorldOptions::default()
+    })
+    .unwrap();
     let conn = silent.connect().await.unwrap();
-    let (answer, usage) = BrokerProxy::new(&conn).await.unwrap().ask("Say hi.", question(6).to_ask_dict()).await.unwrap();
+    let (answer, usage) = BrokerProxy::new(&conn)
+        .await
+        .unwrap()
+        .ask("Say hi.", question(6).to_ask_dict())
+        .await
+        .unwrap();
     assert!(!answer.is_empty());
     let charged = u64::try_from(&usage["charged"]).unwrap();
     let completion = u32::try_from(&usage["completion_tokens"]).unwrap();

@@ -58,7 +58,13 @@ impl Default for HttpOptions {
 
 impl fmt::Debug for HttpOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self { bind_interface, connect_timeout, first_byte_timeout, idle_timeout, bearer_token } = self;
+        let Self {
+            bind_interface,
+            connect_timeout,
+            first_byte_timeout,
+            idle_timeout,
+            bearer_token,
+        } = self;
         f.debug_struct("HttpOptions")
             .field("bind_interface", bind_interface)
             .field("connect_timeout", connect_timeout)
@@ -99,7 +105,13 @@ fn install_crypto_provider() {
 
 impl HttpCloud {
     pub fn new(options: HttpOptions) -> Result<Self, CloudError> {
-        let HttpOptions { bind_interface, connect_timeout, first_byte_timeout, idle_timeout, bearer_token } = options;
+        let HttpOptions {
+            bind_interface,
+            connect_timeout,
+            first_byte_timeout,
+            idle_timeout,
+            bearer_token,
+        } = options;
         install_crypto_provider();
         // TLS 0-RTT stays off (reqwest never enables early data on TCP): a replayed POST bills twice.
         let mut builder = reqwest::Client::builder()
@@ -117,12 +129,21 @@ impl HttpCloud {
             builder = builder.interface(interface);
         }
         let client = builder.build().map_err(CloudError::Client)?;
-        Ok(Self { client, connect_timeout, first_byte_timeout, idle_timeout, bearer_token: RwLock::new(bearer_token) })
+        Ok(Self {
+            client,
+            connect_timeout,
+            first_byte_timeout,
+            idle_timeout,
+            bearer_token: RwLock::new(bearer_token),
+        })
     }
 
     /// Replaces the bearer token for the requests that start from now on.
     pub fn set_bearer_token(&self, token: Option<String>) {
-        *self.bearer_token.write().unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+        *self
+            .bearer_token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = token;
     }
 
     fn classify(&self, url: &str, error: reqwest::Error) -> CloudError {
@@ -131,7 +152,10 @@ impl HttpCloud {
         if source.is_builder() {
             CloudError::Request { url, source }
         } else if source.is_connect() && source.is_timeout() {
-            CloudError::ConnectTimeout { url, timeout: self.connect_timeout }
+            CloudError::ConnectTimeout {
+                url,
+                timeout: self.connect_timeout,
+            }
         } else if source.is_connect() {
             CloudError::Connect { url, source }
         } else {
@@ -149,16 +173,30 @@ impl Cloud for HttpCloud {
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream")
             .body(openai::request_body(request));
-        let token = self.bearer_token.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let token = self
+            .bearer_token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         if let Some(token) = token {
             builder = builder.bearer_auth(token);
         }
-        tracing::debug!(url, model = request.model, max_tokens = request.max_tokens, "cloud request");
+        tracing::debug!(
+            url,
+            model = request.model,
+            max_tokens = request.max_tokens,
+            "cloud request"
+        );
 
         let started = Instant::now();
         let first_byte = started + self.first_byte_timeout;
         let response = match timeout_at(first_byte, builder.send()).await {
-            Err(_) => return Err(CloudError::FirstByteTimeout { url, timeout: self.first_byte_timeout }),
+            Err(_) => {
+                return Err(CloudError::FirstByteTimeout {
+                    url,
+                    timeout: self.first_byte_timeout,
+                });
+            }
             Ok(Err(e)) => return Err(self.classify(&url, e)),
             Ok(Ok(response)) => response,
         };
@@ -168,12 +206,20 @@ impl Cloud for HttpCloud {
             let body = read_error_body(response, self.idle_timeout).await;
             let message = openai::error_message(&body);
             tracing::debug!(url, status = status.as_u16(), message, "cloud refused the request");
-            return Err(CloudError::Status { url, status: status.as_u16(), message, retry_after });
+            return Err(CloudError::Status {
+                url,
+                status: status.as_u16(),
+                message,
+                retry_after,
+            });
         }
         if let Some(kind) = response.headers().get(CONTENT_TYPE) {
             let kind = String::from_utf8_lossy(kind.as_bytes()).into_owned();
             if !kind.trim_start().to_ascii_lowercase().starts_with("text/event-stream") {
-                return Err(CloudError::NotEventStream { url, content_type: kind });
+                return Err(CloudError::NotEventStream {
+                    url,
+                    content_type: kind,
+                });
             }
         }
         tracing::debug!(
@@ -197,13 +243,16 @@ impl Cloud for HttpCloud {
             started,
             deltas: 0,
         };
-        Ok(Box::pin(futures_util::stream::unfold(Some(reader), |reader| async move {
-            let mut reader = reader?;
-            match reader.next().await? {
-                Ok(event) => Some((Ok(event), Some(reader))),
-                Err(e) => Some((Err(e), None)),
-            }
-        })))
+        Ok(Box::pin(futures_util::stream::unfold(
+            Some(reader),
+            |reader| async move {
+                let mut reader = reader?;
+                match reader.next().await? {
+                    Ok(event) => Some((Ok(event), Some(reader))),
+                    Err(e) => Some((Err(e), None)),
+                }
+            },
+        )))
     }
 }
 
@@ -274,21 +323,37 @@ impl Reader {
             Err(_) => {
                 let url = self.url.clone();
                 self.fail(match self.first_byte {
-                    Some(_) => CloudError::FirstByteTimeout { url, timeout: self.first_byte_timeout },
-                    None => CloudError::IdleTimeout { url, timeout: self.idle_timeout },
+                    Some(_) => CloudError::FirstByteTimeout {
+                        url,
+                        timeout: self.first_byte_timeout,
+                    },
+                    None => CloudError::IdleTimeout {
+                        url,
+                        timeout: self.idle_timeout,
+                    },
                 });
             }
             Ok(Err(e)) => {
                 tracing::debug!(url = self.url, deltas = self.deltas, "cloud stream broke");
-                self.fail(CloudError::Truncated { url: self.url.clone(), source: Some(e.without_url()) });
+                self.fail(CloudError::Truncated {
+                    url: self.url.clone(),
+                    source: Some(e.without_url()),
+                });
             }
             Ok(Ok(None)) => {
                 if let Some(event) = self.parser.finish() {
                     self.handle(&event);
                 }
                 if !self.finished {
-                    tracing::debug!(url = self.url, deltas = self.deltas, "cloud stream ended without [DONE]");
-                    self.fail(CloudError::Truncated { url: self.url.clone(), source: None });
+                    tracing::debug!(
+                        url = self.url,
+                        deltas = self.deltas,
+                        "cloud stream ended without [DONE]"
+                    );
+                    self.fail(CloudError::Truncated {
+                        url: self.url.clone(),
+                        source: None,
+                    });
                 }
             }
             Ok(Ok(Some(bytes))) => {
@@ -296,7 +361,11 @@ impl Reader {
                     return;
                 }
                 if self.first_byte.take().is_some() {
-                    tracing::debug!(url = self.url, first_byte_ms = self.started.elapsed().as_millis(), "cloud first bytes");
+                    tracing::debug!(
+                        url = self.url,
+                        first_byte_ms = self.started.elapsed().as_millis(),
+                        "cloud first bytes"
+                    );
                 }
                 let parsed = self.parser.feed(&bytes, &mut self.scratch);
                 let events = std::mem::take(&mut self.scratch);
@@ -309,7 +378,10 @@ impl Reader {
                 self.scratch = events;
                 self.scratch.clear();
                 if let Err(source) = parsed {
-                    self.fail(CloudError::MalformedStream { url: self.url.clone(), source });
+                    self.fail(CloudError::MalformedStream {
+                        url: self.url.clone(),
+                        source,
+                    });
                 }
             }
         }
@@ -336,8 +408,14 @@ impl Reader {
                     self.ready.push_back(Ok(CloudEvent::Usage(usage)));
                 }
             }
-            Ok(Chunk::Error { message }) => self.fail(CloudError::Upstream { url: self.url.clone(), message }),
-            Err(source) => self.fail(CloudError::MalformedChunk { url: self.url.clone(), source }),
+            Ok(Chunk::Error { message }) => self.fail(CloudError::Upstream {
+                url: self.url.clone(),
+                message,
+            }),
+            Err(source) => self.fail(CloudError::MalformedChunk {
+                url: self.url.clone(),
+                source,
+            }),
         }
     }
 

@@ -102,12 +102,18 @@ pub enum CloudError {
 impl CloudError {
     /// A connection failure, for scripted clouds in tests.
     pub(crate) fn test_connect() -> Self {
-        Self::ConnectTimeout { url: "http://192.0.2.1/v1".into(), timeout: Duration::from_secs(1) }
+        Self::ConnectTimeout {
+            url: "http://192.0.2.1/v1".into(),
+            timeout: Duration::from_secs(1),
+        }
     }
 
     /// A stream broken after it started, for scripted clouds in tests.
     pub(crate) fn test_broken() -> Self {
-        Self::Truncated { url: "http://192.0.2.1/v1".into(), source: None }
+        Self::Truncated {
+            url: "http://192.0.2.1/v1".into(),
+            source: None,
+        }
     }
 }
 
@@ -118,5 +124,9 @@ pub trait Cloud: Send + Sync + 'static {
     /// Starts a streamed chat on the endpoint at `base_url` (like `https://host/v1`). Resolves
     /// once the endpoint accepted the request; the stream then yields deltas and usage, and ends
     /// after `[DONE]` or with one error.
-    fn chat(&self, base_url: &str, request: &ChatRequest) -> impl Future<Output = Result<ChatStream, CloudError>> + Send;
+    fn chat(
+        &self,
+        base_url: &str,
+        request: &ChatRequest,
+    ) -> impl Future<Output = Result<ChatStream, CloudError>> + Send;
 }

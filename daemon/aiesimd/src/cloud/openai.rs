@@ -12,7 +12,10 @@ pub enum Chunk {
     /// `[DONE]`: the stream is complete.
     Done,
     /// A `chat.completion.chunk`: text for the first choice and/or the request's usage.
-    Delta { content: Option<String>, usage: Option<Usage> },
+    Delta {
+        content: Option<String>,
+        usage: Option<Usage>,
+    },
     /// An `{"error": …}` object sent in the stream after the response had started.
     Error { message: String },
 }
@@ -30,10 +33,21 @@ const MAX_ERROR_CHARS: usize = 300;
 
 /// The JSON body of a streamed chat request that asks for the final usage chunk.
 pub fn request_body(request: &ChatRequest) -> Vec<u8> {
-    let ChatRequest { model, messages, max_tokens, temperature } = request;
+    let ChatRequest {
+        model,
+        messages,
+        max_tokens,
+        temperature,
+    } = request;
     let body = Body {
         model,
-        messages: messages.iter().map(|m| WireMessage { role: &m.role, content: &m.content }).collect(),
+        messages: messages
+            .iter()
+            .map(|m| WireMessage {
+                role: &m.role,
+                content: &m.content,
+            })
+            .collect(),
         max_tokens: *max_tokens,
         temperature: *temperature,
         stream: true,
@@ -71,7 +85,9 @@ pub fn decode_chunk(data: &str) -> Result<Chunk, ChunkError> {
     }
     let raw: RawChunk = serde_json::from_str(data)?;
     if let Some(error) = raw.error {
-        return Ok(Chunk::Error { message: error.message() });
+        return Ok(Chunk::Error {
+            message: error.message(),
+        });
     }
     let content = raw
         .choices
@@ -86,7 +102,10 @@ pub fn decode_chunk(data: &str) -> Result<Chunk, ChunkError> {
         .map(|u| {
             let prompt_tokens = u32::try_from(u.prompt_tokens).map_err(|_| ChunkError::UsageOutOfRange)?;
             let completion_tokens = u32::try_from(u.completion_tokens).map_err(|_| ChunkError::UsageOutOfRange)?;
-            Ok::<_, ChunkError>(Usage { prompt_tokens, completion_tokens })
+            Ok::<_, ChunkError>(Usage {
+                prompt_tokens,
+                completion_tokens,
+            })
         })
         .transpose()?;
     Ok(Chunk::Delta { content, usage })
@@ -103,8 +122,11 @@ pub fn error_message(body: &[u8]) -> String {
     if message.is_empty() {
         return "(no error message)".to_owned();
     }
-    let mut clean: String =
-        message.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_ERROR_CHARS).collect();
+    let mut clean: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_ERROR_CHARS)
+        .collect();
     if message.chars().count() > MAX_ERROR_CHARS {
         clean.push('…');
     }
@@ -191,7 +213,10 @@ mod tests {
                 "stream_options": {"include_usage": true},
             })
         );
-        let with_t = ChatRequest { temperature: Some(0.5), ..request };
+        let with_t = ChatRequest {
+            temperature: Some(0.5),
+            ..request
+        };
         let v: serde_json::Value = serde_json::from_slice(&request_body(&with_t)).unwrap();
         assert_eq!(v["temperature"], 0.5);
     }
@@ -199,24 +224,60 @@ mod tests {
     #[test]
     fn decodes_openai_chunks() {
         let delta = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":null}],"usage":null}"#;
-        assert_eq!(decode_chunk(delta).unwrap(), Chunk::Delta { content: Some("Hi".into()), usage: None });
+        assert_eq!(
+            decode_chunk(delta).unwrap(),
+            Chunk::Delta {
+                content: Some("Hi".into()),
+                usage: None
+            }
+        );
         let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
-        assert_eq!(decode_chunk(role).unwrap(), Chunk::Delta { content: None, usage: None });
+        assert_eq!(
+            decode_chunk(role).unwrap(),
+            Chunk::Delta {
+                content: None,
+                usage: None
+            }
+        );
         let finish = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#;
-        assert_eq!(decode_chunk(finish).unwrap(), Chunk::Delta { content: None, usage: None });
+        assert_eq!(
+            decode_chunk(finish).unwrap(),
+            Chunk::Delta {
+                content: None,
+                usage: None
+            }
+        );
         let usage = r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":8,"total_tokens":20}}"#;
         assert_eq!(
             decode_chunk(usage).unwrap(),
-            Chunk::Delta { content: None, usage: Some(Usage { prompt_tokens: 12, completion_tokens: 8 }) }
+            Chunk::Delta {
+                content: None,
+                usage: Some(Usage {
+                    prompt_tokens: 12,
+                    completion_tokens: 8
+                })
+            }
         );
         // llama.cpp's server puts usage on the chunk that also finishes the choice.
         let both = r#"{"choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
         assert_eq!(
             decode_chunk(both).unwrap(),
-            Chunk::Delta { content: Some("!".into()), usage: Some(Usage { prompt_tokens: 1, completion_tokens: 2 }) }
+            Chunk::Delta {
+                content: Some("!".into()),
+                usage: Some(Usage {
+                    prompt_tokens: 1,
+                    completion_tokens: 2
+                })
+            }
         );
         let second_choice = r#"{"choices":[{"index":1,"delta":{"content":"no"}}]}"#;
-        assert_eq!(decode_chunk(second_choice).unwrap(), Chunk::Delta { content: None, usage: None });
+        assert_eq!(
+            decode_chunk(second_choice).unwrap(),
+            Chunk::Delta {
+                content: None,
+                usage: None
+            }
+        );
         assert_eq!(decode_chunk("[DONE]").unwrap(), Chunk::Done);
         assert_eq!(decode_chunk(" [DONE] ").unwrap(), Chunk::Done);
     }
@@ -225,9 +286,14 @@ mod tests {
     fn in_band_errors_are_reported() {
         assert_eq!(
             decode_chunk(r#"{"error":{"message":"overloaded","type":"server_error"}}"#).unwrap(),
-            Chunk::Error { message: "overloaded".into() }
+            Chunk::Error {
+                message: "overloaded".into()
+            }
         );
-        assert_eq!(decode_chunk(r#"{"error":"boom"}"#).unwrap(), Chunk::Error { message: "boom".into() });
+        assert_eq!(
+            decode_chunk(r#"{"error":"boom"}"#).unwrap(),
+            Chunk::Error { message: "boom".into() }
+        );
     }
 
     #[test]
@@ -253,7 +319,10 @@ mod tests {
 
     #[test]
     fn error_messages_are_extracted_and_bounded() {
-        assert_eq!(error_message(br#"{"error":{"message":"model is busy","type":"x"}}"#), "model is busy");
+        assert_eq!(
+            error_message(br#"{"error":{"message":"model is busy","type":"x"}}"#),
+            "model is busy"
+        );
         assert_eq!(error_message(b"Bad Gateway\r\n"), "Bad Gateway");
         assert_eq!(error_message(b""), "(no error message)");
         assert_eq!(error_message(b"a\x1b[31mb"), "a [31mb");

@@ -102,7 +102,10 @@ impl SseParser {
 
     fn extend_line(&mut self, bytes: &[u8]) -> Result<(), SseError> {
         if self.line.len() + bytes.len() > self.limit {
-            return Err(SseError::LineTooLong { line: self.lines_done + 1, limit: self.limit });
+            return Err(SseError::LineTooLong {
+                line: self.lines_done + 1,
+                limit: self.limit,
+            });
         }
         self.line.extend_from_slice(bytes);
         Ok(())
@@ -139,7 +142,10 @@ impl SseParser {
             "data" => {
                 let extra = usize::from(self.has_data) + value.len();
                 if self.data.len() + extra > self.limit {
-                    return Err(SseError::EventTooLarge { line: self.lines_done, limit: self.limit });
+                    return Err(SseError::EventTooLarge {
+                        line: self.lines_done,
+                        limit: self.limit,
+                    });
                 }
                 if self.has_data {
                     self.data.push('\n');
@@ -160,7 +166,10 @@ impl SseParser {
             return None;
         }
         self.has_data = false;
-        Some(SseEvent { event, data: std::mem::take(&mut self.data) })
+        Some(SseEvent {
+            event,
+            data: std::mem::take(&mut self.data),
+        })
     }
 }
 
@@ -249,7 +258,9 @@ mod tests {
 
         let mut p = SseParser::new(8);
         let mut out = Vec::new();
-        let err = b":xxxxxxxxxxxxxxxx".iter().find_map(|b| p.feed(std::slice::from_ref(b), &mut out).err());
+        let err = b":xxxxxxxxxxxxxxxx"
+            .iter()
+            .find_map(|b| p.feed(std::slice::from_ref(b), &mut out).err());
         assert_eq!(err, Some(SseError::LineTooLong { line: 1, limit: 8 }));
         assert_eq!(p.feed(b"\n", &mut out), Err(SseError::Poisoned));
         assert_eq!(p.finish(), None);

@@ -72,24 +72,21 @@ pub enum AttachError {
 
 /// What was hooked into one interface; dropping it undoes all of it.
 pub(super) struct Attachment {
+    iface: String,
     mode: AttachMode,
     links: Vec<(&'static str, SchedClassifierLink)>,
     /// Set only when this attachment created the qdisc, so a pre-existing one is left alone.
     clsact: Option<clsact::Qdisc>,
 }
 
-pub(super) fn attach(
-    classifier: &mut Classifier,
-    iface: &str,
-    mode: AttachMode,
-) -> Result<Attachment, AttachError> {
-    let ifindex =
-        nix::net::if_::if_nametoindex(iface).map_err(|source| AttachError::NoInterface {
-            iface: iface.to_owned(),
-            source,
-        })?;
+pub(super) fn attach(classifier: &mut Classifier, iface: &str, mode: AttachMode) -> Result<Attachment, AttachError> {
+    let ifindex = nix::net::if_::if_nametoindex(iface).map_err(|source| AttachError::NoInterface {
+        iface: iface.to_owned(),
+        source,
+    })?;
     // Filled in step by step so that an error half-way drops, and undoes, what was done.
     let mut attachment = Attachment {
+        iface: iface.to_owned(),
         mode,
         links: Vec::with_capacity(2),
         clsact: None,
@@ -105,9 +102,7 @@ pub(super) fn attach(
         (PROGRAM_EGRESS, TcAttachType::Egress),
         (PROGRAM_INGRESS, TcAttachType::Ingress),
     ] {
-        let classifier = classifier
-            .program_mut(program)
-            .map_err(AttachError::Program)?;
+        let classifier = classifier.program_mut(program).map_err(AttachError::Program)?;
         let options = match mode {
             AttachMode::Tcx => TcAttachOptions::TcxOrder(LinkOrder::default()),
             AttachMode::Clsact => TcAttachOptions::Netlink(NlOptions::default()),
@@ -132,6 +127,9 @@ impl Attachment {
     }
 
     fn undo(&mut self) -> Result<(), AttachError> {
+        if self.links.is_empty() && self.clsact.is_none() {
+            return Ok(());
+        }
         let mut result = Ok(());
         for (program, link) in self.links.drain(..) {
             if let Err(source) = link.detach() {
@@ -143,6 +141,9 @@ impl Attachment {
                 result = result.and(Err(AttachError::RemoveClsact(error)));
             }
         }
+        if result.is_ok() {
+            tracing::info!(iface = self.iface, mode = %self.mode, "fast-path classifier detached");
+        }
         result
     }
 }
@@ -151,6 +152,7 @@ impl Drop for Attachment {
     fn drop(&mut self) {
         if let Err(error) = self.undo() {
             tracing::warn!(
+                iface = self.iface,
                 error = &error as &dyn std::error::Error,
                 "failed to detach the fast-path classifier"
             );

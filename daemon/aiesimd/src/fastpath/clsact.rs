@@ -5,9 +5,7 @@ use std::{
     os::fd::{AsRawFd as _, OwnedFd},
 };
 
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, recv, send, socket,
-};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, recv, send, socket};
 
 /// `TC_H_CLSACT`: the clsact qdisc's parent id.
 const TC_H_CLSACT: u32 = 0xffff_fff1;
@@ -15,6 +13,8 @@ const TC_H_CLSACT: u32 = 0xffff_fff1;
 const CLSACT_HANDLE: u32 = 0xffff_0000;
 const NLMSG_HEADER_LEN: usize = 16;
 const TCMSG_LEN: usize = 20;
+/// `AF_UNSPEC`, as the one-byte `tcm_family`.
+const AF_UNSPEC: u8 = 0;
 
 /// A clsact qdisc this process created on an interface.
 #[derive(Debug)]
@@ -30,9 +30,7 @@ impl Qdisc {
     /// Deletes the qdisc; one that is already gone, with its interface or otherwise, is fine.
     pub(super) fn remove(self) -> io::Result<()> {
         match delete_qdisc(self.ifindex) {
-            Err(error) if matches!(error.raw_os_error(), Some(libc::ENODEV | libc::ENOENT)) => {
-                Ok(())
-            }
+            Err(error) if matches!(error.raw_os_error(), Some(libc::ENODEV | libc::ENOENT)) => Ok(()),
             result => result,
         }
     }
@@ -47,8 +45,7 @@ fn delete_qdisc(ifindex: u32) -> io::Result<()> {
         SockProtocol::NetlinkRoute,
     )?;
     let ifindex = i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
-    let flags =
-        u16::try_from(libc::NLM_F_REQUEST | libc::NLM_F_ACK).expect("netlink flags fit u16");
+    let flags = u16::try_from(libc::NLM_F_REQUEST | libc::NLM_F_ACK).expect("netlink flags fit u16");
 
     let mut request = Vec::with_capacity(NLMSG_HEADER_LEN + TCMSG_LEN);
     // struct nlmsghdr
@@ -62,7 +59,7 @@ fn delete_qdisc(ifindex: u32) -> io::Result<()> {
     request.extend_from_slice(&1u32.to_ne_bytes()); // sequence number
     request.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel assigns it
     // struct tcmsg
-    request.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    request.extend_from_slice(&[AF_UNSPEC, 0, 0, 0]);
     request.extend_from_slice(&ifindex.to_ne_bytes());
     request.extend_from_slice(&CLSACT_HANDLE.to_ne_bytes());
     request.extend_from_slice(&TC_H_CLSACT.to_ne_bytes());

@@ -6,8 +6,8 @@ use std::{
 };
 
 use aiesim_fastpath_common::{
-    Class, Config, Counters, Direction, EndpointKey, MAP_AI_ENDPOINTS, MAP_CONFIG, MAP_STATS,
-    MAX_AI_ENDPOINTS, PROTOCOL_TCP, PROTOCOL_UDP, stats_index,
+    AI_FILTER_WORDS, Class, Config, Counters, Direction, EndpointKey, MAP_AI_ENDPOINTS, MAP_AI_FILTER, MAP_CONFIG,
+    MAP_STATS, MAX_AI_ENDPOINTS, PROTOCOL_TCP, PROTOCOL_UDP, stats_index,
 };
 use aya::maps::{Array, HashMap, Map, MapError, PerCpuArray};
 
@@ -75,8 +75,9 @@ impl Classifier {
         Ok(total)
     }
 
-    /// Replaces the AI endpoints, adding the new ones before removing the old so an endpoint in
-    /// both sets never stops matching.
+    /// Replaces the AI endpoints. New entries go in before old ones go out, and the filter in
+    /// front of the map always covers every key in it, so an endpoint in both sets never stops
+    /// matching.
     pub fn set_ai_endpoints(&mut self, endpoints: &[SocketAddr]) -> Result<(), MapsError> {
         if endpoints.len() * PROTOCOLS.len() > MAX_AI_ENDPOINTS as usize {
             return Err(MapsError::TooManyEndpoints {
@@ -86,17 +87,22 @@ impl Classifier {
         let wanted: StdHashMap<EndpointKey, u32> = endpoints
             .iter()
             .zip(0u32..)
-            .flat_map(|(endpoint, index)| {
-                PROTOCOLS.map(|protocol| (endpoint_key(endpoint, protocol), index))
-            })
+            .flat_map(|(endpoint, index)| PROTOCOLS.map(|protocol| (endpoint_key(endpoint, protocol), index)))
             .collect();
 
+        let current = self.filter()?;
+        let target = filter_of(wanted.keys());
+        let union: Vec<u64> = current
+            .iter()
+            .zip(&target)
+            .map(|(current, target)| current | target)
+            .collect();
+        self.write_filter(&current, &union)?;
+
         let mut map: HashMap<_, EndpointKey, u32> =
-            HashMap::try_from(self.map_mut(MAP_AI_ENDPOINTS)?).map_err(|source| {
-                MapsError::Layout {
-                    name: MAP_AI_ENDPOINTS,
-                    source,
-                }
+            HashMap::try_from(self.map_mut(MAP_AI_ENDPOINTS)?).map_err(|source| MapsError::Layout {
+                name: MAP_AI_ENDPOINTS,
+                source,
             })?;
         let stale = map
             .keys()
@@ -107,11 +113,10 @@ impl Classifier {
                 source,
             })?;
         for (key, index) in &wanted {
-            map.insert(key, index, 0)
-                .map_err(|source| MapsError::Write {
-                    name: MAP_AI_ENDPOINTS,
-                    source,
-                })?;
+            map.insert(key, index, 0).map_err(|source| MapsError::Write {
+                name: MAP_AI_ENDPOINTS,
+                source,
+            })?;
         }
         for key in &stale {
             map.remove(key).map_err(|source| MapsError::Write {
@@ -119,7 +124,8 @@ impl Classifier {
                 source,
             })?;
         }
-        Ok(())
+
+        self.write_filter(&union, &target)
     }
 
     /// Sets the `skb->priority` given to egress AI packets; 0 leaves it alone.
@@ -129,13 +135,44 @@ impl Classifier {
                 name: MAP_CONFIG,
                 source,
             })?;
-        let value = Config {
-            ai_priority: priority,
-        };
+        let value = Config { ai_priority: priority };
         config.set(0, value, 0).map_err(|source| MapsError::Write {
             name: MAP_CONFIG,
             source,
         })
+    }
+
+    /// The filter as the classifier sees it.
+    fn filter(&self) -> Result<Vec<u64>, MapsError> {
+        let filter: Array<_, u64> = Array::try_from(self.map(MAP_AI_FILTER)?).map_err(|source| MapsError::Layout {
+            name: MAP_AI_FILTER,
+            source,
+        })?;
+        filter
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|source| MapsError::Read {
+                name: MAP_AI_FILTER,
+                source,
+            })
+    }
+
+    /// Writes the words of `to` that differ from `from`, the filter's present content.
+    fn write_filter(&mut self, from: &[u64], to: &[u64]) -> Result<(), MapsError> {
+        let mut filter: Array<_, u64> =
+            Array::try_from(self.map_mut(MAP_AI_FILTER)?).map_err(|source| MapsError::Layout {
+                name: MAP_AI_FILTER,
+                source,
+            })?;
+        for (index, (from, to)) in (0u32..).zip(from.iter().zip(to)) {
+            if from != to {
+                filter.set(index, to, 0).map_err(|source| MapsError::Write {
+                    name: MAP_AI_FILTER,
+                    source,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     fn map(&self, name: &'static str) -> Result<&Map, MapsError> {
@@ -154,11 +191,21 @@ fn add(total: Counters, cpu: &Counters) -> Counters {
     }
 }
 
+/// The filter bitmap with the bit of each of `keys` set.
+fn filter_of<'a>(keys: impl IntoIterator<Item = &'a EndpointKey>) -> Vec<u64> {
+    let mut words = vec![0u64; AI_FILTER_WORDS as usize];
+    for key in keys {
+        let bit = key.filter_bit();
+        words[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
+    words
+}
+
 /// The map key for `endpoint`; IPv4 is stored IPv4-mapped, as the classifier looks it up.
 fn endpoint_key(endpoint: &SocketAddr, protocol: u8) -> EndpointKey {
     let addr = match endpoint.ip() {
-        IpAddr::V4(v4) => EndpointKey::ipv4_mapped(v4.octets()),
-        IpAddr::V6(v6) => v6.octets(),
+        IpAddr::V4(v4) => EndpointKey::ipv4_mapped(u32::from_ne_bytes(v4.octets())),
+        IpAddr::V6(v6) => EndpointKey::ipv6(v6.octets()),
     };
     EndpointKey::new(addr, endpoint.port(), protocol)
 }

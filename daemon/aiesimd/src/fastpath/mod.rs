@@ -1,7 +1,7 @@
 //! The fast path: the BPF classifier on the cellular interface.
 //!
 //! [`Fastpath`] loads the classifier embedded at build time, attaches it on egress and ingress of
-//! one interface (TCX on kernels that have it, clsact + cls_bpf before), and detaches it on drop.
+//! one interface (TCX on kernels that have it, `clsact` + `cls_bpf` before), and detaches it on drop.
 //! It counts packets and bytes per direction, recognises traffic to or from the configured AI
 //! endpoints and gives egress AI packets their own `skb->priority`. [`Classifier`] is the same
 //! program loaded but not attached, for `BPF_PROG_TEST_RUN` tests and benchmarks.
@@ -28,14 +28,15 @@ pub enum FastpathError {
     #[error("failed to attach the fast-path classifier to {iface}")]
     Attach {
         iface: String,
+        // Boxed: aya's errors are large and this enum is returned on every call.
         #[source]
-        source: AttachError,
+        source: Box<AttachError>,
     },
     #[error("failed to detach the fast-path classifier from {iface}")]
     Detach {
         iface: String,
         #[source]
-        source: AttachError,
+        source: Box<AttachError>,
     },
     #[error("failed to access the fast-path maps")]
     Maps(#[from] MapsError),
@@ -69,11 +70,9 @@ impl Fastpath {
     /// Like [`Fastpath::attach`], with the attachment mechanism chosen by the caller.
     pub fn attach_with(iface: &str, mode: AttachMode) -> Result<Self, FastpathError> {
         let mut classifier = Classifier::load()?;
-        let attachment = attach::attach(&mut classifier, iface, mode).map_err(|source| {
-            FastpathError::Attach {
-                iface: iface.to_owned(),
-                source,
-            }
+        let attachment = attach::attach(&mut classifier, iface, mode).map_err(|source| FastpathError::Attach {
+            iface: iface.to_owned(),
+            source: Box::new(source),
         })?;
         tracing::info!(iface, mode = %mode, "fast-path classifier attached");
         Ok(Self {
@@ -110,23 +109,18 @@ impl Fastpath {
     pub fn detach(self) -> Result<(), FastpathError> {
         let Self {
             attachment,
-            classifier,
+            classifier: _,
             iface,
         } = self;
-        let result = attachment.detach().map_err(|source| FastpathError::Detach {
-            iface: iface.clone(),
-            source,
-        });
-        drop(classifier);
-        if result.is_ok() {
-            tracing::info!(iface, "fast-path classifier detached");
-        }
-        result
+        attachment.detach().map_err(|source| FastpathError::Detach {
+            iface,
+            source: Box::new(source),
+        })
     }
 }
 
-// The D-Bus front end keeps a Fastpath inside a tokio Mutex.
+// The D-Bus front end keeps a Fastpath in its objects and behind a tokio Mutex.
 const _: () = {
-    const fn assert_send<T: Send>() {}
-    assert_send::<Fastpath>();
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Fastpath>();
 };

@@ -137,10 +137,7 @@ impl Classifier {
         })
     }
 
-    pub(super) fn program_mut(
-        &mut self,
-        name: &'static str,
-    ) -> Result<&mut SchedClassifier, ClassifierError> {
+    pub(super) fn program_mut(&mut self, name: &'static str) -> Result<&mut SchedClassifier, ClassifierError> {
         let program = self
             .ebpf
             .program_mut(name)
@@ -151,10 +148,7 @@ impl Classifier {
     }
 
     fn program(&self, name: &'static str) -> Result<&SchedClassifier, ClassifierError> {
-        let program = self
-            .ebpf
-            .program(name)
-            .ok_or(ClassifierError::MissingProgram(name))?;
+        let program = self.ebpf.program(name).ok_or(ClassifierError::MissingProgram(name))?;
         program
             .try_into()
             .map_err(|source| ClassifierError::NotClassifier { name, source })

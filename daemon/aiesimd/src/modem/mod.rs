@@ -116,8 +116,10 @@ impl Modem {
             Err(err) => {
                 // A silent or gone modem would only make the caller wait out one more timeout.
                 let answering = !matches!(err, ModemError::Timeout { .. } | ModemError::Disconnected(_));
-                if answering && let Err(release) = client.release(Service::DMS, dms).await {
-                    tracing::debug!(error = %release, "could not release the DMS client id");
+                if answering {
+                    if let Err(release) = client.release(Service::DMS, dms).await {
+                        tracing::debug!(error = %release, "could not release the DMS client id");
+                    }
                 }
                 client.shutdown().await;
                 return Err(err);

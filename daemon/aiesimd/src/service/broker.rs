@@ -49,13 +49,19 @@ impl BrokerObject {
         let path = self.shared.next_request_path();
         let progress = Progress::routed(admitted.route());
         let cancel = CancellationToken::new();
-        let object = RequestObject { owner: caller.sender.clone(), progress: progress.clone(), cancel: cancel.clone() };
+        let object = RequestObject {
+            owner: caller.sender.clone(),
+            progress: progress.clone(),
+            cancel: cancel.clone(),
+        };
         connection.object_server().at(path.as_str(), object).await?;
-        self.shared
-            .running
-            .lock()
-            .expect("running lock")
-            .insert(path.clone(), Running { owner: caller.sender.clone(), cancel: cancel.clone() });
+        self.shared.running.lock().expect("running lock").insert(
+            path.clone(),
+            Running {
+                owner: caller.sender.clone(),
+                cancel: cancel.clone(),
+            },
+        );
         tracing::info!(request = %path, app = %caller.app, endpoint = %admitted.route().endpoint, reserved = admitted.reserved(), "chat admitted");
 
         let shared = Arc::clone(&self.shared);
@@ -63,7 +69,10 @@ impl BrokerObject {
         let task_path = path.clone();
         tokio::spawn(async move {
             let (read, write) = ours.into_split();
-            let mut sink = SocketSink { write, progress: progress.clone() };
+            let mut sink = SocketSink {
+                write,
+                progress: progress.clone(),
+            };
             let stop = async {
                 tokio::select! {
                     () = cancel.cancelled() => {}
@@ -76,13 +85,22 @@ impl BrokerObject {
             shared.running.lock().expect("running lock").remove(&task_path);
             log_outcome(&task_path, &caller, &outcome);
             if let Err(e) = connection
-                .emit_signal(Some(caller.sender.as_str()), task_path.as_str(), iface::REQUEST, "Finished", &(finished_dict(&outcome),))
+                .emit_signal(
+                    Some(caller.sender.as_str()),
+                    task_path.as_str(),
+                    iface::REQUEST,
+                    "Finished",
+                    &(finished_dict(&outcome),),
+                )
                 .await
             {
                 tracing::debug!(request = %task_path, error = %e, "Finished not delivered");
             }
             tokio::time::sleep(LINGER).await;
-            let _ = connection.object_server().remove::<RequestObject, _>(task_path.as_str()).await;
+            let _ = connection
+                .object_server()
+                .remove::<RequestObject, _>(task_path.as_str())
+                .await;
         });
 
         let path = OwnedObjectPath::try_from(path).map_err(|e| DaemonError::Failed(e.to_string()))?;
@@ -99,14 +117,24 @@ impl BrokerObject {
         let caller = self.caller(&header).await?;
         let admitted = self.shared.broker.admit(&caller.app, options)?;
         let mut sink = TextSink(String::new());
-        let outcome = self.shared.broker.run(admitted, &mut sink, std::future::pending()).await;
+        let outcome = self
+            .shared
+            .broker
+            .run(admitted, &mut sink, std::future::pending())
+            .await;
         log_outcome("ask", &caller, &outcome);
         if let Some((name, message)) = outcome.error {
             return Err(DaemonError::new(name, message));
         }
         let usage = HashMap::from([
-            ("prompt_tokens".to_owned(), OwnedVariant::from(outcome.usage.prompt_tokens)),
-            ("completion_tokens".to_owned(), OwnedVariant::from(outcome.usage.completion_tokens)),
+            (
+                "prompt_tokens".to_owned(),
+                OwnedVariant::from(outcome.usage.prompt_tokens),
+            ),
+            (
+                "completion_tokens".to_owned(),
+                OwnedVariant::from(outcome.usage.completion_tokens),
+            ),
             ("charged".to_owned(), OwnedVariant::from(outcome.charged)),
             ("endpoint".to_owned(), owned_str(&outcome.endpoint)),
             ("model".to_owned(), owned_str(&outcome.model)),
@@ -114,7 +142,8 @@ impl BrokerObject {
         Ok((sink.0, usage))
     }
 
-    async fn cancel(&self, #[zbus(header)] header: Header<'_>, request_path: ObjectPath<'_>) -> Result<(), DaemonError> {
+    #[expect(clippy::needless_pass_by_value, reason = "zbus hands arguments over by value")]
+    fn cancel(&self, #[zbus(header)] header: Header<'_>, request_path: ObjectPath<'_>) -> Result<(), DaemonError> {
         let sender = sender_of(&header)?;
         let running = self.shared.running.lock().expect("running lock");
         match running.get(request_path.as_str()) {
@@ -123,7 +152,9 @@ impl BrokerObject {
                 Ok(())
             }
             // Someone else's request and no request at all look the same to the caller.
-            _ => Err(DaemonError::Unauthorized(format!("{request_path} is not a running request of the caller"))),
+            _ => Err(DaemonError::Unauthorized(format!(
+                "{request_path} is not a running request of the caller"
+            ))),
         }
     }
 }
@@ -149,8 +180,14 @@ pub(super) fn owned_str(s: &str) -> OwnedVariant {
 fn finished_dict(outcome: &Outcome) -> HashMap<String, OwnedVariant> {
     let mut d = HashMap::from([
         ("state".to_owned(), owned_str(outcome.state.as_str())),
-        ("prompt_tokens".to_owned(), OwnedVariant::from(outcome.usage.prompt_tokens)),
-        ("completion_tokens".to_owned(), OwnedVariant::from(outcome.usage.completion_tokens)),
+        (
+            "prompt_tokens".to_owned(),
+            OwnedVariant::from(outcome.usage.prompt_tokens),
+        ),
+        (
+            "completion_tokens".to_owned(),
+            OwnedVariant::from(outcome.usage.completion_tokens),
+        ),
         ("charged".to_owned(), OwnedVariant::from(outcome.charged)),
         ("endpoint".to_owned(), owned_str(&outcome.endpoint)),
         ("model".to_owned(), owned_str(&outcome.model)),
@@ -197,7 +234,10 @@ impl EventSink for SocketSink {
         if matches!(event, StreamEvent::Delta { .. }) {
             self.progress.delta();
         }
-        self.write.write_all(event.to_line().as_bytes()).await.map_err(|_| SinkClosed)
+        self.write
+            .write_all(event.to_line().as_bytes())
+            .await
+            .map_err(|_| SinkClosed)
     }
 }
 

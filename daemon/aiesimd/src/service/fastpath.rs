@@ -22,10 +22,20 @@ impl FastpathObject {
 impl FastpathObject {
     fn get_statistics(&self) -> Result<HashMap<String, OwnedVariant>, DaemonError> {
         let Some(fp) = &self.fastpath else {
-            return Err(DaemonError::Failed(format!("the fast path is not attached to {}", self.interface)));
+            return Err(DaemonError::Failed(format!(
+                "the fast path is not attached to {}",
+                self.interface
+            )));
         };
         let s = fp.statistics().map_err(|e| DaemonError::Failed(chain(&e)))?;
-        let crate::fastpath::Statistics { egress_packets, egress_bytes, ingress_packets, ingress_bytes, ai_packets, ai_bytes } = s;
+        let crate::fastpath::Statistics {
+            egress_packets,
+            egress_bytes,
+            ingress_packets,
+            ingress_bytes,
+            ai_packets,
+            ai_bytes,
+        } = s;
         Ok([
             ("egress_packets", egress_packets),
             ("egress_bytes", egress_bytes),

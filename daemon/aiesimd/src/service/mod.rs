@@ -1,7 +1,7 @@
 //! The D-Bus front end: translates method calls into the core and results back. It decides
 //! nothing itself.
 //!
-//! Objects follow `dbus/interfaces/*.xml`: the root object carries the ObjectManager, the
+//! Objects follow `dbus/interfaces/*.xml`: the root object carries the `ObjectManager`, the
 //! Broker and the Fastpath; requests live at `Request/N`, modems at `Modem/N`.
 
 mod broker;
@@ -73,10 +73,21 @@ pub async fn serve(
     });
     let server = connection.object_server();
     server.at(ROOT_PATH, ObjectManager).await?;
-    server.at(ROOT_PATH, broker::BrokerObject { shared: Arc::clone(&shared) }).await?;
-    server.at(ROOT_PATH, fastpath::FastpathObject::new(fastpath, fastpath_interface)).await?;
+    server
+        .at(
+            ROOT_PATH,
+            broker::BrokerObject {
+                shared: Arc::clone(&shared),
+            },
+        )
+        .await?;
+    server
+        .at(ROOT_PATH, fastpath::FastpathObject::new(fastpath, fastpath_interface))
+        .await?;
     if let Some(m) = modem {
-        server.at(format!("{MODEM_PATH_PREFIX}/0"), modem::ModemObject::from(m)).await?;
+        server
+            .at(format!("{MODEM_PATH_PREFIX}/0"), modem::ModemObject::from(m))
+            .await?;
     }
     Ok(())
 }
@@ -84,7 +95,10 @@ pub async fn serve(
 /// Takes down what must not outlive the daemon: the classifier is detached here, not left to
 /// process exit, since a clsact filter would stay in the kernel.
 pub async fn shutdown(connection: &Connection) {
-    let _ = connection.object_server().remove::<fastpath::FastpathObject, _>(ROOT_PATH).await;
+    let _ = connection
+        .object_server()
+        .remove::<fastpath::FastpathObject, _>(ROOT_PATH)
+        .await;
 }
 
 impl Shared {

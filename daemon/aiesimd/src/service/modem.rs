@@ -11,7 +11,11 @@ pub struct ModemObject {
 impl From<super::ModemObject> for ModemObject {
     fn from(m: super::ModemObject) -> Self {
         let super::ModemObject { device, protocol, info } = m;
-        Self { device, protocol: protocol.as_str(), info }
+        Self {
+            device,
+            protocol: protocol.as_str(),
+            info,
+        }
     }
 }
 

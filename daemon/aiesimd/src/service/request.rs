@@ -12,7 +12,7 @@ use super::DaemonError;
 use crate::{broker::Outcome, router::Route};
 
 #[derive(Debug, Clone, Default)]
-struct State {
+struct Snapshot {
     state: &'static str,
     endpoint: String,
     model: String,
@@ -23,15 +23,15 @@ struct State {
 
 /// A request's live counters, shared by its object and its streaming task.
 #[derive(Debug, Clone)]
-pub struct Progress(Arc<Mutex<State>>);
+pub struct Progress(Arc<Mutex<Snapshot>>);
 
 impl Progress {
     pub fn routed(route: &Route) -> Self {
-        Self(Arc::new(Mutex::new(State {
+        Self(Arc::new(Mutex::new(Snapshot {
             state: "streaming",
             endpoint: route.endpoint.clone(),
             model: route.model.clone(),
-            ..State::default()
+            ..Snapshot::default()
         })))
     }
 
@@ -47,7 +47,7 @@ impl Progress {
         s.charged = o.charged;
     }
 
-    fn get(&self) -> State {
+    fn get(&self) -> Snapshot {
         self.0.lock().expect("progress lock").clone()
     }
 }
@@ -59,12 +59,19 @@ pub struct RequestObject {
 }
 
 impl RequestObject {
-    /// The state as the caller may see it. Without a caller (ObjectManager listings and
-    /// InterfacesAdded, which other peers receive too) it is blank.
-    fn visible(&self, header: Option<&Header<'_>>) -> Result<State, DaemonError> {
-        let Some(header) = header else { return Ok(State { state: "", ..State::default() }) };
+    /// The state as the caller may see it. Without a caller (`ObjectManager` listings and
+    /// `InterfacesAdded`, which other peers receive too) it is blank.
+    fn visible(&self, header: Option<&Header<'_>>) -> Result<Snapshot, DaemonError> {
+        let Some(header) = header else {
+            return Ok(Snapshot {
+                state: "",
+                ..Snapshot::default()
+            });
+        };
         if super::broker::sender_of(header)? != self.owner {
-            return Err(DaemonError::Unauthorized("only the app that made a request may see it".into()));
+            return Err(DaemonError::Unauthorized(
+                "only the app that made a request may see it".into(),
+            ));
         }
         Ok(self.progress.get())
     }
@@ -72,9 +79,12 @@ impl RequestObject {
 
 #[interface(name = "org.aiesim.AiEsim1.Request", spawn = false)]
 impl RequestObject {
-    async fn cancel(&self, #[zbus(header)] header: Header<'_>) -> Result<(), DaemonError> {
+    #[expect(clippy::needless_pass_by_value, reason = "zbus hands the header over by value")]
+    fn cancel(&self, #[zbus(header)] header: Header<'_>) -> Result<(), DaemonError> {
         if super::broker::sender_of(&header)? != self.owner {
-            return Err(DaemonError::Unauthorized("only the app that made a request may cancel it".into()));
+            return Err(DaemonError::Unauthorized(
+                "only the app that made a request may cancel it".into(),
+            ));
         }
         self.cancel.cancel();
         Ok(())
@@ -85,31 +95,37 @@ impl RequestObject {
     async fn finished(emitter: &SignalEmitter<'_>, result: HashMap<String, OwnedVariant>) -> zbus::Result<()>;
 
     #[zbus(property(emits_changed_signal = "false"))]
+    #[expect(clippy::needless_pass_by_value, reason = "zbus hands the header over by value")]
     fn state(&self, #[zbus(header)] header: Option<Header<'_>>) -> Result<String, DaemonError> {
         Ok(self.visible(header.as_ref())?.state.to_owned())
     }
 
     #[zbus(property(emits_changed_signal = "false"))]
+    #[expect(clippy::needless_pass_by_value, reason = "zbus hands the header over by value")]
     fn endpoint(&self, #[zbus(header)] header: Option<Header<'_>>) -> Result<String, DaemonError> {
         Ok(self.visible(header.as_ref())?.endpoint)
     }
 
     #[zbus(property(emits_changed_signal = "false"))]
+    #[expect(clippy::needless_pass_by_value, reason = "zbus hands the header over by value")]
     fn model(&self, #[zbus(header)] header: Option<Header<'_>>) -> Result<String, DaemonError> {
         Ok(self.visible(header.as_ref())?.model)
     }
 
     #[zbus(property(emits_changed_signal = "false"))]
+    #[expect(clippy::needless_pass_by_value, reason = "zbus hands the header over by value")]
     fn prompt_tokens(&self, #[zbus(header)] header: Option<Header<'_>>) -> Result<u32, DaemonError> {
         Ok(self.visible(header.as_ref())?.prompt_tokens)
     }
 
     #[zbus(property(emits_changed_signal = "false"))]
+    #[expect(clippy::needless_pass_by_value, reason = "zbus hands the header over by value")]
     fn completion_tokens(&self, #[zbus(header)] header: Option<Header<'_>>) -> Result<u32, DaemonError> {
         Ok(self.visible(header.as_ref())?.completion_tokens)
     }
 
     #[zbus(property(emits_changed_signal = "false"))]
+    #[expect(clippy::needless_pass_by_value, reason = "zbus hands the header over by value")]
     fn charged(&self, #[zbus(header)] header: Option<Header<'_>>) -> Result<u64, DaemonError> {
         Ok(self.visible(header.as_ref())?.charged)
     }
