@@ -109,7 +109,46 @@ fn test() -> anyhow::Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     build(false)?;
-    run(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    cargo_test()
+}
+
+/// Runs the workspace's tests, echoing their output, and ends with one summary line over all
+/// test binaries (cargo prints one per binary, the last often a doc-test run of none).
+fn cargo_test() -> anyhow::Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--no-fail-fast"])
+        .stdout(std::process::Stdio::piped());
+    eprintln!("+ {}", display(&cmd));
+    let mut child = cmd.spawn().context("cannot run cargo test")?;
+    let out = child.stdout.take().context("cargo test's stdout")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(0);
+                match kind {
+                    "passed" => passed += n,
+                    "failed" => failed += n,
+                    "ignored" => ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    if passed == 0 {
+        bail!("cargo test ran no test");
+    }
     Ok(())
 }
 

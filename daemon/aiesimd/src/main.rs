@@ -87,6 +87,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
 
     let modem = open_modem(&config).await;
     let mut fastpath = attach_fastpath(&config);
+    release_startup_memory();
     if let Some(fp) = &mut fastpath {
         let endpoints = endpoint_addrs(&config);
         if let Err(e) = fp.set_ai_endpoints(&endpoints) {
@@ -134,6 +135,16 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     let _ = connection.release_name(BUS_NAME).await;
     service::shutdown(&connection).await;
     Ok(())
+}
+
+/// Loading the classifier parses the kernel's BTF (tens of MiB, freed right after); hand that
+/// memory back to the system instead of keeping it in the allocator for the daemon's lifetime.
+fn release_startup_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory; it has no other effect.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 async fn connect(bus: &Bus) -> anyhow::Result<zbus::Connection> {
