@@ -411,3 +411,105 @@ async fn failing_cloud_and_missing_usage_are_handled() {
     let completion = u32::try_from(&usage["completion_tokens"]).unwrap();
     assert!(completion > 0 && charged > u64::from(completion), "{usage:?}");
 }
+
+/// The apps' group, created for the test when the system has none, and removed after.
+struct AppsGroup {
+    gid: u32,
+    created: bool,
+}
+
+impl AppsGroup {
+    fn ensure() -> Self {
+        let lookup = || {
+            nix::unistd::Group::from_name("aiesim-apps")
+                .unwrap()
+                .map(|g| g.gid.as_raw())
+        };
+        if let Some(gid) = lookup() {
+            return Self { gid, created: false };
+        }
+        let out = Command::new("groupadd")
+            .args(["--system", "aiesim-apps"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        Self {
+            gid: lookup().expect("group just created"),
+            created: true,
+        }
+    }
+}
+
+impl Drop for AppsGroup {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = Command::new("groupdel").arg("aiesim-apps").status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn apps_in_the_allowed_group_may_ask_but_not_change_state() {
+    if skip_unless_ready("apps_in_the_allowed_group_may_ask_but_not_change_state") {
+        return;
+    }
+    // The bus resolves the policy's group name when it starts, so the group comes first.
+    let group = AppsGroup::ensure();
+    let world = World::start(&WorldOptions::default()).unwrap();
+    let as_app = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                &format!("--groups={}", group.gid),
+                "gdbus",
+                "call",
+            ])
+            .args(["--address", &world.bus_address, "--dest", aiesim_dbus::BUS_NAME])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let out = as_app(&[
+        "--object-path",
+        aiesim_dbus::ROOT_PATH,
+        "--method",
+        "org.aiesim.AiEsim1.Broker.Ask",
+        "Say hi.",
+        "{'max_tokens': <uint32 4>}",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("'charged'"),
+        "{}",
+        text(&out)
+    );
+
+    let out = as_app(&[
+        "--object-path",
+        "/org/aiesim/AiEsim1/Modem/0",
+        "--method",
+        "org.freedesktop.DBus.Properties.Get",
+        iface::MODEM,
+        "Imei",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Not on the allowlist: refused by the bus itself.
+    let out = as_app(&[
+        "--object-path",
+        "/org/aiesim/AiEsim1/Modem/0",
+        "--method",
+        "org.freedesktop.DBus.Properties.Set",
+        iface::MODEM,
+        "Imei",
+        "<'0'>",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("AccessDenied"),
+        "{}",
+        text(&out)
+    );
+    drop(world);
+}
