@@ -70,7 +70,28 @@ pub fn root() -> PathBuf {
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
+    without_cargo_run_env(&mut c);
     c
+}
+
+/// Drops the variables `cargo run` set for xtask itself: build scripts that watch them (ring's)
+/// would otherwise rebuild whenever a build alternates between xtask and a plain cargo call.
+fn without_cargo_run_env(c: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            c.env_remove(key);
+        }
+    }
 }
 
 /// Runs a command, echoing it first, and fails if it fails.
@@ -153,7 +174,7 @@ fn cargo_test() -> anyhow::Result<()> {
 }
 
 /// Crates with a cargo-fuzz directory.
-const FUZZED: &[&str] = &["daemon/qmi"];
+const FUZZED: &[&str] = &["daemon/qmi", "daemon/aiesimd", "dbus"];
 
 fn fuzz(args: &[String]) -> anyhow::Result<()> {
     let seconds: u32 = match args.iter().position(|a| a == "--seconds") {
@@ -179,11 +200,15 @@ fn fuzz(args: &[String]) -> anyhow::Result<()> {
             .map(str::trim)
             .filter(|t| !t.is_empty())
         {
-            run(Command::new("cargo")
+            let mut fuzz = Command::new("cargo");
+            without_cargo_run_env(&mut fuzz);
+            run(fuzz
                 .args(["+nightly"])
                 .arg("fuzz")
                 .args(["run", target, "--", &format!("-max_total_time={seconds}")])
                 .current_dir(&dir)
+                // The nested BPF build must not inherit the sanitizer flags; parsers need no BPF.
+                .env("AYA_BUILD_SKIP", "1")
                 .env(
                     "PATH",
                     format!(

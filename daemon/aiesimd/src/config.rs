@@ -27,6 +27,9 @@ pub enum ConfigError {
         #[source]
         source: Box<toml::de::Error>,
     },
+    /// As `Parse`, for text given to [`Config::from_toml_str`]: there is no file to name.
+    #[error("the configuration text is not valid")]
+    Toml(#[source] Box<toml::de::Error>),
     #[error("the configuration is not valid: {0}")]
     Invalid(String),
 }
@@ -175,10 +178,18 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })?;
+        Self::from_toml_str(&text).map_err(|e| match e {
+            ConfigError::Toml(source) => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates a configuration given as text; pure, and fuzzed as such.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|source| ConfigError::Toml(Box::new(source)))?;
         config.validate()?;
         Ok(config)
     }
@@ -245,12 +256,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
-        let c: Config = toml::from_str(s).map_err(|source| ConfigError::Parse {
-            path: "t".into(),
-            source: Box::new(source),
-        })?;
-        c.validate()?;
-        Ok(c)
+        Config::from_toml_str(s)
     }
 
     #[test]
@@ -283,7 +289,7 @@ mod tests {
     #[test]
     fn mistakes_are_named() {
         let e = parse("[modem]\ndevise = \"/dev/x\"").unwrap_err();
-        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+        assert!(matches!(e, ConfigError::Toml(_)), "{e}");
         let src = std::error::Error::source(&e).unwrap().to_string();
         assert!(src.contains("devise"), "{src}");
 
@@ -299,6 +305,15 @@ mod tests {
 
         let e = parse("[budget]\ndefault_max_tokens = 5000").unwrap_err();
         assert!(e.to_string().contains("default_max_tokens"), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aiesimd.toml");
+        std::fs::write(&path, "[modem\n").unwrap();
+        let e = Config::load(&path).unwrap_err();
+        assert!(matches!(&e, ConfigError::Parse { path: p, .. } if *p == path), "{e}");
     }
 
     #[test]

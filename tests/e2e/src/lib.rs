@@ -76,7 +76,12 @@ pub fn missing_prerequisites(profile: &str) -> Option<String> {
 /// Skips a test (returning true) when the world cannot run here, or fails it under CI, where
 /// nothing may be skipped silently.
 pub fn skip_unless_ready(test: &str) -> bool {
-    match missing_prerequisites("debug") {
+    skip_if_missing(test, missing_prerequisites("debug"))
+}
+
+/// Skips a test (returning true) when `missing` names something absent, or fails it under CI.
+pub fn skip_if_missing(test: &str, missing: Option<String>) -> bool {
+    match missing {
         None => false,
         Some(why) if std::env::var_os("CI").is_some() => panic!("{test}: cannot run under CI: {why}"),
         Some(why) => {
@@ -84,6 +89,16 @@ pub fn skip_unless_ready(test: &str) -> bool {
             true
         }
     }
+}
+
+/// A finished command's status and output, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 pub fn which(tool: &str) -> Option<PathBuf> {

@@ -1,43 +1,29 @@
 //! What ships beside the binaries: the systemd unit, the example configuration, the bus and
 //! polkit files. Checked with the real tools that will read them.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use aiesim_e2e::{bin_dir, repo_root, which};
+use aiesim_e2e::{bin_dir, output_text as text, repo_root, skip_if_missing, which};
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// Whether `name` is installed; under CI it must be.
+fn tool(test: &str, name: &str) -> bool {
+    !skip_if_missing(test, which(name).is_none().then(|| format!("{name} is not installed")))
 }
 
-/// Under CI every tool must be there; elsewhere a missing one skips with the reason.
-fn tool(name: &str) -> bool {
-    if which(name).is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{name} is not installed; run `cargo xtask setup`"
-    );
-    eprintln!("SKIPPED: {name} is not installed");
-    false
+/// The built daemon, if built; under CI it must be.
+fn daemon(test: &str) -> Option<std::path::PathBuf> {
+    let daemon = bin_dir("debug").join("aiesimd");
+    (!skip_if_missing(test, (!daemon.exists()).then(|| "aiesimd is not built".to_owned()))).then_some(daemon)
 }
 
 #[test]
 fn the_unit_verifies_and_stays_hardened() {
-    if !tool("systemd-analyze") {
+    if !tool("the_unit_verifies_and_stays_hardened", "systemd-analyze") {
         return;
     }
-    let daemon = bin_dir("debug").join("aiesimd");
-    if !daemon.exists() {
-        assert!(std::env::var_os("CI").is_none(), "aiesimd is not built");
-        eprintln!("SKIPPED: aiesimd is not built");
+    let Some(daemon) = daemon("the_unit_verifies_and_stays_hardened") else {
         return;
-    }
+    };
     let unit = std::fs::read_to_string(repo_root().join("systemd/aiesimd.service")).unwrap();
     assert!(
         unit.contains("ExecStart=/usr/bin/aiesimd "),
@@ -65,12 +51,9 @@ fn the_unit_verifies_and_stays_hardened() {
 
 #[test]
 fn the_example_configuration_is_valid_and_mistakes_are_named() {
-    let daemon = bin_dir("debug").join("aiesimd");
-    if !daemon.exists() {
-        assert!(std::env::var_os("CI").is_none(), "aiesimd is not built");
-        eprintln!("SKIPPED: aiesimd is not built");
+    let Some(daemon) = daemon("the_example_configuration_is_valid_and_mistakes_are_named") else {
         return;
-    }
+    };
     let out = Command::new(&daemon)
         .arg("--check-config")
         .arg("--config")
@@ -108,7 +91,7 @@ fn the_example_configuration_is_valid_and_mistakes_are_named() {
 
 #[test]
 fn bus_and_polkit_files_are_accepted_by_their_readers() {
-    if !tool("dbus-daemon") {
+    if !tool("bus_and_polkit_files_are_accepted_by_their_readers", "dbus-daemon") {
         return;
     }
     // dbus-daemon parses our policy as part of a bus configuration and exits on any error.

@@ -1,29 +1,16 @@
 //! The walking skeleton end to end: real bus with the project's policy, the modem simulator,
 //! aiesimd with its classifier on the device's wwan0, and a real model as the cloud.
 
-use std::{
-    collections::HashMap,
-    process::{Command, Output},
-    time::Duration,
-};
+use std::{collections::HashMap, process::Command, time::Duration};
 
 use aiesim_dbus::{
     ChatOptions, ErrorName, Message, StreamEvent, iface,
     proxy::{BrokerProxy, FastpathProxy, ModemProxy, RequestProxy},
 };
-use aiesim_e2e::{CloudOptions, SIM_IMEI, World, WorldOptions, skip_unless_ready};
+use aiesim_e2e::{CloudOptions, SIM_IMEI, World, WorldOptions, output_text as text, skip_unless_ready};
 use futures_util::StreamExt as _;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use zbus::{MatchRule, MessageStream, OwnedVariant, message::Type};
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn question(max_tokens: u32) -> ChatOptions {
     ChatOptions {

@@ -86,7 +86,7 @@ pub fn decode_chunk(data: &str) -> Result<Chunk, ChunkError> {
     let raw: RawChunk = serde_json::from_str(data)?;
     if let Some(error) = raw.error {
         return Ok(Chunk::Error {
-            message: error.message(),
+            message: clean_message(&error.message()),
         });
     }
     let content = raw
@@ -119,6 +119,12 @@ pub fn error_message(body: &[u8]) -> String {
         Ok(RawErrorBody { error }) => error.message(),
         Err(_) => text.trim().to_owned(),
     };
+    clean_message(&message)
+}
+
+/// An upstream's error text as apps may see it: one bounded line, no control characters.
+fn clean_message(message: &str) -> String {
+    let message = message.trim();
     if message.is_empty() {
         return "(no error message)".to_owned();
     }
@@ -294,6 +300,16 @@ mod tests {
             decode_chunk(r#"{"error":"boom"}"#).unwrap(),
             Chunk::Error { message: "boom".into() }
         );
+        // In-band error text reaches apps, so it is bounded and made one line like HTTP bodies.
+        let long = format!(r#"{{"error":"bad\nthing {}"}}"#, "x".repeat(10_000));
+        let Chunk::Error { message } = decode_chunk(&long).unwrap() else {
+            panic!("not an error chunk")
+        };
+        assert!(
+            message.starts_with("bad thing x") && message.ends_with('…'),
+            "{message}"
+        );
+        assert!(message.chars().count() <= MAX_ERROR_CHARS + 1 && !message.contains('\n'));
     }
 
     #[test]

@@ -1,0 +1,52 @@
+//! Arbitrary bytes as the body of `Broker.Chat` (`a{sv}`) and `Broker.Ask` (`sa{sv}`), in either
+//! byte order: whatever the options parser accepts must survive the trip back through the
+//! dictionary and the wire that apps use.
+#![no_main]
+
+use std::collections::HashMap;
+
+use aiesim_dbus::ChatOptions;
+use libfuzzer_sys::fuzz_target;
+use zbus::{
+    OwnedVariant,
+    wire::{
+        BE, LE,
+        serialized::{Context, Data},
+        to_bytes,
+    },
+};
+
+type Dict = HashMap<String, OwnedVariant>;
+
+fuzz_target!(|data: &[u8]| {
+    // Header byte: bit 0 picks the byte order, as the message header's first byte does.
+    let Some((&header, body)) = data.split_first() else {
+        return;
+    };
+    let context = Context::new(if header & 1 == 0 { LE } else { BE }, 0);
+    let body = Data::new(body, context);
+
+    if let Ok((dict, _)) = body.deserialize::<Dict>() {
+        if let Ok(opts) = ChatOptions::from_chat(&dict) {
+            let again = wire_trip(context, &opts.to_chat_dict());
+            assert_eq!(ChatOptions::from_chat(&again), Ok(opts));
+        }
+        check_ask("What is the capital of France?", &dict, context);
+    }
+    if let Ok(((prompt, dict), _)) = body.deserialize::<(String, Dict)>() {
+        check_ask(&prompt, &dict, context);
+    }
+});
+
+fn check_ask(prompt: &str, dict: &Dict, context: Context) {
+    if let Ok(opts) = ChatOptions::from_ask(prompt, dict) {
+        let again = wire_trip(context, &opts.to_ask_dict());
+        assert_eq!(ChatOptions::from_ask(prompt, &again), Ok(opts));
+    }
+}
+
+/// Encodes `dict` as an app would send it and decodes it as the daemon would receive it.
+fn wire_trip(context: Context, dict: &Dict) -> Dict {
+    let bytes = to_bytes(context, dict).expect("an options dictionary encodes");
+    bytes.deserialize::<Dict>().expect("an encoded dictionary decodes").0
+}
