@@ -123,7 +123,7 @@ fn build(release: bool) -> anyhow::Result<()> {
 
 fn test() -> anyhow::Result<()> {
     let ci = std::env::var_os("CI").is_some();
-    if ci && !nix_is_root() {
+    if ci && !is_root() {
         bail!("CI runs the kernel and D-Bus tests, which need root");
     }
     setup::run()?;
@@ -222,7 +222,7 @@ fn fuzz(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn nix_is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -91,10 +91,7 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
         eprintln!("  all installed: {}", packages.join(" "));
         return Ok(());
     }
-    if !std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    }) {
+    if !crate::is_root() {
         bail!(
             "missing Debian packages ({}); run setup as root or install them with apt-get",
             missing.join(" ")

@@ -11,10 +11,12 @@ use tokio::{
     },
 };
 use tokio_util::sync::CancellationToken;
-use zbus::{Connection, ObjectPath, OwnedFd, OwnedObjectPath, OwnedVariant, Variant, interface, message::Header};
+use zbus::{
+    Connection, ObjectPath, ObjectServer, OwnedFd, OwnedObjectPath, OwnedVariant, Variant, interface, message::Header,
+};
 
 use super::{
-    DaemonError, Running, Shared,
+    DaemonError, Shared,
     request::{Progress, RequestObject},
 };
 use crate::{
@@ -55,13 +57,6 @@ impl BrokerObject {
             cancel: cancel.clone(),
         };
         connection.object_server().at(path.as_str(), object).await?;
-        self.shared.running.lock().expect("running lock").insert(
-            path.clone(),
-            Running {
-                owner: caller.sender.clone(),
-                cancel: cancel.clone(),
-            },
-        );
         tracing::info!(request = %path, app = %caller.app, endpoint = %admitted.route().endpoint, reserved = admitted.reserved(), "chat admitted");
 
         let shared = Arc::clone(&self.shared);
@@ -82,7 +77,6 @@ impl BrokerObject {
             let outcome = shared.broker.run(admitted, &mut sink, stop).await;
             drop(sink);
             progress.finish(&outcome);
-            shared.running.lock().expect("running lock").remove(&task_path);
             log_outcome(&task_path, &caller, &outcome);
             if let Err(e) = connection
                 .emit_signal(
@@ -142,20 +136,25 @@ impl BrokerObject {
         Ok((sink.0, usage))
     }
 
-    #[expect(clippy::needless_pass_by_value, reason = "zbus hands arguments over by value")]
-    fn cancel(&self, #[zbus(header)] header: Header<'_>, request_path: ObjectPath<'_>) -> Result<(), DaemonError> {
+    async fn cancel(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+        request_path: ObjectPath<'_>,
+    ) -> Result<(), DaemonError> {
         let sender = sender_of(&header)?;
-        let running = self.shared.running.lock().expect("running lock");
-        match running.get(request_path.as_str()) {
-            Some(r) if r.owner == sender => {
-                r.cancel.cancel();
-                Ok(())
-            }
-            // Someone else's request and no request at all look the same to the caller.
-            _ => Err(DaemonError::Unauthorized(format!(
-                "{request_path} is not a running request of the caller"
-            ))),
+        // Someone else's request, a finished one and no request at all look the same to the caller.
+        let refused = || DaemonError::Unauthorized(format!("{request_path} is not a running request of the caller"));
+        let request = server
+            .interface::<_, RequestObject>(&request_path)
+            .await
+            .map_err(|_| refused())?;
+        let request = request.get().await;
+        if request.owner != sender || !request.progress.is_streaming() {
+            return Err(refused());
         }
+        request.cancel.cancel();
+        Ok(())
     }
 }
 

@@ -10,17 +10,13 @@ mod fastpath;
 mod modem;
 mod request;
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
 };
 
 use aiesim_dbus::{MODEM_PATH_PREFIX, ROOT_PATH};
 pub use error::DaemonError;
-use tokio_util::sync::CancellationToken;
 use zbus::{Connection, fdo::ObjectManager};
 
 use crate::{
@@ -35,18 +31,11 @@ use crate::{
 /// The broker as the daemon runs it.
 pub type DaemonBroker = Broker<HttpCloud, SystemClock>;
 
-/// A running request, as the front end tracks it for `Cancel`.
-struct Running {
-    owner: String,
-    cancel: CancellationToken,
-}
-
 /// State shared by the objects of the front end.
 pub struct Shared {
     broker: DaemonBroker,
     identity: BusIdentity,
     next_request: AtomicU64,
-    running: Mutex<HashMap<String, Running>>,
 }
 
 /// What the daemon found of its modem at start.
@@ -69,7 +58,6 @@ pub async fn serve(
         broker,
         identity: BusIdentity::new(connection).await?,
         next_request: AtomicU64::new(0),
-        running: Mutex::new(HashMap::new()),
     });
     let server = connection.object_server();
     server.at(ROOT_PATH, ObjectManager).await?;

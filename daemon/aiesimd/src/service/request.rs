@@ -35,6 +35,10 @@ impl Progress {
         })))
     }
 
+    pub fn is_streaming(&self) -> bool {
+        self.0.lock().expect("progress lock").state == "streaming"
+    }
+
     pub fn delta(&self) {
         self.0.lock().expect("progress lock").completion_tokens += 1;
     }
