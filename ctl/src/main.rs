@@ -1,6 +1,8 @@
 //! aictl: the command line for the aiesim daemon.
 
-use std::{io::Write as _, process::ExitCode};
+use std::{fmt::Write as _, io::Write as _, process::ExitCode};
+
+use std::collections::HashMap;
 
 use aiesim_dbus::{
     ChatOptions, ErrorName, Message, Priority, StreamEvent,
@@ -10,6 +12,7 @@ use anyhow::{Context as _, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use zbus::Connection;
+use zbus::{OwnedVariant as OwnedValue, fdo::PropertiesProxy, names::InterfaceName};
 
 /// Command line for aiesimd, the device's cloud AI service on the cellular eSIM.
 #[derive(Debug, Parser)]
@@ -23,6 +26,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::doc_markdown,
+    reason = "these doc comments are the --help text, where backticks would show"
+)]
 enum Command {
     /// Show the daemon's modem and fast path.
     Status {
@@ -54,8 +61,34 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Show the modem: state, identity, SIM, signal, registration, data session.
+    ///
+    /// With --json: {"state", "device", "protocol", "interface", "imei", "manufacturer", "model",
+    /// "revision", "sim", "registration", "operator", "signal": {"quality", and as reported
+    /// "rssi_dbm", "rsrp_dbm", "rsrq_db", "snr_db"}, "data": {"state", and while connected
+    /// "address", "prefix", "gateway", "dns", "mtu"}, "last_error"}. "state" is "ready",
+    /// "opening", "unavailable", "absent", or "not-configured" when aiesimd has no modem.
+    /// Exit status 0 whenever aiesimd answered, whatever the modem's state.
+    Modem {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<ModemAction>,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModemAction {
+    /// Bring the data session up (root only).
+    Connect {
+        /// The access point name; default: the configured modem.apn.
+        apn: Option<String>,
+    },
+    /// Take the data session down (root only).
+    Disconnect,
 }
 
 fn main() -> ExitCode {
@@ -112,6 +145,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             ask(&connection, &options, quiet).await
         }
+        Command::Modem { json, action } => match action {
+            None => modem(&connection, json).await,
+            Some(action) => modem_action(&connection, action).await,
+        },
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }
@@ -165,28 +202,10 @@ async fn status(connection: &Connection, json: bool) -> anyhow::Result<ExitCode>
             .unwrap_or(0)
     };
 
-    let modem = ModemProxy::builder(connection)
-        .path(format!("{}/0", aiesim_dbus::MODEM_PATH_PREFIX))
-        .build()
-        .await?;
-    let modem_info = match modem.imei().await {
-        Ok(imei) => Some((
-            imei,
-            modem.manufacturer().await?,
-            modem.model().await?,
-            modem.revision().await?,
-            modem.device().await?,
-            modem.protocol().await?,
-        )),
-        Err(_) => None,
-    };
-
+    let modem = modem_doc(connection).await?;
     if json {
         let doc = serde_json::json!({
-            "modem": modem_info.as_ref().map(|(imei, manufacturer, model, revision, device, protocol)| serde_json::json!({
-                "imei": imei, "manufacturer": manufacturer, "model": model, "revision": revision,
-                "device": device, "protocol": protocol,
-            })),
+            "modem": modem,
             "fastpath": {
                 "interface": interface, "attached": attached,
                 "egress_packets": stat("egress_packets"), "egress_bytes": stat("egress_bytes"),
@@ -197,12 +216,21 @@ async fn status(connection: &Connection, json: bool) -> anyhow::Result<ExitCode>
         println!("{doc:#}");
         return Ok(ExitCode::SUCCESS);
     }
-    match &modem_info {
-        Some((imei, manufacturer, model_name, revision, device, protocol)) => {
-            println!("modem     {manufacturer} {model_name} (rev {revision})");
-            println!("          IMEI {imei}, {protocol} on {device}");
+    let m = |key: &str| modem[key].as_str().unwrap_or_default().to_owned();
+    match m("state").as_str() {
+        "ready" => {
+            println!("modem     {} {} (rev {})", m("manufacturer"), m("model"), m("revision"));
+            println!("          IMEI {}, {} on {}", m("imei"), m("protocol"), m("device"));
+            println!(
+                "          SIM {}, {}, signal {}%, data {}",
+                m("sim"),
+                m("registration"),
+                modem["signal"]["quality"].as_u64().unwrap_or(0),
+                modem["data"]["state"].as_str().unwrap_or("unknown")
+            );
         }
-        None => println!("modem     unavailable"),
+        "not-configured" => println!("modem     not configured"),
+        other => println!("modem     {other}: {}", m("last_error")),
     }
     if attached {
         println!("fastpath  attached to {interface}");
@@ -266,6 +294,181 @@ async fn ask(connection: &Connection, options: &ChatOptions, quiet: bool) -> any
                 eprintln!("aictl: {short}: {message}");
                 return Ok(ExitCode::FAILURE);
             }
+        }
+    }
+}
+
+async fn modem_proxy(connection: &Connection) -> anyhow::Result<ModemProxy<'static>> {
+    Ok(ModemProxy::builder(connection)
+        .path(format!("{}/0", aiesim_dbus::MODEM_PATH_PREFIX))
+        .build()
+        .await?)
+}
+
+/// Every Modem property in one round trip; `None` when the daemon has no modem configured.
+async fn modem_properties(connection: &Connection) -> anyhow::Result<Option<HashMap<String, OwnedValue>>> {
+    let properties = PropertiesProxy::builder(connection)
+        .destination(aiesim_dbus::BUS_NAME)
+        .path(format!("{}/0", aiesim_dbus::MODEM_PATH_PREFIX))
+        .build()
+        .await?;
+    match properties
+        .get_all(InterfaceName::from_static_str_unchecked("org.aiesim.AiEsim1.Modem"))
+        .await
+    {
+        Ok(all) => Ok(Some(all)),
+        Err(zbus::fdo::Error::UnknownObject(_) | zbus::fdo::Error::UnknownInterface(_)) => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("aiesimd is not reachable: {e}")),
+    }
+}
+
+fn text(all: &HashMap<String, OwnedValue>, key: &str) -> String {
+    all.get(key)
+        .and_then(|v| <&str>::try_from(v).ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The `aictl modem --json` document (stable schema, see `aictl modem --help`).
+async fn modem_doc(connection: &Connection) -> anyhow::Result<serde_json::Value> {
+    let Some(all) = modem_properties(connection).await? else {
+        return Ok(serde_json::json!({ "state": "not-configured" }));
+    };
+    let proxy = modem_proxy(connection).await?;
+    let signal = proxy.get_signal().await.map_err(|e| anyhow::anyhow!(describe(&e)))?;
+    let data = proxy
+        .get_data_settings()
+        .await
+        .map_err(|e| anyhow::anyhow!(describe(&e)))?;
+    let json = |map: &HashMap<String, OwnedValue>| -> serde_json::Map<String, serde_json::Value> {
+        map.iter()
+            .filter_map(|(k, v)| {
+                let value = if let Ok(s) = <&str>::try_from(v) {
+                    serde_json::Value::from(s)
+                } else if let Ok(n) = u32::try_from(v) {
+                    serde_json::Value::from(n)
+                } else if let Ok(n) = i32::try_from(v) {
+                    serde_json::Value::from(n)
+                } else if let Ok(n) = u8::try_from(v) {
+                    serde_json::Value::from(n)
+                } else if let Ok(d) = f64::try_from(v) {
+                    serde_json::Value::from(d)
+                } else if let Ok(list) = <Vec<String>>::try_from(v.clone()) {
+                    serde_json::Value::from(list)
+                } else {
+                    return None;
+                };
+                Some((k.clone(), value))
+            })
+            .collect()
+    };
+    Ok(serde_json::json!({
+        "state": text(&all, "State"),
+        "device": text(&all, "Device"),
+        "protocol": text(&all, "Protocol"),
+        "interface": text(&all, "Interface"),
+        "imei": text(&all, "Imei"),
+        "manufacturer": text(&all, "Manufacturer"),
+        "model": text(&all, "Model"),
+        "revision": text(&all, "Revision"),
+        "sim": text(&all, "SimState"),
+        "registration": text(&all, "Registration"),
+        "operator": text(&all, "Operator"),
+        "signal": json(&signal),
+        "data": json(&data),
+        "last_error": text(&all, "LastError"),
+    }))
+}
+
+async fn modem(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCode> {
+    let doc = modem_doc(connection).await?;
+    if as_json {
+        println!("{doc:#}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let field = |path: &[&str]| {
+        let mut v = &doc;
+        for key in path {
+            v = &v[*key];
+        }
+        match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    };
+    let state = field(&["state"]);
+    if state == "not-configured" {
+        println!("modem          not configured (modem.device is empty)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("state          {state}");
+    if !field(&["last_error"]).is_empty() {
+        println!("last error     {}", field(&["last_error"]));
+    }
+    if !field(&["device"]).is_empty() {
+        println!("port           {} ({})", field(&["device"]), field(&["protocol"]));
+    }
+    if !field(&["interface"]).is_empty() {
+        println!("interface      {}", field(&["interface"]));
+    }
+    if !field(&["imei"]).is_empty() {
+        println!(
+            "modem          {} {} (rev {})",
+            field(&["manufacturer"]),
+            field(&["model"]),
+            field(&["revision"])
+        );
+        println!("IMEI           {}", field(&["imei"]));
+    }
+    println!("SIM            {}", field(&["sim"]));
+    let mut signal = format!("{}%", field(&["signal", "quality"]));
+    for (key, unit) in [
+        ("rssi_dbm", "dBm RSSI"),
+        ("rsrp_dbm", "dBm RSRP"),
+        ("rsrq_db", "dB RSRQ"),
+        ("snr_db", "dB SNR"),
+    ] {
+        let value = field(&["signal", key]);
+        if !value.is_empty() {
+            let _ = write!(signal, ", {value} {unit}");
+        }
+    }
+    println!("signal         {signal}");
+    let operator = field(&["operator"]);
+    println!(
+        "registration   {}{}",
+        field(&["registration"]),
+        if operator.is_empty() {
+            String::new()
+        } else {
+            format!(" ({operator})")
+        }
+    );
+    let data = field(&["data", "state"]);
+    match field(&["data", "address"]) {
+        address if !address.is_empty() => println!(
+            "data           {data}, {address}/{} via {}, MTU {}",
+            field(&["data", "prefix"]),
+            field(&["data", "gateway"]),
+            field(&["data", "mtu"])
+        ),
+        _ => println!("data           {data}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn modem_action(connection: &Connection, action: ModemAction) -> anyhow::Result<ExitCode> {
+    let proxy = modem_proxy(connection).await?;
+    let result = match action {
+        ModemAction::Connect { apn } => proxy.connect(apn.as_deref().unwrap_or("")).await,
+        ModemAction::Disconnect => proxy.disconnect().await,
+    };
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("aictl: {}", describe(&e));
+            Ok(ExitCode::FAILURE)
         }
     }
 }

@@ -47,10 +47,23 @@ pub trait Request {
 
 #[proxy(interface = "org.aiesim.AiEsim1.Modem", default_service = "org.aiesim.AiEsim1")]
 pub trait Modem {
+    /// The last signal measurement (no radio activity).
+    fn get_signal(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+    /// The data session's state and, while connected, its IP settings.
+    fn get_data_settings(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+    /// Brings the data session up; an empty APN uses the configured one. Root only.
+    fn connect(&self, apn: &str) -> zbus::Result<()>;
+    /// Takes the data session down. Root only.
+    fn disconnect(&self) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn device(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn protocol(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn interface(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn imei(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -59,6 +72,20 @@ pub trait Modem {
     fn model(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn revision(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn sim_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn signal_quality(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn registration(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn operator(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn data_session(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn ipv4_address(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn last_error(&self) -> zbus::Result<String>;
 }
 
 #[proxy(

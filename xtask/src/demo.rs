@@ -34,6 +34,10 @@ pub fn run() -> anyhow::Result<()> {
 
     show(world.aictl().arg("status"), "aictl status")?;
     show(
+        world.aictl().arg("modem"),
+        "aictl modem   # the live QMI session on the simulated modem",
+    )?;
+    show(
         world.aictl().args(["ask", "--max-tokens", "48", QUESTION]),
         &format!("aictl ask \"{QUESTION}\""),
     )?;

@@ -174,7 +174,16 @@ fn cargo_test() -> anyhow::Result<()> {
 }
 
 /// Crates with a cargo-fuzz directory.
-const FUZZED: &[&str] = &["daemon/qmi", "daemon/aiesimd", "dbus"];
+const FUZZED: &[&str] = &[
+    "daemon/qmi",
+    "daemon/mbim",
+    "daemon/apdu",
+    "daemon/es10",
+    "daemon/iot-safe",
+    "daemon/ai-applet",
+    "daemon/aiesimd",
+    "dbus",
+];
 
 fn fuzz(args: &[String]) -> anyhow::Result<()> {
     let seconds: u32 = match args.iter().position(|a| a == "--seconds") {

@@ -8,7 +8,10 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{modem::Protocol, router::Tier};
+use crate::{
+    modem::{DeviceChoice, ModemOptions, Protocol, ProxyOptions},
+    router::Tier,
+};
 
 /// Where the packaged daemon reads its configuration.
 pub const DEFAULT_PATH: &str = "/etc/aiesim/aiesimd.toml";
@@ -72,17 +75,96 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModemConfig {
-    /// The control port; empty disables the modem.
-    pub device: PathBuf,
-    pub protocol: Protocol,
+    /// `auto`: the first control port sysfs shows; a path such as `/dev/cdc-wdm0`; empty: no
+    /// modem.
+    pub device: String,
+    /// `auto`: as the port's driver says (QMI for a path sysfs does not know); `qmi` or `mbim`
+    /// forces one.
+    pub protocol: ProtocolChoice,
+    /// Bring the data session up once the modem is registered.
+    pub connect: bool,
+    /// The APN for the data session; empty lets the network choose.
+    pub apn: String,
+    pub request_timeout_ms: u64,
+    /// The abstract socket sharing a QMI modem the way libqmi's qmi-proxy does; empty: none.
+    pub qmi_proxy: String,
+    /// The abstract socket sharing an MBIM modem the way libmbim's mbim-proxy does; empty: none.
+    pub mbim_proxy: String,
+    /// Besides root, members of this group may use the proxy sockets; empty: root only.
+    pub proxy_group: String,
 }
 
 impl Default for ModemConfig {
     fn default() -> Self {
         Self {
-            device: PathBuf::from("/dev/cdc-wdm0"),
-            protocol: Protocol::Qmi,
+            device: "auto".into(),
+            protocol: ProtocolChoice::Auto,
+            connect: false,
+            apn: String::new(),
+            request_timeout_ms: 5_000,
+            qmi_proxy: "qmi-proxy".into(),
+            mbim_proxy: "mbim-proxy".into(),
+            proxy_group: String::new(),
         }
+    }
+}
+
+/// `modem.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolChoice {
+    #[default]
+    Auto,
+    Qmi,
+    Mbim,
+}
+
+impl ProtocolChoice {
+    pub const fn protocol(self) -> Option<Protocol> {
+        match self {
+            Self::Auto => None,
+            Self::Qmi => Some(Protocol::Qmi),
+            Self::Mbim => Some(Protocol::Mbim),
+        }
+    }
+}
+
+impl ModemConfig {
+    /// The session's options, or `None` when no modem is configured. The proxy group is
+    /// looked up here, so a missing group is an error at start, not a silent root-only proxy.
+    pub fn options(&self, interface: &str) -> Result<Option<ModemOptions>, ConfigError> {
+        let group = match self.proxy_group.as_str() {
+            "" => None,
+            name => Some(
+                nix::unistd::Group::from_name(name)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| ConfigError::Invalid(format!("modem.proxy_group \"{name}\" does not exist")))?
+                    .gid,
+            ),
+        };
+        let proxy = |name: &str| {
+            (!name.is_empty()).then(|| ProxyOptions {
+                name: name.to_owned(),
+                group,
+            })
+        };
+        let device = match self.device.as_str() {
+            "" => return Ok(None),
+            "auto" => DeviceChoice::Auto,
+            path => DeviceChoice::Path(PathBuf::from(path)),
+        };
+        let mut options = ModemOptions::default()
+            .with_request_timeout(Duration::from_millis(self.request_timeout_ms))
+            .with_interface(interface);
+        options.device = device;
+        options.protocol = self.protocol.protocol();
+        options.qmi_proxy = proxy(&self.qmi_proxy);
+        options.mbim_proxy = proxy(&self.mbim_proxy);
+        if self.connect {
+            options = options.with_data_session(self.apn.clone());
+        }
+        Ok(Some(options))
     }
 }
 
@@ -244,6 +326,29 @@ impl Config {
         if c.connect_timeout_ms == 0 || c.first_byte_timeout_ms == 0 || c.idle_timeout_ms == 0 {
             return invalid("cloud timeouts must be above 0 ms".into());
         }
+        let m = &self.modem;
+        if !matches!(m.device.as_str(), "" | "auto") && !m.device.starts_with('/') {
+            return invalid(format!(
+                "modem.device must be \"auto\", an absolute path or empty, not \"{}\"",
+                m.device
+            ));
+        }
+        for (key, name) in [("qmi_proxy", &m.qmi_proxy), ("mbim_proxy", &m.mbim_proxy)] {
+            if name.len() > 100 || name.chars().any(|c| c.is_control() || c == '/') {
+                return invalid(format!(
+                    "modem.{key} is an abstract socket name: at most 100 characters, no '/'"
+                ));
+            }
+        }
+        if !(100..=120_000).contains(&m.request_timeout_ms) {
+            return invalid(format!(
+                "modem.request_timeout_ms must be between 100 and 120000, not {}",
+                m.request_timeout_ms
+            ));
+        }
+        if m.apn.len() > 100 || m.apn.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return invalid("modem.apn must be at most 100 characters without spaces or control characters".into());
+        }
         if self.fastpath.enabled && self.fastpath.interface.is_empty() {
             return invalid("fastpath.interface must be set when the fast path is enabled".into());
         }
@@ -284,6 +389,49 @@ mod tests {
         assert_eq!(c.budget.app_tokens, 10);
         assert_eq!(c.budget.max_tokens_cap, BudgetConfig::default().max_tokens_cap);
         assert_eq!(c.fastpath.interface, "rmnet0");
+        assert_eq!(c.modem.device, "/dev/pts/3");
+        assert_eq!(c.modem.protocol, ProtocolChoice::Qmi);
+        let options = c.modem.options("rmnet0").unwrap().unwrap();
+        assert_eq!(options.device, DeviceChoice::Path("/dev/pts/3".into()));
+        assert_eq!(options.protocol, Some(Protocol::Qmi));
+        assert!(!options.connect);
+
+        let defaults = parse("").unwrap();
+        let auto = defaults.modem.options("wwan0").unwrap().unwrap();
+        assert_eq!((auto.device, auto.protocol), (DeviceChoice::Auto, None));
+        assert_eq!(
+            auto.qmi_proxy.map(|p| (p.name, p.group)),
+            Some(("qmi-proxy".to_owned(), None))
+        );
+        let off = parse("[modem]\ndevice = \"\"").unwrap();
+        assert!(off.modem.options("wwan0").unwrap().is_none());
+        let root = parse("[modem]\nproxy_group = \"root\"\nmbim_proxy = \"\"").unwrap();
+        let root = root.modem.options("wwan0").unwrap().unwrap();
+        assert_eq!(root.qmi_proxy.unwrap().group, Some(nix::unistd::Gid::from_raw(0)));
+        assert!(root.mbim_proxy.is_none());
+        let missing = parse("[modem]\nproxy_group = \"no-such-group-here\"").unwrap();
+        assert!(
+            missing
+                .modem
+                .options("wwan0")
+                .unwrap_err()
+                .to_string()
+                .contains("no-such-group-here")
+        );
+        let data = parse("[modem]\nconnect = true\napn = \"iot.example\"\nprotocol = \"mbim\"").unwrap();
+        let data = data.modem.options("wwan0").unwrap().unwrap();
+        assert_eq!(
+            (data.connect, data.apn.as_str(), data.protocol),
+            (true, "iot.example", Some(Protocol::Mbim))
+        );
+        for bad in [
+            "[modem]\ndevice = \"cdc-wdm0\"",
+            "[modem]\nrequest_timeout_ms = 5",
+            "[modem]\napn = \"two words\"",
+            "[modem]\nprotocol = \"at\"",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} must be refused");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -17,15 +18,15 @@ use aiesimd::{
     ledger::Ledger,
     modem::Modem,
     router::Router,
-    service::{self, ModemObject},
+    service,
 };
 use anyhow::Context as _;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use zbus::fdo::RequestNameFlags;
 
-/// How long the modem may take to answer at start before the daemon goes on without it.
-const MODEM_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long stopping may wait for the modem session to give its client ids back.
+const MODEM_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a failing endpoint stays out of rotation.
 const ENDPOINT_COOLDOWN: Duration = Duration::from_secs(30);
 
@@ -55,6 +56,11 @@ fn main() -> anyhow::Result<()> {
         config.bus = Bus::from_arg(bus);
     }
     if args.check_config {
+        // What only the running system can tell (the proxy group exists) is checked too.
+        config
+            .modem
+            .options(&config.fastpath.interface)
+            .map_err(|e| anyhow::anyhow!(chain(&e)))?;
         println!("{}: valid", args.config.display());
         return Ok(());
     }
@@ -85,7 +91,12 @@ fn init_logging(filter: &str) {
 async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     let connection = connect(&config.bus).await?;
 
-    let modem = open_modem(&config).await;
+    // The session opens the modem in the background: start-up never waits for it.
+    let modem = config
+        .modem
+        .options(&config.fastpath.interface)
+        .map_err(|e| anyhow::anyhow!(chain(&e)))?
+        .map(|options| Arc::new(Modem::spawn(options)));
     let mut fastpath = attach_fastpath(&config);
     release_startup_memory();
     if let Some(fp) = &mut fastpath {
@@ -113,9 +124,15 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         },
     );
 
-    service::serve(&connection, broker, modem, fastpath, config.fastpath.interface.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot serve the D-Bus objects: {e}"))?;
+    service::serve(
+        &connection,
+        broker,
+        modem.clone(),
+        fastpath,
+        config.fastpath.interface.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot serve the D-Bus objects: {e}"))?;
     connection
         .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
         .await
@@ -134,6 +151,14 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     tracing::info!("stopping");
     let _ = connection.release_name(BUS_NAME).await;
     service::shutdown(&connection).await;
+    if let Some(modem) = modem {
+        if tokio::time::timeout(MODEM_SHUTDOWN_TIMEOUT, modem.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the modem session did not stop in time");
+        }
+    }
     Ok(())
 }
 
@@ -157,36 +182,6 @@ async fn connect(bus: &Bus) -> anyhow::Result<zbus::Connection> {
         .build()
         .await
         .with_context(|| format!("cannot connect to the {bus:?} bus"))
-}
-
-async fn open_modem(config: &Config) -> Option<ModemObject> {
-    let device = &config.modem.device;
-    if device.as_os_str().is_empty() {
-        return None;
-    }
-    let protocol = config.modem.protocol;
-    match tokio::time::timeout(MODEM_OPEN_TIMEOUT, Modem::open(device, protocol)).await {
-        Ok(Ok(modem)) => {
-            let info = modem.info().clone();
-            tracing::info!(device = %device.display(), protocol = protocol.as_str(), imei = %info.imei, "modem ready");
-            if let Err(e) = modem.close().await {
-                tracing::warn!(error = %chain(&e), "modem did not close cleanly");
-            }
-            Some(ModemObject {
-                device: device.display().to_string(),
-                protocol,
-                info,
-            })
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(device = %device.display(), error = %chain(&e), "modem unavailable; going on without it");
-            None
-        }
-        Err(_) => {
-            tracing::warn!(device = %device.display(), "modem did not answer in time; going on without it");
-            None
-        }
-    }
 }
 
 fn attach_fastpath(config: &Config) -> Option<Fastpath> {

@@ -1,4 +1,4 @@
-//! CTL (service 0x00): client-id allocation and version discovery.
+//! CTL (service 0x00): client-id allocation, version discovery and the qmi-proxy handshake.
 
 use crate::{DecodeError, EncodeError, Message, MessageKind, Request, Service, message::empty_message, tlv};
 
@@ -6,6 +6,8 @@ pub const GET_VERSION_INFO: u16 = 0x0021;
 pub const ALLOCATE_CID: u16 = 0x0022;
 pub const RELEASE_CID: u16 = 0x0023;
 pub const SYNC: u16 = 0x0027;
+/// libqmi's own message: the first thing a client of `qmi-proxy` sends, naming the device.
+pub const INTERNAL_PROXY_OPEN: u16 = 0xFF00;
 
 /// The TLV that carries each CTL message's payload.
 const TLV_PAYLOAD: u8 = 0x01;
@@ -174,4 +176,38 @@ empty_message!(
 
 impl Request for Sync {
     type Response = SyncResponse;
+}
+
+/// Asks a qmi-proxy to open (or share) `device_path` for this connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InternalProxyOpen {
+    pub device_path: String,
+}
+
+impl Message for InternalProxyOpen {
+    const SERVICE: Service = Service::CTL;
+    const MESSAGE_ID: u16 = INTERNAL_PROXY_OPEN;
+    const KIND: MessageKind = MessageKind::Request;
+    const NAME: &'static str = "CTL Internal Proxy Open request";
+
+    fn write_tlvs(&self, out: &mut tlv::Writer) -> Result<(), EncodeError> {
+        out.put(TLV_PAYLOAD, self.device_path.as_bytes())?;
+        Ok(())
+    }
+
+    fn read_tlvs(tlvs: &[u8]) -> Result<Self, DecodeError> {
+        let value = tlv::require(tlvs, TLV_PAYLOAD, Self::NAME)?;
+        Ok(Self {
+            device_path: tlv::string(value),
+        })
+    }
+}
+
+empty_message!(
+    /// The proxy opened the device; only the result TLV.
+    InternalProxyOpenResponse, Service::CTL, INTERNAL_PROXY_OPEN, Response, "CTL Internal Proxy Open response"
+);
+
+impl Request for InternalProxyOpen {
+    type Response = InternalProxyOpenResponse;
 }

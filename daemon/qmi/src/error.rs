@@ -36,6 +36,14 @@ pub enum DecodeError {
         expected: &'static str,
         actual: usize,
     },
+    #[error("TLV {tlv:#04x} of {message} ends inside a field: {needed} bytes needed at offset {offset} of {len}")]
+    FieldTruncated {
+        message: &'static str,
+        tlv: u8,
+        offset: usize,
+        needed: usize,
+        len: usize,
+    },
     #[error("expected {expected} but the frame is message {message_id:#06x} of service {service}")]
     WrongMessage {
         expected: &'static str,

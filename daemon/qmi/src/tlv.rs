@@ -91,6 +91,253 @@ pub fn string(value: &[u8]) -> String {
     String::from_utf8_lossy(&value[..end]).into_owned()
 }
 
+/// Reads a TLV whose value is exactly one `N`-byte field, if the TLV is present.
+fn find_fixed<const N: usize>(
+    tlvs: &[u8],
+    id: u8,
+    message: &'static str,
+    expected: &'static str,
+) -> Result<Option<[u8; N]>, DecodeError> {
+    find(tlvs, id)?
+        .map(|value| fixed(value, id, message, expected))
+        .transpose()
+}
+
+/// The optional one-byte TLV `id`.
+pub fn find_u8(tlvs: &[u8], id: u8, message: &'static str) -> Result<Option<u8>, DecodeError> {
+    Ok(find_fixed::<1>(tlvs, id, message, "1")?.map(|[b]| b))
+}
+
+/// The optional one-byte boolean TLV `id` (any non-zero byte is true, as in libqmi).
+pub fn find_bool(tlvs: &[u8], id: u8, message: &'static str) -> Result<Option<bool>, DecodeError> {
+    Ok(find_u8(tlvs, id, message)?.map(|b| b != 0))
+}
+
+pub fn find_i8(tlvs: &[u8], id: u8, message: &'static str) -> Result<Option<i8>, DecodeError> {
+    Ok(find_fixed::<1>(tlvs, id, message, "1")?.map(i8::from_le_bytes))
+}
+
+pub fn find_u16(tlvs: &[u8], id: u8, message: &'static str) -> Result<Option<u16>, DecodeError> {
+    Ok(find_fixed::<2>(tlvs, id, message, "2")?.map(u16::from_le_bytes))
+}
+
+pub fn find_i16(tlvs: &[u8], id: u8, message: &'static str) -> Result<Option<i16>, DecodeError> {
+    Ok(find_fixed::<2>(tlvs, id, message, "2")?.map(i16::from_le_bytes))
+}
+
+pub fn find_u32(tlvs: &[u8], id: u8, message: &'static str) -> Result<Option<u32>, DecodeError> {
+    Ok(find_fixed::<4>(tlvs, id, message, "4")?.map(u32::from_le_bytes))
+}
+
+/// The optional string TLV `id` (the whole value, no length prefix).
+pub fn find_string(tlvs: &[u8], id: u8) -> Result<Option<String>, DecodeError> {
+    Ok(find(tlvs, id)?.map(string))
+}
+
+/// Reads the fields of one structured TLV value in order, checking every length.
+///
+/// Arrays inside values carry their element count first (one byte unless stated otherwise),
+/// and strings inside values their length, as libqmi lays them out.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    value: &'a [u8],
+    offset: usize,
+    tlv: u8,
+    message: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(value: &'a [u8], tlv: u8, message: &'static str) -> Self {
+        Self {
+            value,
+            offset: 0,
+            tlv,
+            message,
+        }
+    }
+
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let rest = &self.value[self.offset..];
+        let Some(bytes) = rest.get(..n) else {
+            return Err(DecodeError::FieldTruncated {
+                message: self.message,
+                tlv: self.tlv,
+                offset: self.offset,
+                needed: n,
+                len: self.value.len(),
+            });
+        };
+        self.offset += n;
+        Ok(bytes)
+    }
+
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let bytes = self.take(N)?;
+        let mut out = [0; N];
+        out.copy_from_slice(bytes);
+        Ok(out)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub fn i8(&mut self) -> Result<i8, DecodeError> {
+        self.array().map(i8::from_le_bytes)
+    }
+
+    pub fn bool(&mut self) -> Result<bool, DecodeError> {
+        Ok(self.u8()? != 0)
+    }
+
+    pub fn u16(&mut self) -> Result<u16, DecodeError> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    pub fn i16(&mut self) -> Result<i16, DecodeError> {
+        self.array().map(i16::from_le_bytes)
+    }
+
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    pub fn i32(&mut self) -> Result<i32, DecodeError> {
+        self.array().map(i32::from_le_bytes)
+    }
+
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    /// A one-byte element count.
+    pub fn count_u8(&mut self) -> Result<usize, DecodeError> {
+        self.u8().map(usize::from)
+    }
+
+    /// A two-byte element count.
+    pub fn count_u16(&mut self) -> Result<usize, DecodeError> {
+        self.u16().map(usize::from)
+    }
+
+    /// Bytes preceded by a one-byte length.
+    pub fn u8_prefixed(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.count_u8()?;
+        self.take(len)
+    }
+
+    /// Bytes preceded by a two-byte length.
+    pub fn u16_prefixed(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.count_u16()?;
+        self.take(len)
+    }
+
+    /// `count` elements read by `element`; the capacity is bounded by the bytes left, so a
+    /// lying count cannot make a large allocation.
+    pub fn elements<T>(
+        &mut self,
+        count: usize,
+        mut element: impl FnMut(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        let mut out = Vec::with_capacity(count.min(self.remaining()));
+        for _ in 0..count {
+            out.push(element(self)?);
+        }
+        Ok(out)
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.value.len() - self.offset
+    }
+}
+
+/// Builds one structured TLV value, the mirror of [`Reader`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Value {
+    buf: Vec<u8>,
+}
+
+impl Value {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(bytes);
+        self
+    }
+
+    pub fn u8(&mut self, value: u8) -> &mut Self {
+        self.buf.push(value);
+        self
+    }
+
+    pub fn i8(&mut self, value: i8) -> &mut Self {
+        self.bytes(&value.to_le_bytes())
+    }
+
+    pub fn bool(&mut self, value: bool) -> &mut Self {
+        self.u8(u8::from(value))
+    }
+
+    pub fn u16(&mut self, value: u16) -> &mut Self {
+        self.bytes(&value.to_le_bytes())
+    }
+
+    pub fn i16(&mut self, value: i16) -> &mut Self {
+        self.bytes(&value.to_le_bytes())
+    }
+
+    pub fn u32(&mut self, value: u32) -> &mut Self {
+        self.bytes(&value.to_le_bytes())
+    }
+
+    pub fn i32(&mut self, value: i32) -> &mut Self {
+        self.bytes(&value.to_le_bytes())
+    }
+
+    pub fn u64(&mut self, value: u64) -> &mut Self {
+        self.bytes(&value.to_le_bytes())
+    }
+
+    /// A one-byte element count for `what`.
+    pub fn count_u8(&mut self, what: &'static str, len: usize) -> Result<&mut Self, EncodeError> {
+        let count = u8::try_from(len).map_err(|_| EncodeError::TooLong {
+            what,
+            len,
+            max: usize::from(u8::MAX),
+        })?;
+        Ok(self.u8(count))
+    }
+
+    /// A two-byte element count for `what`.
+    pub fn count_u16(&mut self, what: &'static str, len: usize) -> Result<&mut Self, EncodeError> {
+        let count = u16::try_from(len).map_err(|_| EncodeError::TooLong {
+            what,
+            len,
+            max: usize::from(u16::MAX),
+        })?;
+        Ok(self.u16(count))
+    }
+
+    /// Bytes preceded by a one-byte length.
+    pub fn u8_prefixed(&mut self, what: &'static str, bytes: &[u8]) -> Result<&mut Self, EncodeError> {
+        self.count_u8(what, bytes.len())?;
+        Ok(self.bytes(bytes))
+    }
+
+    /// Bytes preceded by a two-byte length.
+    pub fn u16_prefixed(&mut self, what: &'static str, bytes: &[u8]) -> Result<&mut Self, EncodeError> {
+        self.count_u16(what, bytes.len())?;
+        Ok(self.bytes(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
 /// Builds a TLV section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Writer {
@@ -121,6 +368,32 @@ impl Writer {
 
     pub fn put_u16(&mut self, id: u8, value: u16) -> &mut Self {
         self.put_fixed(id, &value.to_le_bytes())
+    }
+
+    pub fn put_u32(&mut self, id: u8, value: u32) -> &mut Self {
+        self.put_fixed(id, &value.to_le_bytes())
+    }
+
+    pub fn put_bool(&mut self, id: u8, value: bool) -> &mut Self {
+        self.put_u8(id, u8::from(value))
+    }
+
+    /// Appends a structured value built with [`Value`].
+    pub fn put_value(&mut self, id: u8, value: &Value) -> Result<&mut Self, EncodeError> {
+        self.put(id, value.as_bytes())
+    }
+
+    /// Appends the TLV only when there is something to say.
+    pub fn put_opt<T>(
+        &mut self,
+        id: u8,
+        value: Option<T>,
+        put: impl FnOnce(&mut Self, u8, T) -> &mut Self,
+    ) -> &mut Self {
+        if let Some(value) = value {
+            put(self, id, value);
+        }
+        self
     }
 
     /// Appends a TLV whose value is small by construction, so it cannot fail.

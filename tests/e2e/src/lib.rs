@@ -127,6 +127,8 @@ pub struct WorldOptions {
     pub app_tokens: u64,
     /// Extra lines for the daemon's configuration file.
     pub extra_config: String,
+    /// The simulated modem's control protocol: "qmi" or "mbim".
+    pub modem_protocol: &'static str,
 }
 
 impl Default for WorldOptions {
@@ -136,6 +138,7 @@ impl Default for WorldOptions {
             cloud: CloudOptions::default(),
             app_tokens: 100_000,
             extra_config: String::new(),
+            modem_protocol: "qmi",
         }
     }
 }
@@ -174,11 +177,14 @@ impl World {
         let (cloud, cloud_url) = start_cloud(&operator, &options.cloud)?;
 
         let modem_link = dir.path().join("modem");
+        let modem_control = dir.path().join("modem-control");
         let mut sim = Proc::spawn(
             "aiesim-modemsim",
             Command::new(bins.join("aiesim-modemsim"))
-                .args(["--protocol", "qmi", "--imei", SIM_IMEI, "--link"])
+                .args(["--protocol", options.modem_protocol, "--imei", SIM_IMEI, "--link"])
                 .arg(&modem_link)
+                .arg("--control")
+                .arg(&modem_control)
                 .stdout(Stdio::piped()),
         )?;
         let line = sim.read_line_until(Duration::from_secs(10), |l| l.starts_with("PTY "))?;
@@ -190,13 +196,16 @@ impl World {
         std::fs::write(
             &config,
             format!(
-                "bus = \"{bus_address}\"\n{extra}\n[modem]\ndevice = \"{modem}\"\nprotocol = \"qmi\"\n\n[fastpath]\ninterface = \"wwan0\"\n\n[budget]\napp_tokens = {app}\n\n[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\n",
+                "bus = \"{bus_address}\"\n{extra}\n[modem]\ndevice = \"{modem}\"\nprotocol = \"{protocol}\"\n\n[fastpath]\ninterface = \"wwan0\"\n\n[budget]\napp_tokens = {app}\n\n[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\n",
                 extra = options.extra_config,
                 modem = modem_link.display(),
+                protocol = options.modem_protocol,
                 app = options.app_tokens,
             ),
         )?;
         let (daemon, ready_after) = start_daemon(&bins, &device, &config, dir.path())?;
+        // READY does not wait for the modem (it opens in the background); tests do.
+        wait_modem_ready(&bus_address, &daemon)?;
 
         Ok(Self {
             daemon,
@@ -229,6 +238,34 @@ impl World {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The simulated modem's control port (a link to its pty).
+    pub fn modem_link(&self) -> PathBuf {
+        self.dir.path().join("modem")
+    }
+
+    /// Sends one fault-injection command to the simulated modem (`help` lists them) and
+    /// returns the lines of its answer; an `error:` answer is an error.
+    pub fn modem_control(&self, line: &str) -> anyhow::Result<Vec<String>> {
+        use std::io::{BufRead as _, Write as _};
+        let path = self.dir.path().join("modem-control");
+        let mut stream = std::os::unix::net::UnixStream::connect(&path)
+            .with_context(|| format!("cannot reach the simulator's control socket {}", path.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        writeln!(stream, "{line}")?;
+        let mut lines = Vec::new();
+        for reply in std::io::BufReader::new(stream).lines() {
+            let reply = reply?;
+            if reply == "ok" {
+                return Ok(lines);
+            }
+            if let Some(error) = reply.strip_prefix("error: ") {
+                bail!("the simulator refused {line:?}: {error}");
+            }
+            lines.push(reply);
+        }
+        bail!("the simulator closed its control socket without answering {line:?}")
     }
 
     pub fn device_netns(&self) -> &Netns {
@@ -326,6 +363,28 @@ fn start_cloud(operator: &Netns, options: &CloudOptions) -> anyhow::Result<(Proc
         .trim_end_matches('/')
         .to_owned();
     Ok((cloud, format!("{base}/v1")))
+}
+
+/// Polls the Modem object's State with real busctl until it says "ready" (10 s at most).
+fn wait_modem_ready(bus_address: &str, daemon: &Proc) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < Duration::from_secs(10) {
+        let out = Command::new("busctl")
+            .args(["--address", bus_address, "get-property", "org.aiesim.AiEsim1"])
+            .args(["/org/aiesim/AiEsim1/Modem/0", "org.aiesim.AiEsim1.Modem", "State"])
+            .output()
+            .context("cannot run busctl")?;
+        String::from_utf8_lossy(&out.stdout).trim().clone_into(&mut last);
+        if last == "s \"ready\"" {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "the modem never became ready (last State: {last}); aiesimd's log:\n{}",
+        daemon.log()
+    )
 }
 
 fn start_daemon(bins: &Path, device: &Netns, config: &Path, dir: &Path) -> anyhow::Result<(Proc, Duration)> {

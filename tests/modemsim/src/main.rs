@@ -6,13 +6,13 @@
 //! that MBIM, a simulated eUICC and fault injection slot in beside them.
 
 mod control;
+mod euicc;
+mod mbim;
 mod pty;
 mod qmi;
+mod world;
 
-use std::{
-    io::{IsTerminal as _, Write as _},
-    path::PathBuf,
-};
+use std::{io::IsTerminal as _, net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
@@ -20,8 +20,10 @@ use tracing_subscriber::EnvFilter;
 
 /// Serve a simulated modem's control port on a pseudo-terminal.
 ///
-/// Prints `PTY /dev/pts/N` on stdout once clients may open the port, then serves until
-/// SIGTERM or SIGINT, and removes the --link symlink on the way out. Logs go to stderr
+/// Prints `PTY /dev/pts/N` on stdout once clients may open the port (and again whenever the
+/// port comes back after a simulated reset), then serves until SIGTERM or SIGINT, and removes
+/// the --link symlink on the way out. Faults are injected at run time through --control: one
+/// command per line (`echo help | socat - UNIX:PATH` lists them). Logs go to stderr
 /// (RUST_LOG, default info).
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -48,6 +50,54 @@ struct Args {
     /// What DMS Get Revision reports.
     #[arg(long, default_value = concat!("aiesim-modemsim ", env!("CARGO_PKG_VERSION")))]
     revision: String,
+    /// A UNIX socket taking fault-injection commands (reset, stall, garbage, card remove, ...).
+    #[arg(long)]
+    control: Option<PathBuf>,
+    /// The signal's base level, RSSI in dBm; it drifts a few dB below that over time.
+    #[arg(long, default_value_t = -65, allow_hyphen_values = true,
+          value_parser = clap::value_parser!(i8).range(-113..=-51))]
+    rssi: i8,
+    /// The IPv4 address and prefix length the data session reports.
+    #[arg(long, default_value = "192.0.2.2/24", value_parser = parse_prefix)]
+    ipv4: (Ipv4Addr, u8),
+    /// The data session's gateway.
+    #[arg(long, default_value = "192.0.2.1")]
+    gateway: Ipv4Addr,
+    /// The data session's DNS servers (two).
+    #[arg(long, num_args = 2, default_values = ["192.0.2.53", "192.0.2.54"])]
+    dns: Vec<Ipv4Addr>,
+    /// The data session's MTU.
+    #[arg(long, default_value_t = 1500)]
+    mtu: u32,
+    /// At most this many QMI client ids per service (fewer exhausts them sooner).
+    #[arg(long, default_value_t = 32)]
+    max_clients: usize,
+    /// Every answer waits this many milliseconds (a slow modem).
+    #[arg(long, default_value_t = 0)]
+    answer_delay_ms: u64,
+    /// Start with the SIM card removed.
+    #[arg(long)]
+    no_card: bool,
+    /// Write every MBIM transfer the host sends to this pcap (linktype USER0, for tshark).
+    #[arg(long)]
+    capture: Option<PathBuf>,
+    #[command(flatten)]
+    card: euicc::Options,
+}
+
+fn parse_prefix(value: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (address, prefix) = value
+        .split_once('/')
+        .ok_or_else(|| format!("expected ADDRESS/PREFIX, not {value:?}"))?;
+    let address = address
+        .parse()
+        .map_err(|_| format!("{address:?} is not an IPv4 address"))?;
+    let prefix = prefix
+        .parse()
+        .ok()
+        .filter(|p| *p <= 32)
+        .ok_or_else(|| format!("{prefix:?} is not a prefix length (0-32)"))?;
+    Ok((address, prefix))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,29 +129,64 @@ fn main() -> anyhow::Result<()> {
         manufacturer,
         model,
         revision,
+        control,
+        rssi,
+        ipv4: (address, prefix_len),
+        gateway,
+        dns,
+        mtu,
+        max_clients,
+        answer_delay_ms,
+        no_card,
+        capture,
+        card,
     } = args;
-    let mut device = match protocol {
-        Protocol::Qmi => qmi::Device::new(qmi::Identity {
-            imei,
-            manufacturer,
-            model,
-            revision,
-        }),
-        Protocol::Mbim => bail!("the MBIM protocol is not implemented yet; use --protocol qmi"),
+    let identity = world::Identity {
+        imei,
+        manufacturer,
+        model,
+        revision,
     };
+    let addressing = world::Addressing {
+        address,
+        prefix_len,
+        gateway,
+        dns: [dns[0], dns[1]],
+        mtu,
+    };
+    let mut world = world::World::new(identity, addressing, rssi);
+    world.uicc.configure_euicc(&card.into())?;
+    world.faults.max_clients_per_service = max_clients;
+    world.set_card_present(!no_card);
+    world.take_changes();
 
     // Signals are taken before the port is announced, so a prompt SIGTERM still cleans up.
     let signals = control::Signals::new().context("could not take over SIGTERM and SIGINT")?;
-    let port = pty::Pty::open().context("could not open a pseudo-terminal")?;
-    let link = pty::Link::create(&link, port.path())?;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "PTY {}", port.path().display())
-        .and_then(|()| stdout.flush())
-        .context("could not announce the pseudo-terminal on stdout")?;
-    drop(stdout);
-    tracing::info!(pty = %port.path().display(), link = %link.path().display(), "serving QMI");
-
-    let served = control::serve(&port, &signals, &mut device);
-    drop(link);
-    served
+    let control = control.as_deref().map(control::ControlSocket::bind).transpose()?;
+    let port = control::Port::open(&link)?;
+    let answer_delay = Duration::from_millis(answer_delay_ms);
+    if capture.is_some() && protocol != Protocol::Mbim {
+        bail!("--capture records MBIM transfers; tshark has no QMI dissector to check them with");
+    }
+    let capture = capture.as_deref().map(control::HostCapture::create).transpose()?;
+    match protocol {
+        Protocol::Qmi => control::serve(control::Simulator {
+            port,
+            signals: &signals,
+            device: qmi::Device::new(),
+            world,
+            control,
+            answer_delay,
+            capture,
+        }),
+        Protocol::Mbim => control::serve(control::Simulator {
+            port,
+            signals: &signals,
+            device: mbim::Device::new(),
+            world,
+            control,
+            answer_delay,
+            capture,
+        }),
+    }
 }

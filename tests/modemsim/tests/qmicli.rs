@@ -29,7 +29,7 @@ fn qmicli_available() -> bool {
             std::env::var_os("CI").is_none(),
             "qmicli is required in CI: apt-get install libqmi-utils"
         );
-        eprintln!("skipping: qmicli not found (apt-get install libqmi-utils)");
+        eprintln!("SKIPPED: qmicli not found (apt-get install libqmi-utils)");
     }
     found
 }
@@ -79,6 +79,11 @@ impl Simulator {
             std::thread::sleep(Duration::from_millis(10));
         }
         None
+    }
+
+    /// What `qmicli <args>` printed on stdout (it must succeed).
+    fn stdout(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.qmicli(args).stdout).into_owned()
     }
 
     /// Runs `qmicli -d <link> --device-open-qmi <args>` with a deadline.
@@ -139,8 +144,16 @@ fn qmicli_reads_versions_manufacturer_model_and_revision() {
     ]);
     let versions = sim.qmicli(&["--get-service-version-info"]);
     let versions = String::from_utf8_lossy(&versions.stdout);
-    assert!(versions.contains("ctl (1.5)"), "{versions}");
-    assert!(versions.contains("dms (1.14)"), "{versions}");
+    for service in [
+        "ctl (1.5)",
+        "dms (1.14)",
+        "nas (1.25)",
+        "wds (1.67)",
+        "uim (1.46)",
+        "wda (1.16)",
+    ] {
+        assert!(versions.contains(service), "{service}: {versions}");
+    }
     for (flag, expected) in [
         ("--dms-get-manufacturer", "Manufacturer: 'Acme Wireless'"),
         ("--dms-get-model", "Model: 'AW-5G'"),
@@ -189,15 +202,173 @@ fn sigterm_removes_the_link() {
     assert!(sim.link.symlink_metadata().is_err(), "the link is gone");
 }
 
+/// The value qmicli prints after `key` on some line, without its quotes (`Mode: 'online'`).
+fn field<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
+    stdout.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix(key)?.trim_start();
+        Some(rest.trim_matches('\''))
+    })
+}
+
+/// A `'-71 dBm'`-style value as a number.
+fn number(stdout: &str, key: &str) -> i32 {
+    let value = field(stdout, key).unwrap_or_else(|| panic!("{key} missing from {stdout}"));
+    value
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{key} is not a number in {stdout}"))
+}
+
 #[test]
-fn mbim_is_not_implemented_yet() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let out = Command::new(SIMULATOR)
-        .args(["--protocol", "mbim", "--link"])
-        .arg(dir.path().join("wdm"))
-        .output()
-        .expect("the simulator runs");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
-    assert!(out.stdout.is_empty());
+fn qmicli_low_power_takes_the_modem_off_the_network() {
+    if !qmicli_available() {
+        return;
+    }
+    let sim = Simulator::start(&["--rssi", "-70"]);
+    let mode = sim.stdout(&["--dms-get-operating-mode"]);
+    assert_eq!(field(&mode, "Mode:"), Some("online"), "{mode}");
+    let serving = sim.stdout(&["--nas-get-serving-system"]);
+    assert_eq!(field(&serving, "Registration state:"), Some("registered"), "{serving}");
+    let signal = sim.stdout(&["--nas-get-signal-info"]);
+    assert!(signal.contains("LTE:"), "{signal}");
+
+    let set = sim.stdout(&["--dms-set-operating-mode=low-power"]);
+    assert!(set.contains("Operating mode set successfully"), "{set}");
+    let mode = sim.stdout(&["--dms-get-operating-mode"]);
+    assert_eq!(field(&mode, "Mode:"), Some("low-power"), "{mode}");
+    let signal = sim.stdout(&["--nas-get-signal-info"]);
+    assert!(!signal.contains("RSSI"), "no radio, no signal: {signal}");
+    let serving = sim.stdout(&["--nas-get-serving-system"]);
+    assert_eq!(
+        field(&serving, "Registration state:"),
+        Some("not-registered"),
+        "{serving}"
+    );
+    assert_eq!(field(&serving, "PS:"), Some("detached"), "{serving}");
+    assert!(!serving.contains("Current PLMN"), "{serving}");
+    let system = sim.stdout(&["--nas-get-system-info"]);
+    assert_eq!(field(&system, "Status:"), Some("power-save"), "{system}");
+
+    sim.stdout(&["--dms-set-operating-mode=online"]);
+    let serving = sim.stdout(&["--nas-get-serving-system"]);
+    assert_eq!(field(&serving, "Registration state:"), Some("registered"), "{serving}");
+    let signal = sim.stdout(&["--nas-get-signal-info"]);
+    assert!((-75..=-70).contains(&number(&signal, "RSSI:")), "{signal}");
+}
+
+#[test]
+fn qmicli_reads_signal_serving_system_and_system_info() {
+    if !qmicli_available() {
+        return;
+    }
+    let sim = Simulator::start(&["--rssi", "-80"]);
+    let signal = sim.stdout(&["--nas-get-signal-info"]);
+    let rssi = number(&signal, "RSSI:");
+    // The signal drifts up to 5 dB below its base; RSRP follows 25 dB under RSSI.
+    assert!((-85..=-80).contains(&rssi), "{signal}");
+    assert_eq!(number(&signal, "RSRP:"), rssi - 25, "{signal}");
+    assert_eq!(number(&signal, "RSRQ:"), -10, "{signal}");
+
+    let serving = sim.stdout(&["--nas-get-serving-system"]);
+    assert_eq!(field(&serving, "Selected network:"), Some("3gpp"), "{serving}");
+    assert_eq!(field(&serving, "[0]:"), Some("lte"), "{serving}");
+    assert_eq!(field(&serving, "MCC:"), Some("1"), "{serving}");
+    assert_eq!(
+        field(&serving, "Description:"),
+        Some("aiesim test network"),
+        "{serving}"
+    );
+    assert_eq!(field(&serving, "LTE tracking area code:"), Some("42"), "{serving}");
+
+    let system = sim.stdout(&["--nas-get-system-info"]);
+    assert_eq!(field(&system, "Status:"), Some("available"), "{system}");
+    assert_eq!(field(&system, "MCC:"), Some("001"), "{system}");
+    assert_eq!(field(&system, "MNC:"), Some("01"), "{system}");
+    assert_eq!(field(&system, "Roaming status:"), Some("off"), "{system}");
+}
+
+#[test]
+fn qmicli_starts_and_stops_a_data_session() {
+    if !qmicli_available() {
+        return;
+    }
+    let sim = Simulator::start(&[
+        "--ipv4",
+        "198.51.100.7/28",
+        "--gateway",
+        "198.51.100.1",
+        "--mtu",
+        "1430",
+    ]);
+    let status = sim.stdout(&["--wds-get-packet-service-status"]);
+    assert!(status.contains("Connection status: 'disconnected'"), "{status}");
+
+    let started = sim.stdout(&["--wds-start-network=apn=internet,ip-type=4", "--client-no-release-cid"]);
+    let handle = field(&started, "Packet data handle:")
+        .unwrap_or_else(|| panic!("qmicli names the handle: {started}"))
+        .to_owned();
+    let cid = field(&started, "CID:")
+        .unwrap_or_else(|| panic!("qmicli names the kept client id: {started}"))
+        .to_owned();
+
+    let settings = sim.stdout(&["--wds-get-current-settings"]);
+    assert_eq!(field(&settings, "IPv4 address:"), Some("198.51.100.7"), "{settings}");
+    assert_eq!(
+        field(&settings, "IPv4 subnet mask:"),
+        Some("255.255.255.240"),
+        "{settings}"
+    );
+    assert_eq!(
+        field(&settings, "IPv4 gateway address:"),
+        Some("198.51.100.1"),
+        "{settings}"
+    );
+    assert_eq!(field(&settings, "IPv4 primary DNS:"), Some("192.0.2.53"), "{settings}");
+    assert_eq!(field(&settings, "MTU:"), Some("1430"), "{settings}");
+    let status = sim.stdout(&["--wds-get-packet-service-status"]);
+    assert!(status.contains("Connection status: 'connected'"), "{status}");
+
+    let stop = format!("--wds-stop-network={handle}");
+    let stopped = sim.stdout(&[&stop, "--client-cid", &cid]);
+    assert!(stopped.contains("Network stopped"), "{stopped}");
+    let status = sim.stdout(&["--wds-get-packet-service-status"]);
+    assert!(status.contains("Connection status: 'disconnected'"), "{status}");
+}
+
+#[test]
+fn qmicli_reads_data_format_card_and_slot_status() {
+    if !qmicli_available() {
+        return;
+    }
+    let sim = Simulator::start(&[]);
+    let format = sim.stdout(&["--wda-get-data-format"]);
+    assert_eq!(field(&format, "Link layer protocol:"), Some("raw-ip"), "{format}");
+    let card = sim.stdout(&["--uim-get-card-status"]);
+    assert_eq!(field(&card, "Card state:"), Some("present"), "{card}");
+    assert_eq!(field(&card, "Application type:"), Some("usim (2)"), "{card}");
+    assert_eq!(field(&card, "Application state:"), Some("ready"), "{card}");
+    assert!(card.contains("Primary GW:   slot '1', application '1'"), "{card}");
+    let slots = sim.stdout(&["--uim-get-slot-status"]);
+    assert_eq!(field(&slots, "Card status:"), Some("present"), "{slots}");
+    assert_eq!(field(&slots, "ICCID:"), Some("8988211000000000017"), "{slots}");
+    assert_eq!(field(&slots, "Is eUICC:"), Some("yes"), "{slots}");
+    assert_eq!(
+        field(&slots, "EID:"),
+        Some("89049032002026120100000000000123"),
+        "{slots}"
+    );
+
+    let empty = Simulator::start(&["--no-card"]);
+    let card = empty.stdout(&["--uim-get-card-status"]);
+    assert_eq!(field(&card, "Card state:"), Some("absent"), "{card}");
+    assert!(!card.contains("Application ["), "{card}");
+    let slots = empty.stdout(&["--uim-get-slot-status"]);
+    assert_eq!(field(&slots, "Card status:"), Some("absent"), "{slots}");
+    let serving = empty.stdout(&["--nas-get-serving-system"]);
+    assert_eq!(
+        field(&serving, "Registration state:"),
+        Some("not-registered"),
+        "{serving}"
+    );
 }

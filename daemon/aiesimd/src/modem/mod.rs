@@ -1,18 +1,28 @@
-//! The modem: control-port transports and protocol clients.
+//! The modem: one live session per control port, over QMI or MBIM, for the daemon's lifetime.
 //!
-//! [`Modem::open`] opens the control port, allocates a DMS client id and reads the identity;
-//! [`Modem::close`] gives the client ids back. `transport` owns the byte carriers and `qmi`
-//! the QMI client; MBIM will sit beside them.
+//! [`Modem::spawn`] starts the session task, which finds the port (`discovery`), opens it
+//! (`transport`), speaks the protocol (`qmi`, `mbim`), publishes what it learns as one
+//! [`ModemState`] on a watch channel, and reopens the port after an unplug, a reset or a hang.
+//! Callers act on the modem (data session, UICC channels) through the [`Modem`] handle; while
+//! there is no usable modem they get [`ModemError::Unavailable`] at once, never a hang.
 
+mod discovery;
+mod mbim;
+mod proxy;
 mod qmi;
+mod session;
+mod state;
 mod transport;
 
-use std::{path::Path, sync::Arc, time::Duration};
-
-use aiesim_qmi::Service;
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 pub use self::{
+    discovery::{Port, Roots, discover},
+    mbim::MbimError,
+    proxy::{ProxyError, ProxyOptions},
     qmi::QmiError,
+    session::Modem,
+    state::{Availability, DataSession, IpSettings, ModemInfo, ModemState, Registration, Signal, SimState},
     transport::{CharDevice, Transport, TransportError},
 };
 
@@ -36,19 +46,8 @@ impl Protocol {
     }
 }
 
-/// What the modem says about itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ModemInfo {
-    pub imei: String,
-    pub manufacturer: String,
-    pub model: String,
-    pub revision: String,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ModemError {
-    #[error("the {} control protocol is not supported yet", .0.as_str())]
-    Unsupported(Protocol),
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("the modem did not answer the {request} within {after:?}")]
@@ -57,102 +56,109 @@ pub enum ModemError {
     Disconnected(#[source] Option<Arc<TransportError>>),
     #[error(transparent)]
     Qmi(#[from] QmiError),
+    #[error(transparent)]
+    Mbim(#[from] MbimError),
+    #[error("the modem is not available ({0})")]
+    Unavailable(String),
+    #[error("the modem has no {0} service")]
+    MissingService(&'static str),
+    #[error("the modem session has stopped")]
+    Stopped,
+    #[error("the modem reset and released every client id")]
+    Reset,
+    #[error("the card refused with status word {0:04X}")]
+    CardRefused(u16),
+    #[error("the modem's {0} carries no answer")]
+    MissingAnswer(&'static str),
 }
 
-/// Tunables for [`Modem::open_with`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which control port to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The first port sysfs shows (of the configured protocol, if one is).
+    Auto,
+    Path(PathBuf),
+}
+
+/// How the session finds and drives the modem.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ModemOptions {
+    pub device: DeviceChoice,
+    /// `None`: whatever the port's driver says (a fixed path without sysfs entry: QMI).
+    pub protocol: Option<Protocol>,
+    /// The network interface to report when sysfs names none (e.g. a simulator's).
+    pub interface: Option<String>,
     /// How long each request may wait for its answer before failing with
     /// [`ModemError::Timeout`].
     pub request_timeout: Duration,
+    /// Bring the data session up once the modem is registered.
+    pub connect: bool,
+    /// The APN to connect with; empty lets the network choose.
+    pub apn: String,
+    pub roots: Roots,
+    /// The `qmi-proxy` socket served while a QMI session is up; `None`: not shared.
+    pub qmi_proxy: Option<ProxyOptions>,
+    /// The `mbim-proxy` socket served while an MBIM session is up; `None`: not shared.
+    pub mbim_proxy: Option<ProxyOptions>,
+    /// The first retry after a failure waits this long, doubling up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
 }
 
 impl Default for ModemOptions {
     fn default() -> Self {
         Self {
+            device: DeviceChoice::Auto,
+            protocol: None,
+            interface: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect: false,
+            apn: String::new(),
+            roots: Roots::default(),
+            qmi_proxy: None,
+            mbim_proxy: None,
+            retry_min: Duration::from_millis(250),
+            retry_max: Duration::from_secs(5),
         }
     }
 }
 
 impl ModemOptions {
+    /// Options for one fixed control port.
+    #[must_use]
+    pub fn for_device(path: impl Into<PathBuf>, protocol: Protocol) -> Self {
+        Self {
+            device: DeviceChoice::Path(path.into()),
+            protocol: Some(protocol),
+            ..Self::default()
+        }
+    }
+
     #[must_use]
     pub const fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
+
+    #[must_use]
+    pub fn with_data_session(mut self, apn: impl Into<String>) -> Self {
+        self.connect = true;
+        self.apn = apn.into();
+        self
+    }
+
+    #[must_use]
+    pub fn with_interface(mut self, interface: impl Into<String>) -> Self {
+        self.interface = Some(interface.into());
+        self
+    }
 }
 
-/// An open modem control channel.
-pub struct Modem {
-    info: ModemInfo,
-    session: Session,
-}
-
-/// The protocol-specific state behind a [`Modem`].
-enum Session {
-    Qmi { client: qmi::QmiClient, dms: u8 },
-}
-
-impl Modem {
-    /// Opens the control port and reads the modem's identity.
-    pub async fn open(device: &Path, protocol: Protocol) -> Result<Self, ModemError> {
-        Self::open_with(device, protocol, ModemOptions::default()).await
-    }
-
-    /// Like [`Modem::open`], with explicit [`ModemOptions`].
-    pub async fn open_with(device: &Path, protocol: Protocol, options: ModemOptions) -> Result<Self, ModemError> {
-        let ModemOptions { request_timeout } = options;
-        match protocol {
-            Protocol::Qmi => {}
-            Protocol::Mbim => return Err(ModemError::Unsupported(protocol)),
-        }
-        let transport = CharDevice::open_qmux(device)?;
-        let client = qmi::QmiClient::spawn(transport, request_timeout);
-        let dms = client.allocate(Service::DMS).await?;
-        let info = match qmi::read_info(&client, dms).await {
-            Ok(info) => info,
-            Err(err) => {
-                // A silent or gone modem would only make the caller wait out one more timeout.
-                let answering = !matches!(err, ModemError::Timeout { .. } | ModemError::Disconnected(_));
-                if answering {
-                    if let Err(release) = client.release(Service::DMS, dms).await {
-                        tracing::debug!(error = %release, "could not release the DMS client id");
-                    }
-                }
-                client.shutdown().await;
-                return Err(err);
-            }
-        };
-        tracing::info!(
-            device = %device.display(),
-            imei = %info.imei,
-            manufacturer = %info.manufacturer,
-            model = %info.model,
-            revision = %info.revision,
-            "modem opened"
-        );
-        Ok(Self {
-            info,
-            session: Session::Qmi { client, dms },
-        })
-    }
-
-    pub fn info(&self) -> &ModemInfo {
-        &self.info
-    }
-
-    /// Releases the client ids and closes the port. Dropping a `Modem` closes the port too,
-    /// but leaves its client ids allocated on the modem.
-    pub async fn close(self) -> Result<(), ModemError> {
-        let Self { info: _, session } = self;
-        match session {
-            Session::Qmi { client, dms } => {
-                let released = client.release(Service::DMS, dms).await;
-                client.shutdown().await;
-                released
-            }
-        }
-    }
+/// A logical channel opened on the UICC, with the answer to its SELECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub number: u8,
+    /// The SELECT response (FCI) followed by SW1 SW2.
+    pub select_response: Vec<u8>,
 }

@@ -11,7 +11,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aiesim_qmi::Splitter;
 use nix::sys::termios::{FlushArg, SetArg, cfmakeraw, tcflush, tcgetattr, tcsetattr};
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -64,16 +63,47 @@ pub trait Transport: Send + 'static {
     fn recv(&mut self) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send;
 }
 
+/// Cuts the bytes a port delivers into whole frames of one protocol.
+pub trait Framer: Send + 'static {
+    /// How many bytes the next [`Framer::push`] accepts; never 0 once drained.
+    fn room(&self) -> usize;
+    /// Appends as much of `data` as there is room for and returns how much that was.
+    fn push(&mut self, data: &[u8]) -> usize;
+    /// The next whole frame, an error for skipped garbage, or `None` when more bytes are needed.
+    fn next_frame(&mut self) -> Option<Result<Vec<u8>, String>>;
+}
+
+impl Framer for aiesim_qmi::Splitter {
+    fn room(&self) -> usize {
+        Self::room(self)
+    }
+
+    fn push(&mut self, data: &[u8]) -> usize {
+        Self::push(self, data)
+    }
+
+    fn next_frame(&mut self) -> Option<Result<Vec<u8>, String>> {
+        Self::next_frame(self).map(|frame| frame.map_err(|err| err.to_string()))
+    }
+}
+
 /// A character device: a cdc-wdm node or a pseudo-terminal, read and written without blocking.
-pub struct CharDevice {
+pub struct CharDevice<F = aiesim_qmi::Splitter> {
     fd: AsyncFd<OwnedFd>,
     path: PathBuf,
-    splitter: Splitter,
+    splitter: F,
 }
 
 impl CharDevice {
     /// Opens a port that carries QMUX frames.
     pub fn open_qmux(path: &Path) -> Result<Self, TransportError> {
+        Self::open(path, aiesim_qmi::Splitter::new())
+    }
+}
+
+impl<F: Framer> CharDevice<F> {
+    /// Opens a port whose frames `splitter` recognises.
+    pub fn open(path: &Path, splitter: F) -> Result<Self, TransportError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -102,7 +132,7 @@ impl CharDevice {
         Ok(Self {
             fd,
             path: path.to_owned(),
-            splitter: Splitter::new(),
+            splitter,
         })
     }
 }
@@ -116,7 +146,7 @@ fn make_raw(fd: &OwnedFd) -> nix::Result<()> {
     tcflush(fd, FlushArg::TCIFLUSH)
 }
 
-impl Transport for CharDevice {
+impl<F: Framer> Transport for CharDevice<F> {
     async fn send(&mut self, frame: &[u8]) -> Result<(), TransportError> {
         let mut written = 0;
         while written < frame.len() {

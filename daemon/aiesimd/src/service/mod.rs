@@ -20,12 +20,7 @@ pub use error::DaemonError;
 use zbus::{Connection, fdo::ObjectManager};
 
 use crate::{
-    broker::Broker,
-    clock::SystemClock,
-    cloud::HttpCloud,
-    fastpath::Fastpath,
-    identity::BusIdentity,
-    modem::{ModemInfo, Protocol},
+    broker::Broker, clock::SystemClock, cloud::HttpCloud, fastpath::Fastpath, identity::BusIdentity, modem::Modem,
 };
 
 /// The broker as the daemon runs it.
@@ -38,19 +33,12 @@ pub struct Shared {
     next_request: AtomicU64,
 }
 
-/// What the daemon found of its modem at start.
-pub struct ModemObject {
-    pub device: String,
-    pub protocol: Protocol,
-    pub info: ModemInfo,
-}
-
 /// Serves every object on `connection`. The well-known name is requested by the caller once
 /// this returns, so that no call arrives before the objects exist.
 pub async fn serve(
     connection: &Connection,
     broker: DaemonBroker,
-    modem: Option<ModemObject>,
+    modem: Option<Arc<Modem>>,
     fastpath: Option<Fastpath>,
     fastpath_interface: String,
 ) -> Result<(), DaemonError> {
@@ -72,10 +60,12 @@ pub async fn serve(
     server
         .at(ROOT_PATH, fastpath::FastpathObject::new(fastpath, fastpath_interface))
         .await?;
-    if let Some(m) = modem {
+    if let Some(modem) = modem {
+        let path = format!("{MODEM_PATH_PREFIX}/0");
         server
-            .at(format!("{MODEM_PATH_PREFIX}/0"), modem::ModemObject::from(m))
+            .at(path.as_str(), modem::ModemObject::new(Arc::clone(&modem)))
             .await?;
+        tokio::spawn(modem::follow(connection.clone(), path, modem));
     }
     Ok(())
 }

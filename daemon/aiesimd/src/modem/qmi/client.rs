@@ -1,5 +1,6 @@
 //! The QMI client: one driver task owns the transport, matches responses to requests by
-//! transaction id and logs indications; callers get typed answers or a typed error.
+//! transaction id and hands indications to subscribers; callers get typed answers or a typed
+//! error.
 
 use std::{
     collections::HashMap,
@@ -12,17 +13,19 @@ use aiesim_qmi::{
     ctl, dms,
 };
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{broadcast, mpsc, oneshot, watch},
     task::JoinHandle,
 };
 
-use super::{
+use crate::modem::{
     ModemError, ModemInfo,
     transport::{Transport, TransportError},
 };
 
 /// Requests queued for the driver before callers wait for room.
 const QUEUE_DEPTH: usize = 32;
+/// Indications buffered per subscriber; one that lags behind re-reads the state instead.
+const INDICATION_DEPTH: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QmiError {
@@ -60,6 +63,9 @@ pub struct QmiClient {
     calls: mpsc::Sender<Call>,
     /// Why the driver stopped, once it has.
     stopped: Arc<OnceLock<Arc<TransportError>>>,
+    /// Turns true when the driver stops.
+    closed: watch::Receiver<bool>,
+    indications: broadcast::Sender<Arc<Frame>>,
     driver: JoinHandle<()>,
     timeout: Duration,
 }
@@ -69,13 +75,42 @@ impl QmiClient {
     pub fn spawn(transport: impl Transport, timeout: Duration) -> Self {
         let (calls, queue) = mpsc::channel(QUEUE_DEPTH);
         let stopped = Arc::new(OnceLock::new());
-        let driver = tokio::spawn(drive(transport, queue, Arc::clone(&stopped)));
+        let (indications, _) = broadcast::channel(INDICATION_DEPTH);
+        let (closed_tx, closed) = watch::channel(false);
+        let driver = tokio::spawn(drive(
+            transport,
+            queue,
+            Arc::clone(&stopped),
+            indications.clone(),
+            closed_tx,
+        ));
         Self {
             calls,
             stopped,
+            closed,
+            indications,
             driver,
             timeout,
         }
+    }
+
+    /// Every indication the modem sends from now on (broadcast and to our client ids).
+    pub fn indications(&self) -> broadcast::Receiver<Arc<Frame>> {
+        self.indications.subscribe()
+    }
+
+    /// Resolves once the control channel has stopped, with why.
+    pub async fn closed(&self) -> ModemError {
+        let mut closed = self.closed.clone();
+        // An error here means the driver is gone too.
+        let _ = closed.wait_for(|closed| *closed).await;
+        self.disconnected()
+    }
+
+    /// Releases every client id on the modem, ours and any a crashed earlier run left behind.
+    pub async fn sync(&self) -> Result<(), ModemError> {
+        self.call(CTL_CLIENT_ID, &ctl::Sync).await?;
+        Ok(())
     }
 
     /// Sends `request` to `client_id` and waits for its typed response.
@@ -88,23 +123,7 @@ impl QmiClient {
                 request: R::NAME,
                 source,
             })?;
-        let (reply, answer) = oneshot::channel();
-        let call = Call { frame, reply };
-        // The deadline covers queueing too: a wedged port must not hang the caller.
-        let exchange = async {
-            self.calls.send(call).await.map_err(|_| self.disconnected())?;
-            match answer.await {
-                Ok(Ok(frame)) => Ok(frame),
-                Ok(Err(source)) => Err(ModemError::Disconnected(Some(source))),
-                Err(_) => Err(self.disconnected()),
-            }
-        };
-        let frame = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| ModemError::Timeout {
-                request: R::NAME,
-                after: self.timeout,
-            })??;
+        let frame = self.exchange(frame, R::NAME).await?;
         let malformed = |source| QmiError::Malformed {
             request: R::NAME,
             source,
@@ -117,6 +136,36 @@ impl QmiClient {
                 source,
             })?;
         Ok(R::Response::from_frame(&frame).map_err(malformed)?)
+    }
+
+    /// Sends a proxied client's request as it is (with a transaction id of ours) and returns
+    /// the modem's answer as it is; the proxy restores the client's transaction id.
+    pub async fn forward(&self, frame: Frame) -> Result<Frame, ModemError> {
+        frame.encode().map_err(|source| QmiError::Encode {
+            request: "proxied request",
+            source,
+        })?;
+        self.exchange(frame, "proxied request").await
+    }
+
+    async fn exchange(&self, frame: Frame, request: &'static str) -> Result<Frame, ModemError> {
+        let (reply, answer) = oneshot::channel();
+        let call = Call { frame, reply };
+        // The deadline covers queueing too: a wedged port must not hang the caller.
+        let exchange = async {
+            self.calls.send(call).await.map_err(|_| self.disconnected())?;
+            match answer.await {
+                Ok(Ok(frame)) => Ok(frame),
+                Ok(Err(source)) => Err(ModemError::Disconnected(Some(source))),
+                Err(_) => Err(self.disconnected()),
+            }
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ModemError::Timeout {
+                request,
+                after: self.timeout,
+            })?
     }
 
     /// Allocates a client id on `service`.
@@ -141,11 +190,9 @@ impl QmiClient {
         Ok(())
     }
 
-    /// Stops the driver and closes the port.
-    pub async fn shutdown(mut self) {
+    /// Stops the driver, which closes the port.
+    pub fn shutdown(&self) {
         self.driver.abort();
-        // Only cancellation can end it here; the port is closed either way.
-        let _ = (&mut self.driver).await;
     }
 
     fn disconnected(&self) -> ModemError {
@@ -212,6 +259,8 @@ async fn drive(
     mut transport: impl Transport,
     mut calls: mpsc::Receiver<Call>,
     stopped: Arc<OnceLock<Arc<TransportError>>>,
+    indications: broadcast::Sender<Arc<Frame>>,
+    closed: watch::Sender<bool>,
 ) {
     let mut pending: HashMap<Key, oneshot::Sender<Reply>> = HashMap::new();
     let mut transactions = Transactions::default();
@@ -242,19 +291,24 @@ async fn drive(
                 }
             }
             received = transport.recv() => match received {
-                Ok(bytes) => dispatch(&bytes, &mut pending),
+                Ok(bytes) => dispatch(&bytes, &mut pending, &indications),
                 Err(err) => break Arc::new(err),
             },
         }
     };
     tracing::warn!(error = %failure, "the QMI control channel stopped");
     let _ = stopped.set(Arc::clone(&failure));
+    closed.send_replace(true);
     for (_, waiter) in pending.drain() {
         drop(waiter.send(Err(Arc::clone(&failure))));
     }
 }
 
-fn dispatch(bytes: &[u8], pending: &mut HashMap<Key, oneshot::Sender<Reply>>) {
+fn dispatch(
+    bytes: &[u8],
+    pending: &mut HashMap<Key, oneshot::Sender<Reply>>,
+    indications: &broadcast::Sender<Arc<Frame>>,
+) {
     let frame = match Frame::decode(bytes) {
         Ok(frame) => frame,
         Err(err) => {
@@ -276,14 +330,13 @@ fn dispatch(bytes: &[u8], pending: &mut HashMap<Key, oneshot::Sender<Reply>>) {
                 );
             }
         }
-        MessageKind::Indication if frame.service == Service::CTL && frame.message_id == ctl::SYNC => {
-            tracing::warn!("the modem released every client id (CTL Sync indication)");
+        MessageKind::Indication => {
+            if frame.service == Service::CTL && frame.message_id == ctl::SYNC {
+                tracing::warn!("the modem released every client id (CTL Sync indication)");
+            }
+            // No subscriber is not an error: nobody asked for this one.
+            let _ = indications.send(Arc::new(frame));
         }
-        MessageKind::Indication => tracing::debug!(
-            service = %frame.service,
-            message_id = frame.message_id,
-            "ignoring an indication"
-        ),
         MessageKind::Request => tracing::warn!(
             service = %frame.service,
             "ignoring a request sent by the modem"
