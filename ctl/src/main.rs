@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use aiesim_dbus::{
     ChatOptions, ErrorName, Message, Priority, StreamEvent,
-    proxy::{BrokerProxy, FastpathProxy, ModemProxy},
+    proxy::{BrokerProxy, EsimProxy, FastpathProxy, ModemProxy},
 };
 use anyhow::{Context as _, bail};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -76,8 +76,29 @@ enum Command {
         #[command(subcommand)]
         action: Option<ModemAction>,
     },
+    /// Show the eSIM (EID, generation, profiles), or switch its profiles.
+    ///
+    /// With --json: {"state", "eid", "generation", "svn", "firmware", "free_nvm",
+    /// "default_dp_address", "root_ds_address", "active_profile", "last_error", "profiles":
+    /// [{"iccid", "name", "provider", "nickname", "class", "isdp_aid", "enabled"}]}. "state" is
+    /// "ready", "reading", "absent", "not-euicc", "error", or "not-configured" without a modem.
+    Esim {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<EsimAction>,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+enum EsimAction {
+    /// Enable the profile with this ICCID (root only); the enabled one is disabled.
+    Enable { iccid: String },
+    /// Disable the profile with this ICCID (root only).
+    Disable { iccid: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +169,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Modem { json, action } => match action {
             None => modem(&connection, json).await,
             Some(action) => modem_action(&connection, action).await,
+        },
+        Command::Esim { json, action } => match action {
+            None => esim(&connection, json).await,
+            Some(action) => esim_action(&connection, action).await,
         },
         Command::Completions { .. } => unreachable!("handled above"),
     }
@@ -463,6 +488,127 @@ async fn modem_action(connection: &Connection, action: ModemAction) -> anyhow::R
     let result = match action {
         ModemAction::Connect { apn } => proxy.connect(apn.as_deref().unwrap_or("")).await,
         ModemAction::Disconnect => proxy.disconnect().await,
+    };
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("aictl: {}", describe(&e));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn esim_proxy(connection: &Connection) -> anyhow::Result<EsimProxy<'static>> {
+    Ok(EsimProxy::builder(connection)
+        .path(format!("{}/0", aiesim_dbus::MODEM_PATH_PREFIX))
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?)
+}
+
+/// A D-Bus dictionary as JSON (strings, numbers and booleans; other values are left out).
+fn dict_json(map: &HashMap<String, OwnedValue>) -> serde_json::Map<String, serde_json::Value> {
+    map.iter()
+        .filter_map(|(k, v)| {
+            let value = if let Ok(s) = <&str>::try_from(v) {
+                serde_json::Value::from(s)
+            } else if let Ok(b) = bool::try_from(v) {
+                serde_json::Value::from(b)
+            } else if let Ok(n) = u64::try_from(v) {
+                serde_json::Value::from(n)
+            } else {
+                return None;
+            };
+            Some((k.clone(), value))
+        })
+        .collect()
+}
+
+/// The `aictl esim --json` document (schema in `aictl esim --help`).
+async fn esim_doc(connection: &Connection) -> anyhow::Result<serde_json::Value> {
+    let proxy = esim_proxy(connection).await?;
+    let state = match proxy.state().await {
+        Ok(state) => state,
+        Err(zbus::Error::FDO(e))
+            if matches!(
+                *e,
+                zbus::fdo::Error::UnknownObject(_) | zbus::fdo::Error::UnknownInterface(_)
+            ) =>
+        {
+            return Ok(serde_json::json!({ "state": "not-configured" }));
+        }
+        Err(e) => bail!("aiesimd is not reachable: {}", describe(&e)),
+    };
+    let mut doc = serde_json::Map::new();
+    doc.insert("state".into(), state.into());
+    doc.insert("active_profile".into(), proxy.active_profile().await?.into());
+    doc.insert("last_error".into(), proxy.last_error().await?.into());
+    // Info and profiles are root's; others see the state only.
+    match (proxy.get_info().await, proxy.list_profiles().await) {
+        (Ok(info), Ok(profiles)) => {
+            doc.extend(dict_json(&info));
+            let profiles: Vec<serde_json::Value> = profiles.iter().map(|p| dict_json(p).into()).collect();
+            doc.insert("profiles".into(), profiles.into());
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            doc.insert("last_error".into(), describe(&e).into());
+        }
+    }
+    Ok(doc.into())
+}
+
+async fn esim(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCode> {
+    let doc = esim_doc(connection).await?;
+    if as_json {
+        println!("{doc:#}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let field = |key: &str| match &doc[key] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    println!("state          {}", field("state"));
+    if !field("last_error").is_empty() {
+        println!("last error     {}", field("last_error"));
+    }
+    if !field("eid").is_empty() {
+        println!("EID            {}", field("eid"));
+        println!(
+            "generation     {} (SGP.22 {}, firmware {})",
+            field("generation"),
+            field("svn"),
+            field("firmware")
+        );
+    }
+    if !field("default_dp_address").is_empty() {
+        println!("SM-DP+         {}", field("default_dp_address"));
+    }
+    if let Some(profiles) = doc["profiles"].as_array() {
+        for profile in profiles {
+            let p = |key: &str| profile[key].as_str().unwrap_or_default().to_owned();
+            let mark = if profile["enabled"].as_bool() == Some(true) {
+                "*"
+            } else {
+                " "
+            };
+            println!(
+                "profile      {mark} {}  {} ({}, {})",
+                p("iccid"),
+                if p("name").is_empty() { p("nickname") } else { p("name") },
+                p("provider"),
+                p("class")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn esim_action(connection: &Connection, action: EsimAction) -> anyhow::Result<ExitCode> {
+    let proxy = esim_proxy(connection).await?;
+    let result = match &action {
+        EsimAction::Enable { iccid } => proxy.enable_profile(iccid).await,
+        EsimAction::Disable { iccid } => proxy.disable_profile(iccid).await,
     };
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -88,6 +88,29 @@ pub trait Modem {
     fn last_error(&self) -> zbus::Result<String>;
 }
 
+#[proxy(interface = "org.aiesim.AiEsim1.Esim", default_service = "org.aiesim.AiEsim1")]
+pub trait Esim {
+    /// EID, generation, versions, free memory and configured addresses.
+    fn get_info(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+    /// One dictionary per profile, in card order.
+    fn list_profiles(&self) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+    /// Enables a profile by ICCID. Root only.
+    fn enable_profile(&self, iccid: &str) -> zbus::Result<()>;
+    /// Disables a profile by ICCID. Root only.
+    fn disable_profile(&self, iccid: &str) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn eid(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn generation(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn active_profile(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn last_error(&self) -> zbus::Result<String>;
+}
+
 #[proxy(
     interface = "org.aiesim.AiEsim1.Fastpath",
     default_service = "org.aiesim.AiEsim1",

@@ -2,7 +2,7 @@
 // The test "cloud": a small OpenAI-compatible chat server on a real language model
 // (node-llama-cpp on CPU). Serves one request at a time; see --help.
 
-import { randomBytes } from "node:crypto";
+import { X509Certificate, randomBytes, verify as verifySignature } from "node:crypto";
 import http from "node:http";
 import process from "node:process";
 import { parseArgs } from "node:util";
@@ -24,6 +24,9 @@ Options:
   --fail-status <n>     answer every chat request with this HTTP status
   --break-after <n>     cut streams after n content deltas, without [DONE]
   --stall-after <n>     stop sending after n content deltas but keep the connection open
+  --require-jwt         refuse chat requests without a valid device credential: an ES256 JWT
+                        whose x5c leaf key verifies it, aud = this server's origin, not expired;
+                        each accepted token is logged as "jwt ok iss=… aud=… jti=…"
   --help                show this text
 
 Endpoints: POST /v1/chat/completions, GET /v1/models, GET /health.
@@ -62,6 +65,7 @@ function parseCommandLine() {
                 "fail-status": { type: "string" },
                 "break-after": { type: "string" },
                 "stall-after": { type: "string" },
+                "require-jwt": { type: "boolean", default: false },
                 help: { type: "boolean", default: false },
             },
             strict: true,
@@ -87,6 +91,7 @@ function parseCommandLine() {
         failStatus: intOption(values, "fail-status", { min: 100, max: 599, fallback: null }),
         breakAfter: intOption(values, "break-after", { min: 1, max: 1 << 30, fallback: null }),
         stallAfter: intOption(values, "stall-after", { min: 1, max: 1 << 30, fallback: null }),
+        requireJwt: values["require-jwt"],
     };
 }
 
@@ -296,8 +301,41 @@ function completionId() {
     return `chatcmpl-${randomBytes(12).toString("hex")}`;
 }
 
+// Checks the device credential with node's own crypto, independently of aiesim's codec.
+function checkJwt(req) {
+    const denied = (why) => new ApiError(401, `device credential refused: ${why}`, { type: "authentication_error", code: "invalid_credential" });
+    const auth = req.headers.authorization ?? "";
+    const m = /^Bearer ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(auth);
+    if (!m) throw denied("no bearer JWT");
+    const [, h, c, sig] = m;
+    let header, claims;
+    try {
+        header = JSON.parse(Buffer.from(h, "base64url").toString("utf8"));
+        claims = JSON.parse(Buffer.from(c, "base64url").toString("utf8"));
+    } catch {
+        throw denied("header or claims are not JSON");
+    }
+    if (header.alg !== "ES256") throw denied(`alg ${header.alg}`);
+    if (!Array.isArray(header.x5c) || header.x5c.length === 0) throw denied("no x5c");
+    let key;
+    try {
+        key = new X509Certificate(Buffer.from(header.x5c[0], "base64")).publicKey;
+    } catch (e) {
+        throw denied(`x5c: ${e.message}`);
+    }
+    const signature = Buffer.from(sig, "base64url");
+    const ok = verifySignature("sha256", Buffer.from(`${h}.${c}`), { key, dsaEncoding: "ieee-p1363" }, signature);
+    if (!ok) throw denied("bad signature");
+    const origin = `http://${req.headers.host}`;
+    if (claims.aud !== origin) throw denied(`aud ${claims.aud} is not ${origin}`);
+    const now = Math.floor(Date.now() / 1000);
+    if (!(claims.exp > now) || !(claims.nbf <= now + 30)) throw denied("outside its validity");
+    log(`jwt ok iss=${claims.iss} aud=${claims.aud} jti=${claims.jti}`);
+}
+
 async function handleChat(req, res) {
     const body = await readBody(req);
+    if (opts.requireJwt) checkJwt(req);
     if (opts.failStatus !== null) {
         throw new ApiError(opts.failStatus, `the test cloud is configured to answer ${opts.failStatus}`, {
             type: "server_error",

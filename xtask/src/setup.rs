@@ -22,6 +22,7 @@ const PACKAGES: &[&str] = &[
     "polkitd",
     "libglib2.0-bin",
     "python3-dbus",
+    "python3-cryptography",
     // Real modem peers for the simulator.
     "libqmi-utils",
     "libmbim-utils",

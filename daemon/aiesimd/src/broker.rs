@@ -235,7 +235,10 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         let mut events = match self.cloud.chat(&route.url, request).await {
             Ok(s) => s,
             Err(e) => {
-                self.router.report_failure(&route.endpoint);
+                // No credential is the device's trouble, not the endpoint's.
+                if !matches!(e, CloudError::Credential { .. }) {
+                    self.router.report_failure(&route.endpoint);
+                }
                 return Err(upstream(e));
             }
         };

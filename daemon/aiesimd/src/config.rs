@@ -185,11 +185,27 @@ impl Default for FastpathConfig {
     }
 }
 
+/// `cloud.credential`: whether requests carry a bearer token signed by the eSIM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialChoice {
+    /// Signed by the card's IoT SAFE applet when the card has one; none otherwise.
+    #[default]
+    Auto,
+    /// Always; a request that cannot get one fails.
+    IotSafe,
+    None,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CloudConfig {
     /// Network interface the cloud connections are bound to; empty for none.
     pub bind_interface: String,
+    /// Whether requests carry the device credential signed on the eSIM.
+    pub credential: CredentialChoice,
+    /// The IoT SAFE applet's AID in hex (GSMA's by default; some cards use a vendor's).
+    pub iot_safe_aid: String,
     pub connect_timeout_ms: u64,
     pub first_byte_timeout_ms: u64,
     pub idle_timeout_ms: u64,
@@ -199,6 +215,8 @@ impl Default for CloudConfig {
     fn default() -> Self {
         Self {
             bind_interface: String::new(),
+            credential: CredentialChoice::Auto,
+            iot_safe_aid: "A0000005590010".into(),
             connect_timeout_ms: 5_000,
             first_byte_timeout_ms: 60_000,
             idle_timeout_ms: 30_000,
@@ -207,6 +225,11 @@ impl Default for CloudConfig {
 }
 
 impl CloudConfig {
+    /// The IoT SAFE AID as bytes (validated by [`Config::validate`]).
+    pub fn iot_safe_aid(&self) -> Vec<u8> {
+        parse_hex(&self.iot_safe_aid).unwrap_or_default()
+    }
+
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
@@ -323,6 +346,12 @@ impl Config {
             ));
         }
         let c = &self.cloud;
+        if !parse_hex(&c.iot_safe_aid).is_some_and(|aid| (5..=16).contains(&aid.len())) {
+            return invalid(format!(
+                "cloud.iot_safe_aid must be 5 to 16 bytes of hex, not \"{}\"",
+                c.iot_safe_aid
+            ));
+        }
         if c.connect_timeout_ms == 0 || c.first_byte_timeout_ms == 0 || c.idle_timeout_ms == 0 {
             return invalid("cloud timeouts must be above 0 ms".into());
         }
@@ -354,6 +383,17 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Hex digits (upper or lower case) as bytes; `None` for anything else.
+fn parse_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -424,7 +464,18 @@ mod tests {
             (data.connect, data.apn.as_str(), data.protocol),
             (true, "iot.example", Some(Protocol::Mbim))
         );
+        assert_eq!(defaults.cloud.credential, CredentialChoice::Auto);
+        assert_eq!(
+            defaults.cloud.iot_safe_aid(),
+            [0xA0, 0x00, 0x00, 0x05, 0x59, 0x00, 0x10]
+        );
+        let none = parse("[cloud]\ncredential = \"none\"\niot_safe_aid = \"a000000559001001\"").unwrap();
+        assert_eq!(none.cloud.credential, CredentialChoice::None);
+        assert_eq!(none.cloud.iot_safe_aid().len(), 8);
         for bad in [
+            "[cloud]\niot_safe_aid = \"A0\"",
+            "[cloud]\niot_safe_aid = \"zz00000559\"",
+            "[cloud]\ncredential = \"password\"",
             "[modem]\ndevice = \"cdc-wdm0\"",
             "[modem]\nrequest_timeout_ms = 5",
             "[modem]\napn = \"two words\"",

@@ -8,6 +8,7 @@ pub mod broker;
 pub mod clock;
 pub mod cloud;
 pub mod config;
+pub mod esim;
 pub mod fastpath;
 pub mod identity;
 pub mod ledger;

@@ -12,8 +12,9 @@ use aiesim_dbus::BUS_NAME;
 use aiesimd::{
     broker::{Broker, Limits, chain},
     clock::SystemClock,
-    cloud::{HttpCloud, HttpOptions},
-    config::{self, Bus, Config},
+    cloud::{HttpCloud, HttpOptions, SharedCredentials},
+    config::{self, Bus, Config, CredentialChoice},
+    esim::{CardCredentials, Esim, Requirement},
     fastpath::Fastpath,
     ledger::Ledger,
     modem::Modem,
@@ -96,7 +97,12 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         .modem
         .options(&config.fastpath.interface)
         .map_err(|e| anyhow::anyhow!(chain(&e)))?
-        .map(|options| Arc::new(Modem::spawn(options)));
+        .map(|options| {
+            let modem = Arc::new(Modem::spawn(options));
+            let esim = Arc::new(Esim::spawn(Arc::clone(&modem)));
+            (modem, esim)
+        });
+    let credentials = credentials(&config, modem.as_ref());
     let mut fastpath = attach_fastpath(&config);
     release_startup_memory();
     if let Some(fp) = &mut fastpath {
@@ -111,7 +117,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         connect_timeout: config.cloud.connect_timeout(),
         first_byte_timeout: config.cloud.first_byte_timeout(),
         idle_timeout: config.cloud.idle_timeout(),
-        bearer_token: None,
+        credentials,
     })
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
     let broker = Broker::new(
@@ -151,7 +157,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     tracing::info!("stopping");
     let _ = connection.release_name(BUS_NAME).await;
     service::shutdown(&connection).await;
-    if let Some(modem) = modem {
+    if let Some((modem, _esim)) = modem {
         if tokio::time::timeout(MODEM_SHUTDOWN_TIMEOUT, modem.shutdown())
             .await
             .is_err()
@@ -182,6 +188,27 @@ async fn connect(bus: &Bus) -> anyhow::Result<zbus::Connection> {
         .build()
         .await
         .with_context(|| format!("cannot connect to the {bus:?} bus"))
+}
+
+/// The bearer tokens the cloud client sends: signed on the eSIM, as configured.
+fn credentials(config: &Config, modem: Option<&(Arc<Modem>, Arc<Esim>)>) -> Option<SharedCredentials> {
+    let requirement = match config.cloud.credential {
+        CredentialChoice::None => return None,
+        CredentialChoice::Auto => Requirement::IfAvailable,
+        CredentialChoice::IotSafe => Requirement::Required,
+    };
+    let Some((modem, esim)) = modem else {
+        if requirement == Requirement::Required {
+            tracing::warn!("cloud.credential = \"iot-safe\" but no modem is configured: every request will fail");
+        }
+        return None;
+    };
+    Some(Arc::new(CardCredentials::new(
+        Arc::clone(modem),
+        esim.state(),
+        config.cloud.iot_safe_aid(),
+        requirement,
+    )))
 }
 
 fn attach_fastpath(config: &Config) -> Option<Fastpath> {

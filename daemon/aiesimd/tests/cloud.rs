@@ -160,7 +160,7 @@ fn options() -> HttpOptions {
         connect_timeout: Duration::from_secs(5),
         first_byte_timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(30),
-        bearer_token: None,
+        credentials: None,
     }
 }
 
@@ -549,7 +549,7 @@ async fn body_split_at_every_byte_gives_the_same_events_and_sends_the_token() {
     pieces.extend(body.bytes().map(|b| vec![b]));
     let (url, task) = canned(pieces, Duration::ZERO).await;
     let cloud = HttpCloud::new(HttpOptions {
-        bearer_token: Some("t0ken".into()),
+        credentials: Some(std::sync::Arc::new(aiesimd::cloud::StaticToken("t0ken".into()))),
         ..options()
     })
     .unwrap();

@@ -116,6 +116,8 @@ pub struct CloudOptions {
     pub no_usage: bool,
     /// Answer every chat with this HTTP status.
     pub fail_status: Option<u16>,
+    /// Refuse chats without a valid device credential (an ES256 JWT signed on the eSIM).
+    pub require_jwt: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -354,6 +356,9 @@ fn start_cloud(operator: &Netns, options: &CloudOptions) -> anyhow::Result<(Proc
     }
     if let Some(s) = options.fail_status {
         cmd.args(["--fail-status", &s.to_string()]);
+    }
+    if options.require_jwt {
+        cmd.arg("--require-jwt");
     }
     let mut cloud = Proc::spawn("cloud", &mut cmd)?;
     let line = cloud.read_line_until(Duration::from_secs(120), |l| l.starts_with("LISTENING "))?;

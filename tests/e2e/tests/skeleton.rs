@@ -359,6 +359,7 @@ async fn failing_cloud_and_missing_usage_are_handled() {
         cloud: CloudOptions {
             fail_status: Some(503),
             no_usage: false,
+            require_jwt: false,
         },
         ..WorldOptions::default()
     })
@@ -382,6 +383,7 @@ async fn failing_cloud_and_missing_usage_are_handled() {
         cloud: CloudOptions {
             no_usage: true,
             fail_status: None,
+            require_jwt: false,
         },
         ..WorldOptions::default()
     })

@@ -1,18 +1,13 @@
 //! The daemon's cloud: streamed chat completions over HTTP (HTTP/2 with TLS in the field) with
 //! reqwest and rustls, optionally bound to the cellular interface.
 
-use std::{
-    collections::VecDeque,
-    fmt,
-    sync::{Once, RwLock},
-    time::Duration,
-};
+use std::{collections::VecDeque, fmt, sync::Once, time::Duration};
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::{
-    ChatRequest, ChatStream, Cloud, CloudError, CloudEvent,
+    ChatRequest, ChatStream, Cloud, CloudError, CloudEvent, SharedCredentials,
     openai::{self, Chunk},
     sse::{SseEvent, SseParser},
 };
@@ -40,8 +35,8 @@ pub struct HttpOptions {
     pub first_byte_timeout: Duration,
     /// Bound on the silence between two pieces of the body once it started.
     pub idle_timeout: Duration,
-    /// Sent as `Authorization: Bearer …`; replace it later with [`HttpCloud::set_bearer_token`].
-    pub bearer_token: Option<String>,
+    /// Where each request's `Authorization: Bearer …` comes from; `None` sends none.
+    pub credentials: Option<SharedCredentials>,
 }
 
 impl Default for HttpOptions {
@@ -51,7 +46,7 @@ impl Default for HttpOptions {
             connect_timeout: Duration::from_secs(5),
             first_byte_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),
-            bearer_token: None,
+            credentials: None,
         }
     }
 }
@@ -63,14 +58,14 @@ impl fmt::Debug for HttpOptions {
             connect_timeout,
             first_byte_timeout,
             idle_timeout,
-            bearer_token,
+            credentials,
         } = self;
         f.debug_struct("HttpOptions")
             .field("bind_interface", bind_interface)
             .field("connect_timeout", connect_timeout)
             .field("first_byte_timeout", first_byte_timeout)
             .field("idle_timeout", idle_timeout)
-            .field("bearer_token", &bearer_token.as_ref().map(|_| "<redacted>"))
+            .field("credentials", &credentials.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -81,7 +76,7 @@ pub struct HttpCloud {
     connect_timeout: Duration,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
-    bearer_token: RwLock<Option<String>>,
+    credentials: Option<SharedCredentials>,
 }
 
 impl fmt::Debug for HttpCloud {
@@ -110,7 +105,7 @@ impl HttpCloud {
             connect_timeout,
             first_byte_timeout,
             idle_timeout,
-            bearer_token,
+            credentials,
         } = options;
         install_crypto_provider();
         // TLS 0-RTT stays off (reqwest never enables early data on TCP): a replayed POST bills twice.
@@ -134,16 +129,8 @@ impl HttpCloud {
             connect_timeout,
             first_byte_timeout,
             idle_timeout,
-            bearer_token: RwLock::new(bearer_token),
+            credentials,
         })
-    }
-
-    /// Replaces the bearer token for the requests that start from now on.
-    pub fn set_bearer_token(&self, token: Option<String>) {
-        *self
-            .bearer_token
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = token;
     }
 
     fn classify(&self, url: &str, error: reqwest::Error) -> CloudError {
@@ -173,13 +160,17 @@ impl Cloud for HttpCloud {
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream")
             .body(openai::request_body(request));
-        let token = self
-            .bearer_token
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        if let Some(token) = token {
-            builder = builder.bearer_auth(token);
+        if let Some(credentials) = &self.credentials {
+            let token = credentials
+                .bearer(base_url)
+                .await
+                .map_err(|source| CloudError::Credential {
+                    url: url.clone(),
+                    source,
+                })?;
+            if let Some(token) = token {
+                builder = builder.bearer_auth(token);
+            }
         }
         tracing::debug!(
             url,

@@ -3,7 +3,7 @@
 //! `sse` and `openai` are pure codecs (bytes in, typed values out); `http` is the transport
 //! the daemon uses. The broker sees only the [`Cloud`] trait, so its tests can script a cloud.
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use aiesim_dbus::{Message, Usage};
 use futures_util::Stream;
@@ -86,6 +86,12 @@ pub enum CloudError {
         #[source]
         source: openai::ChunkError,
     },
+    #[error("could not get a credential for {url}")]
+    Credential {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{url} reported an error mid-stream: {message}")]
     Upstream { url: String, message: String },
     /// The body ended, or the connection broke (`source`), before `[DONE]`; deltas already
@@ -118,6 +124,28 @@ impl CloudError {
 }
 
 pub type ChatStream = Pin<Box<dyn Stream<Item = Result<CloudEvent, CloudError>> + Send>>;
+
+/// What a [`Credentials`] source answers: a bearer token, none, or why it has none to give.
+pub type CredentialFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<String>, Box<dyn std::error::Error + Send + Sync>>> + Send + 'a>>;
+
+/// Where the bearer token of each request comes from (the eSIM, in the daemon).
+pub trait Credentials: Send + Sync + 'static {
+    /// The token for a request to the endpoint at `base_url`, or `None` to send none.
+    fn bearer<'a>(&'a self, base_url: &'a str) -> CredentialFuture<'a>;
+}
+
+/// One fixed token for every request (configured by hand, or in tests).
+pub struct StaticToken(pub String);
+
+impl Credentials for StaticToken {
+    fn bearer<'a>(&'a self, _base_url: &'a str) -> CredentialFuture<'a> {
+        Box::pin(std::future::ready(Ok(Some(self.0.clone()))))
+    }
+}
+
+/// A shared credentials source.
+pub type SharedCredentials = Arc<dyn Credentials>;
 
 /// A cloud that serves chat requests.
 pub trait Cloud: Send + Sync + 'static {

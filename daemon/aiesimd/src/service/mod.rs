@@ -6,6 +6,7 @@
 
 mod broker;
 mod error;
+mod esim;
 mod fastpath;
 mod modem;
 mod request;
@@ -19,6 +20,7 @@ use aiesim_dbus::{MODEM_PATH_PREFIX, ROOT_PATH};
 pub use error::DaemonError;
 use zbus::{Connection, fdo::ObjectManager};
 
+use crate::esim::Esim;
 use crate::{
     broker::Broker, clock::SystemClock, cloud::HttpCloud, fastpath::Fastpath, identity::BusIdentity, modem::Modem,
 };
@@ -38,7 +40,7 @@ pub struct Shared {
 pub async fn serve(
     connection: &Connection,
     broker: DaemonBroker,
-    modem: Option<Arc<Modem>>,
+    modem: Option<(Arc<Modem>, Arc<Esim>)>,
     fastpath: Option<Fastpath>,
     fastpath_interface: String,
 ) -> Result<(), DaemonError> {
@@ -60,12 +62,16 @@ pub async fn serve(
     server
         .at(ROOT_PATH, fastpath::FastpathObject::new(fastpath, fastpath_interface))
         .await?;
-    if let Some(modem) = modem {
+    if let Some((modem, esim)) = modem {
         let path = format!("{MODEM_PATH_PREFIX}/0");
         server
             .at(path.as_str(), modem::ModemObject::new(Arc::clone(&modem)))
             .await?;
-        tokio::spawn(modem::follow(connection.clone(), path, modem));
+        server
+            .at(path.as_str(), esim::EsimObject::new(Arc::clone(&esim)))
+            .await?;
+        tokio::spawn(modem::follow(connection.clone(), path.clone(), modem));
+        tokio::spawn(esim::follow(connection.clone(), path, esim));
     }
     Ok(())
 }

@@ -427,32 +427,40 @@ impl Session<'_> {
 
     async fn open_channel(&self, aid: Vec<u8>) -> Result<Channel, ModemError> {
         let uim = self.clients.require(Service::UIM, "UIM")?;
-        let opened = self
-            .client
-            .call(
-                uim,
-                &uim::OpenLogicalChannel {
-                    slot: SLOT,
-                    aid: Some(aid),
-                    file_control_information: None,
-                },
-            )
-            .await?;
+        let request = uim::OpenLogicalChannel {
+            slot: SLOT,
+            aid: Some(aid),
+            file_control_information: None,
+        };
+        let name = uim::OpenLogicalChannel::NAME;
+        let frame = request
+            .to_frame(uim, 0)
+            .map_err(|source| QmiError::Encode { request: name, source })?;
+        // A refused SELECT is a failed result that still carries the card's status words.
+        let answer = self.client.forward(frame).await?;
+        let malformed = |source| QmiError::Malformed { request: name, source };
+        let result = aiesim_qmi::QmiResult::decode(&answer.tlvs).map_err(malformed)?;
         let uim::ChannelResult {
             channel_id,
             card_result,
             select_response,
-        } = opened.0;
-        let (sw1, sw2) = card_result.unwrap_or((0x90, 0x00));
-        let Some(number) = channel_id else {
-            return Err(ModemError::CardRefused(u16::from_be_bytes([sw1, sw2])));
-        };
-        let mut select_response = select_response.unwrap_or_default();
-        select_response.extend_from_slice(&[sw1, sw2]);
-        Ok(Channel {
-            number,
-            select_response,
-        })
+        } = uim::OpenLogicalChannelResponse::from_frame(&answer)
+            .map_err(malformed)?
+            .0;
+        match (result.into_result(), channel_id, card_result) {
+            (Ok(()), Some(number), card_result) => {
+                let (sw1, sw2) = card_result.unwrap_or((0x90, 0x00));
+                let mut select_response = select_response.unwrap_or_default();
+                select_response.extend_from_slice(&[sw1, sw2]);
+                Ok(Channel {
+                    number,
+                    select_response,
+                })
+            }
+            (_, _, Some((sw1, sw2))) => Err(ModemError::CardRefused(u16::from_be_bytes([sw1, sw2]))),
+            (Err(source), _, None) => Err(QmiError::Refused { request: name, source }.into()),
+            (Ok(()), None, None) => Err(ModemError::MissingAnswer("UIM Open Logical Channel response")),
+        }
     }
 
     async fn transmit(&self, channel: u8, apdu: Vec<u8>) -> Result<Vec<u8>, ModemError> {

@@ -1,0 +1,359 @@
+//! The eSIM: the eUICC behind the modem, read over ES10 whenever the modem reports a card, and
+//! its profiles switched on request.
+//!
+//! [`Esim::spawn`] follows the modem's state: when a session comes up or the card changes, it
+//! reads the EID, `EUICCInfo2`, the configured addresses and the profile list once, and
+//! publishes them as one [`EsimState`]. It sends the card nothing otherwise.
+
+mod card;
+mod credential;
+mod iot_safe;
+mod isd_r;
+
+use std::sync::Arc;
+
+use aiesim_es10::{EuiccGeneration, ProfileClass, ProfileInfo, ProfileState};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use self::{
+    card::{ModemCard, Session},
+    credential::{CardCredentials, CredentialError, Requirement},
+    iot_safe::{DeviceCredential, load as load_credential, sign as sign_digest},
+};
+use crate::modem::{Availability, Modem, ModemError, ModemState, SimState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EsimError {
+    #[error(transparent)]
+    Modem(#[from] ModemError),
+    #[error("the APDU exchange with the card failed")]
+    Exchange(#[from] aiesim_apdu::ExchangeError<ModemError>),
+    #[error("the card refused the request")]
+    Card(#[from] aiesim_apdu::CardError),
+    #[error("the ES10 request cannot be encoded")]
+    Encode(#[source] aiesim_apdu::tlv::TlvError),
+    #[error("the eUICC's answer is malformed")]
+    Decode(#[from] aiesim_es10::DecodeError),
+    #[error("the card has no ISD-R: it is a plain SIM, not an eUICC")]
+    NotEuicc,
+    #[error("the eUICC refused to list its profiles: {0}")]
+    ProfileList(aiesim_es10::ProfileInfoListError),
+    #[error("{0}")]
+    Enable(EnableFailure),
+    #[error("{0}")]
+    Disable(DisableFailure),
+    #[error("\"{0}\" is not an ICCID (18 to 20 digits, optionally ending in F)")]
+    BadIccid(String),
+    #[error("the card has no IoT SAFE applet (the security foundation)")]
+    NoIotSafe,
+    #[error("the IoT SAFE command cannot be built")]
+    IotSafeRequest(#[source] aiesim_iot_safe::RequestError),
+    #[error("the IoT SAFE applet's answer is malformed")]
+    IotSafeResponse(#[source] aiesim_iot_safe::ResponseError),
+    #[error("the IoT SAFE applet's object list goes on past 32 parts")]
+    ObjectListTooLong,
+    #[error("the IoT SAFE applet has no active P-256 key that may sign")]
+    NoSigningKey,
+    #[error("the IoT SAFE applet holds no device certificate")]
+    NoCertificate,
+    #[error("the device certificate's size ({0} bytes) is not plausible")]
+    CertificateSize(u32),
+    #[error("the card's signature is malformed")]
+    Signature(#[source] aiesim_iot_safe::SignatureError),
+    #[error("the eSIM is not available ({0})")]
+    Unavailable(String),
+    #[error("the eSIM service has stopped")]
+    Stopped,
+}
+
+pub type EnableFailure = aiesim_es10::EnableResult;
+pub type DisableFailure = aiesim_es10::DisableResult;
+
+/// Whether the eSIM can be used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EsimAvailability {
+    /// No modem session, or no card in it.
+    #[default]
+    Absent,
+    Reading,
+    Ready,
+    /// The card is a plain SIM.
+    NotEuicc,
+    /// Reading failed; `last_error` says why. The next card change tries again.
+    Error,
+}
+
+impl EsimAvailability {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Absent => "absent",
+            Self::Reading => "reading",
+            Self::Ready => "ready",
+            Self::NotEuicc => "not-euicc",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// One profile on the eUICC, as the front end shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub iccid: String,
+    pub enabled: bool,
+    pub name: String,
+    pub provider: String,
+    pub nickname: String,
+    /// "test", "provisioning", "operational" or "unknown".
+    pub class: String,
+    /// The ISD-P's AID in hex.
+    pub isdp_aid: String,
+}
+
+impl From<&ProfileInfo> for Profile {
+    fn from(info: &ProfileInfo) -> Self {
+        let ProfileInfo {
+            iccid,
+            isdp_aid,
+            state,
+            nickname,
+            service_provider_name,
+            profile_name,
+            icon_type: _,
+            icon: _,
+            class,
+        } = info;
+        Self {
+            iccid: iccid.as_ref().map(ToString::to_string).unwrap_or_default(),
+            enabled: *state == Some(ProfileState::Enabled),
+            name: profile_name.clone().unwrap_or_default(),
+            provider: service_provider_name.clone().unwrap_or_default(),
+            nickname: nickname.clone().unwrap_or_default(),
+            class: match class {
+                Some(ProfileClass::Test) => "test",
+                Some(ProfileClass::Provisioning) => "provisioning",
+                Some(ProfileClass::Operational) => "operational",
+                _ => "unknown",
+            }
+            .to_owned(),
+            isdp_aid: isdp_aid.as_ref().map(|aid| hex(aid.as_bytes())).unwrap_or_default(),
+        }
+    }
+}
+
+/// What the daemon knows of the eSIM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EsimState {
+    pub availability: EsimAvailability,
+    /// The EID, 32 hex digits.
+    pub eid: String,
+    /// "sgp22" or "sgp32"; empty until read.
+    pub generation: String,
+    /// The SGP.22 version the eUICC implements, e.g. "2.2.1".
+    pub svn: String,
+    pub firmware: String,
+    pub free_nvm: Option<u64>,
+    pub default_dp_address: String,
+    pub root_ds_address: String,
+    pub profiles: Vec<Profile>,
+    pub last_error: String,
+}
+
+impl EsimState {
+    pub fn active_profile(&self) -> Option<&Profile> {
+        self.profiles.iter().find(|p| p.enabled)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02X}");
+        out
+    })
+}
+
+fn apply(state: &mut EsimState, snapshot: &isd_r::Snapshot) {
+    let isd_r::Snapshot {
+        eid,
+        generation,
+        info,
+        addresses,
+        profiles,
+    } = snapshot;
+    *state = EsimState {
+        availability: EsimAvailability::Ready,
+        eid: eid.to_string(),
+        generation: match generation {
+            EuiccGeneration::Sgp22 => "sgp22",
+            EuiccGeneration::Sgp32 => "sgp32",
+        }
+        .to_owned(),
+        svn: info.as_ref().map(|i| i.svn.to_string()).unwrap_or_default(),
+        firmware: info
+            .as_ref()
+            .map(|i| i.firmware_version.to_string())
+            .unwrap_or_default(),
+        free_nvm: info
+            .as_ref()
+            .and_then(|i| i.ext_card_resource.as_ref())
+            .map(|r| r.free_nvm),
+        default_dp_address: addresses
+            .as_ref()
+            .and_then(|a| a.default_dp_address.clone())
+            .unwrap_or_default(),
+        root_ds_address: addresses
+            .as_ref()
+            .and_then(|a| a.root_ds_address.clone())
+            .unwrap_or_default(),
+        profiles: profiles.iter().map(Profile::from).collect(),
+        last_error: String::new(),
+    };
+}
+
+enum Command {
+    Switch {
+        iccid: String,
+        enable: bool,
+        reply: oneshot::Sender<Result<(), EsimError>>,
+    },
+}
+
+/// The daemon's eSIM: a handle on the task that reads and switches it.
+pub struct Esim {
+    modem: Arc<Modem>,
+    commands: mpsc::Sender<Command>,
+    state: watch::Receiver<EsimState>,
+    cancel: CancellationToken,
+}
+
+impl Esim {
+    /// Starts following `modem`; must be called within a runtime.
+    pub fn spawn(modem: Arc<Modem>) -> Self {
+        let (commands, queue) = mpsc::channel(4);
+        let (state_tx, state) = watch::channel(EsimState::default());
+        let cancel = CancellationToken::new();
+        tokio::spawn(follow(Arc::clone(&modem), state_tx, queue, cancel.clone()));
+        Self {
+            modem,
+            commands,
+            state,
+            cancel,
+        }
+    }
+
+    pub fn state(&self) -> watch::Receiver<EsimState> {
+        self.state.clone()
+    }
+
+    /// The modem whose card this is (for the applets that share its channels).
+    pub fn modem(&self) -> &Arc<Modem> {
+        &self.modem
+    }
+
+    /// Enables the profile `iccid` (which disables the one enabled before).
+    pub async fn enable(&self, iccid: &str) -> Result<(), EsimError> {
+        self.switch(iccid, true).await
+    }
+
+    pub async fn disable(&self, iccid: &str) -> Result<(), EsimError> {
+        self.switch(iccid, false).await
+    }
+
+    async fn switch(&self, iccid: &str, enable: bool) -> Result<(), EsimError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Switch {
+            iccid: iccid.to_owned(),
+            enable,
+            reply,
+        };
+        self.commands.send(command).await.map_err(|_| EsimError::Stopped)?;
+        answer.await.map_err(|_| EsimError::Stopped)?
+    }
+}
+
+impl Drop for Esim {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// The modem facts that decide whether (and when again) to read the card.
+fn card_key(modem: &ModemState) -> Option<(String, SimState)> {
+    let usable = modem.availability == Availability::Ready
+        && matches!(modem.sim, SimState::Ready | SimState::NoProfile | SimState::NotReady);
+    usable.then(|| (modem.device.clone(), modem.sim))
+}
+
+async fn follow(
+    modem: Arc<Modem>,
+    state: watch::Sender<EsimState>,
+    mut commands: mpsc::Receiver<Command>,
+    cancel: CancellationToken,
+) {
+    let mut modem_states = modem.state();
+    let mut read_for: Option<(String, SimState)> = None;
+    loop {
+        let key = card_key(&modem_states.borrow_and_update());
+        if key != read_for {
+            read_for.clone_from(&key);
+            match key {
+                Some(_) => refresh(&modem, &state).await,
+                None => {
+                    state.send_replace(EsimState::default());
+                }
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = modem_states.changed() => if changed.is_err() { return },
+            command = commands.recv() => match command {
+                Some(Command::Switch { iccid, enable, reply }) => {
+                    let result = if read_for.is_some() {
+                        isd_r::switch(&modem, &iccid, enable).await
+                    } else {
+                        Err(EsimError::Unavailable("no modem with a card is ready".into()))
+                    };
+                    let switched = result.is_ok();
+                    drop(reply.send(result));
+                    // The profile list changed (and so, after the refresh, may the card state).
+                    if switched {
+                        refresh(&modem, &state).await;
+                    }
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+async fn refresh(modem: &Modem, state: &watch::Sender<EsimState>) {
+    state.send_modify(|s| s.availability = EsimAvailability::Reading);
+    match isd_r::read(modem).await {
+        Ok(snapshot) => {
+            tracing::info!(
+                eid = %snapshot.eid,
+                profiles = snapshot.profiles.len(),
+                generation = ?snapshot.generation,
+                "eSIM read"
+            );
+            state.send_modify(|s| apply(s, &snapshot));
+        }
+        Err(EsimError::NotEuicc) => {
+            state.send_replace(EsimState {
+                availability: EsimAvailability::NotEuicc,
+                last_error: EsimError::NotEuicc.to_string(),
+                ..EsimState::default()
+            });
+        }
+        Err(error) => {
+            let reason = crate::broker::chain(&error);
+            tracing::warn!(error = %reason, "could not read the eSIM");
+            state.send_replace(EsimState {
+                availability: EsimAvailability::Error,
+                last_error: reason,
+                ..EsimState::default()
+            });
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! `org.aiesim.AiEsim1.Esim` beside the Modem interface on `Modem/0`: the eSIM's state as
+//! properties read from its watch channel, and a task turning each change into one
+//! `PropertiesChanged` signal.
+
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
+
+use tokio::sync::watch;
+use zbus::{
+    Connection, OwnedVariant as OwnedValue, Variant as Value, fdo::Properties, interface, names::InterfaceName,
+    object_server::SignalEmitter,
+};
+
+use super::DaemonError;
+use crate::{
+    broker::chain,
+    esim::{Esim, EsimError, EsimState},
+};
+
+const INTERFACE: &str = "org.aiesim.AiEsim1.Esim";
+
+pub struct EsimObject {
+    esim: Arc<Esim>,
+    state: watch::Receiver<EsimState>,
+}
+
+impl EsimObject {
+    pub fn new(esim: Arc<Esim>) -> Self {
+        let state = esim.state();
+        Self { esim, state }
+    }
+
+    fn now(&self) -> watch::Ref<'_, EsimState> {
+        self.state.borrow()
+    }
+}
+
+/// Every property of the interface, from one state; the names are the contract's.
+fn properties(state: &EsimState) -> [(&'static str, String); 5] {
+    [
+        ("State", state.availability.as_str().to_owned()),
+        ("Eid", state.eid.clone()),
+        ("Generation", state.generation.clone()),
+        (
+            "ActiveProfile",
+            state.active_profile().map(|p| p.iccid.clone()).unwrap_or_default(),
+        ),
+        ("LastError", state.last_error.clone()),
+    ]
+}
+
+fn esim_error(error: &EsimError) -> DaemonError {
+    DaemonError::EsimError(chain(error))
+}
+
+fn text(value: &str) -> OwnedValue {
+    OwnedValue::from(zbus::Str::from(value.to_owned()))
+}
+
+#[interface(name = "org.aiesim.AiEsim1.Esim", spawn = false)]
+impl EsimObject {
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.now().availability.as_str().to_owned()
+    }
+
+    #[zbus(property)]
+    fn eid(&self) -> String {
+        self.now().eid.clone()
+    }
+
+    #[zbus(property)]
+    fn generation(&self) -> String {
+        self.now().generation.clone()
+    }
+
+    #[zbus(property)]
+    fn active_profile(&self) -> String {
+        self.now().active_profile().map(|p| p.iccid.clone()).unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn last_error(&self) -> String {
+        self.now().last_error.clone()
+    }
+
+    fn get_info(&self) -> HashMap<String, OwnedValue> {
+        let state = self.now();
+        let mut info: HashMap<String, OwnedValue> = [
+            ("eid", &state.eid),
+            ("generation", &state.generation),
+            ("svn", &state.svn),
+            ("firmware", &state.firmware),
+            ("default_dp_address", &state.default_dp_address),
+            ("root_ds_address", &state.root_ds_address),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), text(value)))
+        .collect();
+        if let Some(free) = state.free_nvm {
+            info.insert("free_nvm".to_owned(), OwnedValue::from(free));
+        }
+        info
+    }
+
+    fn list_profiles(&self) -> Vec<HashMap<String, OwnedValue>> {
+        self.now()
+            .profiles
+            .iter()
+            .map(|p| {
+                let mut entry: HashMap<String, OwnedValue> = [
+                    ("iccid", &p.iccid),
+                    ("name", &p.name),
+                    ("provider", &p.provider),
+                    ("nickname", &p.nickname),
+                    ("class", &p.class),
+                    ("isdp_aid", &p.isdp_aid),
+                ]
+                .into_iter()
+                .map(|(key, value)| (key.to_owned(), text(value)))
+                .collect();
+                entry.insert("enabled".to_owned(), OwnedValue::from(p.enabled));
+                entry
+            })
+            .collect()
+    }
+
+    async fn enable_profile(&self, iccid: &str) -> Result<(), DaemonError> {
+        self.esim.enable(iccid).await.map_err(|e| esim_error(&e))
+    }
+
+    async fn disable_profile(&self, iccid: &str) -> Result<(), DaemonError> {
+        self.esim.disable(iccid).await.map_err(|e| esim_error(&e))
+    }
+}
+
+/// Signals every change of the eSIM's state until it stops or the object goes away.
+pub async fn follow(connection: Connection, path: String, esim: Arc<Esim>) {
+    let Ok(object) = connection
+        .object_server()
+        .interface::<_, EsimObject>(path.as_str())
+        .await
+    else {
+        return;
+    };
+    let mut states = esim.state();
+    let mut last = properties(&states.borrow_and_update());
+    while states.changed().await.is_ok() {
+        let now = properties(&states.borrow_and_update());
+        if let Err(err) = publish(object.signal_emitter(), &last, &now).await {
+            tracing::debug!(%err, "could not signal the eSIM's property changes");
+        }
+        last = now;
+    }
+}
+
+async fn publish(
+    emitter: &SignalEmitter<'_>,
+    before: &[(&'static str, String)],
+    now: &[(&'static str, String)],
+) -> zbus::Result<()> {
+    let changed: HashMap<&str, Value<'_>> = now
+        .iter()
+        .zip(before)
+        .filter(|(now, was)| now != was)
+        .map(|((name, value), _)| (*name, Value::from(value.as_str())))
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Properties::properties_changed(
+        emitter,
+        InterfaceName::from_static_str_unchecked(INTERFACE),
+        changed,
+        Cow::Borrowed(&[]),
+    )
+    .await
+}
