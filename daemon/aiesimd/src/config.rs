@@ -13,6 +13,9 @@ use crate::{
     router::Tier,
 };
 
+/// `fastpath.interface` value meaning "whatever netdev the modem reports".
+pub const FOLLOW_MODEM: &str = "modem";
+
 /// Where the packaged daemon reads its configuration.
 pub const DEFAULT_PATH: &str = "/etc/aiesim/aiesimd.toml";
 
@@ -92,6 +95,8 @@ pub struct ModemConfig {
     pub mbim_proxy: String,
     /// Besides root, members of this group may use the proxy sockets; empty: root only.
     pub proxy_group: String,
+    /// The modem's network interface where sysfs names none (a simulator, an odd driver).
+    pub interface: String,
 }
 
 impl Default for ModemConfig {
@@ -105,6 +110,7 @@ impl Default for ModemConfig {
             qmi_proxy: "qmi-proxy".into(),
             mbim_proxy: "mbim-proxy".into(),
             proxy_group: String::new(),
+            interface: String::new(),
         }
     }
 }
@@ -154,9 +160,13 @@ impl ModemConfig {
             "auto" => DeviceChoice::Auto,
             path => DeviceChoice::Path(PathBuf::from(path)),
         };
-        let mut options = ModemOptions::default()
-            .with_request_timeout(Duration::from_millis(self.request_timeout_ms))
-            .with_interface(interface);
+        let mut options = ModemOptions::default().with_request_timeout(Duration::from_millis(self.request_timeout_ms));
+        // The fallback netdev: the modem's own setting, else the fast path's fixed one.
+        if !self.interface.is_empty() {
+            options = options.with_interface(&self.interface);
+        } else if interface != FOLLOW_MODEM {
+            options = options.with_interface(interface);
+        }
         options.device = device;
         options.protocol = self.protocol.protocol();
         options.qmi_proxy = proxy(&self.qmi_proxy);
@@ -172,7 +182,8 @@ impl ModemConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct FastpathConfig {
     pub enabled: bool,
-    /// The cellular network interface.
+    /// The cellular network interface, or "modem": the one the modem reports (sysfs or
+    /// `modem.interface`), attached when known and re-attached when it changes.
     pub interface: String,
 }
 

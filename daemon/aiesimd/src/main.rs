@@ -103,7 +103,11 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
             (modem, esim)
         });
     let credentials = credentials(&config, modem.as_ref());
-    let mut fastpath = attach_fastpath(&config);
+    let follow_modem = config.fastpath.enabled && config.fastpath.interface == config::FOLLOW_MODEM;
+    if follow_modem && modem.is_none() {
+        tracing::warn!("fastpath.interface = \"modem\" but no modem is configured: the fast path stays detached");
+    }
+    let mut fastpath = if follow_modem { None } else { attach_fastpath(&config) };
     release_startup_memory();
     if let Some(fp) = &mut fastpath {
         let endpoints = endpoint_addrs(&config);
@@ -135,7 +139,12 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         broker,
         modem.clone(),
         fastpath,
-        config.fastpath.interface.clone(),
+        if follow_modem {
+            String::new()
+        } else {
+            config.fastpath.interface.clone()
+        },
+        follow_modem.then(|| endpoint_addrs(&config)),
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot serve the D-Bus objects: {e}"))?;

@@ -516,3 +516,33 @@ async fn exhausted_client_ids_are_reported_and_recovered_from() {
     wait_for(&mut states, "ready once ids are free", is_ready).await;
     modem.shutdown().await;
 }
+
+#[tokio::test]
+async fn mbim_fragments_are_reassembled_and_bad_ones_reported() {
+    let sim = Simulator::start_speaking(Protocol::Mbim, &[]);
+    // A small MaxControlTransfer: the modem has to fragment every longer answer.
+    let mut options = options_for(&sim.link, Protocol::Mbim).with_request_timeout(Duration::from_millis(800));
+    options.mbim_max_control_transfer = Some(64);
+    let modem = Modem::spawn(options);
+    let mut states = modem.state();
+    wait_for(&mut states, "ready through fragments", is_ready).await;
+    assert_eq!(states.borrow().info.imei, "356938035643809");
+    let channel = modem.open_channel(&ISD_R).await.expect("a channel").number;
+    assert!(get_eid(&modem, channel).await.expect("the EID, in fragments"));
+    assert!(
+        sim.command("state")
+            .iter()
+            .any(|l| l.contains("max-control-transfer 64"))
+    );
+
+    // Fragments out of order: the answer is lost, the session says so and survives it.
+    sim.command("fragments on");
+    let lost = get_eid(&modem, channel).await;
+    assert!(lost.is_err(), "{lost:?}");
+    sim.command("fragments off");
+    assert!(get_eid(&modem, channel).await.expect("whole again once the fault ends"));
+    modem.shutdown().await;
+    if let Some(frames) = sim.host_frames(&["mbim.control.header.message_type", "mbim.control.max_control_transfer"]) {
+        assert_eq!(frames[0], ["0x00000001", "64"], "OPEN announced 64: {frames:?}");
+    }
+}

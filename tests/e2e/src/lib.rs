@@ -131,6 +131,10 @@ pub struct WorldOptions {
     pub extra_config: String,
     /// The simulated modem's control protocol: "qmi" or "mbim".
     pub modem_protocol: &'static str,
+    /// Extra lines for the configuration's `[modem]` table.
+    pub modem_config: String,
+    /// `fastpath.interface`: the device's "wwan0", or "modem" to follow the modem's.
+    pub fastpath_interface: &'static str,
 }
 
 impl Default for WorldOptions {
@@ -141,6 +145,8 @@ impl Default for WorldOptions {
             app_tokens: 100_000,
             extra_config: String::new(),
             modem_protocol: "qmi",
+            modem_config: String::new(),
+            fastpath_interface: "wwan0",
         }
     }
 }
@@ -198,10 +204,12 @@ impl World {
         std::fs::write(
             &config,
             format!(
-                "bus = \"{bus_address}\"\n{extra}\n[modem]\ndevice = \"{modem}\"\nprotocol = \"{protocol}\"\n\n[fastpath]\ninterface = \"wwan0\"\n\n[budget]\napp_tokens = {app}\n\n[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\n",
+                "bus = \"{bus_address}\"\n{extra}\n[modem]\ndevice = \"{modem}\"\nprotocol = \"{protocol}\"\n{modem_extra}\n\n[fastpath]\ninterface = \"{fastpath}\"\n\n[budget]\napp_tokens = {app}\n\n[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\n",
                 extra = options.extra_config,
                 modem = modem_link.display(),
                 protocol = options.modem_protocol,
+                modem_extra = options.modem_config,
+                fastpath = options.fastpath_interface,
                 app = options.app_tokens,
             ),
         )?;

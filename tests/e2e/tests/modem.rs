@@ -298,3 +298,66 @@ async fn mbimcli_shares_the_modem_through_the_daemons_mbim_proxy() {
     world.modem_control("register roaming").unwrap();
     wait_modem(&world, "roaming", |d| d["registration"] == "roaming");
 }
+
+#[tokio::test]
+async fn qmicli_over_mbim_shares_the_modem_through_the_daemons_mbim_proxy() {
+    if skip_unless_ready("qmicli_over_mbim_shares_the_modem_through_the_daemons_mbim_proxy") {
+        return;
+    }
+    let world = World::start(&WorldOptions {
+        modem_protocol: "mbim",
+        ..WorldOptions::default()
+    })
+    .unwrap();
+    // QMI-over-MBIM through the proxy: libqmi opens the port via libmbim's proxy protocol.
+    let out = world
+        .device_netns()
+        .command("qmicli")
+        .args(["-p", "--device-open-mbim", "-d"])
+        .arg(world.modem_link())
+        .arg("--dms-get-ids")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(SIM_IMEI),
+        "{}",
+        text(&out)
+    );
+    assert_no_foreign_proxy("mbim-proxy");
+    assert_no_foreign_proxy("qmi-proxy");
+    assert_eq!(aictl_json(&world, &["modem"])["state"], "ready");
+}
+
+#[tokio::test]
+async fn the_fast_path_follows_the_modems_interface() {
+    if skip_unless_ready("the_fast_path_follows_the_modems_interface") {
+        return;
+    }
+    // The simulated modem has no sysfs node, so the configuration names its netdev.
+    let world = World::start(&WorldOptions {
+        modem_config: "interface = \"wwan0\"".into(),
+        fastpath_interface: "modem",
+        ..WorldOptions::default()
+    })
+    .unwrap();
+    assert_eq!(aictl_json(&world, &["modem"])["interface"], "wwan0");
+    let started = Instant::now();
+    let status = loop {
+        let doc = aictl_json(&world, &["status"]);
+        if doc["fastpath"]["attached"] == true {
+            break doc;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never attached: {doc:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["fastpath"]["interface"], "wwan0");
+    let out = world
+        .aictl()
+        .args(["ask", "--max-tokens", "4", "Say hi."])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let status = aictl_json(&world, &["status"]);
+    assert!(status["fastpath"]["ai_packets"].as_u64().unwrap() > 0, "{status:#}");
+}

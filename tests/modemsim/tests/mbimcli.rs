@@ -378,6 +378,12 @@ fn qmicli_talks_qmi_over_mbim() {
     let out = sim.qmicli(&["--nas-get-signal-info"]);
     let rssi: i32 = field(&out, "RSSI").trim_end_matches(" dBm").parse().unwrap();
     assert!((-86..=-81).contains(&rssi), "RSSI {rssi} dBm for a -81 dBm base level");
+    let out = sim.qmicli(&["--wds-get-packet-service-status"]);
+    assert!(out.contains("Connection status: 'disconnected'"), "{out}");
+    // The same world behind both protocols: a session MBIM brings up, QMI sees.
+    sim.mbimcli(&["--connect=access-string=internet,ip-type=ipv4"]);
+    let out = sim.qmicli(&["--wds-get-packet-service-status"]);
+    assert!(out.contains("Connection status: 'connected'"), "{out}");
 }
 
 /// A host written with aiesim-mbim on the raw pty: what mbimcli cannot show.

@@ -101,6 +101,8 @@ pub struct ModemOptions {
     pub qmi_proxy: Option<ProxyOptions>,
     /// The `mbim-proxy` socket served while an MBIM session is up; `None`: not shared.
     pub mbim_proxy: Option<ProxyOptions>,
+    /// MBIM's `MaxControlTransfer`; `None`: what the cdc-wdm node reports, or 4096.
+    pub mbim_max_control_transfer: Option<usize>,
     /// The first retry after a failure waits this long, doubling up to `retry_max`.
     pub retry_min: Duration,
     pub retry_max: Duration,
@@ -118,6 +120,7 @@ impl Default for ModemOptions {
             roots: Roots::default(),
             qmi_proxy: None,
             mbim_proxy: None,
+            mbim_max_control_transfer: None,
             retry_min: Duration::from_millis(250),
             retry_max: Duration::from_secs(5),
         }

@@ -146,6 +146,22 @@ fn make_raw(fd: &OwnedFd) -> nix::Result<()> {
     tcflush(fd, FlushArg::TCIFLUSH)
 }
 
+// cdc-wdm's IOCTL_WDM_MAX_COMMAND: the largest control message the device takes (MBIM's
+// wMaxControlMessage), `_IOR('H', 0xA0, u16)`.
+nix::ioctl_read!(wdm_max_command, b'H', 0xA0, u16);
+
+impl<F> CharDevice<F> {
+    /// The largest control message the device takes, if the port is a cdc-wdm node that says.
+    pub fn max_command(&self) -> Option<u16> {
+        use std::os::fd::AsRawFd as _;
+        let mut max = 0u16;
+        // SAFETY: the ioctl writes one u16 into `max`, which lives for the call; on a port that
+        // is not cdc-wdm (a pty) it fails with ENOTTY and writes nothing.
+        let done = unsafe { wdm_max_command(self.fd.get_ref().as_raw_fd(), &raw mut max) };
+        done.ok().map(|_| max).filter(|max| *max > 0)
+    }
+}
+
 impl<F: Framer> Transport for CharDevice<F> {
     async fn send(&mut self, frame: &[u8]) -> Result<(), TransportError> {
         let mut written = 0;

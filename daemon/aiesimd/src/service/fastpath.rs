@@ -1,11 +1,12 @@
 //! `org.aiesim.AiEsim1.Fastpath` on the root object.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
-use zbus::{OwnedVariant, interface};
+use aiesim_dbus::ROOT_PATH;
+use zbus::{Connection, OwnedVariant, interface};
 
 use super::DaemonError;
-use crate::{broker::chain, fastpath::Fastpath};
+use crate::{broker::chain, fastpath::Fastpath, modem::Modem};
 
 pub struct FastpathObject {
     fastpath: Option<Fastpath>,
@@ -15,6 +16,53 @@ pub struct FastpathObject {
 impl FastpathObject {
     pub fn new(fastpath: Option<Fastpath>, interface: String) -> Self {
         Self { fastpath, interface }
+    }
+}
+
+/// Attaches the classifier to whatever interface the modem reports, and moves it when that
+/// changes (another modem, a replug that renamed it); `endpoints` are the AI destinations.
+pub async fn follow_modem(connection: Connection, modem: Arc<Modem>, endpoints: Vec<SocketAddr>) {
+    let Ok(object) = connection
+        .object_server()
+        .interface::<_, FastpathObject>(ROOT_PATH)
+        .await
+    else {
+        return;
+    };
+    let mut states = modem.state();
+    loop {
+        let wanted = states.borrow_and_update().interface.clone();
+        let current = object.get().await.interface.clone();
+        if !wanted.is_empty() && wanted != current {
+            let attached = Fastpath::attach(&wanted).and_then(|mut fp| fp.set_ai_endpoints(&endpoints).map(|()| fp));
+            let fastpath = match attached {
+                Ok(fp) => {
+                    tracing::info!(interface = %wanted, "fast path attached to the modem's interface");
+                    Some(fp)
+                }
+                Err(e) => {
+                    tracing::warn!(interface = %wanted, error = %chain(&e), "fast path not attached to the modem's interface");
+                    None
+                }
+            };
+            let old = {
+                let mut guard = object.get_mut().await;
+                guard.interface.clone_from(&wanted);
+                std::mem::replace(&mut guard.fastpath, fastpath)
+            };
+            if let Some(old) = old {
+                if let Err(e) = old.detach() {
+                    tracing::warn!(error = %chain(&e), "the old fast path did not detach cleanly");
+                }
+            }
+            let guard = object.get().await;
+            let emitter = object.signal_emitter();
+            let _ = guard.interface_changed(emitter).await;
+            let _ = guard.attached_changed(emitter).await;
+        }
+        if states.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -43,6 +43,7 @@ pub async fn serve(
     modem: Option<(Arc<Modem>, Arc<Esim>)>,
     fastpath: Option<Fastpath>,
     fastpath_interface: String,
+    follow_modem_interface: Option<Vec<std::net::SocketAddr>>,
 ) -> Result<(), DaemonError> {
     let shared = Arc::new(Shared {
         broker,
@@ -70,6 +71,13 @@ pub async fn serve(
         server
             .at(path.as_str(), esim::EsimObject::new(Arc::clone(&esim)))
             .await?;
+        if let Some(endpoints) = follow_modem_interface {
+            tokio::spawn(fastpath::follow_modem(
+                connection.clone(),
+                Arc::clone(&modem),
+                endpoints,
+            ));
+        }
         tokio::spawn(modem::follow(connection.clone(), path.clone(), modem));
         tokio::spawn(esim::follow(connection.clone(), path, esim));
     }

@@ -8,7 +8,7 @@ mod proxy;
 use std::sync::Arc;
 
 use aiesim_mbim::{
-    DEFAULT_MAX_CONTROL_TRANSFER, Message, ProtocolError, Uuid,
+    DEFAULT_MAX_CONTROL_TRANSFER, MIN_CONTROL_TRANSFER, Message, ProtocolError, Uuid,
     basic_connect::{
         self as bc, ActivationCommand, ActivationState, AuthProtocol, Compression, ContextIpType, PacketServiceState,
         ReadyState, RegisterState,
@@ -53,10 +53,15 @@ pub(super) async fn run(context: Context<'_>) -> Result<(), ModemError> {
         cancel,
     } = context;
     let transport = CharDevice::open(&port.path, aiesim_mbim::Splitter::new())?;
+    let max_control_transfer = options
+        .mbim_max_control_transfer
+        .or_else(|| transport.max_command().map(usize::from))
+        .unwrap_or(DEFAULT_MAX_CONTROL_TRANSFER)
+        .clamp(MIN_CONTROL_TRANSFER, DEFAULT_MAX_CONTROL_TRANSFER);
     let client = Arc::new(MbimClient::spawn(
         transport,
         options.request_timeout,
-        DEFAULT_MAX_CONTROL_TRANSFER,
+        max_control_transfer,
     ));
     let mut events = client.events();
     let mut proxied = tokio::task::JoinSet::new();
@@ -68,6 +73,7 @@ pub(super) async fn run(context: Context<'_>) -> Result<(), ModemError> {
         client: &client,
         options,
         state,
+        max_control_transfer,
         subscriptions: &subscriptions,
         want_data: options.connect,
         connected_by_us: false,
@@ -125,6 +131,8 @@ struct Session<'a> {
     client: &'a MbimClient,
     options: &'a ModemOptions,
     state: &'a watch::Sender<ModemState>,
+    /// What OPEN announces and every fragment we send stays within.
+    max_control_transfer: usize,
     /// The daemon's and proxied clients' notification wishes, merged for the modem.
     subscriptions: &'a proxy::Subscriptions,
     want_data: bool,
@@ -136,7 +144,7 @@ impl Session<'_> {
     /// OPEN (after a CLOSE if the modem still holds a stale session), identity, subscriptions
     /// and the first reading of everything.
     async fn open(&mut self) -> Result<(), ModemError> {
-        let max = u32::try_from(DEFAULT_MAX_CONTROL_TRANSFER).unwrap_or(u32::MAX);
+        let max = u32::try_from(self.max_control_transfer).unwrap_or(u32::MAX);
         if let Err(error) = self.client.open(max).await {
             if matches!(error, ModemError::Timeout { .. } | ModemError::Disconnected(_)) {
                 return Err(error);
