@@ -80,8 +80,11 @@ enum Command {
     ///
     /// With --json: {"state", "eid", "generation", "svn", "firmware", "free_nvm",
     /// "default_dp_address", "root_ds_address", "active_profile", "last_error", "profiles":
-    /// [{"iccid", "name", "provider", "nickname", "class", "isdp_aid", "enabled"}]}. "state" is
-    /// "ready", "reading", "absent", "not-euicc", "error", or "not-configured" without a modem.
+    /// [{"iccid", "name", "provider", "nickname", "class", "isdp_aid", "enabled"}], "account":
+    /// {"balance", "sequence", "state"} or null without an AI applet, "endpoints": [{"name",
+    /// "url", "tier", "models": [{"name", "context_window", "max_output", "price_per_1k"}]}]}.
+    /// "state" is "ready", "reading", "absent", "not-euicc", "error", or "not-configured"
+    /// without a modem.
     Esim {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -554,6 +557,32 @@ async fn esim_doc(connection: &Connection) -> anyhow::Result<serde_json::Value> 
             doc.insert("last_error".into(), describe(&e).into());
         }
     }
+    if let (Ok(account), Ok(endpoints)) = (proxy.get_account().await, proxy.list_endpoints().await) {
+        let account = (!account.is_empty()).then(|| serde_json::Value::from(dict_json(&account)));
+        doc.insert("account".into(), account.into());
+        let endpoints: Vec<serde_json::Value> = endpoints
+            .iter()
+            .map(|e| {
+                let mut entry = dict_json(e);
+                let models: Vec<(String, u32, u32, u64)> = e
+                    .get("models")
+                    .and_then(|m| <Vec<(String, u32, u32, u64)>>::try_from(m.clone()).ok())
+                    .unwrap_or_default();
+                let models: Vec<serde_json::Value> = models
+                    .into_iter()
+                    .map(|(name, context_window, max_output, price_per_1k)| {
+                        serde_json::json!({
+                            "name": name, "context_window": context_window,
+                            "max_output": max_output, "price_per_1k": price_per_1k,
+                        })
+                    })
+                    .collect();
+                entry.insert("models".into(), models.into());
+                entry.into()
+            })
+            .collect();
+        doc.insert("endpoints".into(), endpoints.into());
+    }
     Ok(doc.into())
 }
 
@@ -583,6 +612,29 @@ async fn esim(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCode
     }
     if !field("default_dp_address").is_empty() {
         println!("SM-DP+         {}", field("default_dp_address"));
+    }
+    if let Some(account) = doc["account"].as_object() {
+        println!(
+            "tokens         {} ({}, {} operations)",
+            account.get("balance").map(ToString::to_string).unwrap_or_default(),
+            account.get("state").and_then(|s| s.as_str()).unwrap_or("unknown"),
+            account.get("sequence").map(ToString::to_string).unwrap_or_default()
+        );
+    }
+    for endpoint in doc["endpoints"].as_array().into_iter().flatten() {
+        let models: Vec<&str> = endpoint["models"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["name"].as_str())
+            .collect();
+        println!(
+            "endpoint       {} ({}) {} [{}]",
+            endpoint["name"].as_str().unwrap_or_default(),
+            endpoint["tier"].as_str().unwrap_or_default(),
+            endpoint["url"].as_str().unwrap_or_default(),
+            models.join(", ")
+        );
     }
     if let Some(profiles) = doc["profiles"].as_array() {
         for profile in profiles {

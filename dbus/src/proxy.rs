@@ -98,7 +98,13 @@ pub trait Esim {
     fn enable_profile(&self, iccid: &str) -> zbus::Result<()>;
     /// Disables a profile by ICCID. Root only.
     fn disable_profile(&self, iccid: &str) -> zbus::Result<()>;
+    /// The token account: balance, sequence and state; empty without an AI applet.
+    fn get_account(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+    /// The cloud AI endpoints the operator provisioned on the card.
+    fn list_endpoints(&self) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
 
+    #[zbus(property)]
+    fn token_balance(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
     #[zbus(property)]

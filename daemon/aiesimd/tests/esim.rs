@@ -56,6 +56,17 @@ async fn reads_the_euicc(protocol: Protocol) {
     assert_eq!(active.iccid, SIM_ICCID);
     assert_eq!(active.class, "operational");
     assert_eq!(state.profiles.iter().filter(|p| p.enabled).count(), 1);
+    // The token account and the operator's endpoints, from the AI applet.
+    let account = state.account.as_ref().expect("the simulated card has the AI applet");
+    assert_eq!(
+        (account.balance, account.state.as_str()),
+        (100_000, "active"),
+        "{account:#?}"
+    );
+    assert_eq!(account.endpoints.len(), 1, "{account:#?}");
+    assert_eq!(account.endpoints[0].tier, "metro");
+    assert_eq!(account.endpoints[0].url, "http://127.0.0.1:8080/v1");
+    assert_eq!(account.endpoints[0].models[0].0, "smollm2-135m");
     // Every channel the reads opened was closed again.
     assert!(
         sim.command("state").iter().any(|l| l == "channels []"),
@@ -69,6 +80,38 @@ async fn reads_the_euicc(protocol: Protocol) {
     sim.command("card insert");
     wait_for(&mut states, "read again", |s| ready(s) && s.eid == SIM_EID).await;
     drop(esim);
+    modem.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_account_follows_the_card() {
+    let sim = Simulator::start_speaking(
+        Protocol::Qmi,
+        &[
+            "--tokens",
+            "4242",
+            "--endpoint",
+            "edge,https://edge.example:8443/v1,metro,tiny:2048:256,3",
+            "--endpoint",
+            "far,https://far.example/v1,national,big:8192:1024,9,tiny:2048:256,2",
+        ],
+    );
+    let modem = Arc::new(Modem::spawn(options_for(&sim.link, Protocol::Qmi)));
+    let esim = Esim::spawn(Arc::clone(&modem));
+    let mut states = esim.state();
+    wait_for(&mut states, "read", ready).await;
+    let account = states.borrow().account.clone().expect("an account");
+    assert_eq!(account.balance, 4242);
+    let names: Vec<(&str, &str)> = account
+        .endpoints
+        .iter()
+        .map(|e| (e.name.as_str(), e.tier.as_str()))
+        .collect();
+    assert_eq!(names, [("edge", "metro"), ("far", "national")]);
+    assert_eq!(
+        account.endpoints[1].models,
+        [("big".into(), 8192, 1024, 9), ("tiny".into(), 2048, 256, 2)]
+    );
     modem.shutdown().await;
 }
 

@@ -42,6 +42,10 @@ async fn aictl_esim_reads_the_euicc_and_switches_profiles() {
     let doc = wait_esim(&world, "ready", |d| d["state"] == "ready");
     assert_eq!(doc["eid"], SIM_EID);
     assert_eq!(doc["generation"], "sgp32");
+    assert_eq!(doc["account"]["balance"], 100_000, "{doc:#}");
+    assert_eq!(doc["account"]["state"], "active", "{doc:#}");
+    assert_eq!(doc["endpoints"][0]["tier"], "metro", "{doc:#}");
+    assert_eq!(doc["endpoints"][0]["models"][0]["name"], "smollm2-135m", "{doc:#}");
     let profiles = doc["profiles"].as_array().expect("root sees the profiles");
     assert_eq!(profiles.len(), 2, "{doc:#}");
     let active = doc["active_profile"].as_str().unwrap().to_owned();

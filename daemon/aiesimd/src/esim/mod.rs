@@ -5,6 +5,7 @@
 //! reads the EID, `EUICCInfo2`, the configured addresses and the profile list once, and
 //! publishes them as one [`EsimState`]. It sends the card nothing otherwise.
 
+mod ai_applet;
 mod card;
 mod credential;
 mod iot_safe;
@@ -61,6 +62,14 @@ pub enum EsimError {
     CertificateSize(u32),
     #[error("the card's signature is malformed")]
     Signature(#[source] aiesim_iot_safe::SignatureError),
+    #[error("the card has no AI applet (token account and endpoints)")]
+    NoAiApplet,
+    #[error("the AI applet command cannot be built")]
+    AiRequest(#[source] aiesim_ai_applet::RequestError),
+    #[error("the AI applet refused: {0}")]
+    Ai(aiesim_ai_applet::AppletError),
+    #[error("the AI applet's answer is malformed")]
+    AiResponse(#[source] aiesim_ai_applet::ResponseError),
     #[error("the eSIM is not available ({0})")]
     Unavailable(String),
     #[error("the eSIM service has stopped")]
@@ -156,7 +165,69 @@ pub struct EsimState {
     pub default_dp_address: String,
     pub root_ds_address: String,
     pub profiles: Vec<Profile>,
+    /// The token account: `None` when the card has no AI applet (or it could not be read).
+    pub account: Option<AccountState>,
     pub last_error: String,
+}
+
+/// The AI applet's token account, as last read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountState {
+    pub balance: u64,
+    pub sequence: u32,
+    /// "active", "inactive", "blocked" or "unknown".
+    pub state: String,
+    /// The operator's endpoints, in its order of preference.
+    pub endpoints: Vec<CardEndpoint>,
+}
+
+/// One endpoint the operator provisioned on the card.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardEndpoint {
+    pub name: String,
+    pub url: String,
+    /// "metro", "province", "national" or "unknown".
+    pub tier: String,
+    /// (name, context window, maximum output, account tokens per 1000 model tokens).
+    pub models: Vec<(String, u32, u32, u64)>,
+}
+
+impl From<&ai_applet::Account> for AccountState {
+    fn from(account: &ai_applet::Account) -> Self {
+        use aiesim_ai_applet::{CardState, Tier};
+        let ai_applet::Account { balance, endpoints } = account;
+        Self {
+            balance: balance.balance,
+            sequence: balance.sequence,
+            state: match balance.state {
+                CardState::Active => "active",
+                CardState::Inactive => "inactive",
+                CardState::Blocked => "blocked",
+                CardState::Other(_) => "unknown",
+            }
+            .to_owned(),
+            endpoints: endpoints
+                .endpoints
+                .iter()
+                .map(|e| CardEndpoint {
+                    name: e.name.clone(),
+                    url: e.url.clone(),
+                    tier: match e.tier {
+                        Tier::Metro => "metro",
+                        Tier::Province => "province",
+                        Tier::National => "national",
+                        Tier::Other(_) => "unknown",
+                    }
+                    .to_owned(),
+                    models: e
+                        .models
+                        .iter()
+                        .map(|m| (m.name.clone(), m.context_window, m.max_output, m.price_per_1k))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl EsimState {
@@ -207,6 +278,7 @@ fn apply(state: &mut EsimState, snapshot: &isd_r::Snapshot) {
             .and_then(|a| a.root_ds_address.clone())
             .unwrap_or_default(),
         profiles: profiles.iter().map(Profile::from).collect(),
+        account: None,
         last_error: String::new(),
     };
 }
@@ -337,7 +409,19 @@ async fn refresh(modem: &Modem, state: &watch::Sender<EsimState>) {
                 generation = ?snapshot.generation,
                 "eSIM read"
             );
-            state.send_modify(|s| apply(s, &snapshot));
+            // The account is read too; a card without the applet is still a ready eSIM.
+            let account = match ai_applet::read(modem).await {
+                Ok(account) => Some(AccountState::from(&account)),
+                Err(EsimError::NoAiApplet) => None,
+                Err(error) => {
+                    tracing::warn!(error = %crate::broker::chain(&error), "could not read the token account");
+                    None
+                }
+            };
+            state.send_modify(|s| {
+                apply(s, &snapshot);
+                s.account = account;
+            });
         }
         Err(EsimError::NotEuicc) => {
             state.send_replace(EsimState {

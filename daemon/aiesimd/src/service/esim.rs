@@ -2,15 +2,15 @@
 //! properties read from its watch channel, and a task turning each change into one
 //! `PropertiesChanged` signal.
 
-use std::{borrow::Cow, collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use tokio::sync::watch;
-use zbus::{
-    Connection, OwnedVariant as OwnedValue, Variant as Value, fdo::Properties, interface, names::InterfaceName,
-    object_server::SignalEmitter,
-};
+use zbus::{Connection, OwnedVariant as OwnedValue, Variant as Value, interface};
 
-use super::DaemonError;
+use super::{
+    DaemonError,
+    changes::{self, Prop},
+};
 use crate::{
     broker::chain,
     esim::{Esim, EsimError, EsimState},
@@ -35,16 +35,17 @@ impl EsimObject {
 }
 
 /// Every property of the interface, from one state; the names are the contract's.
-fn properties(state: &EsimState) -> [(&'static str, String); 5] {
+fn properties(state: &EsimState) -> [(&'static str, Prop); 6] {
     [
-        ("State", state.availability.as_str().to_owned()),
-        ("Eid", state.eid.clone()),
-        ("Generation", state.generation.clone()),
+        ("State", Prop::text(state.availability.as_str())),
+        ("Eid", Prop::text(&state.eid)),
+        ("Generation", Prop::text(&state.generation)),
         (
             "ActiveProfile",
-            state.active_profile().map(|p| p.iccid.clone()).unwrap_or_default(),
+            Prop::S(state.active_profile().map(|p| p.iccid.clone()).unwrap_or_default()),
         ),
-        ("LastError", state.last_error.clone()),
+        ("TokenBalance", Prop::T(state.account.as_ref().map_or(0, |a| a.balance))),
+        ("LastError", Prop::text(&state.last_error)),
     ]
 }
 
@@ -76,6 +77,44 @@ impl EsimObject {
     #[zbus(property)]
     fn active_profile(&self) -> String {
         self.now().active_profile().map(|p| p.iccid.clone()).unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn token_balance(&self) -> u64 {
+        self.now().account.as_ref().map_or(0, |a| a.balance)
+    }
+
+    fn get_account(&self) -> HashMap<String, OwnedValue> {
+        let state = self.now();
+        let Some(account) = &state.account else {
+            return HashMap::new();
+        };
+        HashMap::from([
+            ("balance".to_owned(), OwnedValue::from(account.balance)),
+            ("sequence".to_owned(), OwnedValue::from(account.sequence)),
+            ("state".to_owned(), text(&account.state)),
+        ])
+    }
+
+    fn list_endpoints(&self) -> Result<Vec<HashMap<String, OwnedValue>>, DaemonError> {
+        let state = self.now();
+        let Some(account) = &state.account else {
+            return Ok(Vec::new());
+        };
+        account
+            .endpoints
+            .iter()
+            .map(|e| {
+                let models = OwnedValue::try_from(Value::from(e.models.clone()))
+                    .map_err(|err| DaemonError::Failed(err.to_string()))?;
+                Ok(HashMap::from([
+                    ("name".to_owned(), text(&e.name)),
+                    ("url".to_owned(), text(&e.url)),
+                    ("tier".to_owned(), text(&e.tier)),
+                    ("models".to_owned(), models),
+                ]))
+            })
+            .collect()
     }
 
     #[zbus(property)]
@@ -146,32 +185,9 @@ pub async fn follow(connection: Connection, path: String, esim: Arc<Esim>) {
     let mut last = properties(&states.borrow_and_update());
     while states.changed().await.is_ok() {
         let now = properties(&states.borrow_and_update());
-        if let Err(err) = publish(object.signal_emitter(), &last, &now).await {
+        if let Err(err) = changes::publish(object.signal_emitter(), INTERFACE, &last, &now).await {
             tracing::debug!(%err, "could not signal the eSIM's property changes");
         }
         last = now;
     }
-}
-
-async fn publish(
-    emitter: &SignalEmitter<'_>,
-    before: &[(&'static str, String)],
-    now: &[(&'static str, String)],
-) -> zbus::Result<()> {
-    let changed: HashMap<&str, Value<'_>> = now
-        .iter()
-        .zip(before)
-        .filter(|(now, was)| now != was)
-        .map(|((name, value), _)| (*name, Value::from(value.as_str())))
-        .collect();
-    if changed.is_empty() {
-        return Ok(());
-    }
-    Properties::properties_changed(
-        emitter,
-        InterfaceName::from_static_str_unchecked(INTERFACE),
-        changed,
-        Cow::Borrowed(&[]),
-    )
-    .await
 }

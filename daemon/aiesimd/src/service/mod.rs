@@ -5,6 +5,7 @@
 //! Broker and the Fastpath; requests live at `Request/N`, modems at `Modem/N`.
 
 mod broker;
+mod changes;
 mod error;
 mod esim;
 mod fastpath;

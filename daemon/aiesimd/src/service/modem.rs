@@ -2,15 +2,15 @@
 //! session's watch channel (so a reply never shows a stale state), and a task that turns each
 //! new state into one `PropertiesChanged` signal.
 
-use std::{borrow::Cow, collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use tokio::sync::watch;
-use zbus::{
-    Connection, OwnedVariant as OwnedValue, Variant as Value, fdo::Properties, interface, names::InterfaceName,
-    object_server::SignalEmitter,
-};
+use zbus::{Connection, OwnedVariant as OwnedValue, Variant as Value, interface};
 
-use super::DaemonError;
+use super::{
+    DaemonError,
+    changes::{self, Prop},
+};
 use crate::{
     broker::chain,
     modem::{DataSession, Modem, ModemError, ModemState},
@@ -34,13 +34,6 @@ impl ModemObject {
     }
 }
 
-/// A property's value, compared to find what changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Prop {
-    S(String),
-    U(u32),
-}
-
 /// Every property of the interface, from one state; the names are the contract's.
 fn properties(state: &ModemState) -> Vec<(&'static str, Prop)> {
     let ModemState {
@@ -56,7 +49,7 @@ fn properties(state: &ModemState) -> Vec<(&'static str, Prop)> {
         data,
         last_error,
     } = state;
-    let s = |v: &str| Prop::S(v.to_owned());
+    let s = Prop::text;
     vec![
         ("State", s(availability.as_str())),
         ("Device", s(device)),
@@ -229,41 +222,12 @@ pub async fn follow(connection: Connection, path: String, modem: Arc<Modem>) {
         return;
     };
     let mut states = modem.state();
-    let mut last = states.borrow_and_update().clone();
+    let mut last = properties(&states.borrow_and_update());
     while states.changed().await.is_ok() {
-        let new = states.borrow_and_update().clone();
-        if let Err(err) = publish(object.signal_emitter(), &last, &new).await {
+        let now = properties(&states.borrow_and_update());
+        if let Err(err) = changes::publish(object.signal_emitter(), INTERFACE, &last, &now).await {
             tracing::debug!(%err, "could not signal the modem's property changes");
         }
-        last = new;
+        last = now;
     }
-}
-
-async fn publish(emitter: &SignalEmitter<'_>, before: &ModemState, now: &ModemState) -> zbus::Result<()> {
-    let changed: Vec<(&'static str, Prop)> = properties(now)
-        .into_iter()
-        .zip(properties(before))
-        .filter(|(now, was)| now != was)
-        .map(|(now, _)| now)
-        .collect();
-    if changed.is_empty() {
-        return Ok(());
-    }
-    let values: HashMap<&str, Value<'_>> = changed
-        .iter()
-        .map(|(name, value)| {
-            let value = match value {
-                Prop::S(s) => Value::from(s.as_str()),
-                Prop::U(u) => Value::from(*u),
-            };
-            (*name, value)
-        })
-        .collect();
-    Properties::properties_changed(
-        emitter,
-        InterfaceName::from_static_str_unchecked(INTERFACE),
-        values,
-        Cow::Borrowed(&[]),
-    )
-    .await
 }
