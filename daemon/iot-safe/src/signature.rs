@@ -45,6 +45,12 @@ pub fn decode(data: &[u8]) -> Result<[u8; RAW_LEN], SignatureError> {
         [DER_SEQUENCE, ..] => data,
         _ => return Err(SignatureError::NoSignatureTag),
     };
+    // A 64-byte DER signature exists too (short r or s): whatever parses whole as DER is DER.
+    if content.first() == Some(&DER_SEQUENCE) {
+        if let Ok(raw) = from_der(content) {
+            return Ok(raw);
+        }
+    }
     if let Ok(raw) = <[u8; RAW_LEN]>::try_from(content) {
         return Ok(raw);
     }

@@ -524,3 +524,26 @@ fn random_and_mutated_bytes_never_panic() {
         decode_everything(&bytes);
     }
 }
+
+/// Found by `cargo fuzz` (artifacts/iot_safe/crash-76471c…): a signature whose DER form is
+/// exactly 64 bytes was read back as raw r‖s. Whatever parses whole as DER is DER.
+#[test]
+fn a_64_byte_der_signature_is_not_taken_for_raw() {
+    let mut raw = [0u8; 64];
+    raw[0] = 0x30;
+    raw[2] = 0x92;
+    raw[3] = 0x01;
+    raw[38] = 0x34;
+    raw[39] = 0x04;
+    raw[61] = 0x92;
+    raw[62] = 0x01;
+    let der = signature::encode(&raw, signature::SignatureForm::Der);
+    assert_eq!(der.len(), 2 + 64, "the case needs a 64-byte DER body");
+    assert_eq!(signature::decode(&der), Ok(raw));
+    // Real raw r‖s stays raw.
+    let plain = [0x11u8; 64];
+    assert_eq!(
+        signature::decode(&signature::encode(&plain, signature::SignatureForm::Short)),
+        Ok(plain)
+    );
+}

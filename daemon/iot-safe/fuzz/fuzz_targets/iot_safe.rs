@@ -24,8 +24,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(ObjectList::decode(&list.encode().expect("fits")), Ok(list.clone()));
         let _ = (list.signing_key(), list.certificate_file(), list.encode_parts(64));
     }
+    // Bare file fields may add up past what one C3 container can hold: decoding them is fine,
+    // and encoding them is then an error, not a value to compare.
     if let Ok(file) = decode_file_info(data) {
-        assert_eq!(decode_file_info(&encode_file_info(&file).expect("fits")), Ok(file));
+        if let Ok(bytes) = encode_file_info(&file) {
+            assert_eq!(decode_file_info(&bytes), Ok(file));
+        }
     }
     if let Ok(key) = PublicKey::decode(data) {
         assert_eq!(PublicKey::decode(&key.encode()), Ok(key));
