@@ -152,9 +152,10 @@ async fn a_cloud_that_wants_a_credential_refuses_requests_without_one() {
     let said = text(&out);
     assert!(said.contains("UpstreamFailed") && said.contains("401"), "{said}");
     assert!(said.contains("device credential refused: no bearer JWT"), "{said}");
-    assert!(
-        world.cloud.log().contains("/v1/chat/completions 401"),
-        "{}",
-        world.cloud.log()
-    );
+    // The cloud logs a request once its connection closes: give it a moment.
+    let started = Instant::now();
+    while !world.cloud.log().contains("/v1/chat/completions 401") {
+        assert!(started.elapsed() < Duration::from_secs(5), "{}", world.cloud.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
