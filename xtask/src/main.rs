@@ -181,6 +181,7 @@ const FUZZED: &[&str] = &[
     "daemon/es10",
     "daemon/iot-safe",
     "daemon/ai-applet",
+    "daemon/journal",
     "daemon/credential",
     "daemon/aiesimd",
     "dbus",

@@ -26,6 +26,10 @@ pub enum BrokerError {
 impl BrokerError {
     pub fn name(&self) -> ErrorName {
         match self {
+            Self::Budget(LedgerError::CardFault(_)) => ErrorName::EsimError,
+            Self::Budget(LedgerError::Journal(_) | LedgerError::Open(_) | LedgerError::Corrupt { .. }) => {
+                ErrorName::Failed
+            }
             Self::Budget(_) => ErrorName::BudgetExceeded,
             Self::Route(_) => ErrorName::NoEndpoint,
         }
@@ -130,21 +134,28 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             temperature,
             priority: _,
         } = options;
+        let route = self.router.pick(model.as_deref()).map_err(BrokerError::Route)?;
+        // Clamped to the daemon's cap and to what the chosen model can produce.
         let max_tokens = max_tokens
             .unwrap_or(self.limits.default_max_tokens)
-            .min(self.limits.max_tokens_cap);
-        let route = self.router.pick(model.as_deref()).map_err(BrokerError::Route)?;
+            .min(self.limits.max_tokens_cap)
+            .min(route.max_output.unwrap_or(u32::MAX));
         let prompt_estimate = estimate_prompt_tokens(&messages);
-        let reservation = self
-            .ledger
-            .reserve(app, u64::from(prompt_estimate) + u64::from(max_tokens))
-            .map_err(BrokerError::Budget)?;
         let request = ChatRequest {
             model: route.model.clone(),
             messages,
             max_tokens,
             temperature,
         };
+        let reservation = self
+            .ledger
+            .reserve(
+                app,
+                u64::from(prompt_estimate) + u64::from(max_tokens),
+                route.price_per_1k,
+                request_digest(&route, &request),
+            )
+            .map_err(BrokerError::Budget)?;
         Ok(Admitted {
             reservation,
             route,
@@ -162,7 +173,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         cancel: impl Future<Output = ()>,
     ) -> Outcome {
         let Admitted {
-            reservation,
+            mut reservation,
             route,
             request,
             prompt_estimate,
@@ -173,7 +184,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             reported: None,
         };
         let ended = {
-            let streamed = self.stream(&route, &request, sink, &mut meter);
+            let streamed = self.stream(&route, &request, sink, &mut meter, &mut reservation);
             tokio::pin!(streamed, cancel);
             // Biased: a cancel that is already due wins over output that is also ready.
             tokio::select! {
@@ -189,7 +200,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         } else {
             u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens)
         };
-        let charged = self.ledger.commit(reservation, used);
+        let charged = reservation.commit(used).await;
         let (state, error) = match ended {
             Ok(()) => (EndState::Done, None),
             Err((state, name, message)) => (state, Some((name, message))),
@@ -224,6 +235,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         request: &ChatRequest,
         sink: &mut impl EventSink,
         meter: &mut Meter,
+        reservation: &mut Reservation,
     ) -> Result<(), (EndState, ErrorName, String)> {
         let upstream = |e: CloudError| {
             (
@@ -249,6 +261,11 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                         continue;
                     }
                     meter.deltas += 1;
+                    // Journalled before the app has it: a crash charges at least what was delivered.
+                    let delivered = u64::from(meter.prompt_estimate) + u64::from(meter.deltas);
+                    if let Err(e) = reservation.progress(delivered).await {
+                        return Err((EndState::Failed, ErrorName::Failed, chain(&e)));
+                    }
                     if sink.send(&StreamEvent::Delta { text }).await.is_err() {
                         return Err((
                             EndState::Cancelled,
@@ -293,6 +310,26 @@ impl Meter {
             },
         }
     }
+}
+
+/// SHA-256 of what is paid for, named by the card's receipt: the method and URL, then the
+/// model, the token limit and each message as `role NUL content NUL` (docs/ai-applet.md).
+fn request_digest(route: &Route, request: &ChatRequest) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"POST ");
+    h.update(route.url.trim_end_matches('/').as_bytes());
+    h.update(b"/chat/completions\n");
+    h.update(request.model.as_bytes());
+    h.update(b"\n");
+    h.update(request.max_tokens.to_be_bytes());
+    for m in &request.messages {
+        h.update(m.role.as_bytes());
+        h.update([0]);
+        h.update(m.content.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().into()
 }
 
 /// A pessimistic prompt size: about 3 bytes a token plus per-message overhead.
@@ -363,18 +400,24 @@ mod tests {
                 url: "http://m/v1".into(),
                 tier: Tier::Metro,
                 models: vec!["s".into()],
+                price_per_1k: crate::router::DEFAULT_PRICE_PER_1K,
             },
             EndpointConfig {
                 name: "prov".into(),
                 url: "http://p/v1".into(),
                 tier: Tier::Province,
                 models: vec!["s".into()],
+                price_per_1k: crate::router::DEFAULT_PRICE_PER_1K,
             },
         ];
         Broker::new(
             Script(Mutex::new(script)),
-            Ledger::new(1_000, 10_000),
-            Router::new(endpoints, ManualClock::default(), Duration::from_secs(30)),
+            Ledger::in_memory(crate::ledger::Budgets {
+                app_tokens: 1_000,
+                device_tokens: 10_000,
+                offline_tokens: None,
+            }),
+            Router::new(&endpoints, ManualClock::default(), Duration::from_secs(30)),
             Limits {
                 default_max_tokens: 100,
                 max_tokens_cap: 200,

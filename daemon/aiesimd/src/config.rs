@@ -16,6 +16,9 @@ use crate::{
 /// `fastpath.interface` value meaning "whatever netdev the modem reports".
 pub const FOLLOW_MODEM: &str = "modem";
 
+/// Where the ledger's journal lives (systemd's `StateDirectory=aiesim`).
+pub const DEFAULT_JOURNAL: &str = "/var/lib/aiesim/ledger.journal";
+
 /// Where the packaged daemon reads its configuration.
 pub const DEFAULT_PATH: &str = "/etc/aiesim/aiesimd.toml";
 
@@ -263,6 +266,22 @@ pub struct BudgetConfig {
     pub default_max_tokens: u32,
     /// Largest `max_tokens` a request may ask for; larger asks are clamped.
     pub max_tokens_cap: u32,
+    /// The ledger's journal (durable spending, pending card debits, receipts); empty: kept in
+    /// memory only.
+    pub journal: PathBuf,
+    /// Caps what the device spends while the eSIM is out of reach (the card's own allowance
+    /// applies when it is lower, or when this is unset).
+    pub offline_tokens: Option<u64>,
+}
+
+impl BudgetConfig {
+    pub fn budgets(&self) -> crate::ledger::Budgets {
+        crate::ledger::Budgets {
+            app_tokens: self.app_tokens,
+            device_tokens: self.device_tokens,
+            offline_tokens: self.offline_tokens,
+        }
+    }
 }
 
 impl Default for BudgetConfig {
@@ -272,6 +291,8 @@ impl Default for BudgetConfig {
             device_tokens: 1_000_000,
             default_max_tokens: 256,
             max_tokens_cap: 2_048,
+            journal: PathBuf::from(DEFAULT_JOURNAL),
+            offline_tokens: None,
         }
     }
 }
@@ -285,6 +306,13 @@ pub struct EndpointConfig {
     pub tier: Tier,
     /// Models served there; the first is the default.
     pub models: Vec<String>,
+    /// What the eSIM's token account is charged: account tokens per 1000 model tokens.
+    #[serde(default = "default_price")]
+    pub price_per_1k: u64,
+}
+
+const fn default_price() -> u64 {
+    crate::router::DEFAULT_PRICE_PER_1K
 }
 
 impl Config {
@@ -354,6 +382,12 @@ impl Config {
             return invalid(format!(
                 "budget.default_max_tokens ({}) must be between 1 and budget.max_tokens_cap ({})",
                 b.default_max_tokens, b.max_tokens_cap
+            ));
+        }
+        if !(b.journal.as_os_str().is_empty() || b.journal.is_absolute()) {
+            return invalid(format!(
+                "budget.journal must be an absolute path or empty, not \"{}\"",
+                b.journal.display()
             ));
         }
         let c = &self.cloud;

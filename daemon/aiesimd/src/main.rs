@@ -14,7 +14,7 @@ use aiesimd::{
     clock::SystemClock,
     cloud::{HttpCloud, HttpOptions, SharedCredentials},
     config::{self, Bus, Config, CredentialChoice},
-    esim::{CardCredentials, Esim, Requirement},
+    esim::{CardCredentials, Esim, Requirement, provision_endpoints},
     fastpath::Fastpath,
     ledger::Ledger,
     modem::Modem,
@@ -124,15 +124,22 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         credentials,
     })
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
-    let broker = Broker::new(
+    let ledger = open_ledger(&config)?;
+    let broker = Arc::new(Broker::new(
         cloud,
-        Ledger::new(config.budget.app_tokens, config.budget.device_tokens),
-        Router::new(config.endpoints.clone(), SystemClock, ENDPOINT_COOLDOWN),
+        ledger,
+        Router::new(&config.endpoints, SystemClock, ENDPOINT_COOLDOWN),
         Limits {
             default_max_tokens: config.budget.default_max_tokens,
             max_tokens_cap: config.budget.max_tokens_cap,
         },
-    );
+    ));
+    if let Some((_, esim)) = &modem {
+        let broker = Arc::clone(&broker);
+        tokio::spawn(provision_endpoints(esim.state(), move |specs| {
+            broker.router().set_provisioned(specs)
+        }));
+    }
 
     service::serve(
         &connection,
@@ -175,6 +182,28 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The ledger on its journal (`budget.journal`), or in memory when that is empty.
+fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
+    let budgets = config.budget.budgets();
+    if config.budget.journal.as_os_str().is_empty() {
+        tracing::warn!("budget.journal is empty: spending is kept in memory and lost on restart");
+        return Ok(Ledger::in_memory(budgets));
+    }
+    // Under systemd, StateDirectory= made it; by hand, make it here.
+    if let Some(parent) = config.budget.journal.parent() {
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o750)
+            .create(parent)
+            .with_context(|| format!("cannot make the journal's directory {}", parent.display()))?;
+    }
+    Ledger::open(&config.budget.journal, budgets).map_err(|e| {
+        anyhow::anyhow!(
+            "{} (journal {})",
+            chain(&e),
+            config.budget.journal.display()
+        )
+    })
 }
 
 /// Loading the classifier parses the kernel's BTF (tens of MiB, freed right after); hand that

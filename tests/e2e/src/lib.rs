@@ -129,6 +129,8 @@ pub struct WorldOptions {
     pub app_tokens: u64,
     /// Extra lines for the daemon's configuration file.
     pub extra_config: String,
+    /// Extra lines for the configuration's `[budget]` table.
+    pub budget_config: String,
     /// The simulated modem's control protocol: "qmi" or "mbim".
     pub modem_protocol: &'static str,
     /// Extra lines for the configuration's `[modem]` table.
@@ -144,6 +146,7 @@ impl Default for WorldOptions {
             cloud: CloudOptions::default(),
             app_tokens: 100_000,
             extra_config: String::new(),
+            budget_config: String::new(),
             modem_protocol: "qmi",
             modem_config: String::new(),
             fastpath_interface: "wwan0",
@@ -204,13 +207,15 @@ impl World {
         std::fs::write(
             &config,
             format!(
-                "bus = \"{bus_address}\"\n{extra}\n[modem]\ndevice = \"{modem}\"\nprotocol = \"{protocol}\"\n{modem_extra}\n\n[fastpath]\ninterface = \"{fastpath}\"\n\n[budget]\napp_tokens = {app}\n\n[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\n",
+                "bus = \"{bus_address}\"\n{extra}\n[modem]\ndevice = \"{modem}\"\nprotocol = \"{protocol}\"\n{modem_extra}\n\n[fastpath]\ninterface = \"{fastpath}\"\n\n[budget]\napp_tokens = {app}\njournal = \"{journal}\"\n{budget_extra}\n[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\n",
                 extra = options.extra_config,
                 modem = modem_link.display(),
                 protocol = options.modem_protocol,
                 modem_extra = options.modem_config,
                 fastpath = options.fastpath_interface,
                 app = options.app_tokens,
+                journal = dir.path().join("ledger.journal").display(),
+                budget_extra = options.budget_config,
             ),
         )?;
         let (daemon, ready_after) = start_daemon(&bins, &device, &config, dir.path())?;

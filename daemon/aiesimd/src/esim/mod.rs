@@ -22,7 +22,10 @@ pub use self::{
     credential::{CardCredentials, CredentialError, Requirement},
     iot_safe::{DeviceCredential, load as load_credential, sign as sign_digest},
 };
-use crate::modem::{Availability, Modem, ModemError, ModemState, SimState};
+use crate::{
+    modem::{Availability, Modem, ModemError, ModemState, SimState},
+    router::{EndpointSpec, ModelSpec, Source, Tier},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EsimError {
@@ -226,6 +229,73 @@ impl From<&ai_applet::Account> for AccountState {
                         .collect(),
                 })
                 .collect(),
+        }
+    }
+}
+
+impl AccountState {
+    /// The card's endpoints as the router takes them. An entry the router could not use (an
+    /// unknown tier, a URL that is not http(s), no model) is left out with a warning.
+    pub fn endpoint_specs(&self) -> Vec<EndpointSpec> {
+        self.endpoints
+            .iter()
+            .filter_map(|e| {
+                let tier = match e.tier.as_str() {
+                    "metro" => Tier::Metro,
+                    "province" => Tier::Province,
+                    "national" => Tier::National,
+                    _ => None?,
+                };
+                let usable = !e.name.is_empty()
+                    && (e.url.starts_with("http://") || e.url.starts_with("https://"))
+                    && reqwest::Url::parse(&e.url).is_ok()
+                    && !e.models.is_empty();
+                if !usable {
+                    tracing::warn!(endpoint = %e.name, url = %e.url, "the card's endpoint is not usable; left out");
+                    return None;
+                }
+                Some(EndpointSpec {
+                    name: e.name.clone(),
+                    url: e.url.clone(),
+                    tier,
+                    models: e
+                        .models
+                        .iter()
+                        .map(|(name, context, max_output, price)| ModelSpec {
+                            name: name.clone(),
+                            context_window: Some(*context).filter(|c| *c > 0),
+                            max_output: Some(*max_output).filter(|m| *m > 0),
+                            price_per_1k: *price,
+                        })
+                        .collect(),
+                    source: Source::Card,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Keeps the router's provisioned endpoints equal to the card's: replaced whenever a card is
+/// read, kept while the card is briefly away (the daemon works offline from it), emptied for a
+/// card without the AI applet.
+pub async fn provision_endpoints(mut state: watch::Receiver<EsimState>, set: impl Fn(Vec<EndpointSpec>) -> bool) {
+    loop {
+        let specs = {
+            let s = state.borrow_and_update();
+            match s.availability {
+                EsimAvailability::Ready => Some(s.account.as_ref().map(AccountState::endpoint_specs).unwrap_or_default()),
+                EsimAvailability::NotEuicc => Some(Vec::new()),
+                _ => None,
+            }
+        };
+        if let Some(specs) = specs {
+            let count = specs.len();
+            if set(specs) {
+                tracing::info!(endpoints = count, "endpoints provisioned by the eSIM");
+            }
+        }
+        if state.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -31,7 +31,7 @@ pub type DaemonBroker = Broker<HttpCloud, SystemClock>;
 
 /// State shared by the objects of the front end.
 pub struct Shared {
-    broker: DaemonBroker,
+    broker: Arc<DaemonBroker>,
     identity: BusIdentity,
     next_request: AtomicU64,
 }
@@ -40,7 +40,7 @@ pub struct Shared {
 /// this returns, so that no call arrives before the objects exist.
 pub async fn serve(
     connection: &Connection,
-    broker: DaemonBroker,
+    broker: Arc<DaemonBroker>,
     modem: Option<(Arc<Modem>, Arc<Esim>)>,
     fastpath: Option<Fastpath>,
     fastpath_interface: String,

@@ -1,0 +1,823 @@
+//! The token ledger: reserve before a request, charge real usage after, and owe the eSIM's token
+//! account what was spent.
+//!
+//! One writer: a mutex around plain state, so concurrent requests can never spend the same
+//! headroom twice, and every change is appended to the journal under that lock, so the journal's
+//! order is the ledger's. The journal (`aiesim-journal`, records in [`record`]) is group-committed:
+//! a request's tokens are journalled as delivered *before* they reach the app
+//! ([`Reservation::progress`]), and its end before its final event ([`Reservation::commit`]).
+//! After a crash, replay charges every request that was still open what it had delivered —
+//! never less, and never twice — then writes a compact snapshot.
+//!
+//! A [`Reservation`] is a guard: dropped without a commit (a path that forgot, a panic), it
+//! charges what was delivered and releases the rest. Nothing stays reserved.
+//!
+//! **The card as billing authority.** Once the eSIM's AI applet is known ([`Ledger::card_online`]),
+//! every commit also owes the card `ceil(charged × price / 1000)` account tokens, queued as a
+//! pending debit that the eSIM's biller takes to the card in order and settles with a verified
+//! receipt. Admission then also needs `owed + cost ≤ balance`, and while the card is out of reach
+//! `owed + cost ≤ the offline allowance`, where `owed` counts pending debits and what open
+//! requests may still cost.
+
+pub mod record;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use aiesim_journal::{Journal, JournalError, Lsn};
+use prost::Message as _;
+use tokio::sync::Notify;
+
+use self::record::{
+    AppSpent, CardRecord, Commit, DebitDone, DebitSent, Kind, PendingRecord, Progress, Record, Reserve, Snapshot,
+};
+
+/// The journal is compacted when it grows past this.
+const COMPACT_AT: u64 = 1 << 20;
+/// Receipts a snapshot keeps for reconciliation, newest last.
+const RECEIPTS_KEPT: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("app \"{app}\" has {available} tokens left, the request needs up to {needed}")]
+    AppExhausted { app: String, available: u64, needed: u64 },
+    #[error("the device has {available} tokens left, the request needs up to {needed}")]
+    DeviceExhausted { available: u64, needed: u64 },
+    #[error(
+        "the eSIM's token account has {available} account tokens left after what is owed, the request may cost {needed}"
+    )]
+    CardExhausted { available: u64, needed: u64 },
+    #[error(
+        "the eSIM is out of reach: its offline allowance has {available} account tokens left, the request may cost {needed}"
+    )]
+    OfflineAllowance { available: u64, needed: u64 },
+    #[error("spending is stopped: {0}")]
+    CardFault(String),
+    #[error("the ledger's journal cannot be written: {0}")]
+    Journal(String),
+    #[error("cannot open the ledger's journal")]
+    Open(#[source] JournalError),
+    #[error("record {index} of the ledger's journal cannot be read (written by a newer aiesimd?)")]
+    Corrupt {
+        index: usize,
+        #[source]
+        source: prost::DecodeError,
+    },
+}
+
+/// Budgets the ledger enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Budgets {
+    pub app_tokens: u64,
+    pub device_tokens: u64,
+    /// Caps the card's offline allowance (`None`: the card's own).
+    pub offline_tokens: Option<u64>,
+}
+
+/// What one app has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balance {
+    pub limit: u64,
+    pub spent: u64,
+    pub reserved: u64,
+}
+
+/// The card's token account as the biller read and verified it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CardView {
+    pub card_id: [u8; 16],
+    pub balance: u64,
+    pub sequence: u32,
+    /// What the operator lets the device spend without reaching the card.
+    pub allowance: u64,
+}
+
+/// A debit owed to the card, oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingDebit {
+    pub id: u64,
+    pub amount: u64,
+    pub digest: [u8; 32],
+    /// Set once a DEBIT was sent: resent with the same nonce.
+    pub nonce: Option<[u8; 16]>,
+}
+
+/// One receipt as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalledReceipt {
+    pub id: u64,
+    pub amount: u64,
+    pub balance: u64,
+    pub sequence: u32,
+    /// Empty when the card completed the debit but the receipt was lost in a crash.
+    pub signature: Vec<u8>,
+}
+
+/// The card side of the ledger, for status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardBook {
+    pub card: Option<CardView>,
+    pub online: bool,
+    pub exhausted: bool,
+    pub fault: Option<String>,
+    /// Pending debits to the current card (account tokens) and their count.
+    pub owed: u64,
+    pub pending: usize,
+    pub receipts: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Account {
+    spent: u64,
+    reserved: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    app: String,
+    amount: u64,
+    used: u64,
+    price_per_1k: u64,
+    digest: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    apps: HashMap<String, Account>,
+    device: Account,
+    open: HashMap<u64, Open>,
+    pending: VecDeque<PendingRecord>,
+    receipts: VecDeque<DebitDone>,
+    card: Option<CardRecord>,
+    online: bool,
+    exhausted: bool,
+    fault: Option<String>,
+    /// The journal failed: nothing more can be spent durably.
+    failed: Option<String>,
+}
+
+/// Account tokens for `tokens` model tokens at `price_per_1k`, rounded up.
+fn cost(tokens: u64, price_per_1k: u64) -> u64 {
+    let c = (u128::from(tokens) * u128::from(price_per_1k)).div_ceil(1000);
+    u64::try_from(c).unwrap_or(u64::MAX)
+}
+
+impl State {
+    /// Folds one journalled record in; replay and the live path share it. Records naming
+    /// unknown requests are ignored, so a damaged journal cannot make replay panic.
+    fn apply(&mut self, kind: Kind) {
+        match kind {
+            Kind::Reserve(Reserve {
+                id,
+                app,
+                amount,
+                price_per_1k,
+                digest,
+            }) => {
+                self.next_id = self.next_id.max(id.saturating_add(1));
+                let acct = self.apps.entry(app.clone()).or_default();
+                acct.reserved = acct.reserved.saturating_add(amount);
+                self.device.reserved = self.device.reserved.saturating_add(amount);
+                self.open.insert(
+                    id,
+                    Open {
+                        app,
+                        amount,
+                        used: 0,
+                        price_per_1k,
+                        digest,
+                    },
+                );
+            }
+            Kind::Progress(Progress { id, used }) => {
+                if let Some(open) = self.open.get_mut(&id) {
+                    open.used = open.used.max(used.min(open.amount));
+                }
+            }
+            Kind::Commit(Commit {
+                id,
+                charged,
+                debit,
+                card_id,
+            }) => {
+                let Some(open) = self.open.remove(&id) else { return };
+                let charged = charged.min(open.amount);
+                let acct = self.apps.entry(open.app).or_default();
+                acct.reserved = acct.reserved.saturating_sub(open.amount);
+                acct.spent = acct.spent.saturating_add(charged);
+                self.device.reserved = self.device.reserved.saturating_sub(open.amount);
+                self.device.spent = self.device.spent.saturating_add(charged);
+                if debit > 0 {
+                    self.pending.push_back(PendingRecord {
+                        id,
+                        amount: debit,
+                        digest: open.digest,
+                        card_id,
+                        nonce: Vec::new(),
+                    });
+                }
+            }
+            Kind::DebitSent(DebitSent { id, nonce }) => {
+                if let Some(p) = self.pending.iter_mut().find(|p| p.id == id) {
+                    p.nonce = nonce;
+                }
+            }
+            Kind::DebitDone(done) => {
+                let Some(i) = self.pending.iter().position(|p| p.id == done.id) else { return };
+                self.pending.remove(i);
+                if let Some(card) = self.card.as_mut().filter(|c| c.card_id == done.card_id) {
+                    card.balance = done.balance;
+                    card.sequence = done.sequence;
+                }
+                self.receipts.push_back(done);
+                while self.receipts.len() > RECEIPTS_KEPT {
+                    self.receipts.pop_front();
+                }
+            }
+            Kind::Snapshot(snapshot) => {
+                let Snapshot {
+                    next_id,
+                    apps,
+                    device_spent,
+                    card,
+                    pending,
+                    receipts,
+                } = snapshot;
+                *self = Self {
+                    next_id,
+                    apps: apps
+                        .into_iter()
+                        .map(|a| (a.app, Account { spent: a.spent, reserved: 0 }))
+                        .collect(),
+                    device: Account {
+                        spent: device_spent,
+                        reserved: 0,
+                    },
+                    card,
+                    pending: pending.into(),
+                    receipts: receipts.into(),
+                    ..Self::default()
+                };
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Record> {
+        let mut apps: Vec<AppSpent> = self
+            .apps
+            .iter()
+            .filter(|(_, a)| a.spent > 0)
+            .map(|(app, a)| AppSpent {
+                app: app.clone(),
+                spent: a.spent,
+            })
+            .collect();
+        apps.sort_by(|a, b| a.app.cmp(&b.app));
+        let mut records = vec![Record {
+            kind: Some(Kind::Snapshot(Snapshot {
+                next_id: self.next_id,
+                apps,
+                device_spent: self.device.spent,
+                card: self.card.clone(),
+                pending: self.pending.iter().cloned().collect(),
+                receipts: self.receipts.iter().cloned().collect(),
+            })),
+        }];
+        let mut open: Vec<_> = self.open.iter().collect();
+        open.sort_by_key(|(id, _)| **id);
+        for (id, o) in open {
+            records.push(Record {
+                kind: Some(Kind::Reserve(Reserve {
+                    id: *id,
+                    app: o.app.clone(),
+                    amount: o.amount,
+                    price_per_1k: o.price_per_1k,
+                    digest: o.digest.clone(),
+                })),
+            });
+            if o.used > 0 {
+                records.push(Record {
+                    kind: Some(Kind::Progress(Progress { id: *id, used: o.used })),
+                });
+            }
+        }
+        records
+    }
+
+    fn card_id(&self) -> Option<&[u8]> {
+        self.card.as_ref().map(|c| c.card_id.as_slice())
+    }
+
+    /// Account tokens owed to the current card: pending debits plus what open requests may
+    /// still cost.
+    fn owed(&self) -> u64 {
+        let Some(card_id) = self.card_id() else { return 0 };
+        let pending: u64 = self
+            .pending
+            .iter()
+            .filter(|p| p.card_id == card_id)
+            .map(|p| p.amount)
+            .sum();
+        let open: u64 = self.open.values().map(|o| cost(o.amount, o.price_per_1k)).sum();
+        pending.saturating_add(open)
+    }
+}
+
+struct Inner {
+    budgets: Budgets,
+    state: Mutex<State>,
+    journal: Option<Journal>,
+    /// Wakes the biller when a debit is queued.
+    debits: Notify,
+}
+
+/// The ledger; clones share it.
+#[derive(Clone)]
+pub struct Ledger(Arc<Inner>);
+
+impl Ledger {
+    /// A ledger that keeps nothing across restarts (tests, and `--no-journal` style setups).
+    pub fn in_memory(budgets: Budgets) -> Self {
+        Self(Arc::new(Inner {
+            budgets,
+            state: Mutex::new(State::default()),
+            journal: None,
+            debits: Notify::new(),
+        }))
+    }
+
+    /// Opens the journal at `path` and replays it: requests that were open when the daemon
+    /// stopped are charged what they had delivered, then the journal is compacted.
+    pub fn open(path: &Path, budgets: Budgets) -> Result<Self, LedgerError> {
+        let (journal, replay) = Journal::open(path).map_err(LedgerError::Open)?;
+        let mut state = State::default();
+        for (index, bytes) in replay.records.iter().enumerate() {
+            let record = Record::decode(bytes.as_slice()).map_err(|source| LedgerError::Corrupt { index, source })?;
+            if let Some(kind) = record.kind {
+                state.apply(kind);
+            }
+        }
+        let settled = settle_replayed(&mut state);
+        if replay.dropped_bytes > 0 {
+            tracing::warn!(
+                journal = %path.display(),
+                dropped_bytes = replay.dropped_bytes,
+                "the journal ended in a torn record (a crash while writing); it was cut there"
+            );
+        }
+        tracing::info!(
+            journal = %path.display(),
+            records = replay.records.len(),
+            settled_requests = settled,
+            device_spent = state.device.spent,
+            pending_debits = state.pending.len(),
+            "ledger replayed"
+        );
+        let records: Vec<Vec<u8>> = state.snapshot().iter().map(prost::Message::encode_to_vec).collect();
+        journal
+            .compact(records.iter().map(Vec::as_slice))
+            .map_err(LedgerError::Open)?;
+        Ok(Self(Arc::new(Inner {
+            budgets,
+            state: Mutex::new(state),
+            journal: Some(journal),
+            debits: Notify::new(),
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().expect("ledger lock")
+    }
+
+    /// Appends under the state lock (so the journal's order is the ledger's); a failure stops
+    /// all further spending.
+    fn append(&self, state: &mut State, kind: Kind) -> Result<Option<Lsn>, LedgerError> {
+        let Some(journal) = &self.0.journal else {
+            state.apply(kind);
+            return Ok(None);
+        };
+        if let Some(failed) = &state.failed {
+            return Err(LedgerError::Journal(failed.clone()));
+        }
+        let bytes = Record {
+            kind: Some(kind.clone()),
+        }
+        .encode_to_vec();
+        match journal.append(&bytes) {
+            Ok(lsn) => {
+                state.apply(kind);
+                if journal.size() > COMPACT_AT {
+                    self.compact(state, journal);
+                }
+                Ok(Some(lsn))
+            }
+            Err(e) => {
+                let reason = crate::broker::chain(&e);
+                tracing::error!(error = %reason, "the ledger's journal failed; no more spending");
+                state.failed = Some(reason.clone());
+                Err(LedgerError::Journal(reason))
+            }
+        }
+    }
+
+    fn compact(&self, state: &mut State, journal: &Journal) {
+        let records: Vec<Vec<u8>> = state.snapshot().iter().map(prost::Message::encode_to_vec).collect();
+        if let Err(e) = journal.compact(records.iter().map(Vec::as_slice)) {
+            // The old journal is still whole; the next append tries again.
+            tracing::warn!(error = %crate::broker::chain(&e), "could not compact the ledger's journal");
+        }
+    }
+
+    async fn durable(&self, lsn: Option<Lsn>) -> Result<(), LedgerError> {
+        match (&self.0.journal, lsn) {
+            (Some(journal), Some(lsn)) => journal
+                .durable(lsn)
+                .await
+                .map_err(|e| LedgerError::Journal(crate::broker::chain(&e))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Holds `amount` tokens for `app`, or refuses if the app, the device or the card's account
+    /// cannot afford it. `price_per_1k` converts to account tokens; `digest` names the request
+    /// in the card's receipt.
+    pub fn reserve(
+        &self,
+        app: &str,
+        amount: u64,
+        price_per_1k: u64,
+        digest: [u8; 32],
+    ) -> Result<Reservation, LedgerError> {
+        let budgets = self.0.budgets;
+        let mut s = self.lock();
+        if let Some(failed) = &s.failed {
+            return Err(LedgerError::Journal(failed.clone()));
+        }
+        let acct = s.apps.get(app).copied().unwrap_or_default();
+        let app_free = budgets.app_tokens.saturating_sub(acct.spent + acct.reserved);
+        if amount > app_free {
+            return Err(LedgerError::AppExhausted {
+                app: app.to_owned(),
+                available: app_free,
+                needed: amount,
+            });
+        }
+        let device_free = budgets
+            .device_tokens
+            .saturating_sub(s.device.spent + s.device.reserved);
+        if amount > device_free {
+            return Err(LedgerError::DeviceExhausted {
+                available: device_free,
+                needed: amount,
+            });
+        }
+        if let Some(card) = &s.card {
+            if let Some(fault) = &s.fault {
+                return Err(LedgerError::CardFault(fault.clone()));
+            }
+            let needed = cost(amount, price_per_1k);
+            let owed = s.owed();
+            let balance_free = if s.exhausted {
+                0
+            } else {
+                card.balance.saturating_sub(owed)
+            };
+            if needed > balance_free {
+                return Err(LedgerError::CardExhausted {
+                    available: balance_free,
+                    needed,
+                });
+            }
+            if !s.online {
+                let allowance = budgets.offline_tokens.map_or(card.allowance, |cap| cap.min(card.allowance));
+                let offline_free = allowance.saturating_sub(owed);
+                if needed > offline_free {
+                    return Err(LedgerError::OfflineAllowance {
+                        available: offline_free,
+                        needed,
+                    });
+                }
+            }
+        }
+        let id = s.next_id;
+        let reserve = Reserve {
+            id,
+            app: app.to_owned(),
+            amount,
+            price_per_1k,
+            digest: digest.to_vec(),
+        };
+        self.append(&mut s, Kind::Reserve(reserve))?;
+        Ok(Reservation {
+            ledger: self.clone(),
+            id,
+            amount,
+            used: 0,
+            settled: false,
+        })
+    }
+
+    /// Ends request `id`, charging `used` (at most its reservation); returns the charge.
+    fn settle(&self, id: u64, used: u64) -> (u64, Option<Lsn>) {
+        let mut s = self.lock();
+        let Some(open) = s.open.get(&id) else {
+            return (0, None);
+        };
+        let charged = used.min(open.amount);
+        let price = open.price_per_1k;
+        let (debit, card_id) = match s.card_id() {
+            Some(card_id) if charged > 0 => (cost(charged, price), card_id.to_vec()),
+            _ => (0, Vec::new()),
+        };
+        let commit = Commit {
+            id,
+            charged,
+            debit,
+            card_id,
+        };
+        let lsn = match self.append(&mut s, Kind::Commit(commit.clone())) {
+            Ok(lsn) => lsn,
+            Err(_) => {
+                // Not durable, but the live state must still end the request.
+                s.apply(Kind::Commit(commit));
+                None
+            }
+        };
+        drop(s);
+        if debit > 0 {
+            self.0.debits.notify_one();
+        }
+        (charged, lsn)
+    }
+
+    pub fn balance(&self, app: &str) -> Balance {
+        let s = self.lock();
+        let a = s.apps.get(app).copied().unwrap_or_default();
+        Balance {
+            limit: self.0.budgets.app_tokens,
+            spent: a.spent,
+            reserved: a.reserved,
+        }
+    }
+
+    /// Tokens the device can still spend, outstanding reservations included as spent.
+    pub fn device_available(&self) -> u64 {
+        let s = self.lock();
+        self.0
+            .budgets
+            .device_tokens
+            .saturating_sub(s.device.spent + s.device.reserved)
+    }
+
+    /// Requests holding tokens now.
+    pub fn open_requests(&self) -> usize {
+        self.lock().open.len()
+    }
+
+    // ---- the card side, driven by the eSIM's biller ----
+
+    /// The card was read and its account verified: it is the billing authority from now on.
+    /// A card seen for the first time (or another card) is journalled at once.
+    pub fn card_online(&self, view: CardView) {
+        let mut s = self.lock();
+        let known = s.card.as_ref().is_some_and(|c| c.card_id == view.card_id);
+        let record = CardRecord {
+            card_id: view.card_id.to_vec(),
+            balance: view.balance,
+            sequence: view.sequence,
+            allowance: view.allowance,
+        };
+        if !known {
+            s.exhausted = false;
+        }
+        s.card = Some(record);
+        s.online = true;
+        // A balance above what is owed (a top-up) lifts an exhaustion.
+        if s.exhausted && view.balance > s.owed() {
+            s.exhausted = false;
+        }
+        if !known && let Some(journal) = &self.0.journal {
+            self.compact(&mut s, journal);
+        }
+    }
+
+    /// The card is out of reach: spending goes on within the offline allowance.
+    pub fn card_offline(&self) {
+        self.lock().online = false;
+    }
+
+    /// The card refused a debit for want of balance: no new request is admitted until a read
+    /// shows more.
+    pub fn card_exhausted(&self) {
+        self.lock().exhausted = true;
+    }
+
+    /// The card's answer failed verification: a card fault or an attack. Spending stops until
+    /// the daemon restarts.
+    pub fn card_fault(&self, reason: String) {
+        tracing::error!(reason = %reason, "stopping all spending");
+        self.lock().fault = Some(reason);
+    }
+
+    /// The card as the ledger knows it (also across restarts).
+    pub fn card(&self) -> CardBook {
+        let s = self.lock();
+        let card_id = s.card_id();
+        let pending: Vec<&PendingRecord> = s.pending.iter().filter(|p| Some(p.card_id.as_slice()) == card_id).collect();
+        CardBook {
+            card: s.card.as_ref().and_then(card_view),
+            online: s.online,
+            exhausted: s.exhausted,
+            fault: s.fault.clone(),
+            owed: pending.iter().map(|p| p.amount).sum(),
+            pending: pending.len(),
+            receipts: s.receipts.len(),
+        }
+    }
+
+    /// The oldest debit owed to `card_id`.
+    pub fn next_debit(&self, card_id: &[u8; 16]) -> Option<PendingDebit> {
+        let s = self.lock();
+        let p = s.pending.iter().find(|p| p.card_id == card_id)?;
+        Some(PendingDebit {
+            id: p.id,
+            amount: p.amount,
+            digest: p.digest.as_slice().try_into().unwrap_or([0; 32]),
+            nonce: p.nonce.as_slice().try_into().ok(),
+        })
+    }
+
+    /// Resolves when a debit may have been queued.
+    pub async fn debit_queued(&self) {
+        self.0.debits.notified().await;
+    }
+
+    /// Journals (durably) that debit `id` goes to the card with `nonce`, before it is sent.
+    pub async fn debit_sent(&self, id: u64, nonce: [u8; 16]) -> Result<(), LedgerError> {
+        let lsn = {
+            let mut s = self.lock();
+            self.append(
+                &mut s,
+                Kind::DebitSent(DebitSent {
+                    id,
+                    nonce: nonce.to_vec(),
+                }),
+            )?
+        };
+        self.durable(lsn).await
+    }
+
+    /// Journals (durably) the card's verified receipt for debit `id`; the card's balance and
+    /// sequence follow it.
+    pub async fn debit_done(&self, id: u64, receipt: JournalledReceipt) -> Result<(), LedgerError> {
+        let lsn = {
+            let mut s = self.lock();
+            let Some(p) = s.pending.iter().find(|p| p.id == id).cloned() else {
+                return Ok(());
+            };
+            let done = DebitDone {
+                id,
+                balance: receipt.balance,
+                sequence: receipt.sequence,
+                signature: receipt.signature,
+                card_id: p.card_id,
+                amount: p.amount,
+                digest: p.digest,
+                nonce: p.nonce,
+            };
+            self.append(&mut s, Kind::DebitDone(done))?
+        };
+        self.durable(lsn).await
+    }
+
+    /// The journalled receipts, oldest first.
+    pub fn receipts(&self) -> Vec<JournalledReceipt> {
+        self.lock()
+            .receipts
+            .iter()
+            .map(|d| JournalledReceipt {
+                id: d.id,
+                amount: d.amount,
+                balance: d.balance,
+                sequence: d.sequence,
+                signature: d.signature.clone(),
+            })
+            .collect()
+    }
+}
+
+fn card_view(c: &CardRecord) -> Option<CardView> {
+    Some(CardView {
+        card_id: c.card_id.as_slice().try_into().ok()?,
+        balance: c.balance,
+        sequence: c.sequence,
+        allowance: c.allowance,
+    })
+}
+
+/// Charges every request left open by a stop what it had delivered (journalled before
+/// delivery); returns how many there were.
+fn settle_replayed(state: &mut State) -> usize {
+    let mut open: Vec<(u64, u64)> = state.open.iter().map(|(id, o)| (*id, o.used)).collect();
+    open.sort_unstable();
+    for (id, used) in &open {
+        let price = state.open[id].price_per_1k;
+        let (debit, card_id) = match state.card_id() {
+            Some(card_id) if *used > 0 => (cost(*used, price), card_id.to_vec()),
+            _ => (0, Vec::new()),
+        };
+        state.apply(Kind::Commit(Commit {
+            id: *id,
+            charged: *used,
+            debit,
+            card_id,
+        }));
+    }
+    open.len()
+}
+
+/// Replays raw journal records into a fresh ledger state and reports the totals: what the
+/// fuzz target drives. Never panics on any input.
+pub fn replay_for_fuzzing(records: &[&[u8]]) -> Result<(u64, usize), LedgerError> {
+    let mut state = State::default();
+    for (index, bytes) in records.iter().enumerate() {
+        let record = Record::decode(*bytes).map_err(|source| LedgerError::Corrupt { index, source })?;
+        if let Some(kind) = record.kind {
+            state.apply(kind);
+        }
+    }
+    settle_replayed(&mut state);
+    let _ = state.owed();
+    let _ = state.snapshot();
+    Ok((state.device.spent, state.pending.len()))
+}
+
+/// Tokens held for one request until it ends. Commit it with what was used; dropped without
+/// a commit, it charges what [`Reservation::progress`] recorded and releases the rest.
+#[must_use = "a dropped reservation charges only what was recorded as delivered"]
+pub struct Reservation {
+    ledger: Ledger,
+    id: u64,
+    amount: u64,
+    used: u64,
+    settled: bool,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("id", &self.id)
+            .field("amount", &self.amount)
+            .field("used", &self.used)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reservation {
+    pub fn amount(&self) -> u64 {
+        self.amount
+    }
+
+    /// Records, durably, that `used` tokens (prompt included) have been delivered; call it
+    /// before they reach the app. A crash then charges at least these.
+    pub async fn progress(&mut self, used: u64) -> Result<(), LedgerError> {
+        let used = used.min(self.amount);
+        if used <= self.used {
+            return Ok(());
+        }
+        self.used = used;
+        let lsn = {
+            let mut s = self.ledger.lock();
+            self.ledger
+                .append(&mut s, Kind::Progress(Progress { id: self.id, used }))?
+        };
+        self.ledger.durable(lsn).await
+    }
+
+    /// Ends the reservation, charging `used` tokens (at most the reserved amount) and
+    /// releasing the rest; returns once that is durable. Returns what was charged.
+    pub async fn commit(mut self, used: u64) -> u64 {
+        self.settled = true;
+        let (charged, lsn) = self.ledger.settle(self.id, used);
+        if let Err(e) = self.ledger.durable(lsn).await {
+            tracing::error!(error = %crate::broker::chain(&e), "a request's charge is not durable");
+        }
+        charged
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            // Durable with the next group commit; the journalled progress bounds it anyway.
+            let _ = self.ledger.settle(self.id, self.used);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
