@@ -81,7 +81,8 @@ enum Command {
     /// With --json: {"state", "eid", "generation", "svn", "firmware", "free_nvm",
     /// "default_dp_address", "root_ds_address", "active_profile", "last_error", "profiles":
     /// [{"iccid", "name", "provider", "nickname", "class", "isdp_aid", "enabled"}], "account":
-    /// {"balance", "sequence", "state"} or null without an AI applet, "endpoints": [{"name",
+    /// {"balance", "sequence", "state", "owed", "pending_debits", "receipts", "billing",
+    /// "billing_error"} or null without an AI applet, "endpoints": [{"name",
     /// "url", "tier", "models": [{"name", "context_window", "max_output", "price_per_1k"}]}]}.
     /// "state" is "ready", "reading", "absent", "not-euicc", "error", or "not-configured"
     /// without a modem.
@@ -519,6 +520,14 @@ fn dict_json(map: &HashMap<String, OwnedValue>) -> serde_json::Map<String, serde
                 serde_json::Value::from(b)
             } else if let Ok(n) = u64::try_from(v) {
                 serde_json::Value::from(n)
+            } else if let Ok(n) = u32::try_from(v) {
+                serde_json::Value::from(n)
+            } else if let Ok(n) = i64::try_from(v) {
+                serde_json::Value::from(n)
+            } else if let Ok(n) = i32::try_from(v) {
+                serde_json::Value::from(n)
+            } else if let Ok(n) = f64::try_from(v) {
+                serde_json::Value::from(n)
             } else {
                 return None;
             };
@@ -620,6 +629,23 @@ async fn esim(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCode
             account.get("state").and_then(|s| s.as_str()).unwrap_or("unknown"),
             account.get("sequence").map(ToString::to_string).unwrap_or_default()
         );
+        let billing = account.get("billing").and_then(|s| s.as_str()).unwrap_or("unknown");
+        println!(
+            "billing        {billing}, {} owed in {} pending debits, {} receipts journalled",
+            account.get("owed").map(ToString::to_string).unwrap_or_default(),
+            account
+                .get("pending_debits")
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            account.get("receipts").map(ToString::to_string).unwrap_or_default()
+        );
+        if let Some(error) = account
+            .get("billing_error")
+            .and_then(|s| s.as_str())
+            .filter(|s| !s.is_empty())
+        {
+            println!("billing error  {error}");
+        }
     }
     for endpoint in doc["endpoints"].as_array().into_iter().flatten() {
         let models: Vec<&str> = endpoint["models"]

@@ -27,6 +27,7 @@ impl BrokerError {
     pub fn name(&self) -> ErrorName {
         match self {
             Self::Budget(LedgerError::CardFault(_)) => ErrorName::EsimError,
+            Self::Budget(LedgerError::DebitTooLarge { .. }) => ErrorName::InvalidArgument,
             Self::Budget(LedgerError::Journal(_) | LedgerError::Open(_) | LedgerError::Corrupt { .. }) => {
                 ErrorName::Failed
             }

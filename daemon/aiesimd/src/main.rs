@@ -14,7 +14,7 @@ use aiesimd::{
     clock::SystemClock,
     cloud::{HttpCloud, HttpOptions, SharedCredentials},
     config::{self, Bus, Config, CredentialChoice},
-    esim::{CardCredentials, Esim, Requirement, provision_endpoints},
+    esim::{CardCredentials, Esim, Requirement, bill, provision_endpoints},
     fastpath::Fastpath,
     ledger::Ledger,
     modem::Modem,
@@ -134,7 +134,9 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
             max_tokens_cap: config.budget.max_tokens_cap,
         },
     ));
+    let billing = tokio_util::sync::CancellationToken::new();
     if let Some((_, esim)) = &modem {
+        tokio::spawn(bill(Arc::clone(esim), broker.ledger().clone(), billing.clone()));
         let broker = Arc::clone(&broker);
         tokio::spawn(provision_endpoints(esim.state(), move |specs| {
             broker.router().set_provisioned(specs)
@@ -173,6 +175,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     tracing::info!("stopping");
     let _ = connection.release_name(BUS_NAME).await;
     service::shutdown(&connection).await;
+    billing.cancel();
     if let Some((modem, _esim)) = modem {
         if tokio::time::timeout(MODEM_SHUTDOWN_TIMEOUT, modem.shutdown())
             .await
@@ -197,13 +200,8 @@ fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
             .create(parent)
             .with_context(|| format!("cannot make the journal's directory {}", parent.display()))?;
     }
-    Ledger::open(&config.budget.journal, budgets).map_err(|e| {
-        anyhow::anyhow!(
-            "{} (journal {})",
-            chain(&e),
-            config.budget.journal.display()
-        )
-    })
+    Ledger::open(&config.budget.journal, budgets)
+        .map_err(|e| anyhow::anyhow!("{} (journal {})", chain(&e), config.budget.journal.display()))
 }
 
 /// Loading the classifier parses the kernel's BTF (tens of MiB, freed right after); hand that

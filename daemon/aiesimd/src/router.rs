@@ -344,7 +344,10 @@ mod tests {
     #[test]
     fn configuration_overrides_a_card_endpoint_of_the_same_name_and_adds_others() {
         let r = Router::new(
-            &[ep("metro", Tier::Metro, &["local"]), ep("extra", Tier::Province, &["x"])],
+            &[
+                ep("metro", Tier::Metro, &["local"]),
+                ep("extra", Tier::Province, &["x"]),
+            ],
             ManualClock::default(),
             Duration::from_secs(30),
         );
@@ -361,7 +364,11 @@ mod tests {
                 ("nat".to_owned(), Source::Card)
             ]
         );
-        assert_eq!(r.pick(Some("s")).unwrap().endpoint, "nat", "the override serves only its own models");
+        assert_eq!(
+            r.pick(Some("s")).unwrap().endpoint,
+            "nat",
+            "the override serves only its own models"
+        );
     }
 
     #[test]

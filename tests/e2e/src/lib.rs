@@ -131,6 +131,11 @@ pub struct WorldOptions {
     pub extra_config: String,
     /// Extra lines for the configuration's `[budget]` table.
     pub budget_config: String,
+    /// Whether the configuration names the test cloud as `[[endpoint]]` "metro" (otherwise only
+    /// the card's endpoints serve: zero configuration).
+    pub config_endpoints: bool,
+    /// Extra arguments for the simulator; `{cloud_url}` in one is replaced by the cloud's URL.
+    pub sim_args: Vec<String>,
     /// The simulated modem's control protocol: "qmi" or "mbim".
     pub modem_protocol: &'static str,
     /// Extra lines for the configuration's `[modem]` table.
@@ -147,6 +152,8 @@ impl Default for WorldOptions {
             app_tokens: 100_000,
             extra_config: String::new(),
             budget_config: String::new(),
+            config_endpoints: true,
+            sim_args: Vec::new(),
             modem_protocol: "qmi",
             modem_config: String::new(),
             fastpath_interface: "wwan0",
@@ -196,6 +203,7 @@ impl World {
                 .arg(&modem_link)
                 .arg("--control")
                 .arg(&modem_control)
+                .args(options.sim_args.iter().map(|a| a.replace("{cloud_url}", &cloud_url)))
                 .stdout(Stdio::piped()),
         )?;
         let line = sim.read_line_until(Duration::from_secs(10), |l| l.starts_with("PTY "))?;
@@ -207,7 +215,7 @@ impl World {
         std::fs::write(
             &config,
             format!(
-                "bus = \"{bus_address}\"\n{extra}\n[modem]\ndevice = \"{modem}\"\nprotocol = \"{protocol}\"\n{modem_extra}\n\n[fastpath]\ninterface = \"{fastpath}\"\n\n[budget]\napp_tokens = {app}\njournal = \"{journal}\"\n{budget_extra}\n[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\n",
+                "bus = \"{bus_address}\"\n{extra}\n[modem]\ndevice = \"{modem}\"\nprotocol = \"{protocol}\"\n{modem_extra}\n\n[fastpath]\ninterface = \"{fastpath}\"\n\n[budget]\napp_tokens = {app}\njournal = \"{journal}\"\n{budget_extra}\n{endpoints}",
                 extra = options.extra_config,
                 modem = modem_link.display(),
                 protocol = options.modem_protocol,
@@ -216,6 +224,13 @@ impl World {
                 app = options.app_tokens,
                 journal = dir.path().join("ledger.journal").display(),
                 budget_extra = options.budget_config,
+                endpoints = if options.config_endpoints {
+                    format!(
+                        "[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\n"
+                    )
+                } else {
+                    String::new()
+                },
             ),
         )?;
         let (daemon, ready_after) = start_daemon(&bins, &device, &config, dir.path())?;

@@ -23,6 +23,7 @@ use nix::{
 };
 
 use crate::{
+    euicc::ReceiptMode,
     pty::{Link, Pty},
     world::{Changes, Registration, World},
 };
@@ -500,6 +501,9 @@ card remove|insert         take the SIM card out or put it back
 radio on|off               turn the radio on or off
 signal DBM                 set the signal's base level (RSSI in dBm, -113..-51)
 register home|roaming|searching|denied|none
+receipts honest|forge|replay  how the AI applet answers DEBIT (forge: a bad signature;
+                           replay: the debit is taken, the previous receipt comes back)
+account                    the AI applet's balance, sequence and debits taken
 state                      the model's client ids and sessions, and the world's state";
 
 impl<D: Device> Commands<'_, D> {
@@ -593,6 +597,23 @@ impl<D: Device> Commands<'_, D> {
                 };
                 self.world.set_registration(registration);
                 Ok(String::new())
+            }
+            ["receipts", mode] => {
+                let mode = match *mode {
+                    "honest" => ReceiptMode::Honest,
+                    "forge" => ReceiptMode::Forge,
+                    "replay" => ReceiptMode::Replay,
+                    other => return Err(format!("expected honest, forge or replay, not {other:?}")),
+                };
+                self.world.uicc.ai.set_receipts(mode);
+                Ok(String::new())
+            }
+            ["account"] => {
+                let a = self.world.uicc.ai.get();
+                Ok(format!(
+                    "balance {}\nsequence {}\ndebits {}",
+                    a.balance, a.sequence, a.debits
+                ))
             }
             ["state"] => {
                 let mut lines = self.device.describe();

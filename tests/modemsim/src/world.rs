@@ -403,6 +403,8 @@ pub struct Uicc {
     channels: [Option<Selected>; CHANNELS],
     /// Raised by the ISD-R when a profile was enabled or disabled.
     refresh: euicc::Refresh,
+    /// The AI applet's account as the control socket sees it.
+    pub ai: euicc::AiProbe,
 }
 
 /// The ISD-R's AID (SGP.22).
@@ -419,7 +421,8 @@ impl Uicc {
         channels[0] = Some(Selected::Nothing);
         let iccid = "8988211000000000017";
         let refresh = euicc::Refresh::default();
-        let applets = euicc::applets(eid, iccid, &euicc::Config::default(), &refresh)
+        let ai = euicc::AiProbe::default();
+        let applets = euicc::applets(eid, iccid, &euicc::Config::default(), &refresh, &ai)
             .expect("the default card reads no file and has a valid ICCID");
         Self {
             present: true,
@@ -430,13 +433,14 @@ impl Uicc {
             applets,
             channels,
             refresh,
+            ai,
         }
     }
 
     /// Rebuilds the eUICC's applets (ISD-R, `IoT` SAFE, AI applet) from the card's options,
     /// with fresh keys; open channels are closed.
     pub fn configure_euicc(&mut self, config: &euicc::Config) -> Result<(), euicc::Error> {
-        self.applets = euicc::applets(self.eid, &self.iccid, config, &self.refresh)?;
+        self.applets = euicc::applets(self.eid, &self.iccid, config, &self.refresh, &self.ai)?;
         self.close_all();
         Ok(())
     }

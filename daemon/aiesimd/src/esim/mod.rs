@@ -6,6 +6,7 @@
 //! publishes them as one [`EsimState`]. It sends the card nothing otherwise.
 
 mod ai_applet;
+mod billing;
 mod card;
 mod credential;
 mod iot_safe;
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use self::{
+    billing::run as bill,
     card::{ModemCard, Session},
     credential::{CardCredentials, CredentialError, Requirement},
     iot_safe::{DeviceCredential, load as load_credential, sign as sign_digest},
@@ -182,6 +184,14 @@ pub struct AccountState {
     pub state: String,
     /// The operator's endpoints, in its order of preference.
     pub endpoints: Vec<CardEndpoint>,
+    /// The identity receipts name (the EID).
+    pub card_id: [u8; 16],
+    /// The account key receipts verify against: an uncompressed P-256 point.
+    pub account_key: Vec<u8>,
+    /// The largest amount one DEBIT may take.
+    pub max_debit: u64,
+    /// What the operator lets the device spend without reaching the card.
+    pub offline_allowance: u64,
 }
 
 /// One endpoint the operator provisioned on the card.
@@ -198,8 +208,17 @@ pub struct CardEndpoint {
 impl From<&ai_applet::Account> for AccountState {
     fn from(account: &ai_applet::Account) -> Self {
         use aiesim_ai_applet::{CardState, Tier};
-        let ai_applet::Account { balance, endpoints } = account;
+        let ai_applet::Account {
+            balance,
+            endpoints,
+            info,
+            key,
+        } = account;
         Self {
+            card_id: info.card_id,
+            account_key: key.0.to_vec(),
+            max_debit: info.max_debit,
+            offline_allowance: info.offline_allowance,
             balance: balance.balance,
             sequence: balance.sequence,
             state: match balance.state {
@@ -283,7 +302,9 @@ pub async fn provision_endpoints(mut state: watch::Receiver<EsimState>, set: imp
         let specs = {
             let s = state.borrow_and_update();
             match s.availability {
-                EsimAvailability::Ready => Some(s.account.as_ref().map(AccountState::endpoint_specs).unwrap_or_default()),
+                EsimAvailability::Ready => {
+                    Some(s.account.as_ref().map(AccountState::endpoint_specs).unwrap_or_default())
+                }
                 EsimAvailability::NotEuicc => Some(Vec::new()),
                 _ => None,
             }
@@ -366,6 +387,7 @@ pub struct Esim {
     modem: Arc<Modem>,
     commands: mpsc::Sender<Command>,
     state: watch::Receiver<EsimState>,
+    publish: Arc<watch::Sender<EsimState>>,
     cancel: CancellationToken,
 }
 
@@ -374,14 +396,28 @@ impl Esim {
     pub fn spawn(modem: Arc<Modem>) -> Self {
         let (commands, queue) = mpsc::channel(4);
         let (state_tx, state) = watch::channel(EsimState::default());
+        let publish = Arc::new(state_tx);
         let cancel = CancellationToken::new();
-        tokio::spawn(follow(Arc::clone(&modem), state_tx, queue, cancel.clone()));
+        tokio::spawn(follow(Arc::clone(&modem), Arc::clone(&publish), queue, cancel.clone()));
         Self {
             modem,
             commands,
             state,
+            publish,
             cancel,
         }
+    }
+
+    /// Publishes the balance a verified receipt showed (the card is not read again for it).
+    pub fn note_balance(&self, card_id: &[u8; 16], balance: u64, sequence: u32) {
+        self.publish.send_if_modified(|s| match s.account.as_mut() {
+            Some(account) if &account.card_id == card_id && account.sequence != sequence => {
+                account.balance = balance;
+                account.sequence = sequence;
+                true
+            }
+            _ => false,
+        });
     }
 
     pub fn state(&self) -> watch::Receiver<EsimState> {
@@ -429,7 +465,7 @@ fn card_key(modem: &ModemState) -> Option<(String, SimState)> {
 
 async fn follow(
     modem: Arc<Modem>,
-    state: watch::Sender<EsimState>,
+    state: Arc<watch::Sender<EsimState>>,
     mut commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
 ) {

@@ -54,6 +54,10 @@ pub enum LedgerError {
         "the eSIM is out of reach: its offline allowance has {available} account tokens left, the request may cost {needed}"
     )]
     OfflineAllowance { available: u64, needed: u64 },
+    #[error(
+        "the request may cost {needed} account tokens, more than the card's largest debit ({max}); ask for fewer max_tokens"
+    )]
+    DebitTooLarge { needed: u64, max: u64 },
     #[error("spending is stopped: {0}")]
     CardFault(String),
     #[error("the ledger's journal cannot be written: {0}")]
@@ -93,6 +97,8 @@ pub struct CardView {
     pub sequence: u32,
     /// What the operator lets the device spend without reaching the card.
     pub allowance: u64,
+    /// The most one DEBIT may take: a request that could cost more is refused.
+    pub max_debit: u64,
 }
 
 /// A debit owed to the card, oldest first.
@@ -227,7 +233,9 @@ impl State {
                 }
             }
             Kind::DebitDone(done) => {
-                let Some(i) = self.pending.iter().position(|p| p.id == done.id) else { return };
+                let Some(i) = self.pending.iter().position(|p| p.id == done.id) else {
+                    return;
+                };
                 self.pending.remove(i);
                 if let Some(card) = self.card.as_mut().filter(|c| c.card_id == done.card_id) {
                     card.balance = done.balance;
@@ -251,7 +259,15 @@ impl State {
                     next_id,
                     apps: apps
                         .into_iter()
-                        .map(|a| (a.app, Account { spent: a.spent, reserved: 0 }))
+                        .map(|a| {
+                            (
+                                a.app,
+                                Account {
+                                    spent: a.spent,
+                                    reserved: 0,
+                                },
+                            )
+                        })
                         .collect(),
                     device: Account {
                         spent: device_spent,
@@ -466,9 +482,7 @@ impl Ledger {
                 needed: amount,
             });
         }
-        let device_free = budgets
-            .device_tokens
-            .saturating_sub(s.device.spent + s.device.reserved);
+        let device_free = budgets.device_tokens.saturating_sub(s.device.spent + s.device.reserved);
         if amount > device_free {
             return Err(LedgerError::DeviceExhausted {
                 available: device_free,
@@ -480,6 +494,12 @@ impl Ledger {
                 return Err(LedgerError::CardFault(fault.clone()));
             }
             let needed = cost(amount, price_per_1k);
+            if card.max_debit > 0 && needed > card.max_debit {
+                return Err(LedgerError::DebitTooLarge {
+                    needed,
+                    max: card.max_debit,
+                });
+            }
             let owed = s.owed();
             let balance_free = if s.exhausted {
                 0
@@ -493,7 +513,9 @@ impl Ledger {
                 });
             }
             if !s.online {
-                let allowance = budgets.offline_tokens.map_or(card.allowance, |cap| cap.min(card.allowance));
+                let allowance = budgets
+                    .offline_tokens
+                    .map_or(card.allowance, |cap| cap.min(card.allowance));
                 let offline_free = allowance.saturating_sub(owed);
                 if needed > offline_free {
                     return Err(LedgerError::OfflineAllowance {
@@ -590,6 +612,7 @@ impl Ledger {
             balance: view.balance,
             sequence: view.sequence,
             allowance: view.allowance,
+            max_debit: view.max_debit,
         };
         if !known {
             s.exhausted = false;
@@ -627,7 +650,11 @@ impl Ledger {
     pub fn card(&self) -> CardBook {
         let s = self.lock();
         let card_id = s.card_id();
-        let pending: Vec<&PendingRecord> = s.pending.iter().filter(|p| Some(p.card_id.as_slice()) == card_id).collect();
+        let pending: Vec<&PendingRecord> = s
+            .pending
+            .iter()
+            .filter(|p| Some(p.card_id.as_slice()) == card_id)
+            .collect();
         CardBook {
             card: s.card.as_ref().and_then(card_view),
             online: s.online,
@@ -716,6 +743,7 @@ fn card_view(c: &CardRecord) -> Option<CardView> {
         balance: c.balance,
         sequence: c.sequence,
         allowance: c.allowance,
+        max_debit: c.max_debit,
     })
 }
 

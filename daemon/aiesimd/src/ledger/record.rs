@@ -134,6 +134,8 @@ pub struct CardRecord {
     pub sequence: u32,
     #[prost(uint64, tag = "4")]
     pub allowance: u64,
+    #[prost(uint64, tag = "5")]
+    pub max_debit: u64,
 }
 
 /// A debit owed to a card and not yet receipted.

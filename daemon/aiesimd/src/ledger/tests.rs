@@ -19,6 +19,7 @@ fn card(balance: u64, allowance: u64) -> CardView {
         balance,
         sequence: 0,
         allowance,
+        max_debit: 50_000,
     }
 }
 
@@ -44,7 +45,11 @@ fn reserve_then_commit_charges_usage_and_releases_the_rest() {
         );
         assert!(matches!(
             l.reserve("a", 50, 1000, D).unwrap_err(),
-            LedgerError::AppExhausted { available: 40, needed: 50, .. }
+            LedgerError::AppExhausted {
+                available: 40,
+                needed: 50,
+                ..
+            }
         ));
         assert_eq!(r.commit(25).await, 25);
         assert_eq!(
@@ -177,7 +182,11 @@ fn a_journal_of_another_kind_is_refused_with_its_path() {
     let Err(e) = Ledger::open(&path, budgets(1, 1)) else {
         panic!("opened a file that is no journal")
     };
-    assert!(crate::broker::chain(&e).contains("ledger.journal"), "{}", crate::broker::chain(&e));
+    assert!(
+        crate::broker::chain(&e).contains("ledger.journal"),
+        "{}",
+        crate::broker::chain(&e)
+    );
 }
 
 #[test]
@@ -196,7 +205,11 @@ fn the_card_bounds_admission_and_is_owed_every_commit() {
         ));
         assert_eq!(r.commit(101).await, 101);
         let book = l.card();
-        assert_eq!((book.owed, book.pending), (202, 1), "ceil(101 × 1.999) account tokens are owed");
+        assert_eq!(
+            (book.owed, book.pending),
+            (202, 1),
+            "ceil(101 × 1.999) account tokens are owed"
+        );
         let d = l.next_debit(&CARD).unwrap();
         assert_eq!((d.amount, d.digest, d.nonce), (202, D, None));
         l.debit_sent(d.id, [1; 16]).await.unwrap();
@@ -236,7 +249,10 @@ fn offline_spending_stops_at_the_allowance_and_resumes_online() {
         ));
         assert_eq!(l.card().owed, 200, "the offline debit is kept for the card");
         l.card_online(card(10_000, 300));
-        assert!(l.reserve("a", 200, 1_000, D).is_ok(), "back online, the balance decides");
+        assert!(
+            l.reserve("a", 200, 1_000, D).is_ok(),
+            "back online, the balance decides"
+        );
     });
 }
 
@@ -252,7 +268,10 @@ fn a_fault_or_an_exhausted_card_stops_spending() {
     l.card_online(card(20_000, 300));
     assert!(l.reserve("a", 1, 1_000, D).is_ok(), "a top-up lifts it");
     l.card_fault("a receipt does not verify".into());
-    assert!(matches!(l.reserve("a", 1, 1_000, D).unwrap_err(), LedgerError::CardFault(_)));
+    assert!(matches!(
+        l.reserve("a", 1, 1_000, D).unwrap_err(),
+        LedgerError::CardFault(_)
+    ));
 }
 
 #[test]
@@ -273,7 +292,10 @@ fn pending_debits_and_sent_nonces_survive_a_restart() {
     let first = l.next_debit(&CARD).unwrap();
     assert_eq!((first.amount, first.nonce), (50, Some([5; 16])));
     assert!(
-        matches!(l.reserve("a", 300, 1_000, D).unwrap_err(), LedgerError::OfflineAllowance { available: 190, .. }),
+        matches!(
+            l.reserve("a", 300, 1_000, D).unwrap_err(),
+            LedgerError::OfflineAllowance { available: 190, .. }
+        ),
         "after a restart the card is out of reach until read"
     );
 }

@@ -14,6 +14,7 @@ use super::{
 use crate::{
     broker::chain,
     esim::{Esim, EsimError, EsimState},
+    ledger::Ledger,
 };
 
 const INTERFACE: &str = "org.aiesim.AiEsim1.Esim";
@@ -21,12 +22,13 @@ const INTERFACE: &str = "org.aiesim.AiEsim1.Esim";
 pub struct EsimObject {
     esim: Arc<Esim>,
     state: watch::Receiver<EsimState>,
+    ledger: Ledger,
 }
 
 impl EsimObject {
-    pub fn new(esim: Arc<Esim>) -> Self {
+    pub fn new(esim: Arc<Esim>, ledger: Ledger) -> Self {
         let state = esim.state();
-        Self { esim, state }
+        Self { esim, state, ledger }
     }
 
     fn now(&self) -> watch::Ref<'_, EsimState> {
@@ -89,10 +91,26 @@ impl EsimObject {
         let Some(account) = &state.account else {
             return HashMap::new();
         };
+        let book = self.ledger.card();
+        let billing = if book.fault.is_some() {
+            "fault"
+        } else if book.exhausted {
+            "exhausted"
+        } else if book.online {
+            "online"
+        } else {
+            "offline"
+        };
+        let count = |n: usize| OwnedValue::from(u32::try_from(n).unwrap_or(u32::MAX));
         HashMap::from([
             ("balance".to_owned(), OwnedValue::from(account.balance)),
             ("sequence".to_owned(), OwnedValue::from(account.sequence)),
             ("state".to_owned(), text(&account.state)),
+            ("owed".to_owned(), OwnedValue::from(book.owed)),
+            ("pending_debits".to_owned(), count(book.pending)),
+            ("receipts".to_owned(), count(book.receipts)),
+            ("billing".to_owned(), text(billing)),
+            ("billing_error".to_owned(), text(book.fault.as_deref().unwrap_or(""))),
         ])
     }
 

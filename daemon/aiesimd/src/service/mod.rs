@@ -70,7 +70,10 @@ pub async fn serve(
             .at(path.as_str(), modem::ModemObject::new(Arc::clone(&modem)))
             .await?;
         server
-            .at(path.as_str(), esim::EsimObject::new(Arc::clone(&esim)))
+            .at(
+                path.as_str(),
+                esim::EsimObject::new(Arc::clone(&esim), shared.broker.ledger().clone()),
+            )
             .await?;
         if let Some(endpoints) = follow_modem_interface {
             tokio::spawn(fastpath::follow_modem(

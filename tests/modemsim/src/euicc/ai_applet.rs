@@ -11,16 +11,16 @@ use aiesim_apdu::Command;
 use p256::ecdsa::VerifyingKey;
 
 use super::{
-    Error, Outbox, answer,
+    AiProbe, Error, Outbox, ReceiptMode, answer,
     card_state::{self, Account},
     fci, is_get_response, keys, status,
 };
 use crate::world::{Applet, sw};
 
-/// The largest amount one DEBIT may take.
-const MAX_DEBIT: u64 = 50_000;
-/// What the operator lets the daemon spend offline before reconciling.
-const OFFLINE_ALLOWANCE: u64 = 5_000;
+/// The largest amount one DEBIT may take, by default.
+pub const MAX_DEBIT: u64 = 50_000;
+/// What the operator lets the daemon spend offline before reconciling, by default.
+pub const OFFLINE_ALLOWANCE: u64 = 5_000;
 /// How many redeemed voucher ids the card remembers before raising the replay floor.
 const VOUCHER_STORE: usize = 64;
 
@@ -32,6 +32,9 @@ pub struct Setup {
     pub operator_key: Option<keys::Point>,
     pub endpoints: Vec<Endpoint>,
     pub card_state: Option<PathBuf>,
+    pub offline_allowance: u64,
+    pub max_debit: u64,
+    pub probe: AiProbe,
 }
 
 pub struct AiApplet {
@@ -41,6 +44,11 @@ pub struct AiApplet {
     endpoints: Vec<u8>,
     account: Account,
     card_state: Option<PathBuf>,
+    offline_allowance: u64,
+    max_debit: u64,
+    probe: AiProbe,
+    /// The last receipt given, for the replay fault.
+    last_receipt: Option<Receipt>,
     outbox: Outbox,
 }
 
@@ -52,6 +60,9 @@ impl AiApplet {
             operator_key,
             endpoints,
             card_state,
+            offline_allowance,
+            max_debit,
+            probe,
         } = setup;
         let operator = operator_key
             .map(|point| VerifyingKey::from_sec1_bytes(&point).map_err(|_| Error::OperatorKey))
@@ -68,6 +79,7 @@ impl AiApplet {
             }
             (account, key)
         };
+        probe.note(account.balance, account.sequence, false);
         Ok(Self {
             card_id,
             key,
@@ -75,6 +87,10 @@ impl AiApplet {
             endpoints,
             account,
             card_state,
+            offline_allowance,
+            max_debit,
+            probe,
+            last_receipt: None,
             outbox: Outbox::default(),
         })
     }
@@ -96,15 +112,28 @@ impl AiApplet {
                 }
                 .encode()
             }
-            Request::Debit(debit) => self.debit(debit)?.encode(),
+            Request::Debit(debit) => {
+                let honest = self.debit(debit)?;
+                let given = match self.probe.get().receipts {
+                    ReceiptMode::Honest => honest,
+                    ReceiptMode::Forge => {
+                        let mut forged = honest;
+                        forged.signature[17] ^= 0x01;
+                        forged
+                    }
+                    ReceiptMode::Replay => self.last_receipt.unwrap_or(honest),
+                };
+                self.last_receipt = Some(honest);
+                given.encode()
+            }
             Request::TopUp { voucher, host_time } => self.top_up(voucher, *host_time)?.encode(),
             Request::GetEndpoints => self.endpoints.clone(),
             Request::GetAccountKey => AccountKey(self.key.public()).encode(),
             Request::GetData => AppletInfo {
                 version: [1, 0],
                 card_id: self.card_id,
-                max_debit: MAX_DEBIT,
-                offline_allowance: OFFLINE_ALLOWANCE,
+                max_debit: self.max_debit,
+                offline_allowance: self.offline_allowance,
             }
             .encode()
             .map_err(|_| AppletError::Internal)?,
@@ -116,7 +145,7 @@ impl AiApplet {
         if self.account.state != CardState::Active {
             return Err(AppletError::NotActive);
         }
-        if amount == 0 || amount > MAX_DEBIT {
+        if amount == 0 || amount > self.max_debit {
             return Err(AppletError::IncorrectData);
         }
         let balance = self
@@ -201,6 +230,8 @@ impl AiApplet {
                 AppletError::Internal
             })?;
         }
+        let debit = account.balance < self.account.balance;
+        self.probe.note(account.balance, account.sequence, debit);
         self.account = account;
         Ok(())
     }

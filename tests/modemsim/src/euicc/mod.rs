@@ -14,7 +14,7 @@ mod keys;
 use std::{
     path::PathBuf,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -38,6 +38,10 @@ pub struct Config {
     pub endpoints: Vec<Endpoint>,
     /// Where the AI applet keeps its account across restarts.
     pub card_state: Option<PathBuf>,
+    /// GET DATA's offline allowance.
+    pub offline_allowance: u64,
+    /// GET DATA's largest debit.
+    pub max_debit: u64,
 }
 
 impl Default for Config {
@@ -50,6 +54,8 @@ impl Default for Config {
             operator_key: None,
             endpoints: vec![default_endpoint()],
             card_state: None,
+            offline_allowance: ai_applet::OFFLINE_ALLOWANCE,
+            max_debit: ai_applet::MAX_DEBIT,
         }
     }
 }
@@ -101,6 +107,12 @@ pub struct Options {
     /// file, rewritten atomically after every change and read at start.
     #[arg(long, value_name = "FILE")]
     card_state: Option<PathBuf>,
+    /// The offline allowance the AI applet's GET DATA announces (account tokens).
+    #[arg(long, default_value_t = ai_applet::OFFLINE_ALLOWANCE)]
+    offline_allowance: u64,
+    /// The largest amount one DEBIT may take.
+    #[arg(long, default_value_t = ai_applet::MAX_DEBIT)]
+    max_debit: u64,
 }
 
 /// An AID on the command line (a newtype, so clap takes it as one value, not a list of bytes).
@@ -117,6 +129,8 @@ impl From<Options> for Config {
             operator_key,
             endpoints,
             card_state,
+            offline_allowance,
+            max_debit,
         } = options;
         Self {
             sgp32,
@@ -130,6 +144,8 @@ impl From<Options> for Config {
                 endpoints
             },
             card_state,
+            offline_allowance,
+            max_debit,
         }
     }
 }
@@ -239,9 +255,56 @@ impl Refresh {
     }
 }
 
+/// How the AI applet answers DEBIT: as it should, or as a faulty or malicious card would.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReceiptMode {
+    #[default]
+    Honest,
+    /// The receipt's signature has one bit flipped.
+    Forge,
+    /// The debit is taken, but the previous receipt comes back.
+    Replay,
+}
+
+/// What the control socket reads of the AI applet, and the receipt fault it sets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AiAccount {
+    pub balance: u64,
+    pub sequence: u32,
+    pub debits: u64,
+    pub receipts: ReceiptMode,
+}
+
+/// Shared between the AI applet and the control socket.
+#[derive(Debug, Clone, Default)]
+pub struct AiProbe(Arc<Mutex<AiAccount>>);
+
+impl AiProbe {
+    pub fn get(&self) -> AiAccount {
+        *self.0.lock().expect("probe lock")
+    }
+
+    pub fn set_receipts(&self, mode: ReceiptMode) {
+        self.0.lock().expect("probe lock").receipts = mode;
+    }
+
+    fn note(&self, balance: u64, sequence: u32, debit: bool) {
+        let mut a = self.0.lock().expect("probe lock");
+        a.balance = balance;
+        a.sequence = sequence;
+        a.debits += u64::from(debit);
+    }
+}
+
 /// The three applets in selection order, built from `config` for the card `eid` whose enabled
 /// profile is `iccid`; `refresh` is raised when a profile switch needs announcing.
-pub fn applets(eid: [u8; 16], iccid: &str, config: &Config, refresh: &Refresh) -> Result<Vec<Box<dyn Applet>>, Error> {
+pub fn applets(
+    eid: [u8; 16],
+    iccid: &str,
+    config: &Config,
+    refresh: &Refresh,
+    probe: &AiProbe,
+) -> Result<Vec<Box<dyn Applet>>, Error> {
     let Config {
         sgp32,
         iot_safe_aid,
@@ -250,6 +313,8 @@ pub fn applets(eid: [u8; 16], iccid: &str, config: &Config, refresh: &Refresh) -
         operator_key,
         endpoints,
         card_state,
+        offline_allowance,
+        max_debit,
     } = config;
     let isd_r = isd_r::IsdR::new(eid, iccid, *sgp32, refresh.clone())?;
     let iot_safe = iot_safe::IotSafe::new(eid, iot_safe_aid.clone(), *der_signatures)?;
@@ -259,6 +324,9 @@ pub fn applets(eid: [u8; 16], iccid: &str, config: &Config, refresh: &Refresh) -
         operator_key: *operator_key,
         endpoints: endpoints.clone(),
         card_state: card_state.clone(),
+        offline_allowance: *offline_allowance,
+        max_debit: *max_debit,
+        probe: probe.clone(),
     })?;
     Ok(vec![Box::new(isd_r), Box::new(iot_safe), Box::new(ai)])
 }

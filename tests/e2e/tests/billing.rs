@@ -1,0 +1,241 @@
+//! The eSIM's token account as the billing authority, through the whole stack: requests served
+//! by the endpoint the card provisions (no `[[endpoint]]` configured), every charge debited on
+//! the simulated card's AI applet with a receipt aiesimd verifies, spending within the offline
+//! allowance while the card is out, reconciliation when it is back, and a card whose receipts
+//! do not verify stopping all spending. The card's own balance is read from the simulator's
+//! control socket, not from the daemon.
+
+use std::time::{Duration, Instant};
+
+use aiesim_e2e::{MODEL_NAME, World, WorldOptions, output_text as text, skip_unless_ready};
+
+/// Account tokens per 1000 model tokens on the card's endpoint: two for one.
+const PRICE: u64 = 2_000;
+const START_BALANCE: u64 = 100_000;
+
+fn zero_config(extra_sim: &[&str]) -> WorldOptions {
+    let mut sim_args = vec![
+        "--endpoint".to_owned(),
+        format!("metro,{{cloud_url}},metro,{MODEL_NAME}:2048:64,{PRICE}"),
+        "--tokens".to_owned(),
+        START_BALANCE.to_string(),
+    ];
+    sim_args.extend(extra_sim.iter().map(|s| (*s).to_owned()));
+    WorldOptions {
+        config_endpoints: false,
+        sim_args,
+        ..WorldOptions::default()
+    }
+}
+
+fn esim_json(world: &World) -> serde_json::Value {
+    let out = world.aictl().args(["esim", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
+fn wait_esim(world: &World, what: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let doc = esim_json(world);
+        if ready(&doc) {
+            return doc;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the eSIM never became {what}: {doc:#}\n{}",
+            world.daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The simulated card's own account: (balance, sequence, debits taken).
+fn card_account(world: &World) -> (u64, u32, u64) {
+    let lines = world.modem_control("account").unwrap();
+    let field = |name: &str| -> u64 {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+    };
+    (
+        field("balance"),
+        u32::try_from(field("sequence")).unwrap(),
+        field("debits"),
+    )
+}
+
+/// Asks once; Ok(charged model tokens) or Err(what aictl said).
+fn ask(world: &World) -> Result<u64, String> {
+    let out = world
+        .aictl()
+        .args(["ask", "--max-tokens", "6", "Say hi."])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    if !out.status.success() {
+        return Err(said);
+    }
+    let charged = said
+        .split("-- ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no charge in {said:?}"));
+    Ok(charged)
+}
+
+fn cost(tokens: u64) -> u64 {
+    (tokens * PRICE).div_ceil(1000)
+}
+
+#[tokio::test]
+async fn with_no_endpoint_configured_the_cards_endpoint_serves_and_the_card_is_debited() {
+    if skip_unless_ready("with_no_endpoint_configured_the_cards_endpoint_serves_and_the_card_is_debited") {
+        return;
+    }
+    let world = World::start(&zero_config(&[])).unwrap();
+    wait_esim(&world, "ready with its account", |d| {
+        d["account"]["billing"] == "online"
+    });
+    let mut spent = 0;
+    for round in 1..=2u32 {
+        let charged = ask(&world).unwrap_or_else(|e| panic!("{e}\n{}", world.daemon.log()));
+        assert!(charged > 0);
+        spent += cost(charged);
+        // The journal takes the receipt first, then the published balance follows it.
+        let doc = wait_esim(&world, "debited", |d| {
+            d["account"]["receipts"] == round && d["account"]["balance"] == START_BALANCE - spent
+        });
+        assert_eq!(doc["account"]["pending_debits"], 0, "{doc:#}");
+        assert_eq!(doc["account"]["sequence"], round, "{doc:#}");
+        let (balance, sequence, debits) = card_account(&world);
+        assert_eq!(balance, START_BALANCE - spent, "the card itself holds the new balance");
+        assert_eq!((sequence, debits), (round, u64::from(round)), "one debit per request");
+    }
+    let human = world.aictl().arg("esim").output().unwrap();
+    assert!(
+        text(&human).contains(&format!("tokens         {}", START_BALANCE - spent)),
+        "{}",
+        text(&human)
+    );
+    assert!(text(&human).contains("billing        online"), "{}", text(&human));
+}
+
+#[tokio::test]
+async fn a_forged_or_replayed_receipt_stops_all_spending() {
+    if skip_unless_ready("a_forged_or_replayed_receipt_stops_all_spending") {
+        return;
+    }
+    for mode in ["forge", "replay"] {
+        let world = World::start(&zero_config(&[])).unwrap();
+        wait_esim(&world, "ready with its account", |d| {
+            d["account"]["billing"] == "online"
+        });
+        // One honest debit first, so that a replay has a receipt to replay.
+        ask(&world).unwrap();
+        wait_esim(&world, "debited", |d| d["account"]["receipts"] == 1);
+        world.modem_control(&format!("receipts {mode}")).unwrap();
+        // The answer was delivered before the debit; the bad receipt then stops everything.
+        ask(&world).unwrap();
+        let doc = wait_esim(&world, "at fault", |d| d["account"]["billing"] == "fault");
+        let why = doc["account"]["billing_error"].as_str().unwrap().to_owned();
+        let expected = if mode == "forge" { "forged" } else { "replayed" };
+        assert!(why.contains(expected), "{mode}: {why}");
+        assert_eq!(
+            doc["account"]["receipts"], 1,
+            "{mode}: the bad receipt is not journalled"
+        );
+        let refused = ask(&world).unwrap_err();
+        assert!(
+            refused.contains("EsimError") && refused.contains(expected),
+            "{mode}: {refused}"
+        );
+        assert_eq!(card_account(&world).2, 2, "{mode}: nothing more reached the card");
+    }
+}
+
+#[tokio::test]
+async fn without_the_card_spending_stops_at_the_offline_allowance_and_reconciles_when_it_is_back() {
+    if skip_unless_ready("without_the_card_spending_stops_at_the_offline_allowance_and_reconciles_when_it_is_back") {
+        return;
+    }
+    let world = World::start(&zero_config(&["--offline-allowance", "120"])).unwrap();
+    wait_esim(&world, "ready with its account", |d| {
+        d["account"]["billing"] == "online"
+    });
+    world.modem_control("card remove").unwrap();
+    wait_esim(&world, "absent", |d| d["state"] == "absent");
+    let mut offline_cost = 0;
+    let mut served = 0u32;
+    let refusal = loop {
+        match ask(&world) {
+            Ok(charged) => {
+                offline_cost += cost(charged);
+                served += 1;
+                assert!(served < 20, "the allowance never ran out");
+            }
+            Err(refusal) => break refusal,
+        }
+    };
+    assert!(served >= 1, "some spending is allowed offline: {refusal}");
+    assert!(offline_cost <= 120, "never beyond the allowance: {offline_cost}");
+    assert!(
+        refusal.contains("BudgetExceeded") && refusal.contains("offline allowance"),
+        "{refusal}"
+    );
+    assert_eq!(card_account(&world).2, 0, "nothing reached the card while it was out");
+
+    world.modem_control("card insert").unwrap();
+    let doc = wait_esim(&world, "reconciled", |d| {
+        d["account"]["billing"] == "online"
+            && d["account"]["pending_debits"] == 0
+            && d["account"]["receipts"] == served
+            && d["account"]["balance"] == START_BALANCE - offline_cost
+    });
+    let (balance, sequence, debits) = card_account(&world);
+    assert_eq!(
+        balance,
+        START_BALANCE - offline_cost,
+        "every offline charge reached the card"
+    );
+    assert_eq!((u64::from(sequence), debits), (u64::from(served), u64::from(served)));
+    assert_eq!(doc["account"]["owed"], 0, "{doc:#}");
+    ask(&world).unwrap_or_else(|e| panic!("back online, requests are served: {e}"));
+}
+
+#[tokio::test]
+async fn requests_stop_when_the_cards_balance_cannot_cover_them() {
+    if skip_unless_ready("requests_stop_when_the_cards_balance_cannot_cover_them") {
+        return;
+    }
+    let mut options = zero_config(&[]);
+    options.sim_args[3] = "90".into();
+    let world = World::start(&options).unwrap();
+    wait_esim(&world, "ready with its account", |d| {
+        d["account"]["billing"] == "online"
+    });
+    let mut spent = 0;
+    let mut served = 0u32;
+    let refusal = loop {
+        match ask(&world) {
+            Ok(charged) => {
+                spent += cost(charged);
+                served += 1;
+                assert!(spent <= 90, "spent {spent} of a 90-token account");
+                wait_esim(&world, "debited", |d| {
+                    d["account"]["pending_debits"] == 0 && d["account"]["receipts"] == served
+                });
+            }
+            Err(refusal) => break refusal,
+        }
+    };
+    assert!(spent > 0, "the account paid for something before it ran out: {refusal}");
+    assert!(
+        refusal.contains("BudgetExceeded") && refusal.contains("token account"),
+        "{refusal}"
+    );
+    let (balance, _, _) = card_account(&world);
+    assert_eq!(balance, 90 - spent, "the card was debited exactly what was spent");
+}
