@@ -24,6 +24,19 @@ pub trait Broker {
     fn cancel(&self, request_path: &ObjectPath<'_>) -> zbus::Result<()>;
 }
 
+#[proxy(
+    interface = "org.aiesim.AiEsim1.Budget",
+    default_service = "org.aiesim.AiEsim1",
+    default_path = "/org/aiesim/AiEsim1"
+)]
+pub trait Budget {
+    /// The caller's own budget.
+    fn get_mine(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+
+    /// Every app's budget (administrators).
+    fn list(&self) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+}
+
 #[proxy(interface = "org.aiesim.AiEsim1.Request", default_service = "org.aiesim.AiEsim1")]
 pub trait Request {
     fn cancel(&self) -> zbus::Result<()>;

@@ -306,6 +306,45 @@ impl World {
         &self.operator
     }
 
+    /// Stops aiesimd — with SIGKILL when `crash`, a crash as far as it can tell, else SIGTERM —
+    /// and starts it again on the same configuration, journal and bus; returns once its modem
+    /// is ready again.
+    pub fn restart_daemon(&mut self, crash: bool) -> anyhow::Result<()> {
+        if crash {
+            self.daemon.kill()?;
+        } else {
+            self.daemon.terminate()?;
+        }
+        // The bus drops the dead connection's name on its own time: wait for it.
+        let started = Instant::now();
+        loop {
+            let out = Command::new("busctl")
+                .args([
+                    "--address",
+                    &self.bus_address,
+                    "call",
+                    "org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                ])
+                .args(["org.freedesktop.DBus", "NameHasOwner", "s", aiesim_dbus::BUS_NAME])
+                .output()
+                .context("cannot run busctl")?;
+            if String::from_utf8_lossy(&out.stdout).trim() == "b false" {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("the bus still names the stopped aiesimd after 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_file(self.dir.path().join("notify"));
+        let config = self.dir.path().join("aiesimd.toml");
+        let (daemon, ready_after) = start_daemon(&bin_dir(&self.profile), &self.device, &config, self.dir.path())?;
+        self.daemon = daemon;
+        self.ready_after = ready_after;
+        wait_modem_ready(&self.bus_address, &self.daemon)
+    }
+
     /// The daemon's resident set size, in KiB.
     pub fn daemon_rss_kib(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.daemon.pid()))?;

@@ -140,7 +140,7 @@ async fn settle(
     let journal = |e: crate::ledger::LedgerError| Stop::Fault(chain(&e));
     let nonce = if let Some(nonce) = pending.nonce {
         // Sent before: did the card do it?
-        let now = ai_applet::balance(modem).await.map_err(offline)?;
+        let now = ai_applet::balance(modem).await.map_err(|e| offline(&e))?;
         if now.sequence == view.sequence.wrapping_add(1) && now.balance == view.balance.saturating_sub(pending.amount) {
             tracing::warn!(
                 debit = pending.id,
@@ -185,7 +185,7 @@ async fn settle(
         Err(EsimError::Ai(why)) => {
             return Err(Stop::Fault(format!("the card refused debit {}: {why}", pending.id)));
         }
-        Err(e) => return Err(offline(e)),
+        Err(e) => return Err(offline(&e)),
     };
     verify(key, &view, &debit, &receipt).map_err(Stop::Fault)?;
     let journalled = JournalledReceipt {
@@ -209,8 +209,8 @@ async fn settle(
     Ok(journalled)
 }
 
-fn offline(e: EsimError) -> Stop {
-    Stop::Offline(chain(&e))
+fn offline(e: &EsimError) -> Stop {
+    Stop::Offline(chain(e))
 }
 
 /// A receipt is good when it is the next one, takes exactly the amount, and the card's account

@@ -246,39 +246,41 @@ impl State {
                     self.receipts.pop_front();
                 }
             }
-            Kind::Snapshot(snapshot) => {
-                let Snapshot {
-                    next_id,
-                    apps,
-                    device_spent,
-                    card,
-                    pending,
-                    receipts,
-                } = snapshot;
-                *self = Self {
-                    next_id,
-                    apps: apps
-                        .into_iter()
-                        .map(|a| {
-                            (
-                                a.app,
-                                Account {
-                                    spent: a.spent,
-                                    reserved: 0,
-                                },
-                            )
-                        })
-                        .collect(),
-                    device: Account {
-                        spent: device_spent,
-                        reserved: 0,
-                    },
-                    card,
-                    pending: pending.into(),
-                    receipts: receipts.into(),
-                    ..Self::default()
-                };
-            }
+            Kind::Snapshot(snapshot) => *self = Self::from_snapshot(snapshot),
+        }
+    }
+
+    fn from_snapshot(snapshot: Snapshot) -> Self {
+        let Snapshot {
+            next_id,
+            apps,
+            device_spent,
+            card,
+            pending,
+            receipts,
+        } = snapshot;
+        Self {
+            next_id,
+            apps: apps
+                .into_iter()
+                .map(|a| {
+                    (
+                        a.app,
+                        Account {
+                            spent: a.spent,
+                            reserved: 0,
+                        },
+                    )
+                })
+                .collect(),
+            device: Account {
+                spent: device_spent,
+                reserved: 0,
+            },
+            card,
+            pending: pending.into(),
+            receipts: receipts.into(),
+            ..Self::default()
         }
     }
 
@@ -427,7 +429,7 @@ impl Ledger {
             Ok(lsn) => {
                 state.apply(kind);
                 if journal.size() > COMPACT_AT {
-                    self.compact(state, journal);
+                    Self::compact(state, journal);
                 }
                 Ok(Some(lsn))
             }
@@ -440,7 +442,7 @@ impl Ledger {
         }
     }
 
-    fn compact(&self, state: &mut State, journal: &Journal) {
+    fn compact(state: &State, journal: &Journal) {
         let records: Vec<Vec<u8>> = state.snapshot().iter().map(prost::Message::encode_to_vec).collect();
         if let Err(e) = journal.compact(records.iter().map(Vec::as_slice)) {
             // The old journal is still whole; the next append tries again.
@@ -561,13 +563,12 @@ impl Ledger {
             debit,
             card_id,
         };
-        let lsn = match self.append(&mut s, Kind::Commit(commit.clone())) {
-            Ok(lsn) => lsn,
-            Err(_) => {
-                // Not durable, but the live state must still end the request.
-                s.apply(Kind::Commit(commit));
-                None
-            }
+        let lsn = if let Ok(lsn) = self.append(&mut s, Kind::Commit(commit.clone())) {
+            lsn
+        } else {
+            // Not durable, but the live state must still end the request.
+            s.apply(Kind::Commit(commit));
+            None
         };
         drop(s);
         if debit > 0 {
@@ -593,6 +594,35 @@ impl Ledger {
             .budgets
             .device_tokens
             .saturating_sub(s.device.spent + s.device.reserved)
+    }
+
+    /// Every app that has spent or holds tokens, by app id: (app, balance, requests in flight).
+    pub fn apps(&self) -> Vec<(String, Balance, usize)> {
+        let s = self.lock();
+        let mut apps: Vec<(String, Balance, usize)> = s
+            .apps
+            .iter()
+            .filter(|(_, a)| a.spent > 0 || a.reserved > 0)
+            .map(|(app, a)| {
+                let in_flight = s.open.values().filter(|o| &o.app == app).count();
+                (
+                    app.clone(),
+                    Balance {
+                        limit: self.0.budgets.app_tokens,
+                        spent: a.spent,
+                        reserved: a.reserved,
+                    },
+                    in_flight,
+                )
+            })
+            .collect();
+        apps.sort_by(|a, b| a.0.cmp(&b.0));
+        apps
+    }
+
+    /// Requests of `app` holding tokens now.
+    pub fn in_flight(&self, app: &str) -> usize {
+        self.lock().open.values().filter(|o| o.app == app).count()
     }
 
     /// Requests holding tokens now.
@@ -624,7 +654,7 @@ impl Ledger {
             s.exhausted = false;
         }
         if !known && let Some(journal) = &self.0.journal {
-            self.compact(&mut s, journal);
+            Self::compact(&s, journal);
         }
     }
 

@@ -138,8 +138,8 @@ fn the_journal_survives_a_restart_and_settles_open_requests_at_their_progress() 
         open.progress(17).await.unwrap();
         // A crash: the reservation is never committed nor dropped.
         std::mem::forget(open);
-        let _unused = l.reserve("c", 50, 1000, D).unwrap();
-        std::mem::forget(_unused);
+        let unused = l.reserve("c", 50, 1000, D).unwrap();
+        std::mem::forget(unused);
     });
     let l = Ledger::open(&path, budgets(1_000, 10_000)).unwrap();
     assert_eq!(l.balance("a").spent, 30);
@@ -326,7 +326,7 @@ fn replay_of_arbitrary_records_does_not_panic() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let len = usize::try_from(seed % 64).unwrap();
-        let bytes: Vec<u8> = (0..len).map(|i| (seed >> (i % 8 * 8)) as u8).collect();
+        let bytes: Vec<u8> = (0..len).map(|i| seed.to_le_bytes()[i % 8]).collect();
         let _ = replay_for_fuzzing(&[&bytes, &bytes[..len / 2]]);
     }
 }

@@ -5,6 +5,7 @@
 //! Broker and the Fastpath; requests live at `Request/N`, modems at `Modem/N`.
 
 mod broker;
+mod budget;
 mod changes;
 mod error;
 mod esim;
@@ -57,6 +58,14 @@ pub async fn serve(
         .at(
             ROOT_PATH,
             broker::BrokerObject {
+                shared: Arc::clone(&shared),
+            },
+        )
+        .await?;
+    server
+        .at(
+            ROOT_PATH,
+            budget::BudgetObject {
                 shared: Arc::clone(&shared),
             },
         )

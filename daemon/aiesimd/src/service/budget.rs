@@ -1,0 +1,59 @@
+//! `org.aiesim.AiEsim1.Budget` on the root object: the ledger's budgets, each app its own.
+
+use std::{collections::HashMap, sync::Arc};
+
+use zbus::{OwnedVariant, interface, message::Header};
+
+use super::{DaemonError, Shared, broker::owned_str, broker::sender_of};
+use crate::{identity::Identify as _, ledger::Balance};
+
+pub struct BudgetObject {
+    pub shared: Arc<Shared>,
+}
+
+fn dict(app: &str, balance: Balance, in_flight: usize) -> HashMap<String, OwnedVariant> {
+    let Balance { limit, spent, reserved } = balance;
+    HashMap::from([
+        ("app".to_owned(), owned_str(app)),
+        ("limit".to_owned(), OwnedVariant::from(limit)),
+        ("spent".to_owned(), OwnedVariant::from(spent)),
+        ("reserved".to_owned(), OwnedVariant::from(reserved)),
+        (
+            "available".to_owned(),
+            OwnedVariant::from(limit.saturating_sub(spent.saturating_add(reserved))),
+        ),
+        (
+            "in_flight".to_owned(),
+            OwnedVariant::from(u32::try_from(in_flight).unwrap_or(u32::MAX)),
+        ),
+    ])
+}
+
+#[interface(name = "org.aiesim.AiEsim1.Budget", spawn = false)]
+impl BudgetObject {
+    async fn get_mine(&self, #[zbus(header)] header: Header<'_>) -> Result<HashMap<String, OwnedVariant>, DaemonError> {
+        let sender = sender_of(&header)?;
+        let caller = self.shared.identity.identify(&sender).await?;
+        let ledger = self.shared.broker.ledger();
+        let balance = ledger.balance(&caller.app);
+        let device_available = ledger.device_available();
+        let mut d = dict(&caller.app, balance, ledger.in_flight(&caller.app));
+        let available = balance
+            .limit
+            .saturating_sub(balance.spent.saturating_add(balance.reserved))
+            .min(device_available);
+        d.insert("available".to_owned(), OwnedVariant::from(available));
+        d.insert("device_available".to_owned(), OwnedVariant::from(device_available));
+        Ok(d)
+    }
+
+    fn list(&self) -> Vec<HashMap<String, OwnedVariant>> {
+        self.shared
+            .broker
+            .ledger()
+            .apps()
+            .into_iter()
+            .map(|(app, balance, in_flight)| dict(&app, balance, in_flight))
+            .collect()
+    }
+}
