@@ -109,6 +109,85 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A system group or user the test needed and made, removed again when dropped (kept when it
+/// was there before).
+pub struct Account {
+    name: String,
+    user: bool,
+    created: bool,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Account {
+    /// The system group `name`, made with groupadd if missing.
+    pub fn group(name: &str) -> anyhow::Result<Self> {
+        let lookup = || {
+            nix::unistd::Group::from_name(name)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+        };
+        let created = if lookup().is_some() {
+            false
+        } else {
+            let out = Command::new("groupadd").args(["--system", name]).output()?;
+            anyhow::ensure!(out.status.success(), "groupadd {name}: {}", output_text(&out));
+            true
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            user: false,
+            created,
+            uid: 0,
+            gid: lookup().context("the group just made is missing")?,
+        })
+    }
+
+    /// The system user `name` (with its own group), made with useradd if missing.
+    pub fn user(name: &str) -> anyhow::Result<Self> {
+        let lookup = || {
+            nix::unistd::User::from_name(name)
+                .ok()
+                .flatten()
+                .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+        };
+        let created = if lookup().is_some() {
+            false
+        } else {
+            let out = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--user-group",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    name,
+                ])
+                .output()?;
+            anyhow::ensure!(out.status.success(), "useradd {name}: {}", output_text(&out));
+            true
+        };
+        let (uid, gid) = lookup().context("the user just made is missing")?;
+        Ok(Self {
+            name: name.to_owned(),
+            user: true,
+            created,
+            uid,
+            gid,
+        })
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        if self.created {
+            let tool = if self.user { "userdel" } else { "groupdel" };
+            let _ = Command::new(tool).arg(&self.name).status();
+        }
+    }
+}
+
 /// How the world's cloud behaves.
 #[derive(Debug, Clone, Default)]
 pub struct CloudOptions {
@@ -136,6 +215,9 @@ pub struct WorldOptions {
     pub config_endpoints: bool,
     /// Extra arguments for the simulator; `{cloud_url}` in one is replaced by the cloud's URL.
     pub sim_args: Vec<String>,
+    /// Run aiesimd as this user, as the shipped unit does (`User=aiesim`, its capabilities, and
+    /// `ProtectProc=invisible`: its own mount namespace with /proc mounted `hidepid=invisible`).
+    pub daemon_user: Option<&'static str>,
     /// The simulated modem's control protocol: "qmi" or "mbim".
     pub modem_protocol: &'static str,
     /// Extra lines for the configuration's `[modem]` table.
@@ -154,6 +236,7 @@ impl Default for WorldOptions {
             budget_config: String::new(),
             config_endpoints: true,
             sim_args: Vec::new(),
+            daemon_user: None,
             modem_protocol: "qmi",
             modem_config: String::new(),
             fastpath_interface: "wwan0",
@@ -172,6 +255,7 @@ pub struct World {
     /// From spawning aiesimd to its READY=1.
     pub ready_after: Duration,
     pub profile: String,
+    daemon_user: Option<&'static str>,
     device: Netns,
     operator: Netns,
     dir: tempfile::TempDir,
@@ -211,6 +295,16 @@ impl World {
             bail!("the simulator said {line:?} but made no {}", modem_link.display());
         }
 
+        // What the daemon writes (systemd's StateDirectory=), its user's own.
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir(&state_dir)?;
+        if let Some(user) = options.daemon_user {
+            let user = nix::unistd::User::from_name(user)?.with_context(|| format!("no user {user}"))?;
+            std::os::unix::fs::chown(&state_dir, Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
+            // The modem's port, as udev gives it to the daemon's group on a device.
+            let pty = std::fs::canonicalize(&modem_link)?;
+            std::os::unix::fs::chown(&pty, Some(user.uid.as_raw()), None)?;
+        }
         let config = dir.path().join("aiesimd.toml");
         std::fs::write(
             &config,
@@ -222,7 +316,7 @@ impl World {
                 modem_extra = options.modem_config,
                 fastpath = options.fastpath_interface,
                 app = options.app_tokens,
-                journal = dir.path().join("ledger.journal").display(),
+                journal = state_dir.join("ledger.journal").display(),
                 budget_extra = options.budget_config,
                 endpoints = if options.config_endpoints {
                     format!(
@@ -233,7 +327,7 @@ impl World {
                 },
             ),
         )?;
-        let (daemon, ready_after) = start_daemon(&bins, &device, &config, dir.path())?;
+        let (daemon, ready_after) = start_daemon(&bins, &device, &config, dir.path(), options.daemon_user)?;
         // READY does not wait for the modem (it opens in the background); tests do.
         wait_modem_ready(&bus_address, &daemon)?;
 
@@ -246,6 +340,7 @@ impl World {
             cloud_url,
             ready_after,
             profile: options.profile.clone(),
+            daemon_user: options.daemon_user,
             device,
             operator,
             dir,
@@ -339,7 +434,13 @@ impl World {
         }
         let _ = std::fs::remove_file(self.dir.path().join("notify"));
         let config = self.dir.path().join("aiesimd.toml");
-        let (daemon, ready_after) = start_daemon(&bin_dir(&self.profile), &self.device, &config, self.dir.path())?;
+        let (daemon, ready_after) = start_daemon(
+            &bin_dir(&self.profile),
+            &self.device,
+            &config,
+            self.dir.path(),
+            self.daemon_user,
+        )?;
         self.daemon = daemon;
         self.ready_after = ready_after;
         wait_modem_ready(&self.bus_address, &self.daemon)
@@ -459,11 +560,36 @@ fn wait_modem_ready(bus_address: &str, daemon: &Proc) -> anyhow::Result<()> {
     )
 }
 
-fn start_daemon(bins: &Path, device: &Netns, config: &Path, dir: &Path) -> anyhow::Result<(Proc, Duration)> {
+/// The unit's `AmbientCapabilities=`, as setpriv names them.
+const DAEMON_CAPS: &str = "+bpf,+perfmon,+net_admin,+net_raw";
+
+fn start_daemon(
+    bins: &Path,
+    device: &Netns,
+    config: &Path,
+    dir: &Path,
+    user: Option<&str>,
+) -> anyhow::Result<(Proc, Duration)> {
     let notify_path = dir.join("notify");
     let notify = UnixDatagram::bind(&notify_path).context("cannot bind the notify socket")?;
+    // The daemon may run as another user; the directory is the test's own.
+    std::fs::set_permissions(&notify_path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
     notify.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let mut cmd = device.command(bins.join("aiesimd"));
+    let daemon = bins.join("aiesimd");
+    // `ip netns exec` mounts a fresh /sys, without the cgroup hierarchy a device has (and the
+    // daemon needs, to tell apps apart): mount it again in the daemon's mount namespace.
+    let mount_cgroup = "mount -t cgroup2 cgroup2 /sys/fs/cgroup";
+    let script = match user {
+        None => format!("{mount_cgroup} && exec \"$0\" \"$@\""),
+        // ProtectProc=invisible, User=, AmbientCapabilities= of the shipped unit.
+        Some(user) => format!(
+            "{mount_cgroup} && mount -t proc -o hidepid=invisible proc /proc && exec setpriv --reuid={user} --regid={user} --init-groups --inh-caps={DAEMON_CAPS} --ambient-caps={DAEMON_CAPS} -- \"$0\" \"$@\""
+        ),
+    };
+    let mut cmd = device.command("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(script)
+        .arg(&daemon);
     cmd.arg("--config")
         .arg(config)
         .env("NOTIFY_SOCKET", &notify_path)

@@ -402,48 +402,13 @@ async fn failing_cloud_and_missing_usage_are_handled() {
 }
 
 /// The apps' group, created for the test when the system has none, and removed after.
-struct AppsGroup {
-    gid: u32,
-    created: bool,
-}
-
-impl AppsGroup {
-    fn ensure() -> Self {
-        let lookup = || {
-            nix::unistd::Group::from_name("aiesim-apps")
-                .unwrap()
-                .map(|g| g.gid.as_raw())
-        };
-        if let Some(gid) = lookup() {
-            return Self { gid, created: false };
-        }
-        let out = Command::new("groupadd")
-            .args(["--system", "aiesim-apps"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-        Self {
-            gid: lookup().expect("group just created"),
-            created: true,
-        }
-    }
-}
-
-impl Drop for AppsGroup {
-    fn drop(&mut self) {
-        if self.created {
-            let _ = Command::new("groupdel").arg("aiesim-apps").status();
-        }
-    }
-}
-
 #[tokio::test]
 async fn apps_in_the_allowed_group_may_ask_but_not_change_state() {
     if skip_unless_ready("apps_in_the_allowed_group_may_ask_but_not_change_state") {
         return;
     }
     // The bus resolves the policy's group name when it starts, so the group comes first.
-    let group = AppsGroup::ensure();
+    let group = aiesim_e2e::Account::group("aiesim-apps").unwrap();
     let world = World::start(&WorldOptions::default()).unwrap();
     let as_app = |args: &[&str]| {
         Command::new("setpriv")

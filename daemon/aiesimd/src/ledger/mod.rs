@@ -166,6 +166,13 @@ struct State {
     failed: Option<String>,
 }
 
+/// The accounts a request of `app` spends from: the app's own, and for `uid-N/unit` also the
+/// user's `uid-N` (identity.rs namespaces what users name by their uid).
+fn accounts(app: &str) -> impl Iterator<Item = &str> {
+    let parent = app.split_once('/').map(|(user, _)| user);
+    std::iter::once(app).chain(parent)
+}
+
 /// Account tokens for `tokens` model tokens at `price_per_1k`, rounded up.
 fn cost(tokens: u64, price_per_1k: u64) -> u64 {
     let c = (u128::from(tokens) * u128::from(price_per_1k)).div_ceil(1000);
@@ -185,8 +192,10 @@ impl State {
                 digest,
             }) => {
                 self.next_id = self.next_id.max(id.saturating_add(1));
-                let acct = self.apps.entry(app.clone()).or_default();
-                acct.reserved = acct.reserved.saturating_add(amount);
+                for name in accounts(&app) {
+                    let acct = self.apps.entry(name.to_owned()).or_default();
+                    acct.reserved = acct.reserved.saturating_add(amount);
+                }
                 self.device.reserved = self.device.reserved.saturating_add(amount);
                 self.open.insert(
                     id,
@@ -212,9 +221,11 @@ impl State {
             }) => {
                 let Some(open) = self.open.remove(&id) else { return };
                 let charged = charged.min(open.amount);
-                let acct = self.apps.entry(open.app).or_default();
-                acct.reserved = acct.reserved.saturating_sub(open.amount);
-                acct.spent = acct.spent.saturating_add(charged);
+                for name in accounts(&open.app) {
+                    let acct = self.apps.entry(name.to_owned()).or_default();
+                    acct.reserved = acct.reserved.saturating_sub(open.amount);
+                    acct.spent = acct.spent.saturating_add(charged);
+                }
                 self.device.reserved = self.device.reserved.saturating_sub(open.amount);
                 self.device.spent = self.device.spent.saturating_add(charged);
                 if debit > 0 {
@@ -475,14 +486,17 @@ impl Ledger {
         if let Some(failed) = &s.failed {
             return Err(LedgerError::Journal(failed.clone()));
         }
-        let acct = s.apps.get(app).copied().unwrap_or_default();
-        let app_free = budgets.app_tokens.saturating_sub(acct.spent + acct.reserved);
-        if amount > app_free {
-            return Err(LedgerError::AppExhausted {
-                app: app.to_owned(),
-                available: app_free,
-                needed: amount,
-            });
+        // An app inside a user's tree also spends from that user's account.
+        for name in accounts(app) {
+            let acct = s.apps.get(name).copied().unwrap_or_default();
+            let app_free = budgets.app_tokens.saturating_sub(acct.spent + acct.reserved);
+            if amount > app_free {
+                return Err(LedgerError::AppExhausted {
+                    app: name.to_owned(),
+                    available: app_free,
+                    needed: amount,
+                });
+            }
         }
         let device_free = budgets.device_tokens.saturating_sub(s.device.spent + s.device.reserved);
         if amount > device_free {

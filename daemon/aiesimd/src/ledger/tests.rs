@@ -330,3 +330,26 @@ fn replay_of_arbitrary_records_does_not_panic() {
         let _ = replay_for_fuzzing(&[&bytes, &bytes[..len / 2]]);
     }
 }
+
+#[test]
+fn apps_in_a_users_tree_also_spend_from_the_user() {
+    block(async {
+        let l = Ledger::in_memory(budgets(100, 10_000));
+        l.reserve("uid-1000/run-a.scope", 60, 1000, D).unwrap().commit(60).await;
+        // A fresh scope name is a fresh app, but the user's account is the same.
+        let refused = l.reserve("uid-1000/run-b.scope", 60, 1000, D).unwrap_err();
+        assert!(
+            matches!(&refused, LedgerError::AppExhausted { app, available: 40, .. } if app == "uid-1000"),
+            "{refused}"
+        );
+        let held = l.reserve("uid-1000/run-b.scope", 40, 1000, D).unwrap();
+        assert_eq!(l.balance("uid-1000").reserved, 40);
+        assert_eq!(l.balance("uid-1000/run-b.scope").reserved, 40);
+        drop(held);
+        assert!(
+            l.reserve("uid-1001/run-a.scope", 60, 1000, D).is_ok(),
+            "another user is another account"
+        );
+        assert!(l.reserve("glasses.service", 100, 1000, D).is_ok());
+    });
+}
