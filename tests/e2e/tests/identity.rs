@@ -108,8 +108,8 @@ async fn apps_are_known_by_their_unit_under_the_shipped_sandbox() {
     // The last mount on /proc is the one the daemon sees.
     let proc_mount = mounts
         .lines()
-        .filter(|l| l.split_whitespace().nth(4) == Some("/proc"))
-        .last()
+        .rev()
+        .find(|l| l.split_whitespace().nth(4) == Some("/proc"))
         .unwrap();
     assert!(proc_mount.contains("hidepid=invisible"), "{proc_mount}");
 
