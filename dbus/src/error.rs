@@ -13,12 +13,15 @@ pub enum ErrorName {
     Cancelled,
     ModemUnavailable,
     EsimError,
+    /// A per-app or per-request bound was reached (requests in flight, live request objects,
+    /// answer size, deadline).
+    LimitExceeded,
     /// A fault inside the daemon that is none of the above.
     Failed,
 }
 
 impl ErrorName {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::BudgetExceeded,
         Self::Unauthorized,
         Self::InvalidArgument,
@@ -27,6 +30,7 @@ impl ErrorName {
         Self::Cancelled,
         Self::ModemUnavailable,
         Self::EsimError,
+        Self::LimitExceeded,
         Self::Failed,
     ];
 
@@ -41,6 +45,7 @@ impl ErrorName {
             Self::Cancelled => "org.aiesim.AiEsim1.Error.Cancelled",
             Self::ModemUnavailable => "org.aiesim.AiEsim1.Error.ModemUnavailable",
             Self::EsimError => "org.aiesim.AiEsim1.Error.EsimError",
+            Self::LimitExceeded => "org.aiesim.AiEsim1.Error.LimitExceeded",
             Self::Failed => "org.aiesim.AiEsim1.Error.Failed",
         }
     }

@@ -21,6 +21,8 @@ pub enum BrokerError {
     Budget(#[source] LedgerError),
     #[error("no endpoint can take this request")]
     Route(#[source] RouterError),
+    #[error("app \"{app}\" already has {limit} requests in flight")]
+    InFlight { app: String, limit: usize },
 }
 
 impl BrokerError {
@@ -33,6 +35,7 @@ impl BrokerError {
             }
             Self::Budget(_) => ErrorName::BudgetExceeded,
             Self::Route(_) => ErrorName::NoEndpoint,
+            Self::InFlight { .. } => ErrorName::LimitExceeded,
         }
     }
 }
@@ -42,6 +45,12 @@ impl BrokerError {
 pub struct Limits {
     pub default_max_tokens: u32,
     pub max_tokens_cap: u32,
+    /// Requests one app may have in flight at once.
+    pub max_in_flight: usize,
+    /// How long one request may run, first byte to last.
+    pub deadline: std::time::Duration,
+    /// The most answer text one request may stream.
+    pub max_answer_bytes: usize,
 }
 
 /// A request that passed admission: routed, with its tokens reserved.
@@ -97,9 +106,10 @@ pub trait EventSink: Send {
     fn send(&mut self, event: &StreamEvent) -> impl Future<Output = Result<(), SinkClosed>> + Send;
 }
 
+/// The app is gone or stopped reading; says which, in words.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the app closed its stream")]
-pub struct SinkClosed;
+#[error("{0}")]
+pub struct SinkClosed(pub &'static str);
 
 pub struct Broker<C, K> {
     cloud: C,
@@ -128,6 +138,13 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
 
     /// Routes the request and reserves its bounded cost, or refuses it.
     pub fn admit(&self, app: &str, options: ChatOptions) -> Result<Admitted, BrokerError> {
+        // Checked and reserved on one thread (the daemon's runtime is single-threaded).
+        if self.ledger.in_flight(app) >= self.limits.max_in_flight {
+            return Err(BrokerError::InFlight {
+                app: app.to_owned(),
+                limit: self.limits.max_in_flight,
+            });
+        }
         let ChatOptions {
             messages,
             model,
@@ -185,7 +202,21 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             reported: None,
         };
         let ended = {
-            let streamed = self.stream(&route, &request, sink, &mut meter, &mut reservation);
+            let deadline = self.limits.deadline;
+            let streamed = async {
+                tokio::time::timeout(
+                    deadline,
+                    self.stream(&route, &request, sink, &mut meter, &mut reservation),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err((
+                        EndState::Failed,
+                        ErrorName::LimitExceeded,
+                        format!("the request ran past its deadline of {} s", deadline.as_secs()),
+                    ))
+                })
+            };
             tokio::pin!(streamed, cancel);
             // Biased: a cancel that is already due wins over output that is also ready.
             tokio::select! {
@@ -245,6 +276,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                 format!("endpoint \"{}\": {}", route.endpoint, chain(&e)),
             )
         };
+        let mut answer_bytes = 0usize;
         let mut events = match self.cloud.chat(&route.url, request).await {
             Ok(s) => s,
             Err(e) => {
@@ -261,18 +293,22 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                     if text.is_empty() {
                         continue;
                     }
+                    answer_bytes += text.len();
+                    if answer_bytes > self.limits.max_answer_bytes {
+                        return Err((
+                            EndState::Failed,
+                            ErrorName::LimitExceeded,
+                            format!("the answer passed {} bytes", self.limits.max_answer_bytes),
+                        ));
+                    }
                     meter.deltas += 1;
                     // Journalled before the app has it: a crash charges at least what was delivered.
                     let delivered = u64::from(meter.prompt_estimate) + u64::from(meter.deltas);
                     if let Err(e) = reservation.progress(delivered).await {
                         return Err((EndState::Failed, ErrorName::Failed, chain(&e)));
                     }
-                    if sink.send(&StreamEvent::Delta { text }).await.is_err() {
-                        return Err((
-                            EndState::Cancelled,
-                            ErrorName::Cancelled,
-                            "the app closed its stream".into(),
-                        ));
+                    if let Err(SinkClosed(why)) = sink.send(&StreamEvent::Delta { text }).await {
+                        return Err((EndState::Cancelled, ErrorName::Cancelled, why.to_owned()));
                     }
                 }
                 Ok(CloudEvent::Usage(u)) => meter.reported = Some(u),
@@ -387,7 +423,7 @@ mod tests {
     impl EventSink for Collect {
         async fn send(&mut self, event: &StreamEvent) -> Result<(), SinkClosed> {
             if self.1.is_some_and(|n| self.0.len() >= n) {
-                return Err(SinkClosed);
+                return Err(SinkClosed("the app closed its stream"));
             }
             self.0.push(event.clone());
             Ok(())
@@ -422,6 +458,9 @@ mod tests {
             Limits {
                 default_max_tokens: 100,
                 max_tokens_cap: 200,
+                max_in_flight: 8,
+                deadline: Duration::from_secs(600),
+                max_answer_bytes: 1 << 20,
             },
         )
     }

@@ -74,6 +74,7 @@ pub struct Config {
     pub fastpath: FastpathConfig,
     pub cloud: CloudConfig,
     pub budget: BudgetConfig,
+    pub requests: RequestsConfig,
     #[serde(rename = "endpoint")]
     pub endpoints: Vec<EndpointConfig>,
 }
@@ -297,6 +298,37 @@ impl Default for BudgetConfig {
     }
 }
 
+/// `[requests]`: what one app, and one request, may hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestsConfig {
+    /// Requests one app may have in flight at once.
+    pub max_in_flight_per_app: usize,
+    /// Request objects one app may hold; finished ones linger a minute for their owner.
+    pub max_objects_per_app: usize,
+    /// A stream whose app has not read for this long is cancelled (and billed for what was sent).
+    pub stall_timeout_ms: u64,
+    /// The send buffer of each stream socket: what an app that does not read can hold up.
+    pub stream_buffer_bytes: usize,
+    /// The longest one request may run.
+    pub deadline_s: u64,
+    /// The most answer text one request may stream.
+    pub max_answer_bytes: usize,
+}
+
+impl Default for RequestsConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight_per_app: 8,
+            max_objects_per_app: 64,
+            stall_timeout_ms: 10_000,
+            stream_buffer_bytes: 64 * 1024,
+            deadline_s: 600,
+            max_answer_bytes: 1 << 20,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
@@ -389,6 +421,20 @@ impl Config {
                 "budget.journal must be an absolute path or empty, not \"{}\"",
                 b.journal.display()
             ));
+        }
+        let r = &self.requests;
+        let bounds = [
+            ("max_in_flight_per_app", r.max_in_flight_per_app as u64, 1, 1_000),
+            ("max_objects_per_app", r.max_objects_per_app as u64, 1, 10_000),
+            ("stall_timeout_ms", r.stall_timeout_ms, 100, 600_000),
+            ("stream_buffer_bytes", r.stream_buffer_bytes as u64, 4_096, 16 << 20),
+            ("deadline_s", r.deadline_s, 1, 86_400),
+            ("max_answer_bytes", r.max_answer_bytes as u64, 1_024, 64 << 20),
+        ];
+        for (key, value, low, high) in bounds {
+            if !(low..=high).contains(&value) {
+                return invalid(format!("requests.{key} must be between {low} and {high}, not {value}"));
+            }
         }
         let c = &self.cloud;
         if !parse_hex(&c.iot_safe_aid).is_some_and(|aid| (5..=16).contains(&aid.len())) {

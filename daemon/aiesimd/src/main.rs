@@ -132,6 +132,9 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         Limits {
             default_max_tokens: config.budget.default_max_tokens,
             max_tokens_cap: config.budget.max_tokens_cap,
+            max_in_flight: config.requests.max_in_flight_per_app,
+            deadline: Duration::from_secs(config.requests.deadline_s),
+            max_answer_bytes: config.requests.max_answer_bytes,
         },
     ));
     let billing = tokio_util::sync::CancellationToken::new();
@@ -146,6 +149,11 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     service::serve(
         &connection,
         broker,
+        service::RequestLimits {
+            max_objects_per_app: config.requests.max_objects_per_app,
+            stall_timeout: Duration::from_millis(config.requests.stall_timeout_ms),
+            stream_buffer: config.requests.stream_buffer_bytes,
+        },
         modem.clone(),
         fastpath,
         if follow_modem {

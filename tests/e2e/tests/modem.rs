@@ -119,10 +119,10 @@ async fn property_changes_are_signalled_as_the_modem_changes() {
             .unwrap_or_else(|_| panic!("no SimState change signalled; saw {seen:?}"))
             .expect("the signal stream goes on");
         let args = signal.args().unwrap();
-        assert_eq!(
-            args.interface_name,
-            InterfaceName::from_static_str_unchecked("org.aiesim.AiEsim1.Modem")
-        );
+        // The path carries the Esim interface too, which changes with the card; not this test's.
+        if args.interface_name != InterfaceName::from_static_str_unchecked("org.aiesim.AiEsim1.Modem") {
+            continue;
+        }
         for (name, value) in args.changed_properties() {
             seen.push(((*name).to_owned(), value.to_string().trim_matches('"').to_owned()));
         }

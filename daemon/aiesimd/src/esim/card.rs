@@ -25,11 +25,21 @@ impl Transmit for ModemCard<'_> {
     }
 }
 
-/// A logical channel with an application selected, closed again by [`Session::close`].
+/// A logical channel with an application selected, closed again by [`Session::close`] — or,
+/// when the session is dropped first (its caller was cancelled), in the background.
 pub struct Session<'a> {
     pub card: ModemCard<'a>,
     pub channel: u8,
     modem: &'a Modem,
+    closed: bool,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.modem.close_channel_detached(self.channel);
+        }
+    }
 }
 
 impl<'a> Session<'a> {
@@ -40,12 +50,14 @@ impl<'a> Session<'a> {
             card: ModemCard::new(modem),
             channel,
             modem,
+            closed: false,
         })
     }
 
     /// Closes the channel; a failure only costs a channel until the card resets, so it is
     /// logged rather than returned.
-    pub async fn close(self) {
+    pub async fn close(mut self) {
+        self.closed = true;
         if let Err(error) = self.modem.close_channel(self.channel).await {
             tracing::debug!(channel = self.channel, error = %crate::broker::chain(&error), "could not close a card channel");
         }

@@ -118,6 +118,21 @@ impl Modem {
         self.ask(|reply| Command::CloseChannel { channel, reply }).await
     }
 
+    /// Closes `channel` without waiting for the answer: for a card session dropped before it
+    /// could close (its caller gave up), so no channel leaks.
+    pub fn close_channel_detached(&self, channel: u8) {
+        let (reply, _answer) = oneshot::channel();
+        let command = Command::CloseChannel { channel, reply };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let commands = self.commands.clone();
+            runtime.spawn(async move {
+                let _ = commands.send(command).await;
+            });
+        } else {
+            let _ = self.commands.try_send(command);
+        }
+    }
+
     /// Ends the session: the data session it started goes down and its client ids are
     /// released. Returns once the session task has finished.
     pub async fn shutdown(&self) {

@@ -43,9 +43,18 @@ impl BrokerObject {
     ) -> Result<(OwnedObjectPath, OwnedFd), DaemonError> {
         let options = ChatOptions::from_chat(&request)?;
         let caller = self.caller(&header).await?;
+        // Counted from before admission to the object's removal, lingering included.
+        let slot = self.shared.object_slot(&caller.app)?;
         let admitted = self.shared.broker.admit(&caller.app, options)?;
 
         let (ours, theirs) = StdUnixStream::pair()?;
+        // The bounded buffer: an app that stops reading stalls the writer here, not memory.
+        nix::sys::socket::setsockopt(
+            &ours,
+            nix::sys::socket::sockopt::SndBuf,
+            &self.shared.requests.stream_buffer,
+        )
+        .map_err(|e| DaemonError::Failed(format!("cannot bound the stream's buffer: {e}")))?;
         ours.set_nonblocking(true)?;
         let ours = UnixStream::from_std(ours)?;
         let path = self.shared.next_request_path();
@@ -67,6 +76,7 @@ impl BrokerObject {
             let mut sink = SocketSink {
                 write,
                 progress: progress.clone(),
+                stall: shared.requests.stall_timeout,
             };
             let stop = async {
                 tokio::select! {
@@ -95,6 +105,7 @@ impl BrokerObject {
                 .object_server()
                 .remove::<RequestObject, _>(task_path.as_str())
                 .await;
+            drop(slot);
         });
 
         let path = OwnedObjectPath::try_from(path).map_err(|e| DaemonError::Failed(e.to_string()))?;
@@ -104,6 +115,7 @@ impl BrokerObject {
     async fn ask(
         &self,
         #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
         prompt: String,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(String, HashMap<String, OwnedVariant>), DaemonError> {
@@ -111,11 +123,9 @@ impl BrokerObject {
         let caller = self.caller(&header).await?;
         let admitted = self.shared.broker.admit(&caller.app, options)?;
         let mut sink = TextSink(String::new());
-        let outcome = self
-            .shared
-            .broker
-            .run(admitted, &mut sink, std::future::pending())
-            .await;
+        // A caller that leaves the bus has no one to answer: its request is cancelled.
+        let gone = caller_gone(connection, &caller.sender).await?;
+        let outcome = self.shared.broker.run(admitted, &mut sink, gone).await;
         log_outcome("ask", &caller, &outcome);
         if let Some((name, message)) = outcome.error {
             return Err(DaemonError::new(name, message));
@@ -211,6 +221,28 @@ fn log_outcome(what: &str, caller: &Caller, o: &Outcome) {
     );
 }
 
+/// A future that resolves once `sender` has left the bus (at once if it already has).
+async fn caller_gone(
+    connection: &Connection,
+    sender: &str,
+) -> Result<impl std::future::Future<Output = ()> + use<>, DaemonError> {
+    use futures_util::StreamExt as _;
+    let dbus = zbus::fdo::DBusProxy::new(connection).await?;
+    let mut changes = dbus.receive_name_owner_changed_with_args(&[(0, sender)]).await?;
+    let name = zbus::names::BusName::try_from(sender.to_owned()).map_err(|e| DaemonError::Failed(e.to_string()))?;
+    let present = dbus.name_has_owner(name).await?;
+    Ok(async move {
+        if !present {
+            return;
+        }
+        while let Some(change) = changes.next().await {
+            if change.args().is_ok_and(|a| a.new_owner().is_none()) {
+                return;
+            }
+        }
+    })
+}
+
 /// Resolves when the app closes its end of the stream socket.
 async fn peer_closed(mut read: OwnedReadHalf) {
     let mut buf = [0u8; 256];
@@ -226,6 +258,8 @@ async fn peer_closed(mut read: OwnedReadHalf) {
 struct SocketSink {
     write: OwnedWriteHalf,
     progress: Progress,
+    /// How long a write may wait for the app to read.
+    stall: Duration,
 }
 
 impl EventSink for SocketSink {
@@ -233,10 +267,11 @@ impl EventSink for SocketSink {
         if matches!(event, StreamEvent::Delta { .. }) {
             self.progress.delta();
         }
-        self.write
-            .write_all(event.to_line().as_bytes())
-            .await
-            .map_err(|_| SinkClosed)
+        match tokio::time::timeout(self.stall, self.write.write_all(event.to_line().as_bytes())).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(SinkClosed("the app closed its stream")),
+            Err(_) => Err(SinkClosed("the app stopped reading its stream")),
+        }
     }
 }
 
@@ -247,7 +282,7 @@ impl EventSink for TextSink {
     async fn send(&mut self, event: &StreamEvent) -> Result<(), SinkClosed> {
         if let StreamEvent::Delta { text } = event {
             if self.0.len() + text.len() > ASK_MAX_BYTES {
-                return Err(SinkClosed);
+                return Err(SinkClosed("the answer is too long for Ask; use Chat"));
             }
             self.0.push_str(text);
         }

@@ -22,6 +22,7 @@ pub enum DaemonError {
     Cancelled(String),
     ModemUnavailable(String),
     EsimError(String),
+    LimitExceeded(String),
     Failed(String),
 }
 
@@ -36,6 +37,7 @@ impl DaemonError {
             ErrorName::Cancelled => Self::Cancelled(message),
             ErrorName::ModemUnavailable => Self::ModemUnavailable(message),
             ErrorName::EsimError => Self::EsimError(message),
+            ErrorName::LimitExceeded => Self::LimitExceeded(message),
             ErrorName::Failed => Self::Failed(message),
         }
     }
@@ -56,6 +58,12 @@ impl From<OptionsError> for DaemonError {
 impl From<IdentityError> for DaemonError {
     fn from(e: IdentityError) -> Self {
         Self::Unauthorized(chain(&e))
+    }
+}
+
+impl From<zbus::fdo::Error> for DaemonError {
+    fn from(e: zbus::fdo::Error) -> Self {
+        Self::Failed(e.to_string())
     }
 }
 

@@ -13,9 +13,12 @@ mod fastpath;
 mod modem;
 mod request;
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use aiesim_dbus::{MODEM_PATH_PREFIX, ROOT_PATH};
@@ -35,6 +38,38 @@ pub struct Shared {
     broker: Arc<DaemonBroker>,
     identity: BusIdentity,
     next_request: AtomicU64,
+    requests: RequestLimits,
+    /// Live Request objects per app, lingering ones included.
+    objects: Mutex<HashMap<String, usize>>,
+}
+
+/// The front end's bounds on an app's streams and objects.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Request objects one app may hold (finished ones linger a minute).
+    pub max_objects_per_app: usize,
+    /// How long a write to an app's stream may wait for it to read.
+    pub stall_timeout: std::time::Duration,
+    /// The stream socket's send buffer, in bytes.
+    pub stream_buffer: usize,
+}
+
+/// One of an app's Request objects; dropping it gives the place back.
+pub(crate) struct ObjectSlot {
+    shared: Arc<Shared>,
+    app: String,
+}
+
+impl Drop for ObjectSlot {
+    fn drop(&mut self) {
+        let mut objects = self.shared.objects.lock().expect("objects lock");
+        if let Some(n) = objects.get_mut(&self.app) {
+            *n -= 1;
+            if *n == 0 {
+                objects.remove(&self.app);
+            }
+        }
+    }
 }
 
 /// Serves every object on `connection`. The well-known name is requested by the caller once
@@ -42,6 +77,7 @@ pub struct Shared {
 pub async fn serve(
     connection: &Connection,
     broker: Arc<DaemonBroker>,
+    requests: RequestLimits,
     modem: Option<(Arc<Modem>, Arc<Esim>)>,
     fastpath: Option<Fastpath>,
     fastpath_interface: String,
@@ -51,6 +87,8 @@ pub async fn serve(
         broker,
         identity: BusIdentity::new(connection).await?,
         next_request: AtomicU64::new(0),
+        requests,
+        objects: Mutex::new(HashMap::new()),
     });
     let server = connection.object_server();
     server.at(ROOT_PATH, ObjectManager).await?;
@@ -107,6 +145,26 @@ pub async fn shutdown(connection: &Connection) {
 }
 
 impl Shared {
+    /// Takes one of `app`'s places for a Request object, or refuses when it holds them all.
+    fn object_slot(self: &Arc<Self>, app: &str) -> Result<ObjectSlot, DaemonError> {
+        let mut objects = self.objects.lock().expect("objects lock");
+        let n = objects.entry(app.to_owned()).or_default();
+        if *n >= self.requests.max_objects_per_app {
+            return Err(DaemonError::new(
+                aiesim_dbus::ErrorName::LimitExceeded,
+                format!(
+                    "app \"{app}\" holds {} request objects; finished ones are removed a minute after they end",
+                    self.requests.max_objects_per_app
+                ),
+            ));
+        }
+        *n += 1;
+        Ok(ObjectSlot {
+            shared: Arc::clone(self),
+            app: app.to_owned(),
+        })
+    }
+
     fn next_request_path(&self) -> String {
         let n = self.next_request.fetch_add(1, Ordering::Relaxed);
         format!("{}/{n}", aiesim_dbus::REQUEST_PATH_PREFIX)

@@ -443,7 +443,10 @@ impl Session<'_> {
                 drop(reply.send(with_reopen!(self.disconnect().await)));
             }
             Command::OpenChannel { aid, reply } => {
-                drop(reply.send(with_reopen!(self.open_channel(aid.clone()).await)));
+                // A caller that gave up meanwhile would leak the channel: close it here.
+                if let Err(Ok(channel)) = reply.send(with_reopen!(self.open_channel(aid.clone()).await)) {
+                    let _ = self.close_channel(channel.number).await;
+                }
             }
             Command::Transmit { channel, apdu, reply } => {
                 drop(reply.send(with_reopen!(self.transmit(channel, apdu.clone()).await)));

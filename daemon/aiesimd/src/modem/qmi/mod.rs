@@ -407,7 +407,10 @@ impl Session<'_> {
             Command::OpenChannel { aid, reply } => {
                 let result = self.open_channel(aid).await;
                 let lost = forgotten(&result);
-                drop(reply.send(result));
+                // A caller that gave up meanwhile would leak the channel: close it here.
+                if let Err(Ok(channel)) = reply.send(result) {
+                    let _ = self.close_channel(channel.number).await;
+                }
                 lost
             }
             Command::Transmit { channel, apdu, reply } => {
