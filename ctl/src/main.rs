@@ -103,6 +103,9 @@ enum EsimAction {
     Enable { iccid: String },
     /// Disable the profile with this ICCID (root only).
     Disable { iccid: String },
+    /// Redeem an operator voucher on the card's token account (root only): VOUCHER is its 112
+    /// bytes in hex. Prints the amount and the new balance from the card's verified receipt.
+    TopUp { voucher: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -682,11 +685,34 @@ async fn esim(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// Hex digits (either case, spaces ignored) as bytes.
+fn parse_hex(text: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
 async fn esim_action(connection: &Connection, action: EsimAction) -> anyhow::Result<ExitCode> {
     let proxy = esim_proxy(connection).await?;
     let result = match &action {
         EsimAction::Enable { iccid } => proxy.enable_profile(iccid).await,
         EsimAction::Disable { iccid } => proxy.disable_profile(iccid).await,
+        EsimAction::TopUp { voucher } => {
+            let Some(bytes) = parse_hex(voucher) else {
+                eprintln!("aictl: the voucher must be hex digits (112 bytes: 224 digits)");
+                return Ok(ExitCode::from(2));
+            };
+            let budget = aiesim_dbus::proxy::BudgetProxy::new(connection).await?;
+            budget.top_up(&bytes).await.map(|result| {
+                let get = |k: &str| result.get(k).and_then(|v| u64::try_from(v).ok()).unwrap_or_default();
+                println!("topped up {} tokens; balance {}", get("amount"), get("balance"));
+            })
+        }
     };
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),

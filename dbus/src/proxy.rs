@@ -35,6 +35,9 @@ pub trait Budget {
 
     /// Every app's budget (administrators).
     fn list(&self) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+
+    /// Redeems an operator voucher on the eSIM (administrators).
+    fn top_up(&self, voucher: &[u8]) -> zbus::Result<HashMap<String, OwnedValue>>;
 }
 
 #[proxy(interface = "org.aiesim.AiEsim1.Request", default_service = "org.aiesim.AiEsim1")]

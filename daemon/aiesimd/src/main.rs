@@ -14,7 +14,7 @@ use aiesimd::{
     clock::SystemClock,
     cloud::{HttpCloud, HttpOptions, SharedCredentials},
     config::{self, Bus, Config, CredentialChoice},
-    esim::{CardCredentials, Esim, Requirement, bill, provision_endpoints},
+    esim::{Biller, CardCredentials, Esim, Requirement, provision_endpoints},
     fastpath::Fastpath,
     ledger::Ledger,
     modem::Modem,
@@ -116,30 +116,11 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         }
     }
 
-    let cloud = HttpCloud::new(HttpOptions {
-        bind_interface: Some(config.cloud.bind_interface.clone()).filter(|s| !s.is_empty()),
-        connect_timeout: config.cloud.connect_timeout(),
-        first_byte_timeout: config.cloud.first_byte_timeout(),
-        idle_timeout: config.cloud.idle_timeout(),
-        credentials,
-    })
-    .map_err(|e| anyhow::anyhow!(chain(&e)))?;
-    let ledger = open_ledger(&config)?;
-    let broker = Arc::new(Broker::new(
-        cloud,
-        ledger,
-        Router::new(&config.endpoints, SystemClock, ENDPOINT_COOLDOWN),
-        Limits {
-            default_max_tokens: config.budget.default_max_tokens,
-            max_tokens_cap: config.budget.max_tokens_cap,
-            max_in_flight: config.requests.max_in_flight_per_app,
-            deadline: Duration::from_secs(config.requests.deadline_s),
-            max_answer_bytes: config.requests.max_answer_bytes,
-        },
-    ));
-    let billing = tokio_util::sync::CancellationToken::new();
+    let broker = Arc::new(broker(&config, credentials)?);
+    let biller = modem
+        .as_ref()
+        .map(|(_, esim)| Arc::new(Biller::spawn(Arc::clone(esim), broker.ledger().clone())));
     if let Some((_, esim)) = &modem {
-        tokio::spawn(bill(Arc::clone(esim), broker.ledger().clone(), billing.clone()));
         let broker = Arc::clone(&broker);
         tokio::spawn(provision_endpoints(esim.state(), move |specs| {
             broker.router().set_provisioned(specs)
@@ -154,7 +135,10 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
             stall_timeout: Duration::from_millis(config.requests.stall_timeout_ms),
             stream_buffer: config.requests.stream_buffer_bytes,
         },
-        modem.clone(),
+        modem
+            .clone()
+            .zip(biller)
+            .map(|((modem, esim), biller)| service::Cellular { modem, esim, biller }),
         fastpath,
         if follow_modem {
             String::new()
@@ -183,7 +167,6 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     tracing::info!("stopping");
     let _ = connection.release_name(BUS_NAME).await;
     service::shutdown(&connection).await;
-    billing.cancel();
     if let Some((modem, _esim)) = modem {
         if tokio::time::timeout(MODEM_SHUTDOWN_TIMEOUT, modem.shutdown())
             .await
@@ -193,6 +176,30 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The core: cloud client, durable ledger, router and limits, as configured.
+fn broker(config: &Config, credentials: Option<SharedCredentials>) -> anyhow::Result<service::DaemonBroker> {
+    let cloud = HttpCloud::new(HttpOptions {
+        bind_interface: Some(config.cloud.bind_interface.clone()).filter(|s| !s.is_empty()),
+        connect_timeout: config.cloud.connect_timeout(),
+        first_byte_timeout: config.cloud.first_byte_timeout(),
+        idle_timeout: config.cloud.idle_timeout(),
+        credentials,
+    })
+    .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    Ok(Broker::new(
+        cloud,
+        open_ledger(config)?,
+        Router::new(&config.endpoints, SystemClock, ENDPOINT_COOLDOWN),
+        Limits {
+            default_max_tokens: config.budget.default_max_tokens,
+            max_tokens_cap: config.budget.max_tokens_cap,
+            max_in_flight: config.requests.max_in_flight_per_app,
+            deadline: Duration::from_secs(config.requests.deadline_s),
+            max_answer_bytes: config.requests.max_answer_bytes,
+        },
+    ))
 }
 
 /// The ledger on its journal (`budget.journal`), or in memory when that is empty.

@@ -239,3 +239,99 @@ async fn requests_stop_when_the_cards_balance_cannot_cover_them() {
     let (balance, _, _) = card_account(&world);
     assert_eq!(balance, 90 - spent, "the card was debited exactly what was spent");
 }
+
+#[tokio::test]
+async fn an_operator_voucher_tops_up_the_card_once_and_lifts_an_exhausted_account() {
+    if skip_unless_ready("an_operator_voucher_tops_up_the_card_once_and_lifts_an_exhausted_account") {
+        return;
+    }
+    let group = aiesim_e2e::Account::group("aiesim-apps").unwrap();
+    let mut options = zero_config(&[]);
+    options.sim_args[3] = "90".into();
+    let world = World::start(&options).unwrap();
+    wait_esim(&world, "ready with its account", |d| {
+        d["account"]["billing"] == "online"
+    });
+    let mut spent = 0;
+    let mut served = 0u32;
+    let refusal = loop {
+        match ask(&world) {
+            Ok(charged) => {
+                spent += cost(charged);
+                served += 1;
+                wait_esim(&world, "debited", |d| {
+                    d["account"]["pending_debits"] == 0 && d["account"]["receipts"] == served
+                });
+            }
+            Err(refusal) => break refusal,
+        }
+    };
+    assert!(refusal.contains("token account"), "{refusal}");
+
+    let voucher = world.modem_control("voucher 500").unwrap().concat();
+    let top_up = |hex: &str| world.aictl().args(["esim", "top-up", hex]).output().unwrap();
+    let out = top_up(&voucher);
+    assert!(out.status.success(), "{}\n{}", text(&out), world.daemon.log());
+    let balance = 90 - spent + 500;
+    assert!(
+        text(&out).contains(&format!("topped up 500 tokens; balance {balance}")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        card_account(&world).0,
+        balance,
+        "the card itself holds the voucher's tokens"
+    );
+    wait_esim(&world, "topped up", |d| d["account"]["balance"] == balance);
+    ask(&world).unwrap_or_else(|e| panic!("the topped-up account pays again: {e}"));
+
+    // The card redeems a voucher once, and only a genuine one for itself.
+    let again = top_up(&voucher);
+    assert!(
+        !again.status.success() && text(&again).contains("already redeemed"),
+        "{}",
+        text(&again)
+    );
+    let mut forged = voucher.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    let out = top_up(&forged);
+    assert!(
+        !out.status.success() && text(&out).contains("does not verify"),
+        "{}",
+        text(&out)
+    );
+    let out = top_up("ABCD");
+    assert!(
+        !out.status.success() && text(&out).contains("112 bytes"),
+        "{}",
+        text(&out)
+    );
+
+    // Apps may not top up: the bus policy stops them before the daemon.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", &format!("--groups={}", group.gid)])
+        .args([
+            "gdbus",
+            "call",
+            "--address",
+            &world.bus_address,
+            "--dest",
+            "org.aiesim.AiEsim1",
+        ])
+        .args([
+            "--object-path",
+            "/org/aiesim/AiEsim1",
+            "--method",
+            "org.aiesim.AiEsim1.Budget.TopUp",
+        ])
+        .arg("[byte 0x01]")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("AccessDenied"),
+        "{}",
+        text(&out)
+    );
+}

@@ -503,6 +503,7 @@ signal DBM                 set the signal's base level (RSSI in dBm, -113..-51)
 register home|roaming|searching|denied|none
 receipts honest|forge|replay  how the AI applet answers DEBIT (forge: a bad signature;
                            replay: the debit is taken, the previous receipt comes back)
+voucher AMOUNT [TTL_S]     mint an operator voucher for this card (hex; default 600 s)
 account                    the AI applet's balance, sequence and debits taken
 state                      the model's client ids and sessions, and the world's state";
 
@@ -607,6 +608,14 @@ impl<D: Device> Commands<'_, D> {
                 };
                 self.world.uicc.ai.set_receipts(mode);
                 Ok(String::new())
+            }
+            ["voucher", amount, rest @ ..] => {
+                let amount: u64 = amount.parse().map_err(|_| "AMOUNT is a number of tokens")?;
+                let ttl: u64 = rest
+                    .first()
+                    .map_or(Ok(600), |t| t.parse())
+                    .map_err(|_| "TTL_S is a number of seconds")?;
+                self.world.uicc.ai.mint_voucher(amount, ttl)
             }
             ["account"] => {
                 let a = self.world.uicc.ai.get();

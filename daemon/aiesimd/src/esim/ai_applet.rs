@@ -1,7 +1,9 @@
 //! The token account and the operator's endpoints: the card's AI applet (docs/ai-applet.md),
 //! read together with the ISD-R whenever the card changes, and debited by the biller.
 
-use aiesim_ai_applet::{AID, AccountKey, AppletError, AppletInfo, Balance, Debit, Endpoints, Receipt, Request};
+use aiesim_ai_applet::{
+    AID, AccountKey, AppletError, AppletInfo, Balance, Debit, Endpoints, Receipt, Request, Voucher,
+};
 use aiesim_apdu::{StatusWord, exchange};
 
 use super::{EsimError, card::Session};
@@ -61,6 +63,15 @@ pub async fn balance(modem: &Modem) -> Result<Balance, EsimError> {
             .await;
     session.close().await;
     read
+}
+
+/// Redeems an operator voucher; the receipt is returned as the card gave it.
+pub async fn top_up(modem: &Modem, voucher: Voucher, host_time: u64) -> Result<Receipt, EsimError> {
+    let mut session = open(modem).await?;
+    let request = Request::TopUp { voucher, host_time };
+    let answer = async { Receipt::decode(&call(&mut session, &request).await?).map_err(EsimError::AiResponse) }.await;
+    session.close().await;
+    answer
 }
 
 /// Sends one DEBIT; the receipt is returned as the card gave it, for the caller to verify.

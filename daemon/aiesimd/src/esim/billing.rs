@@ -16,14 +16,15 @@
 
 use std::{sync::Arc, time::Duration};
 
-use aiesim_ai_applet::{AppletError, Debit, Receipt, receipt_message};
+use aiesim_ai_applet::{AppletError, Debit, Receipt, Voucher, receipt_message, top_up_message};
 use p256::ecdsa::{Signature, VerifyingKey, signature::Verifier as _};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{AccountState, Esim, EsimAvailability, EsimError, ai_applet};
 use crate::{
     broker::chain,
-    ledger::{CardView, JournalledReceipt, Ledger, PendingDebit},
+    ledger::{CardView, JournalledReceipt, Ledger, PendingDebit, record::TopUpDone},
 };
 
 /// How soon a card that could not be reached is tried again.
@@ -39,9 +40,75 @@ enum Stop {
     Fault(String),
 }
 
-/// Runs until `cancel`: follows the eSIM's state and the ledger's queue of debits.
-pub async fn run(esim: Arc<Esim>, ledger: Ledger, cancel: CancellationToken) {
+/// What a redeemed voucher did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopUp {
+    pub amount: u64,
+    pub balance: u64,
+    pub sequence: u32,
+}
+
+type TopUpReply = oneshot::Sender<Result<TopUp, EsimError>>;
+
+/// The biller's handle. The biller is the only one that changes the card's account, so debits
+/// and top-ups take their sequence numbers one after the other.
+pub struct Biller {
+    top_ups: mpsc::Sender<(Voucher, TopUpReply)>,
+    cancel: CancellationToken,
+}
+
+impl Biller {
+    /// Starts billing `esim`'s card for `ledger`'s debits; must be called within a runtime.
+    pub fn spawn(esim: Arc<Esim>, ledger: Ledger) -> Self {
+        let (top_ups, queue) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        tokio::spawn(run(esim, ledger, queue, cancel.clone()));
+        Self { top_ups, cancel }
+    }
+
+    /// Redeems an operator voucher on the card, verifies the card's receipt and journals it.
+    pub async fn top_up(&self, voucher: Voucher) -> Result<TopUp, EsimError> {
+        let (reply, answer) = oneshot::channel();
+        self.top_ups
+            .send((voucher, reply))
+            .await
+            .map_err(|_| EsimError::Stopped)?;
+        answer.await.map_err(|_| EsimError::Stopped)?
+    }
+}
+
+impl Drop for Biller {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A voucher as `TopUp` takes it: `id(16) ‖ amount(8) ‖ expiry(8) ‖ card id(16) ‖ operator
+/// signature r‖s(64)`, 112 bytes (docs/ai-applet.md).
+pub fn parse_voucher(bytes: &[u8]) -> Result<Voucher, EsimError> {
+    let bytes: &[u8; 112] = bytes
+        .try_into()
+        .map_err(|_| EsimError::BadVoucher(format!("a voucher is 112 bytes, not {}", bytes.len())))?;
+    let take = |range: std::ops::Range<usize>| &bytes[range];
+    let u64_at = |at: usize| u64::from_be_bytes(take(at..at + 8).try_into().expect("8 bytes"));
+    Ok(Voucher {
+        id: take(0..16).try_into().expect("16 bytes"),
+        amount: u64_at(16),
+        expiry: u64_at(24),
+        card_id: take(32..48).try_into().expect("16 bytes"),
+        signature: take(48..112).try_into().expect("64 bytes"),
+    })
+}
+
+/// Runs until `cancel`: follows the eSIM's state, the ledger's queue of debits and top-ups.
+async fn run(
+    esim: Arc<Esim>,
+    ledger: Ledger,
+    mut top_ups: mpsc::Receiver<(Voucher, TopUpReply)>,
+    cancel: CancellationToken,
+) {
     let mut state = esim.state();
+    let mut faulted = false;
     loop {
         let account = {
             let s = state.borrow_and_update();
@@ -49,35 +116,134 @@ pub async fn run(esim: Arc<Esim>, ledger: Ledger, cancel: CancellationToken) {
                 .then(|| s.account.clone())
                 .flatten()
         };
-        let retry = if let Some(account) = account {
-            match bill(&esim, &ledger, &account).await {
+        let retry = match (&account, faulted) {
+            (_, true) => false,
+            (Some(account), false) => match bill(&esim, &ledger, account).await {
                 Ok(()) => false,
-                Err(Stop::Offline(reason)) => {
-                    tracing::info!(reason = %reason, "the card is out of reach; debits wait");
-                    ledger.card_offline();
-                    true
+                Err(stop) => {
+                    faulted = stopped(&ledger, stop);
+                    !faulted
                 }
-                Err(Stop::Exhausted(why)) => {
-                    tracing::warn!(reason = %why, "the card refused a debit; no new requests until it has more");
-                    ledger.card_exhausted();
-                    false
-                }
-                Err(Stop::Fault(reason)) => {
-                    ledger.card_fault(reason);
-                    return;
-                }
+            },
+            (None, false) => {
+                ledger.card_offline();
+                false
             }
-        } else {
-            ledger.card_offline();
-            false
         };
         tokio::select! {
             () = cancel.cancelled() => return,
             changed = state.changed() => if changed.is_err() { return },
             () = ledger.debit_queued() => {}
             () = tokio::time::sleep(RETRY), if retry => {}
+            top_up = top_ups.recv() => {
+                let Some((voucher, reply)) = top_up else { return };
+                let result = match (&account, faulted) {
+                    (_, true) => Err(EsimError::Unavailable("spending is stopped after a card fault".into())),
+                    (Some(account), false) => redeem(&esim, &ledger, account, voucher).await,
+                    (None, false) => Err(EsimError::Unavailable("no card with a token account is ready".into())),
+                };
+                drop(reply.send(result));
+            }
         }
     }
+}
+
+/// Tells the ledger why billing stopped; returns whether that was a fault (all spending stops).
+fn stopped(ledger: &Ledger, stop: Stop) -> bool {
+    match stop {
+        Stop::Offline(reason) => {
+            tracing::info!(reason = %reason, "the card is out of reach; debits wait");
+            ledger.card_offline();
+            false
+        }
+        Stop::Exhausted(why) => {
+            tracing::warn!(reason = %why, "the card refused a debit; no new requests until it has more");
+            ledger.card_exhausted();
+            false
+        }
+        Stop::Fault(reason) => {
+            ledger.card_fault(reason);
+            true
+        }
+    }
+}
+
+/// Redeems `voucher`: TOP-UP with the host's time, then the receipt must be the next one, add
+/// exactly the voucher's amount, and carry the account key's signature over this card, voucher,
+/// amount, balance and sequence.
+async fn redeem(esim: &Esim, ledger: &Ledger, account: &AccountState, voucher: Voucher) -> Result<TopUp, EsimError> {
+    if voucher.card_id != account.card_id {
+        return Err(EsimError::BadVoucher("it is for another card".into()));
+    }
+    let key = VerifyingKey::from_sec1_bytes(&account.account_key)
+        .map_err(|_| EsimError::BadTopUpReceipt("the card's account key is not a P-256 point".into()))?;
+    let before = ledger
+        .card()
+        .card
+        .filter(|c| c.card_id == account.card_id)
+        .map_or((account.balance, account.sequence), |c| (c.balance, c.sequence));
+    let host_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let receipt = ai_applet::top_up(esim.modem(), voucher, host_time).await?;
+    let bad = |why: String| {
+        let e = EsimError::BadTopUpReceipt(why);
+        ledger.card_fault(chain(&e));
+        e
+    };
+    if receipt.sequence != before.1.wrapping_add(1) {
+        return Err(bad(format!(
+            "sequence {} where {} is next",
+            receipt.sequence,
+            before.1.wrapping_add(1)
+        )));
+    }
+    if receipt.balance != before.0.saturating_add(voucher.amount) {
+        return Err(bad(format!(
+            "balance {} where {} and {} make {}",
+            receipt.balance,
+            before.0,
+            voucher.amount,
+            before.0.saturating_add(voucher.amount)
+        )));
+    }
+    let message = top_up_message(
+        &account.card_id,
+        &voucher.id,
+        voucher.amount,
+        receipt.balance,
+        receipt.sequence,
+    );
+    let verified = Signature::from_slice(&receipt.signature)
+        .ok()
+        .is_some_and(|sig| key.verify(&message, &sig).is_ok());
+    if !verified {
+        return Err(bad("its signature does not verify against the account key".into()));
+    }
+    ledger
+        .topped_up(TopUpDone {
+            card_id: account.card_id.to_vec(),
+            voucher_id: voucher.id.to_vec(),
+            amount: voucher.amount,
+            balance: receipt.balance,
+            sequence: receipt.sequence,
+            signature: receipt.signature.to_vec(),
+        })
+        .await
+        .map_err(|e| EsimError::Unavailable(chain(&e)))?;
+    esim.note_balance(&account.card_id, receipt.balance, receipt.sequence);
+    tracing::info!(
+        amount = voucher.amount,
+        balance = receipt.balance,
+        sequence = receipt.sequence,
+        "voucher redeemed; receipt verified"
+    );
+    Ok(TopUp {
+        amount: voucher.amount,
+        balance: receipt.balance,
+        sequence: receipt.sequence,
+    })
 }
 
 /// Checks the card against the journal, tells the ledger it is there, and settles every debit

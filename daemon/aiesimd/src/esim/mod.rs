@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use self::{
-    billing::run as bill,
+    billing::{Biller, TopUp, parse_voucher},
     card::{ModemCard, Session},
     credential::{CardCredentials, CredentialError, Requirement},
     iot_safe::{DeviceCredential, load as load_credential, sign as sign_digest},
@@ -75,6 +75,10 @@ pub enum EsimError {
     Ai(aiesim_ai_applet::AppletError),
     #[error("the AI applet's answer is malformed")]
     AiResponse(#[source] aiesim_ai_applet::ResponseError),
+    #[error("the voucher is not valid: {0}")]
+    BadVoucher(String),
+    #[error("the card's top-up receipt is not to be trusted: {0}")]
+    BadTopUpReceipt(String),
     #[error("the eSIM is not available ({0})")]
     Unavailable(String),
     #[error("the eSIM service has stopped")]

@@ -258,6 +258,12 @@ impl State {
                 }
             }
             Kind::Snapshot(snapshot) => *self = Self::from_snapshot(snapshot),
+            Kind::TopUp(top_up) => {
+                if let Some(card) = self.card.as_mut().filter(|c| c.card_id == top_up.card_id) {
+                    card.balance = top_up.balance;
+                    card.sequence = top_up.sequence;
+                }
+            }
         }
     }
 
@@ -761,6 +767,18 @@ impl Ledger {
                 nonce: p.nonce,
             };
             self.append(&mut s, Kind::DebitDone(done))?
+        };
+        self.durable(lsn).await
+    }
+
+    /// Journals (durably) a voucher the card redeemed, with its verified receipt: the card's
+    /// balance and sequence follow it, and an exhausted account may spend again.
+    pub async fn topped_up(&self, done: record::TopUpDone) -> Result<(), LedgerError> {
+        let lsn = {
+            let mut s = self.lock();
+            let lsn = self.append(&mut s, Kind::TopUp(done))?;
+            s.exhausted = false;
+            lsn
         };
         self.durable(lsn).await
     }

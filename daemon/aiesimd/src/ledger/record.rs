@@ -6,7 +6,7 @@
 /// One journal record.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Record {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
     pub kind: Option<Kind>,
 }
 
@@ -24,6 +24,25 @@ pub enum Kind {
     DebitDone(DebitDone),
     #[prost(message, tag = "6")]
     Snapshot(Snapshot),
+    #[prost(message, tag = "7")]
+    TopUp(TopUpDone),
+}
+
+/// A voucher the card redeemed, with its verified receipt.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TopUpDone {
+    #[prost(bytes = "vec", tag = "1")]
+    pub card_id: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub voucher_id: Vec<u8>,
+    #[prost(uint64, tag = "3")]
+    pub amount: u64,
+    #[prost(uint64, tag = "4")]
+    pub balance: u64,
+    #[prost(uint32, tag = "5")]
+    pub sequence: u32,
+    #[prost(bytes = "vec", tag = "6")]
+    pub signature: Vec<u8>,
 }
 
 /// Tokens held for a request.

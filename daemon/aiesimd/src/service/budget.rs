@@ -5,7 +5,12 @@ use std::{collections::HashMap, sync::Arc};
 use zbus::{OwnedVariant, interface, message::Header};
 
 use super::{DaemonError, Shared, broker::owned_str, broker::sender_of};
-use crate::{identity::Identify as _, ledger::Balance};
+use crate::{
+    broker::chain,
+    esim::{EsimError, parse_voucher},
+    identity::Identify as _,
+    ledger::Balance,
+};
 
 pub struct BudgetObject {
     pub shared: Arc<Shared>,
@@ -45,6 +50,22 @@ impl BudgetObject {
         d.insert("available".to_owned(), OwnedVariant::from(available));
         d.insert("device_available".to_owned(), OwnedVariant::from(device_available));
         Ok(d)
+    }
+
+    async fn top_up(&self, voucher: Vec<u8>) -> Result<HashMap<String, OwnedVariant>, DaemonError> {
+        let voucher = parse_voucher(&voucher).map_err(|e| DaemonError::InvalidArgument(chain(&e)))?;
+        let biller = self.shared.biller.as_ref().ok_or_else(|| {
+            DaemonError::ModemUnavailable("no modem is configured, so there is no card to top up".into())
+        })?;
+        let top_up = biller.top_up(voucher).await.map_err(|e| match e {
+            EsimError::BadVoucher(_) => DaemonError::InvalidArgument(chain(&e)),
+            e => DaemonError::EsimError(chain(&e)),
+        })?;
+        Ok(HashMap::from([
+            ("amount".to_owned(), OwnedVariant::from(top_up.amount)),
+            ("balance".to_owned(), OwnedVariant::from(top_up.balance)),
+            ("sequence".to_owned(), OwnedVariant::from(top_up.sequence)),
+        ]))
     }
 
     fn list(&self) -> Vec<HashMap<String, OwnedVariant>> {

@@ -25,7 +25,7 @@ use aiesim_dbus::{MODEM_PATH_PREFIX, ROOT_PATH};
 pub use error::DaemonError;
 use zbus::{Connection, fdo::ObjectManager};
 
-use crate::esim::Esim;
+use crate::esim::{Biller, Esim};
 use crate::{
     broker::Broker, clock::SystemClock, cloud::HttpCloud, fastpath::Fastpath, identity::BusIdentity, modem::Modem,
 };
@@ -41,6 +41,8 @@ pub struct Shared {
     requests: RequestLimits,
     /// Live Request objects per app, lingering ones included.
     objects: Mutex<HashMap<String, usize>>,
+    /// Takes top-ups to the card; `None` without a modem.
+    biller: Option<Arc<Biller>>,
 }
 
 /// The front end's bounds on an app's streams and objects.
@@ -72,13 +74,20 @@ impl Drop for ObjectSlot {
     }
 }
 
+/// The cellular side the front end serves: the modem, its eSIM and the card's biller.
+pub struct Cellular {
+    pub modem: Arc<Modem>,
+    pub esim: Arc<Esim>,
+    pub biller: Arc<Biller>,
+}
+
 /// Serves every object on `connection`. The well-known name is requested by the caller once
 /// this returns, so that no call arrives before the objects exist.
 pub async fn serve(
     connection: &Connection,
     broker: Arc<DaemonBroker>,
     requests: RequestLimits,
-    modem: Option<(Arc<Modem>, Arc<Esim>)>,
+    cellular: Option<Cellular>,
     fastpath: Option<Fastpath>,
     fastpath_interface: String,
     follow_modem_interface: Option<Vec<std::net::SocketAddr>>,
@@ -89,6 +98,7 @@ pub async fn serve(
         next_request: AtomicU64::new(0),
         requests,
         objects: Mutex::new(HashMap::new()),
+        biller: cellular.as_ref().map(|c| Arc::clone(&c.biller)),
     });
     let server = connection.object_server();
     server.at(ROOT_PATH, ObjectManager).await?;
@@ -111,7 +121,7 @@ pub async fn serve(
     server
         .at(ROOT_PATH, fastpath::FastpathObject::new(fastpath, fastpath_interface))
         .await?;
-    if let Some((modem, esim)) = modem {
+    if let Some(Cellular { modem, esim, .. }) = cellular {
         let path = format!("{MODEM_PATH_PREFIX}/0");
         server
             .at(path.as_str(), modem::ModemObject::new(Arc::clone(&modem)))

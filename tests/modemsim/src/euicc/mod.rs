@@ -35,6 +35,9 @@ pub struct Config {
     pub tokens: u64,
     /// The operator's voucher-signing public key, uncompressed SEC1; `None` refuses top-ups.
     pub operator_key: Option<keys::Point>,
+    /// The operator's voucher-signing secret when the simulator made the key itself: it then
+    /// mints vouchers for tests (the `voucher` control command). `None` with `--operator-key`.
+    pub operator_secret: Option<[u8; 32]>,
     pub endpoints: Vec<Endpoint>,
     /// Where the AI applet keeps its account across restarts.
     pub card_state: Option<PathBuf>,
@@ -52,6 +55,7 @@ impl Default for Config {
             der_signatures: false,
             tokens: 100_000,
             operator_key: None,
+            operator_secret: None,
             endpoints: vec![default_endpoint()],
             card_state: None,
             offline_allowance: ai_applet::OFFLINE_ALLOWANCE,
@@ -132,12 +136,21 @@ impl From<Options> for Config {
             offline_allowance,
             max_debit,
         } = options;
+        // Without the operator's key given, the simulator is the operator: it makes one and
+        // mints vouchers with it.
+        let (operator_key, operator_secret) = if let Some(point) = operator_key {
+            (Some(point), None)
+        } else {
+            let key = keys::CardKey::generate();
+            (Some(key.public()), Some(key.scalar()))
+        };
         Self {
             sgp32,
             iot_safe_aid: iot_safe_aid.0,
             der_signatures: iot_safe_der_signatures,
             tokens,
             operator_key,
+            operator_secret,
             endpoints: if endpoints.is_empty() {
                 vec![default_endpoint()]
             } else {
@@ -273,6 +286,8 @@ pub struct AiAccount {
     pub sequence: u32,
     pub debits: u64,
     pub receipts: ReceiptMode,
+    /// The card id and the operator's secret, when the simulator may mint vouchers.
+    minter: Option<([u8; 16], [u8; 32])>,
 }
 
 /// Shared between the AI applet and the control socket.
@@ -286,6 +301,46 @@ impl AiProbe {
 
     pub fn set_receipts(&self, mode: ReceiptMode) {
         self.0.lock().expect("probe lock").receipts = mode;
+    }
+
+    fn set_minter(&self, card_id: [u8; 16], secret: Option<[u8; 32]>) {
+        self.0.lock().expect("probe lock").minter = secret.map(|s| (card_id, s));
+    }
+
+    /// An operator-signed voucher for this card, `id ‖ amount ‖ expiry ‖ card id ‖ signature`
+    /// in hex (what the daemon's `TopUp` takes), valid for `ttl_s` seconds from now.
+    pub fn mint_voucher(&self, amount: u64, ttl_s: u64) -> Result<String, String> {
+        use rand_core::RngCore as _;
+        let (card_id, secret) = self
+            .get()
+            .minter
+            .ok_or("this card trusts an operator key given with --operator-key; its secret is not here")?;
+        let key = keys::CardKey::from_scalar(&secret).ok_or("the operator key is not valid")?;
+        let mut id = [0u8; 16];
+        rand_core::OsRng.fill_bytes(&mut id);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut voucher = aiesim_ai_applet::Voucher {
+            id,
+            amount,
+            expiry: now + ttl_s,
+            card_id,
+            signature: [0; 64],
+        };
+        voucher.signature = key.sign(&aiesim_ai_applet::voucher_message(&voucher));
+        let mut bytes = Vec::with_capacity(112);
+        bytes.extend_from_slice(&voucher.id);
+        bytes.extend_from_slice(&voucher.amount.to_be_bytes());
+        bytes.extend_from_slice(&voucher.expiry.to_be_bytes());
+        bytes.extend_from_slice(&voucher.card_id);
+        bytes.extend_from_slice(&voucher.signature);
+        Ok(bytes.iter().fold(String::new(), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02X}");
+            hex
+        }))
     }
 
     fn note(&self, balance: u64, sequence: u32, debit: bool) {
@@ -311,11 +366,13 @@ pub fn applets(
         der_signatures,
         tokens,
         operator_key,
+        operator_secret,
         endpoints,
         card_state,
         offline_allowance,
         max_debit,
     } = config;
+    probe.set_minter(eid, *operator_secret);
     let isd_r = isd_r::IsdR::new(eid, iccid, *sgp32, refresh.clone())?;
     let iot_safe = iot_safe::IotSafe::new(eid, iot_safe_aid.clone(), *der_signatures)?;
     let ai = ai_applet::AiApplet::new(ai_applet::Setup {
