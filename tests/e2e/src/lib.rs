@@ -218,6 +218,9 @@ pub struct WorldOptions {
     /// Run aiesimd as this user, as the shipped unit does (`User=aiesim`, its capabilities, and
     /// `ProtectProc=invisible`: its own mount namespace with /proc mounted `hidepid=invisible`).
     pub daemon_user: Option<&'static str>,
+    /// Run polkitd (as user polkitd) on the world's bus, so administrative calls get real
+    /// polkit decisions; without it only root may make them.
+    pub polkit: bool,
     /// The simulated modem's control protocol: "qmi" or "mbim".
     pub modem_protocol: &'static str,
     /// Extra lines for the configuration's `[modem]` table.
@@ -237,6 +240,7 @@ impl Default for WorldOptions {
             config_endpoints: true,
             sim_args: Vec::new(),
             daemon_user: None,
+            polkit: false,
             modem_protocol: "qmi",
             modem_config: String::new(),
             fastpath_interface: "wwan0",
@@ -247,6 +251,7 @@ impl Default for WorldOptions {
 pub struct World {
     // Field order is teardown order: daemon first, namespaces last.
     pub daemon: Proc,
+    pub polkit: Option<Proc>,
     pub cloud: Proc,
     pub sim: Proc,
     pub bus: Proc,
@@ -272,6 +277,7 @@ impl World {
         let bins = bin_dir(&options.profile);
 
         let (bus, bus_address) = start_bus(dir.path())?;
+        let polkit = options.polkit.then(|| start_polkit(&bus_address)).transpose()?;
         let operator = Netns::create("op")?;
         let device = Netns::create("dev")?;
         netns::link(&device, "wwan0", DEVICE_ADDR, &operator, "core0", OPERATOR_ADDR)?;
@@ -333,6 +339,7 @@ impl World {
 
         Ok(Self {
             daemon,
+            polkit,
             cloud,
             sim,
             bus,
@@ -454,6 +461,41 @@ impl World {
     }
 }
 
+/// polkitd on the world's bus (started as root, it switches to user polkitd itself); returns
+/// once it owns org.freedesktop.PolicyKit1.
+fn start_polkit(bus_address: &str) -> anyhow::Result<Proc> {
+    let polkitd = Proc::spawn(
+        "polkitd",
+        Command::new("/usr/lib/polkit-1/polkitd").env("DBUS_SYSTEM_BUS_ADDRESS", bus_address),
+    )?;
+    let started = Instant::now();
+    loop {
+        let out = Command::new("busctl")
+            .args([
+                "--address",
+                bus_address,
+                "call",
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+            ])
+            .args([
+                "org.freedesktop.DBus",
+                "NameHasOwner",
+                "s",
+                "org.freedesktop.PolicyKit1",
+            ])
+            .output()
+            .context("cannot run busctl")?;
+        if String::from_utf8_lossy(&out.stdout).trim() == "b true" {
+            return Ok(polkitd);
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!("polkitd did not take its bus name in 15 s; its log:\n{}", polkitd.log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn start_bus(dir: &Path) -> anyhow::Result<(Proc, String)> {
     let socket = dir.join("system_bus_socket");
     let policy = repo_root().join("dbus/bus/org.aiesim.AiEsim1.conf");
@@ -484,6 +526,7 @@ fn start_bus(dir: &Path) -> anyhow::Result<(Proc, String)> {
     <allow receive_type="signal"/>
   </policy>
   <include>{policy}</include>
+  <include ignore_missing="yes">/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf</include>
 </busconfig>
 "#,
             socket = socket.display(),

@@ -2,9 +2,13 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use zbus::{OwnedVariant, interface, message::Header};
+use zbus::{Connection, OwnedVariant, interface, message::Header};
 
-use super::{DaemonError, Shared, broker::owned_str, broker::sender_of};
+use super::{
+    DaemonError, Shared,
+    authority::{Action, authorize},
+    broker::{owned_str, sender_of},
+};
 use crate::{
     broker::chain,
     esim::{EsimError, parse_voucher},
@@ -52,7 +56,13 @@ impl BudgetObject {
         Ok(d)
     }
 
-    async fn top_up(&self, voucher: Vec<u8>) -> Result<HashMap<String, OwnedVariant>, DaemonError> {
+    async fn top_up(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        voucher: Vec<u8>,
+    ) -> Result<HashMap<String, OwnedVariant>, DaemonError> {
+        authorize(connection, &sender_of(&header)?, Action::ManageBudgets).await?;
         let voucher = parse_voucher(&voucher).map_err(|e| DaemonError::InvalidArgument(chain(&e)))?;
         let biller = self.shared.biller.as_ref().ok_or_else(|| {
             DaemonError::ModemUnavailable("no modem is configured, so there is no card to top up".into())
@@ -68,13 +78,19 @@ impl BudgetObject {
         ]))
     }
 
-    fn list(&self) -> Vec<HashMap<String, OwnedVariant>> {
-        self.shared
+    async fn list(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<HashMap<String, OwnedVariant>>, DaemonError> {
+        authorize(connection, &sender_of(&header)?, Action::ManageBudgets).await?;
+        Ok(self
+            .shared
             .broker
             .ledger()
             .apps()
             .into_iter()
             .map(|(app, balance, in_flight)| dict(&app, balance, in_flight))
-            .collect()
+            .collect())
     }
 }

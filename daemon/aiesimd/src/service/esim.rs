@@ -5,10 +5,12 @@
 use std::{collections::HashMap, sync::Arc};
 
 use tokio::sync::watch;
-use zbus::{Connection, OwnedVariant as OwnedValue, Variant as Value, interface};
+use zbus::{Connection, OwnedVariant as OwnedValue, Variant as Value, interface, message::Header};
 
 use super::{
     DaemonError,
+    authority::{Action, authorize},
+    broker::sender_of,
     changes::{self, Prop},
 };
 use crate::{
@@ -181,11 +183,23 @@ impl EsimObject {
             .collect()
     }
 
-    async fn enable_profile(&self, iccid: &str) -> Result<(), DaemonError> {
+    async fn enable_profile(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        iccid: &str,
+    ) -> Result<(), DaemonError> {
+        authorize(connection, &sender_of(&header)?, Action::ManageEsim).await?;
         self.esim.enable(iccid).await.map_err(|e| esim_error(&e))
     }
 
-    async fn disable_profile(&self, iccid: &str) -> Result<(), DaemonError> {
+    async fn disable_profile(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        iccid: &str,
+    ) -> Result<(), DaemonError> {
+        authorize(connection, &sender_of(&header)?, Action::ManageEsim).await?;
         self.esim.disable(iccid).await.map_err(|e| esim_error(&e))
     }
 }

@@ -4,6 +4,7 @@
 //! Objects follow `dbus/interfaces/*.xml`: the root object carries the `ObjectManager`, the
 //! Broker and the Fastpath; requests live at `Request/N`, modems at `Modem/N`.
 
+mod authority;
 mod broker;
 mod budget;
 mod changes;
