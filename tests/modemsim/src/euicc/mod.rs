@@ -510,7 +510,20 @@ mod tests {
     fn the_options_make_a_config() {
         use clap::Parser as _;
         let config = Config::from(Cli::try_parse_from(["sim"]).unwrap().card);
-        assert_eq!(config, Config::default());
+        // Without --operator-key the simulator is the operator: a fresh key it can mint with.
+        let secret = config
+            .operator_secret
+            .expect("the simulator holds the operator's secret");
+        let key = keys::CardKey::from_scalar(&secret).unwrap();
+        assert_eq!(config.operator_key, Some(key.public()));
+        assert_eq!(
+            Config {
+                operator_key: None,
+                operator_secret: None,
+                ..config
+            },
+            Config::default()
+        );
         let cli = Cli::try_parse_from([
             "sim",
             "--sgp32",
@@ -535,6 +548,14 @@ mod tests {
         assert_eq!(config.endpoints.len(), 2);
         assert_eq!(config.card_state, Some(PathBuf::from("/tmp/card")));
         assert!(Cli::try_parse_from(["sim", "--operator-key", "04"]).is_err());
+        let given = keys::CardKey::generate().public();
+        let hex = given.iter().fold(String::new(), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
+        let config = Config::from(Cli::try_parse_from(["sim", "--operator-key", &hex]).unwrap().card);
+        assert_eq!((config.operator_key, config.operator_secret), (Some(given), None));
     }
 
     #[test]
