@@ -1,5 +1,6 @@
 //! aictl: the command line for the aiesim daemon.
 
+use aiesim_dbus::ChatDict as _;
 use std::{fmt::Write as _, io::Write as _, process::ExitCode};
 
 use std::collections::HashMap;

@@ -1,6 +1,7 @@
 //! Seeds each target's corpus (`corpus/<target>/seed-*`) with realistic inputs, encoded by the
 //! same code apps use, so that a first run starts from real traffic.
 
+use aiesim_dbus::ChatDict as _;
 use std::{collections::BTreeMap, env, fs, io, path::Path};
 
 use aiesim_dbus::{ChatOptions, Message, Priority, StreamEvent, Usage};

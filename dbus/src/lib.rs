@@ -1,17 +1,16 @@
 //! The aiesim D-Bus contract as Rust: bus names, error names, the stream event format of
-//! `Broker.Chat`, and typed zbus proxies for apps.
+//! `Broker.Chat`, the request options as `a{sv}` ([`ChatDict`]), and typed zbus proxies for
+//! apps. The plain types come from `aiesim-wire`, which has no D-Bus binding, so the daemon's
+//! core can use them without zbus.
 //!
 //! The introspection XML under `dbus/interfaces/` is the single source of truth; the tests of
 //! this crate check the proxies against it.
 
-pub mod error;
-pub mod event;
 pub mod options;
 pub mod proxy;
 
-pub use error::ErrorName;
-pub use event::{StreamEvent, Usage};
-pub use options::{ChatOptions, Message, OptionsError, Priority};
+pub use aiesim_wire::{ChatOptions, ErrorName, Message, Priority, StreamEvent, Usage, error, event};
+pub use options::{ChatDict, OptionsError};
 
 /// Well-known bus name of the daemon.
 pub const BUS_NAME: &str = "org.aiesim.AiEsim1";

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use aiesim_wire::{ChatOptions, Message, Priority};
 use zbus::{OwnedVariant as OwnedValue, Variant as Value};
 
 /// Largest accepted `temperature`.
@@ -29,163 +30,38 @@ pub enum OptionsError {
     Invalid { key: &'static str, reason: String },
 }
 
-/// Scheduling class of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Priority {
-    #[default]
-    Interactive,
-    Background,
-}
-
-impl Priority {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Interactive => "interactive",
-            Self::Background => "background",
-        }
-    }
-}
-
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub role: String,
-    pub content: String,
-}
-
-impl Message {
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
-    }
-}
-
-/// A request's options, validated.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ChatOptions {
-    pub messages: Vec<Message>,
-    pub model: Option<String>,
-    pub max_tokens: Option<u32>,
-    pub temperature: Option<f64>,
-    pub priority: Priority,
-}
-
 const ROLES: [&str; 3] = ["system", "user", "assistant"];
 
-impl ChatOptions {
+/// [`ChatOptions`] to and from the `a{sv}` dictionaries of `Chat` and `Ask`.
+pub trait ChatDict: Sized {
     /// Parses `Chat`'s request dictionary (`messages` required).
-    pub fn from_chat(dict: &HashMap<String, OwnedValue>) -> Result<Self, OptionsError> {
-        let opts = Self::parse(dict, true)?;
+    fn from_chat(dict: &HashMap<String, OwnedValue>) -> Result<Self, OptionsError>;
+    /// Parses `Ask`'s options dictionary (`messages` not allowed) and adds `prompt` as the
+    /// user message.
+    fn from_ask(prompt: &str, dict: &HashMap<String, OwnedValue>) -> Result<Self, OptionsError>;
+    /// The options as a `Chat` request dictionary.
+    fn to_chat_dict(&self) -> HashMap<String, OwnedValue>;
+    /// The options without `messages`, as an `Ask` options dictionary.
+    fn to_ask_dict(&self) -> HashMap<String, OwnedValue>;
+}
+
+impl ChatDict for ChatOptions {
+    fn from_chat(dict: &HashMap<String, OwnedValue>) -> Result<Self, OptionsError> {
+        let opts = parse(dict, true)?;
         if opts.messages.is_empty() {
             return Err(OptionsError::Missing("messages"));
         }
         Ok(opts)
     }
 
-    /// Parses `Ask`'s options dictionary (`messages` not allowed) and adds `prompt` as the
-    /// user message.
-    pub fn from_ask(prompt: &str, dict: &HashMap<String, OwnedValue>) -> Result<Self, OptionsError> {
-        let mut opts = Self::parse(dict, false)?;
+    fn from_ask(prompt: &str, dict: &HashMap<String, OwnedValue>) -> Result<Self, OptionsError> {
+        let mut opts = parse(dict, false)?;
         opts.messages = vec![Message::new("user", prompt)];
-        opts.check_messages()?;
+        check_messages(&opts)?;
         Ok(opts)
     }
 
-    fn parse(dict: &HashMap<String, OwnedValue>, with_messages: bool) -> Result<Self, OptionsError> {
-        let mut opts = Self::default();
-        for (key, value) in dict {
-            let value: &Value<'_> = value;
-            match key.as_str() {
-                "messages" if with_messages => {
-                    let v: Vec<(String, String)> = typed(value, "messages", "a(ss)")?;
-                    opts.messages = v.into_iter().map(|(r, c)| Message::new(r, c)).collect();
-                    opts.check_messages()?;
-                }
-                "model" => {
-                    let m: String = typed(value, "model", "s")?;
-                    if m.is_empty() || m.len() > 256 || m.chars().any(char::is_control) {
-                        return Err(OptionsError::Invalid {
-                            key: "model",
-                            reason: "must be 1 to 256 printable characters".into(),
-                        });
-                    }
-                    opts.model = Some(m);
-                }
-                "max_tokens" => {
-                    let n: u32 = typed(value, "max_tokens", "u")?;
-                    if n == 0 {
-                        return Err(OptionsError::Invalid {
-                            key: "max_tokens",
-                            reason: "must be at least 1".into(),
-                        });
-                    }
-                    opts.max_tokens = Some(n);
-                }
-                "temperature" => {
-                    let t: f64 = typed(value, "temperature", "d")?;
-                    if !(0.0..=MAX_TEMPERATURE).contains(&t) {
-                        return Err(OptionsError::Invalid {
-                            key: "temperature",
-                            reason: format!("must be between 0.0 and {MAX_TEMPERATURE}, not {t}"),
-                        });
-                    }
-                    opts.temperature = Some(t);
-                }
-                "priority" => {
-                    let p: String = typed(value, "priority", "s")?;
-                    opts.priority = match p.as_str() {
-                        "interactive" => Priority::Interactive,
-                        "background" => Priority::Background,
-                        other => {
-                            return Err(OptionsError::Invalid {
-                                key: "priority",
-                                reason: format!("must be \"interactive\" or \"background\", not \"{other}\""),
-                            });
-                        }
-                    };
-                }
-                other => return Err(OptionsError::UnknownKey(other.to_owned())),
-            }
-        }
-        Ok(opts)
-    }
-
-    fn check_messages(&self) -> Result<(), OptionsError> {
-        if self.messages.len() > MAX_MESSAGES {
-            return Err(OptionsError::Invalid {
-                key: "messages",
-                reason: format!("at most {MAX_MESSAGES} messages"),
-            });
-        }
-        let mut total = 0usize;
-        for m in &self.messages {
-            if !ROLES.contains(&m.role.as_str()) {
-                return Err(OptionsError::Invalid {
-                    key: "messages",
-                    reason: format!("role must be one of system, user, assistant, not \"{}\"", m.role),
-                });
-            }
-            total += m.content.len();
-        }
-        if total > MAX_CONTENT_BYTES {
-            return Err(OptionsError::Invalid {
-                key: "messages",
-                reason: format!("content is {total} bytes, more than {MAX_CONTENT_BYTES}"),
-            });
-        }
-        if self.messages.iter().all(|m| m.role != "user") {
-            return Err(OptionsError::Invalid {
-                key: "messages",
-                reason: "needs a user message".into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// The options as a `Chat` request dictionary.
-    pub fn to_chat_dict(&self) -> HashMap<String, OwnedValue> {
+    fn to_chat_dict(&self) -> HashMap<String, OwnedValue> {
         let mut dict = self.to_ask_dict();
         let messages: Vec<(String, String)> = self
             .messages
@@ -196,8 +72,7 @@ impl ChatOptions {
         dict
     }
 
-    /// The options without `messages`, as an `Ask` options dictionary.
-    pub fn to_ask_dict(&self) -> HashMap<String, OwnedValue> {
+    fn to_ask_dict(&self) -> HashMap<String, OwnedValue> {
         let mut dict = HashMap::new();
         if let Some(m) = &self.model {
             dict.insert("model".into(), owned(Value::from(m.as_str())));
@@ -213,6 +88,97 @@ impl ChatOptions {
         }
         dict
     }
+}
+
+fn parse(dict: &HashMap<String, OwnedValue>, with_messages: bool) -> Result<ChatOptions, OptionsError> {
+    let mut opts = ChatOptions::default();
+    for (key, value) in dict {
+        let value: &Value<'_> = value;
+        match key.as_str() {
+            "messages" if with_messages => {
+                let v: Vec<(String, String)> = typed(value, "messages", "a(ss)")?;
+                opts.messages = v.into_iter().map(|(r, c)| Message::new(r, c)).collect();
+                check_messages(&opts)?;
+            }
+            "model" => {
+                let m: String = typed(value, "model", "s")?;
+                if m.is_empty() || m.len() > 256 || m.chars().any(char::is_control) {
+                    return Err(OptionsError::Invalid {
+                        key: "model",
+                        reason: "must be 1 to 256 printable characters".into(),
+                    });
+                }
+                opts.model = Some(m);
+            }
+            "max_tokens" => {
+                let n: u32 = typed(value, "max_tokens", "u")?;
+                if n == 0 {
+                    return Err(OptionsError::Invalid {
+                        key: "max_tokens",
+                        reason: "must be at least 1".into(),
+                    });
+                }
+                opts.max_tokens = Some(n);
+            }
+            "temperature" => {
+                let t: f64 = typed(value, "temperature", "d")?;
+                if !(0.0..=MAX_TEMPERATURE).contains(&t) {
+                    return Err(OptionsError::Invalid {
+                        key: "temperature",
+                        reason: format!("must be between 0.0 and {MAX_TEMPERATURE}, not {t}"),
+                    });
+                }
+                opts.temperature = Some(t);
+            }
+            "priority" => {
+                let p: String = typed(value, "priority", "s")?;
+                opts.priority = match p.as_str() {
+                    "interactive" => Priority::Interactive,
+                    "background" => Priority::Background,
+                    other => {
+                        return Err(OptionsError::Invalid {
+                            key: "priority",
+                            reason: format!("must be \"interactive\" or \"background\", not \"{other}\""),
+                        });
+                    }
+                };
+            }
+            other => return Err(OptionsError::UnknownKey(other.to_owned())),
+        }
+    }
+    Ok(opts)
+}
+
+fn check_messages(opts: &ChatOptions) -> Result<(), OptionsError> {
+    if opts.messages.len() > MAX_MESSAGES {
+        return Err(OptionsError::Invalid {
+            key: "messages",
+            reason: format!("at most {MAX_MESSAGES} messages"),
+        });
+    }
+    let mut total = 0usize;
+    for m in &opts.messages {
+        if !ROLES.contains(&m.role.as_str()) {
+            return Err(OptionsError::Invalid {
+                key: "messages",
+                reason: format!("role must be one of system, user, assistant, not \"{}\"", m.role),
+            });
+        }
+        total += m.content.len();
+    }
+    if total > MAX_CONTENT_BYTES {
+        return Err(OptionsError::Invalid {
+            key: "messages",
+            reason: format!("content is {total} bytes, more than {MAX_CONTENT_BYTES}"),
+        });
+    }
+    if opts.messages.iter().all(|m| m.role != "user") {
+        return Err(OptionsError::Invalid {
+            key: "messages",
+            reason: "needs a user message".into(),
+        });
+    }
+    Ok(())
 }
 
 fn owned(v: Value<'_>) -> OwnedValue {

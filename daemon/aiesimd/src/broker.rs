@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use aiesim_dbus::{ChatOptions, ErrorName, Message, StreamEvent, Usage};
+use aiesim_wire::{ChatOptions, ErrorName, Message, StreamEvent, Usage};
 use futures_util::StreamExt;
 
 use crate::{
@@ -392,7 +392,7 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use std::{sync::Mutex, time::Duration};
 
-    use aiesim_dbus::Priority;
+    use aiesim_wire::Priority;
     use futures_util::stream;
 
     use super::*;

@@ -3,6 +3,7 @@
 //! dictionary and the wire that apps use.
 #![no_main]
 
+use aiesim_dbus::ChatDict as _;
 use std::collections::HashMap;
 
 use aiesim_dbus::ChatOptions;

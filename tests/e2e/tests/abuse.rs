@@ -3,6 +3,7 @@
 //! bounded and billed for what they were sent, and another app is served meanwhile. Real
 //! dbus-daemon, real gdbus for the other app, the real model.
 
+use aiesim_dbus::ChatDict as _;
 use std::{
     collections::HashMap,
     process::{Command, Stdio},

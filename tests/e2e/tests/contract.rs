@@ -1,6 +1,7 @@
 //! The daemon serves exactly the contract in `dbus/interfaces/*.xml`: every method, property
 //! and signal with its signature, nothing missing and nothing extra.
 
+use aiesim_dbus::ChatDict as _;
 use std::collections::{BTreeMap, BTreeSet};
 
 use aiesim_dbus::proxy::BrokerProxy;

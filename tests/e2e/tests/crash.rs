@@ -6,6 +6,7 @@
 //! it; a request that finished is charged what its `done` event said. Never less (nothing
 //! lost), never more (nothing doubled, also across the following restarts).
 
+use aiesim_dbus::ChatDict as _;
 use std::{
     collections::HashMap,
     io::{BufRead as _, BufReader},

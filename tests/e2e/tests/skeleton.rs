@@ -1,6 +1,7 @@
 //! The walking skeleton end to end: real bus with the project's policy, the modem simulator,
 //! aiesimd with its classifier on the device's wwan0, and a real model as the cloud.
 
+use aiesim_dbus::ChatDict as _;
 use std::{collections::HashMap, process::Command, time::Duration};
 
 use aiesim_dbus::{

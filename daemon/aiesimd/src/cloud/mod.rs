@@ -5,7 +5,7 @@
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use aiesim_dbus::{Message, Usage};
+use aiesim_wire::{Message, Usage};
 use futures_util::Stream;
 
 mod http;

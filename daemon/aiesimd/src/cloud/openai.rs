@@ -1,7 +1,7 @@
 //! The `OpenAI` chat-completions wire format: the request body, the streamed chunks and error
 //! bodies. Pure functions, no I/O.
 
-use aiesim_dbus::Usage;
+use aiesim_wire::Usage;
 use serde::{Deserialize, Serialize};
 
 use super::ChatRequest;
@@ -196,7 +196,7 @@ impl RawError {
 
 #[cfg(test)]
 mod tests {
-    use aiesim_dbus::Message;
+    use aiesim_wire::Message;
 
     use super::*;
 

@@ -1,5 +1,6 @@
 //! `org.aiesim.AiEsim1.Broker` on the root object.
 
+use aiesim_dbus::ChatDict as _;
 use std::{collections::HashMap, os::unix::net::UnixStream as StdUnixStream, sync::Arc, time::Duration};
 
 use aiesim_dbus::{ChatOptions, StreamEvent, iface};

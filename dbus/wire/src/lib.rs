@@ -1,0 +1,12 @@
+//! The aiesim API's plain types: what a request asks for ([`ChatOptions`]), what its stream
+//! carries ([`StreamEvent`]) and the names of its errors ([`ErrorName`]). No D-Bus binding:
+//! the daemon's core (broker, ledger, router, cloud client) uses these, and `aiesim-dbus`
+//! maps them onto the bus.
+
+mod chat;
+pub mod error;
+pub mod event;
+
+pub use chat::{ChatOptions, Message, Priority};
+pub use error::ErrorName;
+pub use event::{StreamEvent, Usage};
