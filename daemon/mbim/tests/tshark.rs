@@ -26,9 +26,7 @@ fn tshark() -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
-    let reason = "tshark is not installed (apt-get install tshark, or cargo xtask setup)";
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
-    println!("SKIPPED: {reason}");
+    aiesim_skip::skip("tshark is not installed (apt-get install tshark, or cargo xtask setup)");
     None
 }
 

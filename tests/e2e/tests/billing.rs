@@ -5,8 +5,6 @@
 //! do not verify stopping all spending. The card's own balance is read from the simulator's
 //! control socket, not from the daemon.
 
-use std::time::{Duration, Instant};
-
 use aiesim_e2e::{MODEL_NAME, World, WorldOptions, output_text as text, skip_unless_ready};
 
 /// Account tokens per 1000 model tokens on the card's endpoint: two for one.
@@ -25,28 +23,6 @@ fn zero_config(extra_sim: &[&str]) -> WorldOptions {
         config_endpoints: false,
         sim_args,
         ..WorldOptions::default()
-    }
-}
-
-fn esim_json(world: &World) -> serde_json::Value {
-    let out = world.aictl().args(["esim", "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
-}
-
-fn wait_esim(world: &World, what: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let doc = esim_json(world);
-        if ready(&doc) {
-            return doc;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the eSIM never became {what}: {doc:#}\n{}",
-            world.daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -86,6 +62,25 @@ fn ask(world: &World) -> Result<u64, String> {
     Ok(charged)
 }
 
+/// Asks until the card's account refuses, waiting for each debit to be receipted; returns the
+/// account tokens spent and the refusal.
+fn spend_until_refused(world: &World) -> (u64, String) {
+    let (mut spent, mut served) = (0, 0u32);
+    loop {
+        match ask(world) {
+            Ok(charged) => {
+                spent += cost(charged);
+                served += 1;
+                assert!(served < 50, "the account never ran out");
+                world.wait_json(&["esim"], "debited", |d| {
+                    d["account"]["pending_debits"] == 0 && d["account"]["receipts"] == served
+                });
+            }
+            Err(refusal) => return (spent, refusal),
+        }
+    }
+}
+
 fn cost(tokens: u64) -> u64 {
     (tokens * PRICE).div_ceil(1000)
 }
@@ -96,7 +91,7 @@ async fn with_no_endpoint_configured_the_cards_endpoint_serves_and_the_card_is_d
         return;
     }
     let world = World::start(&zero_config(&[])).unwrap();
-    wait_esim(&world, "ready with its account", |d| {
+    world.wait_json(&["esim"], "ready with its account", |d| {
         d["account"]["billing"] == "online"
     });
     let mut spent = 0;
@@ -105,7 +100,7 @@ async fn with_no_endpoint_configured_the_cards_endpoint_serves_and_the_card_is_d
         assert!(charged > 0);
         spent += cost(charged);
         // The journal takes the receipt first, then the published balance follows it.
-        let doc = wait_esim(&world, "debited", |d| {
+        let doc = world.wait_json(&["esim"], "debited", |d| {
             d["account"]["receipts"] == round && d["account"]["balance"] == START_BALANCE - spent
         });
         assert_eq!(doc["account"]["pending_debits"], 0, "{doc:#}");
@@ -130,16 +125,16 @@ async fn a_forged_or_replayed_receipt_stops_all_spending() {
     }
     for mode in ["forge", "replay"] {
         let world = World::start(&zero_config(&[])).unwrap();
-        wait_esim(&world, "ready with its account", |d| {
+        world.wait_json(&["esim"], "ready with its account", |d| {
             d["account"]["billing"] == "online"
         });
         // One honest debit first, so that a replay has a receipt to replay.
         ask(&world).unwrap();
-        wait_esim(&world, "debited", |d| d["account"]["receipts"] == 1);
+        world.wait_json(&["esim"], "debited", |d| d["account"]["receipts"] == 1);
         world.modem_control(&format!("receipts {mode}")).unwrap();
         // The answer was delivered before the debit; the bad receipt then stops everything.
         ask(&world).unwrap();
-        let doc = wait_esim(&world, "at fault", |d| d["account"]["billing"] == "fault");
+        let doc = world.wait_json(&["esim"], "at fault", |d| d["account"]["billing"] == "fault");
         let why = doc["account"]["billing_error"].as_str().unwrap().to_owned();
         let expected = if mode == "forge" { "forged" } else { "replayed" };
         assert!(why.contains(expected), "{mode}: {why}");
@@ -162,11 +157,11 @@ async fn without_the_card_spending_stops_at_the_offline_allowance_and_reconciles
         return;
     }
     let world = World::start(&zero_config(&["--offline-allowance", "120"])).unwrap();
-    wait_esim(&world, "ready with its account", |d| {
+    world.wait_json(&["esim"], "ready with its account", |d| {
         d["account"]["billing"] == "online"
     });
     world.modem_control("card remove").unwrap();
-    wait_esim(&world, "absent", |d| d["state"] == "absent");
+    world.wait_json(&["esim"], "absent", |d| d["state"] == "absent");
     let mut offline_cost = 0;
     let mut served = 0u32;
     let refusal = loop {
@@ -188,7 +183,7 @@ async fn without_the_card_spending_stops_at_the_offline_allowance_and_reconciles
     assert_eq!(card_account(&world).2, 0, "nothing reached the card while it was out");
 
     world.modem_control("card insert").unwrap();
-    let doc = wait_esim(&world, "reconciled", |d| {
+    let doc = world.wait_json(&["esim"], "reconciled", |d| {
         d["account"]["billing"] == "online"
             && d["account"]["pending_debits"] == 0
             && d["account"]["receipts"] == served
@@ -213,24 +208,11 @@ async fn requests_stop_when_the_cards_balance_cannot_cover_them() {
     let mut options = zero_config(&[]);
     options.sim_args[3] = "90".into();
     let world = World::start(&options).unwrap();
-    wait_esim(&world, "ready with its account", |d| {
+    world.wait_json(&["esim"], "ready with its account", |d| {
         d["account"]["billing"] == "online"
     });
-    let mut spent = 0;
-    let mut served = 0u32;
-    let refusal = loop {
-        match ask(&world) {
-            Ok(charged) => {
-                spent += cost(charged);
-                served += 1;
-                assert!(spent <= 90, "spent {spent} of a 90-token account");
-                wait_esim(&world, "debited", |d| {
-                    d["account"]["pending_debits"] == 0 && d["account"]["receipts"] == served
-                });
-            }
-            Err(refusal) => break refusal,
-        }
-    };
+    let (spent, refusal) = spend_until_refused(&world);
+    assert!(spent <= 90, "spent {spent} of a 90-token account");
     assert!(spent > 0, "the account paid for something before it ran out: {refusal}");
     assert!(
         refusal.contains("BudgetExceeded") && refusal.contains("token account"),
@@ -249,23 +231,10 @@ async fn an_operator_voucher_tops_up_the_card_once_and_lifts_an_exhausted_accoun
     let mut options = zero_config(&[]);
     options.sim_args[3] = "90".into();
     let world = World::start(&options).unwrap();
-    wait_esim(&world, "ready with its account", |d| {
+    world.wait_json(&["esim"], "ready with its account", |d| {
         d["account"]["billing"] == "online"
     });
-    let mut spent = 0;
-    let mut served = 0u32;
-    let refusal = loop {
-        match ask(&world) {
-            Ok(charged) => {
-                spent += cost(charged);
-                served += 1;
-                wait_esim(&world, "debited", |d| {
-                    d["account"]["pending_debits"] == 0 && d["account"]["receipts"] == served
-                });
-            }
-            Err(refusal) => break refusal,
-        }
-    };
+    let (spent, refusal) = spend_until_refused(&world);
     assert!(refusal.contains("token account"), "{refusal}");
 
     let voucher = world.modem_control("voucher 500").unwrap().concat();
@@ -283,7 +252,7 @@ async fn an_operator_voucher_tops_up_the_card_once_and_lifts_an_exhausted_accoun
         balance,
         "the card itself holds the voucher's tokens"
     );
-    wait_esim(&world, "topped up", |d| d["account"]["balance"] == balance);
+    world.wait_json(&["esim"], "topped up", |d| d["account"]["balance"] == balance);
     ask(&world).unwrap_or_else(|e| panic!("the topped-up account pays again: {e}"));
 
     // The card redeems a voucher once, and only a genuine one for itself.
@@ -310,25 +279,13 @@ async fn an_operator_voucher_tops_up_the_card_once_and_lifts_an_exhausted_accoun
     );
 
     // Apps may not top up: the daemon asks polkit, and without polkit only root may.
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", &format!("--groups={}", group.gid)])
-        .args([
-            "gdbus",
-            "call",
-            "--address",
-            &world.bus_address,
-            "--dest",
-            "org.aiesim.AiEsim1",
-        ])
-        .args([
-            "--object-path",
-            "/org/aiesim/AiEsim1",
-            "--method",
-            "org.aiesim.AiEsim1.Budget.TopUp",
-        ])
-        .arg("[byte 0x01]")
-        .output()
-        .unwrap();
+    let out = world.gdbus_as(
+        65534,
+        Some(group.gid),
+        "/org/aiesim/AiEsim1",
+        "org.aiesim.AiEsim1.Budget.TopUp",
+        &["[byte 0x01]"],
+    );
     assert!(
         !out.status.success() && text(&out).contains("Unauthorized") && text(&out).contains("manage-budgets"),
         "{}",

@@ -12,34 +12,13 @@ use aiesim_e2e::{World, WorldOptions, output_text as text, skip_unless_ready};
 const MODEM_PATH: &str = "/org/aiesim/AiEsim1/Modem/0";
 const SIM_EID: &str = "89049032002026120100000000000123";
 
-fn esim_json(world: &World) -> serde_json::Value {
-    let out = world.aictl().args(["esim", "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
-}
-
-fn wait_esim(world: &World, what: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let doc = esim_json(world);
-        if ready(&doc) {
-            return doc;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the eSIM never became {what}: {doc:#}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test]
 async fn aictl_esim_reads_the_euicc_and_switches_profiles() {
     if skip_unless_ready("aictl_esim_reads_the_euicc_and_switches_profiles") {
         return;
     }
     let world = World::start(&WorldOptions::default()).unwrap();
-    let doc = wait_esim(&world, "ready", |d| d["state"] == "ready");
+    let doc = world.wait_json(&["esim"], "ready", |d| d["state"] == "ready");
     assert_eq!(doc["eid"], SIM_EID);
     assert_eq!(doc["generation"], "sgp32");
     assert_eq!(doc["account"]["balance"], 100_000, "{doc:#}");
@@ -76,7 +55,7 @@ async fn aictl_esim_reads_the_euicc_and_switches_profiles() {
 
     let out = world.aictl().args(["esim", "enable", &other]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    wait_esim(&world, "switched", |d| d["active_profile"] == other.as_str());
+    world.wait_json(&["esim"], "switched", |d| d["active_profile"] == other.as_str());
 
     // Strangers may not switch profiles.
     let out = Command::new("setpriv")
@@ -93,7 +72,7 @@ async fn aictl_esim_reads_the_euicc_and_switches_profiles() {
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("AccessDenied"), "{}", text(&out));
-    assert_eq!(esim_json(&world)["active_profile"], other.as_str());
+    assert_eq!(world.aictl_json(&["esim"])["active_profile"], other.as_str());
 }
 
 #[tokio::test]

@@ -14,35 +14,13 @@ use zbus::{fdo::PropertiesProxy, names::InterfaceName};
 
 const MODEM_PATH: &str = "/org/aiesim/AiEsim1/Modem/0";
 
-fn aictl_json(world: &World, args: &[&str]) -> serde_json::Value {
-    let out = world.aictl().args(args).arg("--json").output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
-}
-
-/// Polls `aictl modem --json` until `ready` holds (10 s at most).
-fn wait_modem(world: &World, what: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let doc = aictl_json(world, &["modem"]);
-        if ready(&doc) {
-            return doc;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the modem never became {what}: {doc:#}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test]
 async fn aictl_modem_shows_the_live_session() {
     if skip_unless_ready("aictl_modem_shows_the_live_session") {
         return;
     }
     let world = World::start(&WorldOptions::default()).unwrap();
-    let doc = aictl_json(&world, &["modem"]);
+    let doc = world.aictl_json(&["modem"]);
     assert_eq!(doc["state"], "ready", "{doc:#}");
     assert_eq!(doc["imei"], SIM_IMEI);
     assert_eq!(doc["protocol"], "qmi");
@@ -68,7 +46,7 @@ async fn aictl_modem_shows_the_live_session() {
     // Root may bring the data session up; the address shows everywhere.
     let out = world.aictl().args(["modem", "connect", "internet"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let doc = aictl_json(&world, &["modem"]);
+    let doc = world.aictl_json(&["modem"]);
     assert_eq!(doc["data"]["state"], "connected", "{doc:#}");
     assert_eq!(doc["data"]["address"], "192.0.2.2", "{doc:#}");
     let conn = world.connect().await.unwrap();
@@ -128,10 +106,10 @@ async fn property_changes_are_signalled_as_the_modem_changes() {
         }
     }
     // Without the card the modem deregisters: one more property the same way.
-    let doc = wait_modem(&world, "deregistered", |d| d["registration"] == "not-registered");
+    let doc = world.wait_json(&["modem"], "deregistered", |d| d["registration"] == "not-registered");
     assert_eq!(doc["sim"], "absent");
     world.modem_control("card insert").unwrap();
-    wait_modem(&world, "registered again", |d| {
+    world.wait_json(&["modem"], "registered again", |d| {
         d["registration"] == "home" && d["sim"] == "ready"
     });
 }
@@ -143,7 +121,7 @@ async fn a_modem_reset_is_reported_and_recovered_while_apps_keep_asking() {
     }
     let world = World::start(&WorldOptions::default()).unwrap();
     world.modem_control("reset 2000").unwrap();
-    let doc = wait_modem(&world, "down", |d| d["state"] != "ready");
+    let doc = world.wait_json(&["modem"], "down", |d| d["state"] != "ready");
     assert!(!doc["last_error"].as_str().unwrap_or_default().is_empty(), "{doc:#}");
 
     // The modem is gone; the cloud is reached over whatever link exists, as before.
@@ -163,7 +141,7 @@ async fn a_modem_reset_is_reported_and_recovered_while_apps_keep_asking() {
         text(&out)
     );
 
-    let doc = wait_modem(&world, "ready again", |d| d["state"] == "ready");
+    let doc = world.wait_json(&["modem"], "ready again", |d| d["state"] == "ready");
     assert_eq!(doc["imei"], SIM_IMEI);
     assert_eq!(doc["last_error"], "");
     let clients = world.modem_control("state").unwrap();
@@ -256,7 +234,7 @@ async fn qmicli_shares_the_modem_through_the_daemons_qmi_proxy() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // The daemon kept its own session all along.
-    assert_eq!(aictl_json(&world, &["modem"])["state"], "ready");
+    assert_eq!(world.aictl_json(&["modem"])["state"], "ready");
     assert!(
         world.daemon.log().contains("qmi-proxy client opened the modem"),
         "{}",
@@ -274,7 +252,7 @@ async fn mbimcli_shares_the_modem_through_the_daemons_mbim_proxy() {
         ..WorldOptions::default()
     })
     .unwrap();
-    assert_eq!(aictl_json(&world, &["modem"])["protocol"], "mbim");
+    assert_eq!(world.aictl_json(&["modem"])["protocol"], "mbim");
     let mbimcli = |args: &[&str]| {
         world
             .device_netns()
@@ -305,7 +283,7 @@ async fn mbimcli_shares_the_modem_through_the_daemons_mbim_proxy() {
 
     // The daemon's session never closed: it still follows the modem.
     world.modem_control("register roaming").unwrap();
-    wait_modem(&world, "roaming", |d| d["registration"] == "roaming");
+    world.wait_json(&["modem"], "roaming", |d| d["registration"] == "roaming");
 }
 
 #[tokio::test]
@@ -335,7 +313,7 @@ async fn qmicli_over_mbim_shares_the_modem_through_the_daemons_mbim_proxy() {
     );
     assert_no_foreign_proxy("mbim-proxy");
     assert_no_foreign_proxy("qmi-proxy");
-    assert_eq!(aictl_json(&world, &["modem"])["state"], "ready");
+    assert_eq!(world.aictl_json(&["modem"])["state"], "ready");
 }
 
 #[tokio::test]
@@ -350,10 +328,10 @@ async fn the_fast_path_follows_the_modems_interface() {
         ..WorldOptions::default()
     })
     .unwrap();
-    assert_eq!(aictl_json(&world, &["modem"])["interface"], "wwan0");
+    assert_eq!(world.aictl_json(&["modem"])["interface"], "wwan0");
     let started = Instant::now();
     let status = loop {
-        let doc = aictl_json(&world, &["status"]);
+        let doc = world.aictl_json(&["status"]);
         if doc["fastpath"]["attached"] == true {
             break doc;
         }
@@ -367,6 +345,6 @@ async fn the_fast_path_follows_the_modems_interface() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let status = aictl_json(&world, &["status"]);
+    let status = world.aictl_json(&["status"]);
     assert!(status["fastpath"]["ai_packets"].as_u64().unwrap() > 0, "{status:#}");
 }

@@ -4,7 +4,7 @@
 //! the same call from two apps of the same group is allowed for one and refused for the other,
 //! by polkit's decision, and neither may switch eSIM profiles.
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 use aiesim_e2e::{Account, World, WorldOptions, output_text as text, repo_root, skip_unless_ready};
 
@@ -33,27 +33,6 @@ impl Drop for Installed {
     }
 }
 
-fn call_as(world: &World, uid: u32, gid: u32, path: &str, method: &str, args: &[&str]) -> std::process::Output {
-    Command::new("setpriv")
-        .args([
-            format!("--reuid={uid}"),
-            format!("--regid={uid}"),
-            format!("--groups={gid}"),
-        ])
-        .args([
-            "gdbus",
-            "call",
-            "--address",
-            &world.bus_address,
-            "--dest",
-            "org.aiesim.AiEsim1",
-        ])
-        .args(["--object-path", path, "--method", method])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn polkit_decides_who_may_administer() {
     if skip_unless_ready("polkit_decides_who_may_administer") {
@@ -74,23 +53,22 @@ async fn polkit_decides_who_may_administer() {
     .unwrap();
     let list = "org.aiesim.AiEsim1.Budget.List";
 
-    let allowed = call_as(&world, 65534, group.gid, "/org/aiesim/AiEsim1", list, &[]);
+    let allowed = world.gdbus_as(65534, Some(group.gid), "/org/aiesim/AiEsim1", list, &[]);
     assert!(
         allowed.status.success(),
         "nobody has the rule's yes: {}",
         text(&allowed)
     );
-    let refused = call_as(&world, 1, group.gid, "/org/aiesim/AiEsim1", list, &[]);
+    let refused = world.gdbus_as(1, Some(group.gid), "/org/aiesim/AiEsim1", list, &[]);
     assert!(!refused.status.success());
     let said = text(&refused);
     assert!(
         said.contains("Unauthorized") && said.contains("polkit does not authorize org.aiesim.AiEsim1.manage-budgets"),
         "{said}"
     );
-    let switch = call_as(
-        &world,
+    let switch = world.gdbus_as(
         65534,
-        group.gid,
+        Some(group.gid),
         "/org/aiesim/AiEsim1/Modem/0",
         "org.aiesim.AiEsim1.Esim.EnableProfile",
         &["8988211000000000025"],

@@ -11,7 +11,7 @@ use aiesim_dbus::{
 use aiesim_e2e::{CloudOptions, SIM_IMEI, World, WorldOptions, output_text as text, skip_unless_ready};
 use futures_util::StreamExt as _;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use zbus::{MatchRule, MessageStream, OwnedVariant, message::Type};
+use zbus::OwnedVariant;
 
 fn question(max_tokens: u32) -> ChatOptions {
     ChatOptions {
@@ -20,16 +20,6 @@ fn question(max_tokens: u32) -> ChatOptions {
         temperature: Some(0.0),
         ..ChatOptions::default()
     }
-}
-
-async fn finished_stream(conn: &zbus::Connection) -> MessageStream {
-    let rule = MatchRule::builder()
-        .msg_type(Type::Signal)
-        .interface(iface::REQUEST)
-        .member("Finished")
-        .build()
-        .unwrap();
-    MessageStream::for_match_rule(rule, conn, None).await.unwrap()
 }
 
 /// Reads the stream socket to its final event.
@@ -61,8 +51,8 @@ async fn chat_streams_a_real_answer_and_only_its_owner_hears_of_it() {
     let world = World::start(&WorldOptions::default()).unwrap();
     let conn = world.connect().await.unwrap();
     let other = world.connect().await.unwrap();
-    let mut mine = finished_stream(&conn).await;
-    let mut theirs = finished_stream(&other).await;
+    let mut mine = aiesim_e2e::finished_signals(&conn).await;
+    let mut theirs = aiesim_e2e::finished_signals(&other).await;
 
     let broker = BrokerProxy::new(&conn).await.unwrap();
     let (path, fd) = broker.chat(question(12).to_chat_dict()).await.unwrap();
@@ -316,7 +306,7 @@ async fn closing_the_stream_cancels_and_budgets_refuse_before_the_call() {
     })
     .unwrap();
     let conn = world.connect().await.unwrap();
-    let mut finished = finished_stream(&conn).await;
+    let mut finished = aiesim_e2e::finished_signals(&conn).await;
     let broker = BrokerProxy::new(&conn).await.unwrap();
 
     // Closing the fd at once cancels the request.

@@ -38,11 +38,7 @@ fn available(tool: &str, package: &str) -> bool {
         .status()
         .is_ok_and(|status| status.success());
     if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} is required in CI: apt-get install {package}"
-        );
-        eprintln!("skipping: {tool} not found (apt-get install {package})");
+        aiesim_skip::skip(&format!("{tool} not found (apt-get install {package})"));
     }
     found
 }

@@ -73,11 +73,7 @@ impl Simulator {
     pub fn host_frames(&self, fields: &[&str]) -> Option<Vec<Vec<String>>> {
         let tshark = Path::new("/usr/bin/tshark");
         if !tshark.exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "tshark is missing (cargo xtask setup installs it)"
-            );
-            eprintln!("SKIPPED: checking aiesimd's MBIM frames needs tshark (cargo xtask setup installs it)");
+            aiesim_skip::skip("checking aiesimd's MBIM frames needs tshark (cargo xtask setup installs it)");
             return None;
         }
         let pcap = self.dir.path().join("host.pcap");
