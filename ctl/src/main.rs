@@ -77,6 +77,19 @@ enum Command {
         #[command(subcommand)]
         action: Option<ModemAction>,
     },
+    /// Show this caller's token budget, every app's (`list`, administrators), or top up the
+    /// eSIM's token account (`top-up`, administrators).
+    ///
+    /// With --json: {"app", "limit", "spent", "reserved", "available", "in_flight",
+    /// "device_available"}; `list --json`: [{"app", "limit", "spent", "reserved", "available",
+    /// "in_flight"}].
+    Budget {
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<BudgetAction>,
+    },
     /// Show the eSIM (EID, generation, profiles), or switch its profiles.
     ///
     /// With --json: {"state", "eid", "generation", "svn", "firmware", "free_nvm",
@@ -106,6 +119,14 @@ enum EsimAction {
     Disable { iccid: String },
     /// Redeem an operator voucher on the card's token account (root only): VOUCHER is its 112
     /// bytes in hex. Prints the amount and the new balance from the card's verified receipt.
+    TopUp { voucher: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum BudgetAction {
+    /// Every app that has spent or holds tokens (administrators: root or polkit manage-budgets).
+    List,
+    /// Redeem an operator voucher (hex) on the eSIM's token account, as `aictl esim top-up`.
     TopUp { voucher: String },
 }
 
@@ -178,6 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => modem(&connection, json).await,
             Some(action) => modem_action(&connection, action).await,
         },
+        Command::Budget { json, action } => budget(&connection, json, action).await,
         Command::Esim { json, action } => match action {
             None => esim(&connection, json).await,
             Some(action) => esim_action(&connection, action).await,
@@ -684,6 +706,64 @@ async fn esim(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn budget(connection: &Connection, as_json: bool, action: Option<BudgetAction>) -> anyhow::Result<ExitCode> {
+    let proxy = aiesim_dbus::proxy::BudgetProxy::new(connection).await?;
+    let fail = |e: &zbus::Error| {
+        eprintln!("aictl: {}", describe(e));
+        Ok(ExitCode::FAILURE)
+    };
+    let row = |d: &serde_json::Map<String, serde_json::Value>| {
+        let n = |k: &str| d.get(k).map(ToString::to_string).unwrap_or_default();
+        format!(
+            "{:<32} {:>10} {:>10} {:>10} {:>10} {:>5}",
+            d.get("app").and_then(|a| a.as_str()).unwrap_or_default(),
+            n("limit"),
+            n("spent"),
+            n("reserved"),
+            n("available"),
+            n("in_flight")
+        )
+    };
+    let header = format!(
+        "{:<32} {:>10} {:>10} {:>10} {:>10} {:>5}",
+        "app", "limit", "spent", "reserved", "available", "busy"
+    );
+    match action {
+        None => match proxy.get_mine().await {
+            Ok(mine) => {
+                let doc = dict_json(&mine);
+                if as_json {
+                    println!("{:#}", serde_json::Value::from(doc));
+                } else {
+                    println!("{header}\n{}", row(&doc));
+                    if let Some(device) = doc.get("device_available") {
+                        println!("the device may spend {device} more tokens");
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => fail(&e),
+        },
+        Some(BudgetAction::List) => match proxy.list().await {
+            Ok(all) => {
+                let docs: Vec<_> = all.iter().map(dict_json).collect();
+                if as_json {
+                    let list: Vec<serde_json::Value> = docs.into_iter().map(Into::into).collect();
+                    println!("{:#}", serde_json::Value::from(list));
+                } else {
+                    println!("{header}");
+                    for d in &docs {
+                        println!("{}", row(d));
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => fail(&e),
+        },
+        Some(BudgetAction::TopUp { voucher }) => esim_action(connection, EsimAction::TopUp { voucher }).await,
+    }
 }
 
 /// Hex digits (either case, spaces ignored) as bytes.

@@ -38,6 +38,10 @@ pub trait Budget {
 
     /// Redeems an operator voucher on the eSIM (administrators).
     fn top_up(&self, voucher: &[u8]) -> zbus::Result<HashMap<String, OwnedValue>>;
+
+    /// A request of the caller's app was refused for want of budget (sent to the caller only).
+    #[zbus(signal)]
+    fn budget_exhausted(&self, budget: HashMap<String, OwnedValue>) -> zbus::Result<()>;
 }
 
 #[proxy(interface = "org.aiesim.AiEsim1.Request", default_service = "org.aiesim.AiEsim1")]

@@ -21,7 +21,7 @@ use super::{
     request::{Progress, RequestObject},
 };
 use crate::{
-    broker::{EventSink, Outcome, SinkClosed},
+    broker::{EventSink, Outcome, SinkClosed, chain},
     identity::{Caller, Identify},
 };
 
@@ -46,7 +46,7 @@ impl BrokerObject {
         let caller = self.caller(&header).await?;
         // Counted from before admission to the object's removal, lingering included.
         let slot = self.shared.object_slot(&caller.app)?;
-        let admitted = self.shared.broker.admit(&caller.app, options)?;
+        let admitted = self.admit(connection, &caller, options).await?;
 
         let (ours, theirs) = StdUnixStream::pair()?;
         // The bounded buffer: an app that stops reading stalls the writer here, not memory.
@@ -122,7 +122,7 @@ impl BrokerObject {
     ) -> Result<(String, HashMap<String, OwnedVariant>), DaemonError> {
         let options = ChatOptions::from_ask(&prompt, &options)?;
         let caller = self.caller(&header).await?;
-        let admitted = self.shared.broker.admit(&caller.app, options)?;
+        let admitted = self.admit(connection, &caller, options).await?;
         let mut sink = TextSink(String::new());
         // A caller that leaves the bus has no one to answer: its request is cancelled.
         let gone = caller_gone(connection, &caller.sender).await?;
@@ -170,6 +170,40 @@ impl BrokerObject {
 }
 
 impl BrokerObject {
+    /// Admits the request, or refuses it; a refusal for want of budget is also signalled to the
+    /// caller (only), as `Budget.BudgetExhausted`.
+    async fn admit(
+        &self,
+        connection: &Connection,
+        caller: &Caller,
+        options: ChatOptions,
+    ) -> Result<crate::broker::Admitted, DaemonError> {
+        match self.shared.broker.admit(&caller.app, options) {
+            Ok(admitted) => Ok(admitted),
+            Err(e) => {
+                if e.name() == aiesim_dbus::ErrorName::BudgetExceeded {
+                    let budget = super::budget::mine(&self.shared, &caller.app);
+                    let reason = owned_str(&chain(&e));
+                    let mut details = budget;
+                    details.insert("reason".to_owned(), reason);
+                    if let Err(error) = connection
+                        .emit_signal(
+                            Some(caller.sender.as_str()),
+                            aiesim_dbus::ROOT_PATH,
+                            aiesim_dbus::iface::BUDGET,
+                            "BudgetExhausted",
+                            &(details,),
+                        )
+                        .await
+                    {
+                        tracing::debug!(error = %error, "BudgetExhausted not delivered");
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+
     async fn caller(&self, header: &Header<'_>) -> Result<Caller, DaemonError> {
         let sender = sender_of(header)?;
         Ok(self.shared.identity.identify(&sender).await?)

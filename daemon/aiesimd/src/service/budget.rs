@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use zbus::{Connection, OwnedVariant, interface, message::Header};
+use zbus::{Connection, OwnedVariant, interface, message::Header, object_server::SignalEmitter};
 
 use super::{
     DaemonError, Shared,
@@ -38,22 +38,27 @@ fn dict(app: &str, balance: Balance, in_flight: usize) -> HashMap<String, OwnedV
     ])
 }
 
+/// `GetMine`'s dictionary for `app` (also `BudgetExhausted`'s).
+pub(super) fn mine(shared: &Shared, app: &str) -> HashMap<String, OwnedVariant> {
+    let ledger = shared.broker.ledger();
+    let balance = ledger.balance(app);
+    let device_available = ledger.device_available();
+    let mut d = dict(app, balance, ledger.in_flight(app));
+    let available = balance
+        .limit
+        .saturating_sub(balance.spent.saturating_add(balance.reserved))
+        .min(device_available);
+    d.insert("available".to_owned(), OwnedVariant::from(available));
+    d.insert("device_available".to_owned(), OwnedVariant::from(device_available));
+    d
+}
+
 #[interface(name = "org.aiesim.AiEsim1.Budget", spawn = false)]
 impl BudgetObject {
     async fn get_mine(&self, #[zbus(header)] header: Header<'_>) -> Result<HashMap<String, OwnedVariant>, DaemonError> {
         let sender = sender_of(&header)?;
         let caller = self.shared.identity.identify(&sender).await?;
-        let ledger = self.shared.broker.ledger();
-        let balance = ledger.balance(&caller.app);
-        let device_available = ledger.device_available();
-        let mut d = dict(&caller.app, balance, ledger.in_flight(&caller.app));
-        let available = balance
-            .limit
-            .saturating_sub(balance.spent.saturating_add(balance.reserved))
-            .min(device_available);
-        d.insert("available".to_owned(), OwnedVariant::from(available));
-        d.insert("device_available".to_owned(), OwnedVariant::from(device_available));
-        Ok(d)
+        Ok(mine(&self.shared, &caller.app))
     }
 
     async fn top_up(
@@ -77,6 +82,10 @@ impl BudgetObject {
             ("sequence".to_owned(), OwnedVariant::from(top_up.sequence)),
         ]))
     }
+
+    /// Declared for introspection; the broker sends it to the refused caller only (unicast).
+    #[zbus(signal)]
+    async fn budget_exhausted(emitter: &SignalEmitter<'_>, budget: HashMap<String, OwnedVariant>) -> zbus::Result<()>;
 
     async fn list(
         &self,
