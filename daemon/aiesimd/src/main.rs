@@ -2,7 +2,6 @@
 //! device's connection, identity and token account.
 
 use std::{
-    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -18,12 +17,15 @@ use aiesimd::{
     fastpath::Fastpath,
     ledger::Ledger,
     modem::Modem,
-    router::Router,
+    router::{Router, ip_destinations},
     service,
 };
 use anyhow::Context as _;
 use clap::Parser;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
 use zbus::fdo::RequestNameFlags;
 
 /// How long stopping may wait for the modem session to give its client ids back.
@@ -109,21 +111,26 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     }
     let mut fastpath = if follow_modem { None } else { attach_fastpath(&config) };
     release_startup_memory();
+
+    let broker = Arc::new(broker(&config, credentials)?);
+    // The fast path's AI destinations follow the endpoints in use: configured, then the card's.
+    let (destinations_tx, destinations) = watch::channel(ip_destinations(&broker.router().endpoints()));
     if let Some(fp) = &mut fastpath {
-        let endpoints = endpoint_addrs(&config);
-        if let Err(e) = fp.set_ai_endpoints(&endpoints) {
+        if let Err(e) = fp.set_ai_endpoints(&destinations.borrow()) {
             tracing::warn!(error = %chain(&e), "cannot tell the fast path the AI endpoints");
         }
     }
-
-    let broker = Arc::new(broker(&config, credentials)?);
     let biller = modem
         .as_ref()
         .map(|(_, esim)| Arc::new(Biller::spawn(Arc::clone(esim), broker.ledger().clone())));
     if let Some((_, esim)) = &modem {
         let broker = Arc::clone(&broker);
         tokio::spawn(provision_endpoints(esim.state(), move |specs| {
-            broker.router().set_provisioned(specs)
+            let changed = broker.router().set_provisioned(specs);
+            if changed {
+                destinations_tx.send_replace(ip_destinations(&broker.router().endpoints()));
+            }
+            changed
         }));
     }
 
@@ -139,13 +146,16 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
             .clone()
             .zip(biller)
             .map(|((modem, esim), biller)| service::Cellular { modem, esim, biller }),
-        fastpath,
-        if follow_modem {
-            String::new()
-        } else {
-            config.fastpath.interface.clone()
+        service::FastpathSetup {
+            fastpath,
+            interface: if follow_modem {
+                String::new()
+            } else {
+                config.fastpath.interface.clone()
+            },
+            follow_modem,
+            destinations,
         },
-        follow_modem.then(|| endpoint_addrs(&config)),
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot serve the D-Bus objects: {e}"))?;
@@ -273,17 +283,4 @@ fn attach_fastpath(config: &Config) -> Option<Fastpath> {
             None
         }
     }
-}
-
-/// The endpoints given as IP literals, for the classifier (names resolve later, per flow).
-fn endpoint_addrs(config: &Config) -> Vec<SocketAddr> {
-    config
-        .endpoints
-        .iter()
-        .filter_map(|e| {
-            let url = reqwest::Url::parse(&e.url).ok()?;
-            let ip: IpAddr = url.host_str()?.trim_matches(['[', ']']).parse().ok()?;
-            Some(SocketAddr::new(ip, url.port_or_known_default()?))
-        })
-        .collect()
 }

@@ -116,6 +116,9 @@ async fn with_no_endpoint_configured_the_cards_endpoint_serves_and_the_card_is_d
         text(&human)
     );
     assert!(text(&human).contains("billing        online"), "{}", text(&human));
+    // The fast path learnt the card's endpoint as an AI destination: the answers were counted.
+    let status = world.aictl_json(&["status"]);
+    assert!(status["fastpath"]["ai_packets"].as_u64().unwrap_or(0) > 0, "{status:#}");
 }
 
 #[tokio::test]

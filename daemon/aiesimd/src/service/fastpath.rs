@@ -3,6 +3,7 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use aiesim_dbus::ROOT_PATH;
+use tokio::sync::watch;
 use zbus::{Connection, OwnedVariant, interface};
 
 use super::DaemonError;
@@ -19,9 +20,30 @@ impl FastpathObject {
     }
 }
 
+/// Keeps the attached classifier's AI destinations equal to the endpoints in use (the card's
+/// and the configured ones), as they change.
+pub async fn follow_destinations(connection: Connection, mut destinations: watch::Receiver<Vec<SocketAddr>>) {
+    let Ok(object) = connection
+        .object_server()
+        .interface::<_, FastpathObject>(ROOT_PATH)
+        .await
+    else {
+        return;
+    };
+    while destinations.changed().await.is_ok() {
+        let wanted = destinations.borrow_and_update().clone();
+        if let Some(fp) = object.get_mut().await.fastpath.as_mut() {
+            match fp.set_ai_endpoints(&wanted) {
+                Ok(()) => tracing::info!(destinations = wanted.len(), "fast path AI destinations updated"),
+                Err(e) => tracing::warn!(error = %chain(&e), "cannot tell the fast path the AI endpoints"),
+            }
+        }
+    }
+}
+
 /// Attaches the classifier to whatever interface the modem reports, and moves it when that
-/// changes (another modem, a replug that renamed it); `endpoints` are the AI destinations.
-pub async fn follow_modem(connection: Connection, modem: Arc<Modem>, endpoints: Vec<SocketAddr>) {
+/// changes (another modem, a replug that renamed it), with the current AI destinations.
+pub async fn follow_modem(connection: Connection, modem: Arc<Modem>, destinations: watch::Receiver<Vec<SocketAddr>>) {
     let Ok(object) = connection
         .object_server()
         .interface::<_, FastpathObject>(ROOT_PATH)
@@ -34,6 +56,7 @@ pub async fn follow_modem(connection: Connection, modem: Arc<Modem>, endpoints: 
         let wanted = states.borrow_and_update().interface.clone();
         let current = object.get().await.interface.clone();
         if !wanted.is_empty() && wanted != current {
+            let endpoints = destinations.borrow().clone();
             let attached = Fastpath::attach(&wanted).and_then(|mut fp| fp.set_ai_endpoints(&endpoints).map(|()| fp));
             let fastpath = match attached {
                 Ok(fp) => {

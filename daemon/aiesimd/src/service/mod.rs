@@ -82,6 +82,18 @@ pub struct Cellular {
     pub biller: Arc<Biller>,
 }
 
+/// The fast path as the front end serves it.
+pub struct FastpathSetup {
+    /// Attached at start to a fixed interface, or `None`.
+    pub fastpath: Option<Fastpath>,
+    /// The fixed interface (empty when following the modem).
+    pub interface: String,
+    /// Attach to the modem's interface and move with it.
+    pub follow_modem: bool,
+    /// The AI destinations, kept current as endpoints change.
+    pub destinations: tokio::sync::watch::Receiver<Vec<std::net::SocketAddr>>,
+}
+
 /// Serves every object on `connection`. The well-known name is requested by the caller once
 /// this returns, so that no call arrives before the objects exist.
 pub async fn serve(
@@ -89,10 +101,14 @@ pub async fn serve(
     broker: Arc<DaemonBroker>,
     requests: RequestLimits,
     cellular: Option<Cellular>,
-    fastpath: Option<Fastpath>,
-    fastpath_interface: String,
-    follow_modem_interface: Option<Vec<std::net::SocketAddr>>,
+    fastpath: FastpathSetup,
 ) -> Result<(), DaemonError> {
+    let FastpathSetup {
+        fastpath,
+        interface: fastpath_interface,
+        follow_modem,
+        destinations,
+    } = fastpath;
     let shared = Arc::new(Shared {
         broker,
         identity: BusIdentity::new(connection).await?,
@@ -122,6 +138,7 @@ pub async fn serve(
     server
         .at(ROOT_PATH, fastpath::FastpathObject::new(fastpath, fastpath_interface))
         .await?;
+    tokio::spawn(fastpath::follow_destinations(connection.clone(), destinations.clone()));
     if let Some(Cellular { modem, esim, .. }) = cellular {
         let path = format!("{MODEM_PATH_PREFIX}/0");
         server
@@ -133,11 +150,11 @@ pub async fn serve(
                 esim::EsimObject::new(Arc::clone(&esim), shared.broker.ledger().clone()),
             )
             .await?;
-        if let Some(endpoints) = follow_modem_interface {
+        if follow_modem {
             tokio::spawn(fastpath::follow_modem(
                 connection.clone(),
                 Arc::clone(&modem),
-                endpoints,
+                destinations.clone(),
             ));
         }
         tokio::spawn(modem::follow(connection.clone(), path.clone(), modem));
