@@ -26,6 +26,9 @@ TASKS:
                         end-to-end; end-to-end tests need root).
   fuzz [--seconds N]    Run every cargo-fuzz target for N seconds each (default 60); installs
                         cargo-fuzz into .tools on first use. Needs the nightly toolchain.
+  bench                 Release build, then measure the daemon's core against baselines taken
+                        in the same run, and print the ratios (ledger with its durable journal
+                        vs in memory; commits per fsync).
   install --destdir DIR [--release]
                         Install binaries, the D-Bus contract, polkit actions and systemd units
                         under DIR (a staging root for packaging).
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         }
         "test" => test(),
         "fuzz" => fuzz(rest),
+        "bench" => run(cargo().args(["run", "--release", "-p", "aiesimd", "--example", "bench"])),
         "install" => install(rest),
         "help" | "-h" | "--help" => {
             print!("{HELP}");

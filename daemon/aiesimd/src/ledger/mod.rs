@@ -645,6 +645,11 @@ impl Ledger {
         self.lock().open.values().filter(|o| o.app == app).count()
     }
 
+    /// The journal's counters (appends, fsyncs); `None` for an in-memory ledger.
+    pub fn journal_stats(&self) -> Option<aiesim_journal::Stats> {
+        self.0.journal.as_ref().map(Journal::stats)
+    }
+
     /// Requests holding tokens now.
     pub fn open_requests(&self) -> usize {
         self.lock().open.len()
