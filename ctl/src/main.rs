@@ -93,6 +93,7 @@ enum Command {
     /// Show the eSIM (EID, generation, profiles), or switch its profiles.
     ///
     /// With --json: {"state", "eid", "generation", "svn", "firmware", "free_nvm",
+    /// "ci_pkid_verification", "ci_pkid_signing" (lists of hex key ids),
     /// "default_dp_address", "root_ds_address", "active_profile", "last_error", "profiles":
     /// [{"iccid", "name", "provider", "nickname", "class", "isdp_aid", "enabled"}], "account":
     /// {"balance", "sequence", "state", "owed", "pending_debits", "receipts", "billing",
@@ -554,6 +555,8 @@ fn dict_json(map: &HashMap<String, OwnedValue>) -> serde_json::Map<String, serde
                 serde_json::Value::from(n)
             } else if let Ok(n) = f64::try_from(v) {
                 serde_json::Value::from(n)
+            } else if let Ok(list) = <Vec<String>>::try_from(v.clone()) {
+                serde_json::Value::from(list)
             } else {
                 return None;
             };
@@ -643,6 +646,19 @@ async fn esim(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCode
             field("generation"),
             field("svn"),
             field("firmware")
+        );
+    }
+    let ids = |key: &str| {
+        doc[key]
+            .as_array()
+            .map(|l| l.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    if !ids("ci_pkid_verification").is_empty() {
+        println!(
+            "CI keys        verify {}; sign {}",
+            ids("ci_pkid_verification"),
+            ids("ci_pkid_signing")
         );
     }
     if !field("default_dp_address").is_empty() {

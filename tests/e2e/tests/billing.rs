@@ -5,6 +5,7 @@
 //! do not verify stopping all spending. The card's own balance is read from the simulator's
 //! control socket, not from the daemon.
 
+use aiesim_dbus::ChatDict as _;
 use aiesim_e2e::{MODEL_NAME, World, WorldOptions, output_text as text, skip_unless_ready};
 
 /// Account tokens per 1000 model tokens on the card's endpoint: two for one.
@@ -163,10 +164,39 @@ async fn without_the_card_spending_stops_at_the_offline_allowance_and_reconciles
     world.wait_json(&["esim"], "ready with its account", |d| {
         d["account"]["billing"] == "online"
     });
-    world.modem_control("card remove").unwrap();
+    // The card goes while an answer streams (after its first token): the answer is not
+    // disturbed, and its debit waits for the card.
+    let (mid, debits_at_removal) = {
+        use std::io::BufRead as _;
+        let conn = world.connect().await.unwrap();
+        let broker = aiesim_dbus::proxy::BrokerProxy::new(&conn).await.unwrap();
+        let question = aiesim_dbus::ChatOptions {
+            messages: vec![aiesim_dbus::Message::new("user", "Count from one to ten.")],
+            max_tokens: Some(16),
+            ..aiesim_dbus::ChatOptions::default()
+        };
+        let (_path, fd) = broker.chat(question.to_chat_dict()).await.unwrap();
+        let socket = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut lines = std::io::BufReader::new(socket).lines();
+        let first = aiesim_dbus::StreamEvent::from_line(&lines.next().unwrap().unwrap()).unwrap();
+        assert!(matches!(first, aiesim_dbus::StreamEvent::Delta { .. }), "{first:?}");
+        world.modem_control("card remove").unwrap();
+        let debits = card_account(&world).2;
+        let last = lines
+            .map(|l| aiesim_dbus::StreamEvent::from_line(&l.unwrap()).unwrap())
+            .last()
+            .unwrap();
+        let aiesim_dbus::StreamEvent::Done { charged, .. } = last else {
+            panic!("the answer did not finish: {last:?}\n{}", world.daemon.log())
+        };
+        (charged, debits)
+    };
     world.wait_json(&["esim"], "absent", |d| d["state"] == "absent");
-    let mut offline_cost = 0;
-    let mut served = 0u32;
+    let mut offline_cost = cost(mid);
+    let mut served = 1u32;
     let refusal = loop {
         match ask(&world) {
             Ok(charged) => {
@@ -177,13 +207,17 @@ async fn without_the_card_spending_stops_at_the_offline_allowance_and_reconciles
             Err(refusal) => break refusal,
         }
     };
-    assert!(served >= 1, "some spending is allowed offline: {refusal}");
+    assert!(served >= 2, "some spending is allowed offline: {refusal}");
     assert!(offline_cost <= 120, "never beyond the allowance: {offline_cost}");
     assert!(
         refusal.contains("BudgetExceeded") && refusal.contains("offline allowance"),
         "{refusal}"
     );
-    assert_eq!(card_account(&world).2, 0, "nothing reached the card while it was out");
+    assert_eq!(
+        card_account(&world).2,
+        debits_at_removal,
+        "nothing reached the card while it was out"
+    );
 
     world.modem_control("card insert").unwrap();
     let doc = world.wait_json(&["esim"], "reconciled", |d| {

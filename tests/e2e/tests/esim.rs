@@ -21,6 +21,10 @@ async fn aictl_esim_reads_the_euicc_and_switches_profiles() {
     let doc = world.wait_json(&["esim"], "ready", |d| d["state"] == "ready");
     assert_eq!(doc["eid"], SIM_EID);
     assert_eq!(doc["generation"], "sgp32");
+    // EUICCInfo1: the GSMA test CI (SGP.26) the simulated eUICC lists, both ways.
+    let test_ci = "F54172BDF98A95D65CBEB88A38A1C11D800A85C3";
+    assert_eq!(doc["ci_pkid_verification"], serde_json::json!([test_ci]), "{doc:#}");
+    assert_eq!(doc["ci_pkid_signing"], serde_json::json!([test_ci]), "{doc:#}");
     assert_eq!(doc["account"]["balance"], 100_000, "{doc:#}");
     assert_eq!(doc["account"]["state"], "active", "{doc:#}");
     assert_eq!(doc["endpoints"][0]["tier"], "metro", "{doc:#}");

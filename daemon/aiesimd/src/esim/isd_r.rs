@@ -4,8 +4,8 @@
 
 use aiesim_apdu::{StatusWord, store_data_chained};
 use aiesim_es10::{
-    ConfiguredAddresses, DisableResult, EnableResult, EuiccData, EuiccGeneration, EuiccInfo2, ISD_R_AID, Iccid,
-    ProfileId, ProfileInfo, ProfileInfoList, ProfileInfoListRequest, ProfileOperation, Request, STORE_DATA_CLA,
+    ConfiguredAddresses, DisableResult, EnableResult, EuiccData, EuiccGeneration, EuiccInfo1, EuiccInfo2, ISD_R_AID,
+    Iccid, ProfileId, ProfileInfo, ProfileInfoList, ProfileInfoListRequest, ProfileOperation, Request, STORE_DATA_CLA,
     detect_generation,
 };
 
@@ -18,6 +18,7 @@ pub struct Snapshot {
     pub eid: aiesim_es10::Eid,
     pub generation: EuiccGeneration,
     pub info: Option<EuiccInfo2>,
+    pub info1: Option<EuiccInfo1>,
     pub addresses: Option<ConfiguredAddresses>,
     pub profiles: Vec<ProfileInfo>,
 }
@@ -56,6 +57,14 @@ async fn read_on(session: &mut Session<'_>) -> Result<Snapshot, EsimError> {
         }
         Err(error) => return Err(error),
     };
+    let info1 = match call(session, &Request::GetEuiccInfo1).await {
+        Ok(data) => Some(EuiccInfo1::decode(&data)?),
+        Err(EsimError::Card(error)) => {
+            tracing::info!(%error, "the eUICC gives no EUICCInfo1");
+            None
+        }
+        Err(error) => return Err(error),
+    };
     let addresses = match call(session, &Request::GetConfiguredAddresses).await {
         Ok(data) => Some(ConfiguredAddresses::decode(&data)?),
         Err(EsimError::Card(error)) => {
@@ -74,6 +83,7 @@ async fn read_on(session: &mut Session<'_>) -> Result<Snapshot, EsimError> {
         eid,
         generation: detect_generation(&probe),
         info,
+        info1,
         addresses,
         profiles,
     })

@@ -171,6 +171,10 @@ pub struct EsimState {
     pub svn: String,
     pub firmware: String,
     pub free_nvm: Option<u64>,
+    /// `EUICCInfo1`: the CI key identifiers (hex) the eUICC verifies SM-DP+ certificates with,
+    /// and those of its own certificate chains.
+    pub ci_pkid_verification: Vec<String>,
+    pub ci_pkid_signing: Vec<String>,
     pub default_dp_address: String,
     pub root_ds_address: String,
     pub profiles: Vec<Profile>,
@@ -344,9 +348,11 @@ fn apply(state: &mut EsimState, snapshot: &isd_r::Snapshot) {
         eid,
         generation,
         info,
+        info1,
         addresses,
         profiles,
     } = snapshot;
+    let pkids = |list: Option<&Vec<Vec<u8>>>| list.map(|l| l.iter().map(|id| hex(id)).collect()).unwrap_or_default();
     *state = EsimState {
         availability: EsimAvailability::Ready,
         eid: eid.to_string(),
@@ -364,6 +370,8 @@ fn apply(state: &mut EsimState, snapshot: &isd_r::Snapshot) {
             .as_ref()
             .and_then(|i| i.ext_card_resource.as_ref())
             .map(|r| r.free_nvm),
+        ci_pkid_verification: pkids(info1.as_ref().map(|i| &i.ci_pkid_verification)),
+        ci_pkid_signing: pkids(info1.as_ref().map(|i| &i.ci_pkid_signing)),
         default_dp_address: addresses
             .as_ref()
             .and_then(|a| a.default_dp_address.clone())

@@ -158,6 +158,14 @@ impl EsimObject {
         if let Some(free) = state.free_nvm {
             info.insert("free_nvm".to_owned(), OwnedValue::from(free));
         }
+        for (key, ids) in [
+            ("ci_pkid_verification", &state.ci_pkid_verification),
+            ("ci_pkid_signing", &state.ci_pkid_signing),
+        ] {
+            if let Ok(ids) = OwnedValue::try_from(Value::from(ids.clone())) {
+                info.insert(key.to_owned(), ids);
+            }
+        }
         info
     }
 
