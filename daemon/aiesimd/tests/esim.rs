@@ -220,6 +220,11 @@ async fn signs_on_the_card(protocol: Protocol) {
         // A different digest does not verify: the card signed what it was given.
         let other: [u8; 32] = sha2::Sha256::digest(b"something else").into();
         assert!(key.verify_prehash(&other, &signature).is_err());
+        // The card's randomness: as many bytes as asked for, and never the same twice.
+        let a = esim::card_random(&modem, &credential, 16).await.expect("GET RANDOM");
+        let b = esim::card_random(&modem, &credential, 16).await.expect("GET RANDOM");
+        assert_eq!((a.len(), b.len()), (16, 16));
+        assert_ne!(a, b);
         assert!(
             sim.command("state").iter().any(|l| l == "channels []"),
             "{:?}",

@@ -118,7 +118,7 @@ impl CardCredentials {
             iat: issued,
             nbf: issued,
             exp: issued + LIFETIME.as_secs(),
-            jti: nonce().map_err(CredentialError::Nonce)?,
+            jti: self.jti(&credential).await?,
             extra: std::collections::BTreeMap::new(),
         };
         let header = Header {
@@ -141,6 +141,23 @@ impl CardCredentials {
 }
 
 impl CardCredentials {
+    /// The token's unique id: 16 bytes of the card's randomness mixed (XOR) with the host's, so
+    /// it is unpredictable as long as either source is.
+    async fn jti(&self, credential: &DeviceCredential) -> Result<String, CredentialError> {
+        use std::fmt::Write as _;
+        let mut bytes = nonce().map_err(CredentialError::Nonce)?;
+        let card = iot_safe::random(&self.modem, credential, 16)
+            .await
+            .map_err(CredentialError::Card)?;
+        for (b, c) in bytes.iter_mut().zip(card) {
+            *b ^= c;
+        }
+        Ok(bytes.iter().fold(String::new(), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        }))
+    }
+
     /// Waits (briefly) while the eSIM is being read, so the first request after start-up or a
     /// card change is not sent without a credential it could have had.
     async fn settle(&self) {
@@ -165,12 +182,8 @@ impl Credentials for CardCredentials {
 }
 
 /// 16 random bytes from the kernel, in hex.
-fn nonce() -> std::io::Result<String> {
-    use std::fmt::Write as _;
+fn nonce() -> std::io::Result<[u8; 16]> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().fold(String::new(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    }))
+    Ok(bytes)
 }

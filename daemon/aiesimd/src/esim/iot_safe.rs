@@ -133,6 +133,29 @@ async fn load_on(session: &mut Session<'_>, aid: &[u8]) -> Result<DeviceCredenti
     })
 }
 
+/// `len` bytes from the card's random number generator (IoT SAFE GET RANDOM).
+pub async fn random(modem: &Modem, credential: &DeviceCredential, len: u16) -> Result<Vec<u8>, EsimError> {
+    let mut session = open(modem, &credential.aid).await?;
+    let drawn = async {
+        let applet = Applet::new(credential.coding, session.channel).map_err(EsimError::IotSafeRequest)?;
+        let le = Le::new(u32::from(len)).map_err(|_| EsimError::RandomLength { asked: len, got: 0 })?;
+        let bytes = send(&mut session, applet, &Request::GetRandom { len: le })
+            .await?
+            .into_result()?;
+        if bytes.len() == usize::from(len) {
+            Ok(bytes)
+        } else {
+            Err(EsimError::RandomLength {
+                asked: len,
+                got: bytes.len(),
+            })
+        }
+    }
+    .await;
+    session.close().await;
+    drawn
+}
+
 /// Has the card sign a SHA-256 `digest` with the device key: ECDSA P-256, raw r‖s.
 pub async fn sign(modem: &Modem, credential: &DeviceCredential, digest: &[u8; 32]) -> Result<[u8; 64], EsimError> {
     let mut session = open(modem, &credential.aid).await?;

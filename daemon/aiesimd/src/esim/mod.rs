@@ -22,7 +22,7 @@ pub use self::{
     billing::{Biller, TopUp, parse_voucher},
     card::{ModemCard, Session},
     credential::{CardCredentials, CredentialError, Requirement},
-    iot_safe::{DeviceCredential, load as load_credential, sign as sign_digest},
+    iot_safe::{DeviceCredential, load as load_credential, random as card_random, sign as sign_digest},
 };
 use crate::{
     modem::{Availability, Modem, ModemError, ModemState, SimState},
@@ -65,6 +65,8 @@ pub enum EsimError {
     NoCertificate,
     #[error("the device certificate's size ({0} bytes) is not plausible")]
     CertificateSize(u32),
+    #[error("the card's random number generator gave {got} bytes where {asked} were asked for")]
+    RandomLength { asked: u16, got: usize },
     #[error("the card's signature is malformed")]
     Signature(#[source] aiesim_iot_safe::SignatureError),
     #[error("the card has no AI applet (token account and endpoints)")]
