@@ -12,19 +12,26 @@ use aiesim_e2e::{MODEL_NAME, World, WorldOptions, output_text as text, skip_unle
 const PRICE: u64 = 2_000;
 const START_BALANCE: u64 = 100_000;
 
-fn zero_config(extra_sim: &[&str]) -> WorldOptions {
+/// A world with no `[[endpoint]]` configured: the card, holding `tokens`, provisions the one
+/// endpoint at `PRICE`. Returns once the daemon bills the card's account.
+fn zero_config_world(tokens: u64, extra_sim: &[&str]) -> World {
     let mut sim_args = vec![
         "--endpoint".to_owned(),
         format!("metro,{{cloud_url}},metro,{MODEL_NAME}:2048:64,{PRICE}"),
         "--tokens".to_owned(),
-        START_BALANCE.to_string(),
+        tokens.to_string(),
     ];
     sim_args.extend(extra_sim.iter().map(|s| (*s).to_owned()));
-    WorldOptions {
+    let world = World::start(&WorldOptions {
         config_endpoints: false,
         sim_args,
         ..WorldOptions::default()
-    }
+    })
+    .unwrap();
+    world.wait_json(&["esim"], "ready with its account", |d| {
+        d["account"]["billing"] == "online"
+    });
+    world
 }
 
 /// The simulated card's own account: (balance, sequence, debits taken).
@@ -91,10 +98,7 @@ async fn with_no_endpoint_configured_the_cards_endpoint_serves_and_the_card_is_d
     if skip_unless_ready("with_no_endpoint_configured_the_cards_endpoint_serves_and_the_card_is_debited") {
         return;
     }
-    let world = World::start(&zero_config(&[])).unwrap();
-    world.wait_json(&["esim"], "ready with its account", |d| {
-        d["account"]["billing"] == "online"
-    });
+    let world = zero_config_world(START_BALANCE, &[]);
     let mut spent = 0;
     for round in 1..=2u32 {
         let charged = ask(&world).unwrap_or_else(|e| panic!("{e}\n{}", world.daemon.log()));
@@ -128,10 +132,7 @@ async fn a_forged_or_replayed_receipt_stops_all_spending() {
         return;
     }
     for mode in ["forge", "replay"] {
-        let world = World::start(&zero_config(&[])).unwrap();
-        world.wait_json(&["esim"], "ready with its account", |d| {
-            d["account"]["billing"] == "online"
-        });
+        let world = zero_config_world(START_BALANCE, &[]);
         // One honest debit first, so that a replay has a receipt to replay.
         ask(&world).unwrap();
         world.wait_json(&["esim"], "debited", |d| d["account"]["receipts"] == 1);
@@ -160,10 +161,7 @@ async fn without_the_card_spending_stops_at_the_offline_allowance_and_reconciles
     if skip_unless_ready("without_the_card_spending_stops_at_the_offline_allowance_and_reconciles_when_it_is_back") {
         return;
     }
-    let world = World::start(&zero_config(&["--offline-allowance", "120"])).unwrap();
-    world.wait_json(&["esim"], "ready with its account", |d| {
-        d["account"]["billing"] == "online"
-    });
+    let world = zero_config_world(START_BALANCE, &["--offline-allowance", "120"]);
     // The card goes while an answer streams (after its first token): the answer is not
     // disturbed, and its debit waits for the card.
     let (mid, debits_at_removal) = {
@@ -242,12 +240,7 @@ async fn requests_stop_when_the_cards_balance_cannot_cover_them() {
     if skip_unless_ready("requests_stop_when_the_cards_balance_cannot_cover_them") {
         return;
     }
-    let mut options = zero_config(&[]);
-    options.sim_args[3] = "90".into();
-    let world = World::start(&options).unwrap();
-    world.wait_json(&["esim"], "ready with its account", |d| {
-        d["account"]["billing"] == "online"
-    });
+    let world = zero_config_world(90, &[]);
     let (spent, refusal) = spend_until_refused(&world);
     assert!(spent <= 90, "spent {spent} of a 90-token account");
     assert!(spent > 0, "the account paid for something before it ran out: {refusal}");
@@ -265,12 +258,7 @@ async fn an_operator_voucher_tops_up_the_card_once_and_lifts_an_exhausted_accoun
         return;
     }
     let group = aiesim_e2e::Account::group("aiesim-apps").unwrap();
-    let mut options = zero_config(&[]);
-    options.sim_args[3] = "90".into();
-    let world = World::start(&options).unwrap();
-    world.wait_json(&["esim"], "ready with its account", |d| {
-        d["account"]["billing"] == "online"
-    });
+    let world = zero_config_world(90, &[]);
     let (spent, refusal) = spend_until_refused(&world);
     assert!(refusal.contains("token account"), "{refusal}");
 

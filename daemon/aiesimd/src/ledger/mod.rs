@@ -343,6 +343,23 @@ impl State {
         records
     }
 
+    /// The record that ends open request `id` having used `used` tokens: the charge (at most
+    /// the reservation) and, when a card bills, what it owes the card.
+    fn commit_for(&self, id: u64, used: u64) -> Option<Commit> {
+        let open = self.open.get(&id)?;
+        let charged = used.min(open.amount);
+        let (debit, card_id) = match self.card_id() {
+            Some(card_id) if charged > 0 => (cost(charged, open.price_per_1k), card_id.to_vec()),
+            _ => (0, Vec::new()),
+        };
+        Some(Commit {
+            id,
+            charged,
+            debit,
+            card_id,
+        })
+    }
+
     fn card_id(&self) -> Option<&[u8]> {
         self.card.as_ref().map(|c| c.card_id.as_slice())
     }
@@ -568,21 +585,10 @@ impl Ledger {
     /// Ends request `id`, charging `used` (at most its reservation); returns the charge.
     fn settle(&self, id: u64, used: u64) -> (u64, Option<Lsn>) {
         let mut s = self.lock();
-        let Some(open) = s.open.get(&id) else {
+        let Some(commit) = s.commit_for(id, used) else {
             return (0, None);
         };
-        let charged = used.min(open.amount);
-        let price = open.price_per_1k;
-        let (debit, card_id) = match s.card_id() {
-            Some(card_id) if charged > 0 => (cost(charged, price), card_id.to_vec()),
-            _ => (0, Vec::new()),
-        };
-        let commit = Commit {
-            id,
-            charged,
-            debit,
-            card_id,
-        };
+        let (charged, debit) = (commit.charged, commit.debit);
         let lsn = if let Ok(lsn) = self.append(&mut s, Kind::Commit(commit.clone())) {
             lsn
         } else {
@@ -820,17 +826,9 @@ fn settle_replayed(state: &mut State) -> usize {
     let mut open: Vec<(u64, u64)> = state.open.iter().map(|(id, o)| (*id, o.used)).collect();
     open.sort_unstable();
     for (id, used) in &open {
-        let price = state.open[id].price_per_1k;
-        let (debit, card_id) = match state.card_id() {
-            Some(card_id) if *used > 0 => (cost(*used, price), card_id.to_vec()),
-            _ => (0, Vec::new()),
-        };
-        state.apply(Kind::Commit(Commit {
-            id: *id,
-            charged: *used,
-            debit,
-            card_id,
-        }));
+        if let Some(commit) = state.commit_for(*id, *used) {
+            state.apply(Kind::Commit(commit));
+        }
     }
     open.len()
 }
