@@ -25,7 +25,8 @@ Options:
   --break-after <n>     cut streams after n content deltas, without [DONE]
   --stall-after <n>     stop sending after n content deltas but keep the connection open
   --require-jwt         refuse chat requests without a valid device credential: an ES256 JWT
-                        whose x5c leaf key verifies it, aud = this server's origin, not expired;
+                        whose x5c leaf key verifies it, aud = this server's origin, not expired,
+                        and whose jti was never accepted before (a token is good for one request);
                         each accepted token is logged as "jwt ok iss=… aud=… jti=…"
   --help                show this text
 
@@ -301,6 +302,9 @@ function completionId() {
     return `chatcmpl-${randomBytes(12).toString("hex")}`;
 }
 
+/** jti → exp of every token accepted and not yet expired. */
+const seenJti = new Map();
+
 // Checks the device credential with node's own crypto, independently of aiesim's codec.
 function checkJwt(req) {
     const denied = (why) => new ApiError(401, `device credential refused: ${why}`, { type: "authentication_error", code: "invalid_credential" });
@@ -330,6 +334,11 @@ function checkJwt(req) {
     if (claims.aud !== origin) throw denied(`aud ${claims.aud} is not ${origin}`);
     const now = Math.floor(Date.now() / 1000);
     if (!(claims.exp > now) || !(claims.nbf <= now + 30)) throw denied("outside its validity");
+    if (typeof claims.jti !== "string" || claims.jti.length < 16) throw denied("no jti");
+    // Seen ids are kept until their token expires: after that the validity check refuses it.
+    for (const [jti, exp] of seenJti) if (exp <= now) seenJti.delete(jti);
+    if (seenJti.has(claims.jti)) throw denied(`replayed (jti ${claims.jti} was used before)`);
+    seenJti.set(claims.jti, claims.exp);
     log(`jwt ok iss=${claims.iss} aud=${claims.aud} jti=${claims.jti}`);
 }
 

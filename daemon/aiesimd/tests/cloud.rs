@@ -11,6 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
+use std::sync::Arc;
+
 use aiesim_dbus::{Message, Usage};
 use aiesimd::cloud::{ChatRequest, ChatStream, Cloud, CloudError, CloudEvent, HttpCloud, HttpOptions};
 use futures_util::StreamExt;
@@ -376,6 +380,105 @@ async fn real_model_without_usage_is_not_an_error() {
     assert!(error.is_none(), "{}", chain(&error.unwrap()));
     assert!(!text(&events).is_empty(), "{events:?}");
     assert!(usages(&events).is_empty(), "{events:?}");
+}
+
+/// Posts one non-streamed chat request with `token` as the bearer, as any HTTP client would;
+/// the status code and the body.
+async fn post_with_token(base_url: &str, token: &str) -> (u16, String) {
+    let authority = base_url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .expect("an http:// URL");
+    let body = r#"{"model":"smollm2-135m","messages":[{"role":"user","content":"Hi"}],"max_tokens":1}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(authority).await.expect("the cloud accepts");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(ANSWER_TIMEOUT, stream.read_to_string(&mut answer))
+        .await
+        .expect("the cloud answers in time")
+        .unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    (status, answer)
+}
+
+/// The device credential as the test cloud checks it, with node's own crypto: every request
+/// has a token of its own, a token sent twice is refused the second time, and a token signed
+/// on the card but expired is refused.
+#[tokio::test]
+async fn the_cloud_refuses_a_replayed_or_expired_card_signed_token() {
+    use aiesimd::{
+        cloud::Credentials as _,
+        esim::{self, CardCredentials, Esim, Requirement},
+        modem::{Modem, Protocol},
+    };
+
+    let Some(server) = ModelServer::start(&["--require-jwt"]) else {
+        return;
+    };
+    let sim = common::Simulator::start_speaking(Protocol::Qmi, &[]);
+    let modem = Arc::new(Modem::spawn(common::options_for(&sim.link, Protocol::Qmi)));
+    let esim = Esim::spawn(Arc::clone(&modem));
+    let mut card = esim.state();
+    common::wait_for(&mut card, "read", |s| !s.eid.is_empty()).await;
+    let credentials = CardCredentials::new(
+        Arc::clone(&modem),
+        esim.state(),
+        aiesim_iot_safe::AID.to_vec(),
+        Requirement::Required,
+    );
+    let first = credentials.bearer(&server.base_url).await.unwrap().expect("a token");
+    let second = credentials.bearer(&server.base_url).await.unwrap().expect("a token");
+    assert_ne!(first, second, "each request has a token of its own");
+
+    let (status, answer) = post_with_token(&server.base_url, &first).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = post_with_token(&server.base_url, &first).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("replayed"), "{answer}");
+    let (status, answer) = post_with_token(&server.base_url, &second).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Signed by the card like any other, but its life ended five minutes ago.
+    let credential = esim::load_credential(&modem, &aiesim_iot_safe::AID).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let eid = esim.state().borrow().eid.clone();
+    let claims = aiesim_credential::Claims {
+        iss: format!("eid:{eid}"),
+        sub: "aiesimd".into(),
+        aud: aiesim_credential::origin_of(&server.base_url).unwrap(),
+        iat: now - 600,
+        nbf: now - 600,
+        exp: now - 300,
+        jti: "00112233445566778899aabbccddeeff".into(),
+        extra: std::collections::BTreeMap::new(),
+    };
+    let header = aiesim_credential::Header {
+        kid: None,
+        x5c: Some(vec![credential.certificate.clone()]),
+    };
+    let unsigned = aiesim_credential::Unsigned::new(&header, &claims).unwrap();
+    let signature = esim::sign_digest(&modem, &credential, &unsigned.digest())
+        .await
+        .unwrap();
+    let expired = unsigned.sign_with(signature).into_string();
+    let (status, answer) = post_with_token(&server.base_url, &expired).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("outside its validity"), "{answer}");
+    drop(credentials);
+    drop(esim);
+    modem.shutdown().await;
 }
 
 #[tokio::test]

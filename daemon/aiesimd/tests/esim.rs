@@ -37,6 +37,121 @@ macro_rules! both_protocols {
 
 both_protocols!(reads_the_euicc: reads_the_euicc_over_qmi, reads_the_euicc_over_mbim);
 both_protocols!(switches_profiles: switches_profiles_over_qmi, switches_profiles_over_mbim);
+both_protocols!(
+    a_card_that_refuses_channels_is_read_once_it_accepts:
+        refused_channels_over_qmi,
+        refused_channels_over_mbim
+);
+
+/// A card whose logical channels another host application holds refuses to open one: the
+/// eSIM is in error and says why, and once the card accepts again the daemon reads it by
+/// itself, with no card change to prompt it.
+async fn a_card_that_refuses_channels_is_read_once_it_accepts(protocol: Protocol) {
+    let sim = Simulator::start_speaking(protocol, &[]);
+    sim.command("card channels refuse");
+    let modem = Arc::new(Modem::spawn(options_for(&sim.link, protocol)));
+    let esim = Esim::spawn(Arc::clone(&modem));
+    let mut states = esim.state();
+    wait_for(&mut states, "in error", |s| s.availability == EsimAvailability::Error).await;
+    let said = states.borrow().last_error.clone();
+    assert!(said.contains("SW 6A81"), "{said}");
+    sim.command("card channels accept");
+    wait_for(&mut states, "read after the refusals", ready).await;
+    assert_eq!(states.borrow().eid, SIM_EID);
+    assert!(
+        sim.command("state").iter().any(|l| l == "channels []"),
+        "{:?}",
+        sim.command("state")
+    );
+    drop(esim);
+    modem.shutdown().await;
+}
+
+/// The AI applet answers its first command with "conditions of use not satisfied" (a busy
+/// card): the eSIM is ready without an account for a moment, and the account is read again by
+/// itself. An applet the card says it does not have (6A82) is not asked again until the card
+/// changes.
+#[tokio::test]
+async fn the_account_is_read_again_after_a_passing_refusal_and_not_after_a_missing_applet() {
+    let sim = Simulator::start_speaking(Protocol::Qmi, &[]);
+    sim.command("card fail 6985 1 ai");
+    let modem = Arc::new(Modem::spawn(options_for(&sim.link, Protocol::Qmi)));
+    let esim = Esim::spawn(Arc::clone(&modem));
+    let mut states = esim.state();
+    wait_for(&mut states, "read with its account", |s| {
+        ready(s) && s.account.as_ref().is_some_and(|a| a.balance == 100_000)
+    })
+    .await;
+    let faults = sim.command("state");
+    assert!(
+        faults
+            .iter()
+            .any(|l| l.starts_with("card faults") && l.contains("fail: None")),
+        "the injected refusal was answered: {faults:?}"
+    );
+
+    // A card change with an AI applet that is not there: a ready eSIM without an account,
+    // and no more questions to the card about it.
+    sim.command("card remove");
+    wait_for(&mut states, "absent", |s| s.availability == EsimAvailability::Absent).await;
+    sim.command("card fail 6A82 1 ai");
+    sim.command("card insert");
+    wait_for(&mut states, "read again", ready).await;
+    assert_eq!(states.borrow().account, None, "{:#?}", *states.borrow());
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(states.borrow().account, None, "a missing applet is not asked for again");
+    drop(esim);
+    modem.shutdown().await;
+}
+
+/// A slow card still answers every read, and a signature the card refuses (6982: security
+/// status not satisfied) fails with the card's reason and leaves the next one unharmed.
+#[tokio::test]
+async fn a_slow_card_is_read_and_a_refused_signature_says_why() {
+    let sim = Simulator::start_speaking(Protocol::Mbim, &[]);
+    sim.command("card slow 150");
+    let modem = Arc::new(Modem::spawn(options_for(&sim.link, Protocol::Mbim)));
+    let esim = Esim::spawn(Arc::clone(&modem));
+    let mut states = esim.state();
+    wait_for(&mut states, "read from the slow card", |s| {
+        ready(s) && s.account.is_some()
+    })
+    .await;
+    sim.command("card slow 0");
+
+    let credential = esim::load_credential(&modem, &aiesim_iot_safe::AID)
+        .await
+        .expect("the device credential is read");
+    sim.command("card fail 6982 1 iot-safe");
+    let refused = esim::sign_digest(&modem, &credential, &[7; 32]).await;
+    let said = refused.map(|_| ()).map_err(|e| chain(&e));
+    assert!(
+        said.as_ref()
+            .is_err_and(|e| e.contains("security status not satisfied (SW 6982)")),
+        "{said:?}"
+    );
+    esim::sign_digest(&modem, &credential, &[7; 32])
+        .await
+        .expect("the next signature is made");
+    assert!(
+        sim.command("state").iter().any(|l| l == "channels []"),
+        "{:?}",
+        sim.command("state")
+    );
+    drop(esim);
+    modem.shutdown().await;
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut said = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        said.push_str(": ");
+        said.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    said
+}
 
 async fn reads_the_euicc(protocol: Protocol) {
     let sim = Simulator::start_speaking(protocol, &[]);

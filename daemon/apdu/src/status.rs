@@ -269,7 +269,7 @@ pub enum CardError {
 
 impl CardError {
     /// Classifies a status word that is neither success, 61xx, 6Cxx nor a warning.
-    fn from_status_word(sw: StatusWord) -> Self {
+    pub fn from_status_word(sw: StatusWord) -> Self {
         match sw.0 {
             0x6700 => Self::WrongLength,
             0x6881 => Self::ChannelNotSupported,

@@ -104,6 +104,9 @@ async fn requests_carry_a_credential_signed_on_the_card() {
     let log = world.cloud.log();
     let accepted: Vec<&str> = log.lines().filter(|l| l.contains("jwt ok")).collect();
     assert_eq!(accepted.len(), 2, "{log}");
+    // The cloud refuses a token it has seen: each request carried one of its own.
+    let jti = |line: &str| line.split("jti=").nth(1).map(str::to_owned);
+    assert_ne!(jti(accepted[0]), jti(accepted[1]), "{log}");
     assert!(accepted[0].contains(&format!("iss=eid:{SIM_EID}")), "{log}");
     assert!(
         accepted[0].contains(&format!("aud={}", world.cloud_url.trim_end_matches("/v1"))),

@@ -25,7 +25,7 @@ use nix::{
 use crate::{
     euicc::ReceiptMode,
     pty::{Link, Pty},
-    world::{Changes, Registration, World},
+    world::{Changes, FailNext, Registration, World},
 };
 
 /// Answers that pile up while no client reads are dropped beyond this, oldest first.
@@ -355,8 +355,10 @@ pub fn serve<D: Device>(sim: Simulator<'_, D>) -> anyhow::Result<()> {
                             if let Some(capture) = &mut capture {
                                 capture.record(&buf[..n])?;
                             }
-                            let at = now + timing.answer_delay;
-                            for frame in device.receive(&mut world, &buf[..n]) {
+                            let frames = device.receive(&mut world, &buf[..n]);
+                            // A slow card holds back the answers that waited for it.
+                            let at = now + timing.answer_delay + world.uicc.take_busy();
+                            for frame in frames {
                                 outgoing.push(at, frame);
                             }
                         }
@@ -498,6 +500,11 @@ garbage [N]                N bytes of garbage (default 64) on the port now
 clients N                  at most N QMI client ids per service (0 exhausts them)
 fragments on|off           the MBIM model sends multi-fragment answers out of order
 card remove|insert         take the SIM card out or put it back
+card channels refuse|accept  opening a logical channel fails with 6A81 (the card has none left)
+card fail SW [N] [APPLET]  the next N (default 1) commands to APPLET (isd-r, iot-safe, ai; default
+                           any) are answered with the status word SW (hex, e.g. 6A82, 6985, 6982)
+card fail off              no more injected status words
+card slow MS               the card takes MS ms over every command (0 turns it off)
 radio on|off               turn the radio on or off
 signal DBM                 set the signal's base level (RSSI in dBm, -113..-51)
 register home|roaming|searching|denied|none
@@ -575,6 +582,26 @@ impl<D: Device> Commands<'_, D> {
                 self.world.set_card_present(true);
                 Ok(String::new())
             }
+            ["card", "channels", word] => {
+                self.world.uicc.faults.refuse_channels = match *word {
+                    "refuse" => true,
+                    "accept" => false,
+                    other => return Err(format!("expected refuse or accept, not {other:?}")),
+                };
+                Ok(String::new())
+            }
+            ["card", "fail", "off"] => {
+                self.world.uicc.faults.fail = None;
+                Ok(String::new())
+            }
+            ["card", "fail", sw, rest @ ..] => {
+                self.world.uicc.faults.fail = Some(fail_next(sw, rest)?);
+                Ok(String::new())
+            }
+            ["card", "slow", ms] => {
+                self.world.uicc.faults.delay = millis(Some(ms), None)?;
+                Ok(String::new())
+            }
             ["radio", on_off] => {
                 self.world.set_radio(on_off_word(on_off)?);
                 Ok(String::new())
@@ -635,6 +662,7 @@ impl<D: Device> Commands<'_, D> {
                     if world.uicc.present { "present" } else { "absent" }
                 ));
                 lines.push(format!("channels {:?}", world.uicc.open_channels()));
+                lines.push(format!("card faults {:?}", world.uicc.faults));
                 lines.push(match &world.data {
                     Some(session) => format!("data up {} {}", session.apn, session.address),
                     None => "data down".to_owned(),
@@ -645,6 +673,34 @@ impl<D: Device> Commands<'_, D> {
             _ => Err(format!("unknown command {line:?}; try help")),
         }
     }
+}
+
+/// `SW [N] [APPLET]` of `card fail`.
+fn fail_next(sw: &str, rest: &[&str]) -> Result<FailNext, String> {
+    let sw = u16::from_str_radix(sw, 16)
+        .ok()
+        .filter(|sw| (0x62..=0x6F).contains(&(sw >> 8)))
+        .ok_or_else(|| format!("{sw:?} is not an error status word (hex, 62xx to 6Fxx)"))?;
+    let (count, applet) = match rest {
+        [] => (1, None),
+        [n] if n.parse::<u32>().is_ok() => (n.parse().unwrap_or(1), None),
+        [applet] => (1, Some(*applet)),
+        [n, applet] => (n.parse().map_err(|_| format!("{n:?} is not a count"))?, Some(*applet)),
+        _ => return Err("usage: card fail SW [N] [APPLET]".into()),
+    };
+    if count == 0 {
+        return Err("N is at least 1".into());
+    }
+    if let Some(applet) = applet {
+        if !["isd-r", "iot-safe", "ai"].contains(&applet) {
+            return Err(format!("unknown applet {applet:?}: isd-r, iot-safe or ai"));
+        }
+    }
+    Ok(FailNext {
+        sw,
+        remaining: count,
+        applet: applet.map(str::to_owned),
+    })
 }
 
 fn on_off_word(word: &str) -> Result<bool, String> {

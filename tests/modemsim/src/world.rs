@@ -3,7 +3,7 @@
 //! The models translate requests into calls on [`World`] and the world's [`Changes`] into
 //! indications, so `qmicli` and `mbimcli` always see the same modem.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Duration};
 
 use crate::euicc;
 
@@ -366,6 +366,8 @@ pub mod sw {
 
 /// An application on the card, selected by AID on a logical channel.
 pub trait Applet: Send {
+    /// The short name the control socket's `card fail` command knows it by.
+    fn name(&self) -> &'static str;
     fn aid(&self) -> &[u8];
     /// The SELECT response's data (the FCI), without the status word.
     fn select(&mut self) -> Vec<u8>;
@@ -379,6 +381,26 @@ pub enum UiccError {
     Absent,
     #[error("the card refused with status word {0:04X}")]
     Status(u16),
+}
+
+/// Faults the card applies on cue (the control socket's `card …` commands).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardFaults {
+    /// Opening a logical channel is refused with `6A81` (no channel left), as a card whose
+    /// channels another host application holds does.
+    pub refuse_channels: bool,
+    /// The next commands to one applet (or any) are answered with a status word alone.
+    pub fail: Option<FailNext>,
+    /// How long the card takes over each command.
+    pub delay: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailNext {
+    pub sw: u16,
+    pub remaining: u32,
+    /// The applet's name (`isd-r`, `iot-safe`, `ai`); `None`: every applet.
+    pub applet: Option<String>,
 }
 
 /// Logical channels a card offers (ISO 7816-4: 1–19, 0 is the basic channel).
@@ -405,6 +427,9 @@ pub struct Uicc {
     refresh: euicc::Refresh,
     /// The AI applet's account as the control socket sees it.
     pub ai: euicc::AiProbe,
+    pub faults: CardFaults,
+    /// Card time spent on the commands since the control loop last asked.
+    busy: Duration,
 }
 
 /// The ISD-R's AID (SGP.22).
@@ -434,7 +459,30 @@ impl Uicc {
             channels,
             refresh,
             ai,
+            faults: CardFaults::default(),
+            busy: Duration::ZERO,
         }
+    }
+
+    /// The card time the commands since the last call took: their answers wait that long.
+    pub fn take_busy(&mut self) -> Duration {
+        std::mem::take(&mut self.busy)
+    }
+
+    /// The status word an injected fault answers a command to `applet` with, if one applies.
+    fn injected(&mut self, applet: usize) -> Option<u16> {
+        let name = self.applets[applet].name();
+        let fail = self.faults.fail.as_mut()?;
+        if fail.applet.as_deref().is_some_and(|a| a != name) {
+            return None;
+        }
+        let sw = fail.sw;
+        fail.remaining = fail.remaining.saturating_sub(1);
+        if fail.remaining == 0 {
+            self.faults.fail = None;
+        }
+        tracing::info!(applet = name, sw = format_args!("{sw:04X}"), "injected card fault");
+        Some(sw)
     }
 
     /// Rebuilds the eUICC's applets (ISD-R, `IoT` SAFE, AI applet) from the card's options,
@@ -486,7 +534,14 @@ impl Uicc {
         if !self.present {
             return Err(UiccError::Absent);
         }
+        self.busy += self.faults.delay;
         let applet = self.find(aid).ok_or(UiccError::Status(sw::NOT_FOUND))?;
+        if self.faults.refuse_channels {
+            return Err(UiccError::Status(sw::NO_MORE_CHANNELS));
+        }
+        if let Some(sw) = self.injected(applet) {
+            return Err(UiccError::Status(sw));
+        }
         let channel = (1..CHANNELS)
             .find(|&c| self.channels[c].is_none())
             .ok_or(UiccError::Status(sw::NO_MORE_CHANNELS))?;
@@ -515,6 +570,7 @@ impl Uicc {
         if !self.present {
             return Err(UiccError::Absent);
         }
+        self.busy += self.faults.delay;
         let status = |sw: u16| Ok(sw.to_be_bytes().to_vec());
         let Some(Some(selected)) = self.channels.get(usize::from(channel)).copied() else {
             return status(sw::CHANNEL_NOT_SUPPORTED);
@@ -523,6 +579,7 @@ impl Uicc {
             return status(sw::WRONG_LENGTH);
         };
         match (ins, p1) {
+            (0x70, 0x00) if self.faults.refuse_channels => status(sw::NO_MORE_CHANNELS),
             (0x70, 0x00) => {
                 let Some(free) = (1..CHANNELS).find(|&c| self.channels[c].is_none()) else {
                     return status(sw::NO_MORE_CHANNELS);
@@ -551,7 +608,10 @@ impl Uicc {
                 Ok(out)
             }
             _ => match selected {
-                Selected::Applet(applet) => Ok(self.applets[applet].process(apdu)),
+                Selected::Applet(applet) => match self.injected(applet) {
+                    Some(sw) => status(sw),
+                    None => Ok(self.applets[applet].process(apdu)),
+                },
                 Selected::Nothing => status(sw::CONDITIONS_NOT_SATISFIED),
             },
         }
@@ -662,6 +722,42 @@ pub mod tests {
         );
         uicc.set_present(false);
         assert_eq!(uicc.transmit(0, &[0, 0x70, 0, 0, 1]), Err(UiccError::Absent));
+    }
+
+    #[test]
+    fn injected_card_faults_answer_then_wear_off() {
+        let mut uicc = Uicc::new();
+        uicc.faults.refuse_channels = true;
+        assert_eq!(
+            uicc.open_channel(&ISD_R_AID),
+            Err(UiccError::Status(sw::NO_MORE_CHANNELS))
+        );
+        assert_eq!(uicc.transmit(0, &[0, 0x70, 0, 0, 1]).unwrap(), [0x6A, 0x81]);
+        uicc.faults.refuse_channels = false;
+        // Two failures for the AI applet only: the ISD-R still answers.
+        uicc.faults.fail = Some(FailNext {
+            sw: 0x6982,
+            remaining: 2,
+            applet: Some("ai".into()),
+        });
+        let (isd_r, _) = uicc.open_channel(&ISD_R_AID).unwrap();
+        let get_eid = [0x81, 0xE2, 0x91, 0x00, 0x06, 0xBF, 0x3E, 0x03, 0x5C, 0x01, 0x5A];
+        assert!(uicc.transmit(isd_r, &get_eid).unwrap().ends_with(&[0x90, 0x00]));
+        for _ in 0..2 {
+            assert_eq!(
+                uicc.open_channel(&aiesim_ai_applet::AID),
+                Err(UiccError::Status(0x6982))
+            );
+        }
+        let (ai, select) = uicc.open_channel(&aiesim_ai_applet::AID).unwrap();
+        assert!(select.ends_with(&[0x90, 0x00]) && ai != 0);
+        assert_eq!(uicc.faults.fail, None, "the fault wore off");
+        // A slow card is busy for as long per command, until asked.
+        uicc.faults.delay = Duration::from_millis(40);
+        uicc.transmit(isd_r, &get_eid).unwrap();
+        uicc.transmit(isd_r, &get_eid).unwrap();
+        assert_eq!(uicc.take_busy(), Duration::from_millis(80));
+        assert_eq!(uicc.take_busy(), Duration::ZERO);
     }
 
     #[test]

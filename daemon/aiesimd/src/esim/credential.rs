@@ -1,8 +1,10 @@
 //! The device's cloud credential, signed on the card: an ES256 JWT bound to the endpoint's
 //! origin, valid for minutes, carrying the device certificate read from the IoT SAFE applet.
 //!
-//! Tokens are cached per endpoint for a fraction of their life, so a burst of requests costs
-//! one card signature rather than one each; the cloud sees a fresh token at least every minute.
+//! Every request gets a token of its own (a new `jti`), so the cloud can refuse any token it has
+//! seen before. The card's signature stays off the request path: after a token is used, the
+//! next one for the same endpoint is signed in the background and kept for at most a minute.
+//! Nothing is signed while no request is made.
 
 use std::{
     collections::HashMap,
@@ -22,8 +24,8 @@ use crate::{
 
 /// How long a token is valid.
 const LIFETIME: Duration = Duration::from_secs(300);
-/// How long a token is reused before a new one is signed.
-const REUSE: Duration = Duration::from_secs(60);
+/// How long a token signed ahead is kept for a request to come.
+const FRESH: Duration = Duration::from_secs(60);
 /// How long a request waits for the eSIM to be read (just after start or a card change).
 const SETTLE: Duration = Duration::from_secs(5);
 
@@ -52,12 +54,20 @@ pub enum CredentialError {
 
 struct Cache {
     credential: Option<DeviceCredential>,
-    /// Per audience: the token and when it stops being reused.
-    tokens: HashMap<String, (String, SystemTime)>,
+    /// Per audience: one unused token signed ahead, for the EID it names, and when it was signed.
+    spare: HashMap<String, Spare>,
+}
+
+struct Spare {
+    token: String,
+    eid: String,
+    signed: SystemTime,
 }
 
 /// Bearer tokens signed by the eSIM's IoT SAFE applet.
-pub struct CardCredentials {
+pub struct CardCredentials(Arc<Inner>);
+
+struct Inner {
     modem: Arc<Modem>,
     esim: watch::Receiver<EsimState>,
     aid: Vec<u8>,
@@ -67,20 +77,33 @@ pub struct CardCredentials {
 
 impl CardCredentials {
     pub fn new(modem: Arc<Modem>, esim: watch::Receiver<EsimState>, aid: Vec<u8>, requirement: Requirement) -> Self {
-        Self {
+        Self(Arc::new(Inner {
             modem,
             esim,
             aid,
             requirement,
             cache: Mutex::new(Cache {
                 credential: None,
-                tokens: HashMap::new(),
+                spare: HashMap::new(),
             }),
-        }
+        }))
     }
 
     async fn token(&self, base_url: &str) -> Result<Option<String>, CredentialError> {
         let audience = origin_of(base_url).map_err(CredentialError::Audience)?;
+        let token = self.0.token(&audience).await?;
+        if token.is_some() {
+            // Sign the next one now, while the answer streams, not when the next request waits.
+            let inner = Arc::clone(&self.0);
+            tokio::spawn(async move { inner.sign_ahead(audience).await });
+        }
+        Ok(token)
+    }
+}
+
+impl Inner {
+    /// A spare token when one is fresh and names the card that is in; else one signed now.
+    async fn token(&self, audience: &str) -> Result<Option<String>, CredentialError> {
         self.settle().await;
         let eid = self.esim.borrow().eid.clone();
         if eid.is_empty() {
@@ -89,14 +112,45 @@ impl CardCredentials {
                 Requirement::IfAvailable => Ok(None),
             };
         }
-        let now = SystemTime::now();
-        // One signing at a time: concurrent requests wait for the token the first one makes.
+        // One signing at a time: the card signs one thing at a time anyway.
         let mut cache = self.cache.lock().await;
-        if let Some((token, until)) = cache.tokens.get(&audience) {
-            if now < *until {
-                return Ok(Some(token.clone()));
+        if let Some(spare) = cache.spare.remove(audience) {
+            if spare.eid == eid && is_fresh(spare.signed) {
+                return Ok(Some(spare.token));
             }
         }
+        self.sign(&mut cache, audience, &eid).await
+    }
+
+    /// Keeps one token for `audience` ready; failures only mean the next request signs its own.
+    async fn sign_ahead(&self, audience: String) {
+        let eid = self.esim.borrow().eid.clone();
+        let mut cache = self.cache.lock().await;
+        if eid.is_empty()
+            || cache
+                .spare
+                .get(&audience)
+                .is_some_and(|s| s.eid == eid && is_fresh(s.signed))
+        {
+            return;
+        }
+        match self.sign(&mut cache, &audience, &eid).await {
+            Ok(Some(token)) => {
+                let spare = Spare {
+                    token,
+                    eid,
+                    signed: SystemTime::now(),
+                };
+                cache.spare.insert(audience, spare);
+            }
+            Ok(None) => {}
+            Err(error) => tracing::debug!(error = %crate::broker::chain(&error), "no token signed ahead"),
+        }
+    }
+
+    /// A new token for `audience`, naming the card `eid`, signed on the card now.
+    async fn sign(&self, cache: &mut Cache, audience: &str, eid: &str) -> Result<Option<String>, CredentialError> {
+        let now = SystemTime::now();
         let credential = match cache.credential.clone() {
             Some(credential) => credential,
             None => match iot_safe::load(&self.modem, &self.aid).await {
@@ -114,7 +168,7 @@ impl CardCredentials {
         let claims = Claims {
             iss: format!("eid:{eid}"),
             sub: "aiesimd".to_owned(),
-            aud: audience.clone(),
+            aud: audience.to_owned(),
             iat: issued,
             nbf: issued,
             exp: issued + LIFETIME.as_secs(),
@@ -134,13 +188,9 @@ impl CardCredentials {
                 return Err(CredentialError::Card(error));
             }
         };
-        let token = unsigned.sign_with(signature).into_string();
-        cache.tokens.insert(audience, (token.clone(), now + REUSE));
-        Ok(Some(token))
+        Ok(Some(unsigned.sign_with(signature).into_string()))
     }
-}
 
-impl CardCredentials {
     /// The token's unique id: 16 bytes of the card's randomness mixed (XOR) with the host's, so
     /// it is unpredictable as long as either source is.
     async fn jti(&self, credential: &DeviceCredential) -> Result<String, CredentialError> {
@@ -179,6 +229,10 @@ impl Credentials for CardCredentials {
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
     }
+}
+
+fn is_fresh(signed: SystemTime) -> bool {
+    signed.elapsed().is_ok_and(|age| age < FRESH)
 }
 
 /// 16 random bytes from the kernel, in hex.

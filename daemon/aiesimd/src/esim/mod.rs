@@ -3,7 +3,8 @@
 //!
 //! [`Esim::spawn`] follows the modem's state: when a session comes up or the card changes, it
 //! reads the EID, `EUICCInfo2`, the configured addresses and the profile list once, and
-//! publishes them as one [`EsimState`]. It sends the card nothing otherwise.
+//! publishes them as one [`EsimState`]. A read that fails for a passing reason (a refused channel,
+//! a busy card) is tried again after a growing wait; the card is sent nothing otherwise.
 
 mod ai_applet;
 mod billing;
@@ -12,10 +13,13 @@ mod credential;
 mod iot_safe;
 mod isd_r;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use aiesim_es10::{EuiccGeneration, ProfileClass, ProfileInfo, ProfileState};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 pub use self::{
@@ -100,7 +104,8 @@ pub enum EsimAvailability {
     Ready,
     /// The card is a plain SIM.
     NotEuicc,
-    /// Reading failed; `last_error` says why. The next card change tries again.
+    /// Reading failed; `last_error` says why. It is tried again after a wait that grows from
+    /// one second to two minutes, and at the next card change.
     Error,
 }
 
@@ -477,6 +482,11 @@ fn card_key(modem: &ModemState) -> Option<(String, SimState)> {
     usable.then(|| (modem.device.clone(), modem.sim))
 }
 
+/// The first wait before a failed read is tried again; it doubles up to [`RETRY_MAX`]. Reading
+/// the card never wakes the radio, so retrying a card that was busy or slow costs little.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(120);
+
 async fn follow(
     modem: Arc<Modem>,
     state: Arc<watch::Sender<EsimState>>,
@@ -485,20 +495,28 @@ async fn follow(
 ) {
     let mut modem_states = modem.state();
     let mut read_for: Option<(String, SimState)> = None;
+    // When a read that failed for a passing reason is tried again, and the wait after that.
+    let mut retry: Option<(Instant, Duration)> = None;
     loop {
         let key = card_key(&modem_states.borrow_and_update());
         if key != read_for {
             read_for.clone_from(&key);
+            retry = None;
             match key {
-                Some(_) => refresh(&modem, &state).await,
+                Some(_) => retry = first_retry(refresh(&modem, &state).await),
                 None => {
                     state.send_replace(EsimState::default());
                 }
             }
         }
+        let again = retry.map(|(at, _)| at);
         tokio::select! {
             () = cancel.cancelled() => return,
             changed = modem_states.changed() => if changed.is_err() { return },
+            () = sleep_until_some(again) => {
+                let wait = retry.map_or(RETRY_FIRST, |(_, wait)| (wait * 2).min(RETRY_MAX));
+                retry = refresh(&modem, &state).await.then(|| (Instant::now() + wait, wait));
+            }
             command = commands.recv() => match command {
                 Some(Command::Switch { iccid, enable, reply }) => {
                     let result = if read_for.is_some() {
@@ -510,7 +528,7 @@ async fn follow(
                     drop(reply.send(result));
                     // The profile list changed (and so, after the refresh, may the card state).
                     if switched {
-                        refresh(&modem, &state).await;
+                        retry = first_retry(refresh(&modem, &state).await);
                     }
                 }
                 None => return,
@@ -519,7 +537,23 @@ async fn follow(
     }
 }
 
-async fn refresh(modem: &Modem, state: &watch::Sender<EsimState>) {
+/// When to try a read again that just failed for a passing reason (`again`).
+fn first_retry(again: bool) -> Option<(Instant, Duration)> {
+    again.then(|| (Instant::now() + RETRY_FIRST, RETRY_FIRST))
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads the card and publishes what it holds; true when something failed for a reason that may
+/// pass (a busy or slow card, a refused channel), so the read should be tried again.
+async fn refresh(modem: &Modem, state: &watch::Sender<EsimState>) -> bool {
+    let before = state.borrow().clone();
     state.send_modify(|s| s.availability = EsimAvailability::Reading);
     match isd_r::read(modem).await {
         Ok(snapshot) => {
@@ -530,18 +564,21 @@ async fn refresh(modem: &Modem, state: &watch::Sender<EsimState>) {
                 "eSIM read"
             );
             // The account is read too; a card without the applet is still a ready eSIM.
-            let account = match ai_applet::read(modem).await {
-                Ok(account) => Some(AccountState::from(&account)),
-                Err(EsimError::NoAiApplet) => None,
+            let (account, again) = match ai_applet::read(modem).await {
+                Ok(account) => (Some(AccountState::from(&account)), false),
+                Err(EsimError::NoAiApplet) => (None, false),
                 Err(error) => {
                     tracing::warn!(error = %crate::broker::chain(&error), "could not read the token account");
-                    None
+                    // The same card's account as last read stays (and with it the endpoints).
+                    let kept = before.account.filter(|_| before.eid == snapshot.eid.to_string());
+                    (kept, true)
                 }
             };
             state.send_modify(|s| {
                 apply(s, &snapshot);
                 s.account = account;
             });
+            again
         }
         Err(EsimError::NotEuicc) => {
             state.send_replace(EsimState {
@@ -549,15 +586,17 @@ async fn refresh(modem: &Modem, state: &watch::Sender<EsimState>) {
                 last_error: EsimError::NotEuicc.to_string(),
                 ..EsimState::default()
             });
+            false
         }
         Err(error) => {
             let reason = crate::broker::chain(&error);
-            tracing::warn!(error = %reason, "could not read the eSIM");
+            tracing::warn!(error = %reason, "could not read the eSIM; trying again later");
             state.send_replace(EsimState {
                 availability: EsimAvailability::Error,
                 last_error: reason,
                 ..EsimState::default()
             });
+            true
         }
     }
 }

@@ -66,7 +66,7 @@ pub enum ModemError {
     Stopped,
     #[error("the modem reset and released every client id")]
     Reset,
-    #[error("the card refused with status word {0:04X}")]
+    #[error("{}", aiesim_apdu::CardError::from_status_word(aiesim_apdu::StatusWord(*.0)))]
     CardRefused(u16),
     #[error("the modem's {0} carries no answer")]
     MissingAnswer(&'static str),

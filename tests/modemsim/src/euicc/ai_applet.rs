@@ -247,6 +247,10 @@ fn request_error(error: &RequestError) -> AppletError {
 }
 
 impl Applet for AiApplet {
+    fn name(&self) -> &'static str {
+        "ai"
+    }
+
     fn aid(&self) -> &[u8] {
         &aiesim_ai_applet::AID
     }

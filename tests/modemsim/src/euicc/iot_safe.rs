@@ -317,6 +317,10 @@ fn class_accepted(cla: u8) -> bool {
 }
 
 impl Applet for IotSafe {
+    fn name(&self) -> &'static str {
+        "iot-safe"
+    }
+
     fn aid(&self) -> &[u8] {
         &self.aid
     }

@@ -309,6 +309,10 @@ fn only(profile: &ProfileInfo, tags: &[u32]) -> ProfileInfo {
 }
 
 impl Applet for IsdR {
+    fn name(&self) -> &'static str {
+        "isd-r"
+    }
+
     fn aid(&self) -> &[u8] {
         &ISD_R_AID
     }
