@@ -343,7 +343,11 @@ impl World {
     /// What changed since the last call.
     pub fn take_changes(&mut self) -> Changes {
         // A profile switch on the ISD-R reaches the host like any other card change.
-        if self.uicc.refresh.take() {
+        if let Some(enabled) = self.uicc.refresh.take() {
+            // The modem reads the card's files again: the ICCID is the enabled profile's.
+            if let Some(iccid) = enabled {
+                self.uicc.iccid = iccid;
+            }
             self.changes.card = true;
         }
         std::mem::take(&mut self.changes)

@@ -28,6 +28,8 @@ const SIMULATOR: &str = env!("CARGO_BIN_EXE_aiesim-modemsim");
 const IMEI: &str = "490154203237518";
 const ISD_R: &str = "A0000005591010FFFFFFFF8900000100";
 const GET_EID: &str = "81E2910006BF3E035C015A";
+/// ES10c GetProfilesInfo with no search criteria, on logical channel 1.
+const GET_PROFILES: &str = "81E2910003BF2D00";
 
 /// Whether `tool` can run here; `false` means skip (after saying why).
 fn available(tool: &str, package: &str) -> bool {
@@ -340,6 +342,31 @@ fn mbimcli_reads_the_eid_from_the_isd_r() {
     assert_eq!(response[..5], [0xBF, 0x3E, 0x12, 0x5A, 0x10], "GetEuiccData {{ EID }}");
     let eid = hex_upper(&response[5..]);
     assert_eq!(eid.len(), 32);
+    let tid: u32 = field(&out, "TRID").parse().unwrap();
+
+    // GetProfilesInfo on the same channel: both profiles' ICCIDs, as the card encodes them.
+    let out = sim.mbimcli(&[
+        &format!(
+            "--ms-set-uicc-apdu=channel={channel},secure-message=none,classbyte-type=inter-industry,command={GET_PROFILES}"
+        ),
+        &format!("--no-open={tid}"),
+        "--no-close",
+    ]);
+    assert_eq!(field(&out, "status"), "144", "GetProfilesInfo answered 90 00");
+    let profiles = field(&out, "response").replace(':', "").to_uppercase();
+    assert!(profiles.starts_with("BF2D"), "a ProfileInfoListResponse: {profiles}");
+    for iccid in ["8988211000000000017", "8988211000000000025"] {
+        // ICCID digits go into BCD with the nibbles of each byte swapped, padded with F.
+        let mut digits: Vec<char> = iccid.chars().collect();
+        if digits.len() % 2 == 1 {
+            digits.push('F');
+        }
+        let bcd: String = digits.chunks(2).flat_map(|pair| [pair[1], pair[0]]).collect();
+        assert!(
+            profiles.contains(&format!("5A0A{bcd}")),
+            "ICCID {iccid} listed: {profiles}"
+        );
+    }
     let tid: u32 = field(&out, "TRID").parse().unwrap();
 
     let out = sim.mbimcli(&[

@@ -238,7 +238,8 @@ impl IsdR {
                 ProfileState::Disabled
             });
         }
-        self.refresh.raise();
+        self.refresh
+            .raise(self.profiles[target].iccid.as_ref().map(ToString::to_string));
         EnableResult::Ok
     }
 
@@ -251,7 +252,7 @@ impl IsdR {
             return DisableResult::ProfileNotInEnabledState;
         }
         self.profiles[target].state = Some(ProfileState::Disabled);
-        self.refresh.raise();
+        self.refresh.raise(None);
         DisableResult::Ok
     }
 }
@@ -441,9 +442,19 @@ mod tests {
         );
         assert!(card.world().take_changes().card, "a profile switch is a card change");
         assert!(!card.world().take_changes().card);
+        assert_eq!(
+            card.world().uicc.iccid,
+            TEST_PROFILE_ICCID,
+            "the modem reads the new ICCID"
+        );
 
         assert_eq!(disable(&mut card, TEST_PROFILE_ICCID), DisableResult::Ok);
         assert!(card.world().take_changes().card);
+        assert_eq!(
+            card.world().uicc.iccid,
+            TEST_PROFILE_ICCID,
+            "no other profile is enabled"
+        );
         // By ISD-P AID, the other alternative of the choice.
         let by_aid = ProfileOperation {
             id: ProfileId::IsdpAid(isdp_aid(0x10).unwrap()),

@@ -13,10 +13,7 @@ mod keys;
 
 use std::{
     path::PathBuf,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use aiesim_ai_applet::{Endpoint, Model, Tier};
@@ -255,16 +252,17 @@ pub enum Error {
 /// Raised by the ISD-R when a profile switch should reach the host as a card refresh; the world
 /// turns it into [`crate::world::Changes::card`].
 #[derive(Debug, Clone, Default)]
-pub struct Refresh(Arc<AtomicBool>);
+pub struct Refresh(Arc<Mutex<Option<Option<String>>>>);
 
 impl Refresh {
-    fn raise(&self) {
-        self.0.store(true, Ordering::Relaxed);
+    /// A switch left `enabled` (an ICCID) as the enabled profile, or none.
+    fn raise(&self, enabled: Option<String>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(enabled);
     }
 
-    /// Whether a refresh was raised since the last call.
-    pub fn take(&self) -> bool {
-        self.0.swap(false, Ordering::Relaxed)
+    /// Whether a refresh was raised since the last call, with the profile it left enabled.
+    pub fn take(&self) -> Option<Option<String>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 }
 
