@@ -2,6 +2,7 @@
 
 mod demo;
 mod setup;
+mod world;
 
 use std::{
     path::{Path, PathBuf},
@@ -22,6 +23,12 @@ TASKS:
   demo                  setup + release build, then run the whole stack on the simulated modem
                         and a local model as the cloud: ask a question, print the streamed
                         answer and the tokens charged. Cleans up after itself.
+  world [--mbim] [--for SECONDS]
+                        setup + release build, then start the simulated world (a private bus,
+                        the simulated modem (QMI, or MBIM) with its AI-eSIM, the operator network
+                        with the real model as the card's endpoint, aiesimd) and keep it up until
+                        Ctrl-C; prints the one line that points aictl, busctl, gdbus and
+                        qmicli/mbimcli at it. Cleans up after itself.
   test                  setup + format check + clippy + build + the whole test suite (unit and
                         end-to-end; end-to-end tests need root).
   fuzz [--seconds N]    Run every cargo-fuzz target for N seconds each (default 60); installs
@@ -48,6 +55,12 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             build(true)?;
             demo::run()
+        }
+        "world" => {
+            let options = world::Options::parse(rest)?;
+            setup::run()?;
+            build(true)?;
+            world::run(&options)
         }
         "test" => test(),
         "fuzz" => fuzz(rest),
