@@ -166,6 +166,10 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(name = BUS_NAME, ready_ms = started.elapsed().as_millis(), "ready");
+    if let Some(period) = service::watchdog::period() {
+        tracing::info!(?period, "petting the systemd watchdog");
+        tokio::spawn(service::watchdog::run(connection.clone(), period));
+    }
 
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;

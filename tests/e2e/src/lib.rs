@@ -26,6 +26,8 @@ pub const OPERATOR_ADDR: &str = "198.18.0.1";
 pub const DEVICE_ADDR: &str = "198.18.0.2";
 /// The model the test cloud serves.
 pub const MODEL_NAME: &str = "smollm2-135m";
+/// The watchdog period every world's daemon runs with.
+pub const WATCHDOG_USEC: &str = "2000000";
 pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// IMEI the simulated modem reports.
 pub const SIM_IMEI: &str = "356938035643809";
@@ -268,6 +270,8 @@ pub struct World {
     pub cloud_url: String,
     /// From spawning aiesimd to its READY=1.
     pub ready_after: Duration,
+    /// The daemon's sd_notify socket, as systemd's: what it says after READY=1.
+    notify: UnixDatagram,
     pub profile: String,
     daemon_user: Option<&'static str>,
     device: Netns,
@@ -342,7 +346,7 @@ impl World {
                 },
             ),
         )?;
-        let (daemon, ready_after) = start_daemon(&bins, &device, &config, dir.path(), options.daemon_user)?;
+        let (daemon, ready_after, notify) = start_daemon(&bins, &device, &config, dir.path(), options.daemon_user)?;
         // READY does not wait for the modem (it opens in the background); tests do.
         wait_modem_ready(&bus_address, &daemon)?;
 
@@ -355,6 +359,7 @@ impl World {
             bus_address,
             cloud_url,
             ready_after,
+            notify,
             profile: options.profile.clone(),
             daemon_user: options.daemon_user,
             device,
@@ -508,7 +513,7 @@ impl World {
         }
         let _ = std::fs::remove_file(self.dir.path().join("notify"));
         let config = self.dir.path().join("aiesimd.toml");
-        let (daemon, ready_after) = start_daemon(
+        let (daemon, ready_after, notify) = start_daemon(
             &bin_dir(&self.profile),
             &self.device,
             &config,
@@ -517,7 +522,21 @@ impl World {
         )?;
         self.daemon = daemon;
         self.ready_after = ready_after;
+        self.notify = notify;
         wait_modem_ready(&self.bus_address, &self.daemon)
+    }
+
+    /// What the daemon told its notify socket (one string per datagram) during `window`.
+    pub fn notifications(&self, window: Duration) -> Vec<String> {
+        let until = Instant::now() + window;
+        let mut said = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < until {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        said
     }
 
     /// The daemon's resident set size, in KiB.
@@ -671,7 +690,7 @@ fn wait_modem_ready(bus_address: &str, daemon: &Proc) -> anyhow::Result<()> {
 }
 
 /// The unit's `AmbientCapabilities=`, as setpriv names them.
-const DAEMON_CAPS: &str = "+bpf,+perfmon,+net_admin,+net_raw";
+const DAEMON_CAPS: &str = "+bpf,+perfmon,+net_admin";
 
 fn start_daemon(
     bins: &Path,
@@ -679,7 +698,7 @@ fn start_daemon(
     config: &Path,
     dir: &Path,
     user: Option<&str>,
-) -> anyhow::Result<(Proc, Duration)> {
+) -> anyhow::Result<(Proc, Duration, UnixDatagram)> {
     let notify_path = dir.join("notify");
     let notify = UnixDatagram::bind(&notify_path).context("cannot bind the notify socket")?;
     // The daemon may run as another user; the directory is the test's own.
@@ -703,6 +722,8 @@ fn start_daemon(
     cmd.arg("--config")
         .arg(config)
         .env("NOTIFY_SOCKET", &notify_path)
+        // As systemd's WatchdogSec=: the daemon pets it every second while it is healthy.
+        .env("WATCHDOG_USEC", WATCHDOG_USEC)
         .env("AIESIMD_LOG", "info,aiesimd=debug");
     let started = Instant::now();
     let mut daemon = Proc::spawn("aiesimd", &mut cmd)?;
@@ -711,7 +732,7 @@ fn start_daemon(
         if let Ok(n) = notify.recv(&mut buf) {
             let msg = String::from_utf8_lossy(&buf[..n]);
             if msg.lines().any(|l| l == "READY=1") {
-                return Ok((daemon, started.elapsed()));
+                return Ok((daemon, started.elapsed(), notify));
             }
         }
         if let Some(status) = daemon.try_wait()? {

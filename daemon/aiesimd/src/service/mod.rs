@@ -13,6 +13,7 @@ mod esim;
 mod fastpath;
 mod modem;
 mod request;
+pub mod watchdog;
 
 use std::{
     collections::HashMap,
