@@ -270,7 +270,7 @@ pub struct World {
     pub cloud_url: String,
     /// From spawning aiesimd to its READY=1.
     pub ready_after: Duration,
-    /// The daemon's sd_notify socket, as systemd's: what it says after READY=1.
+    /// The daemon's `sd_notify` socket, as systemd's: what it says after `READY=1`.
     notify: UnixDatagram,
     pub profile: String,
     daemon_user: Option<&'static str>,
