@@ -167,8 +167,7 @@ fn the_activation_file_agrees_with_the_unit() {
     let value = |text: &str, key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .map(str::to_owned)
-            .unwrap_or_else(|| panic!("no {key}= in\n{text}"))
+            .map_or_else(|| panic!("no {key}= in\n{text}"), str::to_owned)
     };
     assert_eq!(value(&activation, "Name"), value(&unit, "BusName"));
     assert_eq!(value(&activation, "User"), value(&unit, "User"));
