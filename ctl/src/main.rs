@@ -110,6 +110,9 @@ enum Command {
     },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), as installed to man1/aictl.1.
+    #[command(hide = true)]
+    Manpage,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,9 +164,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "aictl", &mut std::io::stdout());
-        return Ok(ExitCode::SUCCESS);
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "aictl", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Manpage => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let connection = connect(&cli.bus).await?;
     match cli.command {
@@ -205,7 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => esim(&connection, json).await,
             Some(action) => esim_action(&connection, action).await,
         },
-        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Manpage => unreachable!("handled above"),
     }
 }
 

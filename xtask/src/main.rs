@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <setup|build|demo|test|install>`.
 
 mod demo;
+mod install;
 mod setup;
 mod world;
 
@@ -36,9 +37,12 @@ TASKS:
   bench                 Release build, then measure the daemon's core against baselines taken
                         in the same run, and print the ratios (ledger with its durable journal
                         vs in memory; commits per fsync).
-  install --destdir DIR [--release]
-                        Install binaries, the D-Bus contract, polkit actions and systemd units
-                        under DIR (a staging root for packaging).
+  install --destdir DIR [--prefix /usr] [--release] [--no-build]
+                        Lay out the install tree under DIR (a staging root for packaging):
+                        binaries, manual pages and shell completions (bash, zsh, fish) generated
+                        by the binaries, the systemd unit, sysusers.d, tmpfiles.d, the D-Bus
+                        policy, activation file and interface XML, the polkit actions, and the
+                        example configuration in /etc/aiesim.
 ";
 
 fn main() -> anyhow::Result<()> {
@@ -65,7 +69,7 @@ fn main() -> anyhow::Result<()> {
         "test" => test(),
         "fuzz" => fuzz(rest),
         "bench" => run(cargo().args(["run", "--release", "-p", "aiesimd", "--example", "bench"])),
-        "install" => install(rest),
+        "install" => install::run(&install::Options::parse(rest)?).map(drop),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
             Ok(())
@@ -129,7 +133,7 @@ fn display(cmd: &Command) -> String {
         .join(" ")
 }
 
-fn build(release: bool) -> anyhow::Result<()> {
+pub fn build(release: bool) -> anyhow::Result<()> {
     let mut c = cargo();
     c.args(["build", "--workspace", "--bins"]);
     if release {
@@ -276,85 +280,4 @@ pub fn is_root() -> bool {
                 .map(|l| l.split_whitespace().nth(1) == Some("0"))
         })
         .unwrap_or(false)
-}
-
-fn install(args: &[String]) -> anyhow::Result<()> {
-    let destdir = args
-        .iter()
-        .position(|a| a == "--destdir")
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from)
-        .context("install needs --destdir DIR")?;
-    let release = args.iter().any(|a| a == "--release");
-    build(release)?;
-    let profile = if release { "release" } else { "debug" };
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root().join("target"), PathBuf::from)
-        .join(profile);
-    let r = root();
-    let files: [(PathBuf, &str, u32); 11] = [
-        (target.join("aiesimd"), "usr/bin/aiesimd", 0o755),
-        (target.join("aictl"), "usr/bin/aictl", 0o755),
-        (
-            r.join("dbus/bus/org.aiesim.AiEsim1.conf"),
-            "usr/share/dbus-1/system.d/org.aiesim.AiEsim1.conf",
-            0o644,
-        ),
-        (
-            r.join("dbus/system-services/org.aiesim.AiEsim1.service"),
-            "usr/share/dbus-1/system-services/org.aiesim.AiEsim1.service",
-            0o644,
-        ),
-        (
-            r.join("dbus/polkit/org.aiesim.AiEsim1.policy"),
-            "usr/share/polkit-1/actions/org.aiesim.AiEsim1.policy",
-            0o644,
-        ),
-        (
-            r.join("dbus/interfaces/org.aiesim.AiEsim1.Broker.xml"),
-            "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Broker.xml",
-            0o644,
-        ),
-        (
-            r.join("dbus/interfaces/org.aiesim.AiEsim1.Request.xml"),
-            "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Request.xml",
-            0o644,
-        ),
-        (
-            r.join("dbus/interfaces/org.aiesim.AiEsim1.Modem.xml"),
-            "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Modem.xml",
-            0o644,
-        ),
-        (
-            r.join("dbus/interfaces/org.aiesim.AiEsim1.Fastpath.xml"),
-            "usr/share/dbus-1/interfaces/org.aiesim.AiEsim1.Fastpath.xml",
-            0o644,
-        ),
-        (
-            r.join("systemd/aiesimd.service"),
-            "usr/lib/systemd/system/aiesimd.service",
-            0o644,
-        ),
-        (r.join("systemd/aiesimd.toml"), "etc/aiesim/aiesimd.toml", 0o640),
-    ];
-    let extra = [
-        (
-            r.join("systemd/aiesim.sysusers.conf"),
-            "usr/lib/sysusers.d/aiesim.conf",
-            0o644,
-        ),
-        (
-            r.join("systemd/aiesim.tmpfiles.conf"),
-            "usr/lib/tmpfiles.d/aiesim.conf",
-            0o644,
-        ),
-    ];
-    for (from, to, mode) in files.into_iter().chain(extra) {
-        let dest = destdir.join(to);
-        std::fs::create_dir_all(dest.parent().expect("has a parent"))?;
-        std::fs::copy(&from, &dest).with_context(|| format!("cannot copy {} to {}", from.display(), dest.display()))?;
-        std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        println!("installed {}", dest.display());
-    }
-    Ok(())
 }

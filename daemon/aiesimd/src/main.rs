@@ -49,11 +49,31 @@ struct Args {
     /// Log filter, e.g. "info" or "aiesimd=debug" (`RUST_LOG` works too).
     #[arg(long, env = "AIESIMD_LOG", default_value = "info")]
     log: String,
+    /// Print the manual page (roff) and exit, as installed to man8/aiesimd.8.
+    #[arg(long, hide = true)]
+    print_manpage: bool,
+    /// Print a completion script for this shell and exit.
+    #[arg(long, hide = true, value_name = "SHELL")]
+    print_completions: Option<clap_complete::Shell>,
 }
 
 fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let args = Args::parse();
+    if args.print_manpage {
+        let man = clap_mangen::Man::new(<Args as clap::CommandFactory>::command()).section("8");
+        man.render(&mut std::io::stdout())?;
+        return Ok(());
+    }
+    if let Some(shell) = args.print_completions {
+        clap_complete::generate(
+            shell,
+            &mut <Args as clap::CommandFactory>::command(),
+            "aiesimd",
+            &mut std::io::stdout(),
+        );
+        return Ok(());
+    }
     let mut config = Config::load_or_default(&args.config).map_err(|e| anyhow::anyhow!(chain(&e)))?;
     if let Some(bus) = &args.bus {
         config.bus = Bus::from_arg(bus);

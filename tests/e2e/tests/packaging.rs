@@ -177,3 +177,111 @@ fn the_activation_file_agrees_with_the_unit() {
         "the daemon pets a watchdog, so the unit asks for one"
     );
 }
+
+/// `cargo xtask install` lays out every file a package needs, with its mode, and what it
+/// generates works with the tools that read it: man renders the pages, bash loads the
+/// completion, and the unit starts the daemon from the prefix.
+#[test]
+fn the_install_tree_has_every_file_and_they_work() {
+    let test = "the_install_tree_has_every_file_and_they_work";
+    let xtask = bin_dir("debug").join("xtask");
+    if skip_if_missing(test, (!xtask.exists()).then(|| "xtask is not built".to_owned())) || daemon(test).is_none() {
+        return;
+    }
+    let dest = tempfile::tempdir().unwrap();
+    let out = Command::new(&xtask)
+        .args(["install", "--no-build", "--prefix", "/opt/aiesim", "--destdir"])
+        .arg(dest.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let mut files: Vec<String> = walk(dest.path())
+        .into_iter()
+        .map(|p| p.strip_prefix(dest.path()).unwrap().display().to_string())
+        .collect();
+    files.sort();
+    let mut expected: Vec<String> = [
+        "etc/aiesim/aiesimd.toml",
+        "opt/aiesim/bin/aictl",
+        "opt/aiesim/bin/aiesimd",
+        "opt/aiesim/lib/systemd/system/aiesimd.service",
+        "opt/aiesim/lib/sysusers.d/aiesim.conf",
+        "opt/aiesim/lib/tmpfiles.d/aiesim.conf",
+        "opt/aiesim/share/bash-completion/completions/aictl",
+        "opt/aiesim/share/bash-completion/completions/aiesimd",
+        "opt/aiesim/share/dbus-1/system-services/org.aiesim.AiEsim1.service",
+        "opt/aiesim/share/dbus-1/system.d/org.aiesim.AiEsim1.conf",
+        "opt/aiesim/share/fish/vendor_completions.d/aictl.fish",
+        "opt/aiesim/share/fish/vendor_completions.d/aiesimd.fish",
+        "opt/aiesim/share/man/man1/aictl.1",
+        "opt/aiesim/share/man/man8/aiesimd.8",
+        "opt/aiesim/share/polkit-1/actions/org.aiesim.AiEsim1.policy",
+        "opt/aiesim/share/zsh/vendor-completions/_aictl",
+        "opt/aiesim/share/zsh/vendor-completions/_aiesimd",
+    ]
+    .map(str::to_owned)
+    .into();
+    // Every interface of the contract is installed.
+    for xml in std::fs::read_dir(repo_root().join("dbus/interfaces")).unwrap() {
+        let name = xml.unwrap().file_name().to_string_lossy().into_owned();
+        expected.push(format!("opt/aiesim/share/dbus-1/interfaces/{name}"));
+    }
+    expected.sort();
+    assert_eq!(files, expected);
+
+    let mode = |path: &str| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dest.path().join(path)).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(mode("opt/aiesim/bin/aiesimd"), 0o755);
+    assert_eq!(
+        mode("etc/aiesim/aiesimd.toml"),
+        0o640,
+        "the configuration is not world-readable"
+    );
+    assert_eq!(mode("opt/aiesim/share/man/man1/aictl.1"), 0o644);
+
+    let unit = std::fs::read_to_string(dest.path().join("opt/aiesim/lib/systemd/system/aiesimd.service")).unwrap();
+    assert!(unit.contains("ExecStart=/opt/aiesim/bin/aiesimd "), "{unit}");
+
+    if tool(test, "man") {
+        for (page, says) in [("man1/aictl.1", "aictl"), ("man8/aiesimd.8", "aiesimd")] {
+            let out = Command::new("man")
+                .arg("-l")
+                .arg(dest.path().join("opt/aiesim/share/man").join(page))
+                .env("MANPAGER", "cat")
+                .env("MANWIDTH", "80")
+                .output()
+                .unwrap();
+            let page_text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "{}", text(&out));
+            assert!(
+                page_text.contains("SYNOPSIS") && page_text.contains(says),
+                "{page_text}"
+            );
+        }
+    }
+    if tool(test, "bash") {
+        let completion = dest.path().join("opt/aiesim/share/bash-completion/completions/aictl");
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("source {} && complete -p aictl", completion.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("aictl"), "{}", text(&out));
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
