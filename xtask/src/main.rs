@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <setup|build|demo|test|install>`.
 
+mod deb;
 mod demo;
 mod install;
 mod setup;
@@ -37,6 +38,11 @@ TASKS:
   bench                 Release build, then measure the daemon's core against baselines taken
                         in the same run, and print the ratios (ledger with its durable journal
                         vs in memory; commits per fsync).
+  deb [--out DIR] [--debug] [--no-build]
+                        A Debian package (dpkg-deb) of the install tree with the /usr prefix:
+                        the configuration is a conffile; postinst creates the users and the
+                        state directory (systemd-sysusers, systemd-tmpfiles) and reloads the bus;
+                        purge removes /var/lib/aiesim. Written to target/deb by default.
   install --destdir DIR [--prefix /usr] [--release] [--no-build]
                         Lay out the install tree under DIR (a staging root for packaging):
                         binaries, manual pages and shell completions (bash, zsh, fish) generated
@@ -69,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         "test" => test(),
         "fuzz" => fuzz(rest),
         "bench" => run(cargo().args(["run", "--release", "-p", "aiesimd", "--example", "bench"])),
+        "deb" => deb::run(rest).map(drop),
         "install" => install::run(&install::Options::parse(rest)?).map(drop),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
@@ -116,6 +123,15 @@ fn without_cargo_run_env(c: &mut Command) {
 }
 
 /// Runs a command, echoing it first, and fails if it fails.
+/// What a command printed, or why it failed.
+pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {}", display(cmd));
     let status = cmd.status().with_context(|| format!("cannot run {}", display(cmd)))?;

@@ -4,7 +4,7 @@ use std::{process::Command, thread::sleep, time::Duration};
 
 use anyhow::{Context as _, bail};
 
-use crate::root;
+use crate::{output, root};
 
 /// Debian packages, except the LLVM development package, whose major version must match the
 /// LLVM of rustc-web and is read from it once installed.
@@ -141,12 +141,4 @@ fn rustc_web_llvm_major() -> anyhow::Result<String> {
         .and_then(|v| v.split('.').next())
         .context("/usr/bin/rustc -vV names no LLVM version")?;
     Ok(llvm.to_owned())
-}
-
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

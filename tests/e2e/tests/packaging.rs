@@ -285,3 +285,98 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// `cargo xtask deb` makes a package that dpkg installs (users, state directory, conffile,
+/// man pages) and purges without a trace. Needs root and a machine without the package.
+#[test]
+fn the_deb_installs_and_purges_cleanly() {
+    let test = "the_deb_installs_and_purges_cleanly";
+    let xtask = bin_dir("debug").join("xtask");
+    if skip_if_missing(test, (!xtask.exists()).then(|| "xtask is not built".to_owned()))
+        || !tool(test, "dpkg-deb")
+        || !tool(test, "systemd-sysusers")
+        || daemon(test).is_none()
+    {
+        return;
+    }
+    let root = nix::unistd::Uid::effective().is_root();
+    let installed = Command::new("dpkg")
+        .args(["-s", "aiesim"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    let why = if !root {
+        Some("installing a package needs root".to_owned())
+    } else if installed {
+        Some("the aiesim package is installed on this machine; the test would remove it".to_owned())
+    } else {
+        None
+    };
+    if skip_if_missing(test, why) {
+        return;
+    }
+    let had_user = nix::unistd::User::from_name("aiesim").unwrap().is_some();
+    let had_group = nix::unistd::Group::from_name("aiesim-apps").unwrap().is_some();
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(&xtask)
+        .args(["deb", "--debug", "--no-build", "--out"])
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let deb = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("a .deb was built");
+    let contents = Command::new("dpkg-deb").arg("-c").arg(&deb).output().unwrap();
+    let shipped: Vec<String> = String::from_utf8_lossy(&contents.stdout)
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| l.split_whitespace().last())
+        .map(|p| p.trim_start_matches('.').to_owned())
+        .collect();
+    assert!(shipped.contains(&"/usr/bin/aiesimd".to_owned()), "{shipped:?}");
+
+    let install = Command::new("dpkg").arg("-i").arg(&deb).output().unwrap();
+    let result = std::panic::catch_unwind(|| {
+        assert!(install.status.success(), "{}", text(&install));
+        let version = Command::new("/usr/bin/aiesimd").arg("--version").output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&version.stdout).starts_with("aiesimd "),
+            "{}",
+            text(&version)
+        );
+        let state = std::fs::metadata("/var/lib/aiesim").expect("postinst made the state directory");
+        let user = nix::unistd::User::from_name("aiesim")
+            .unwrap()
+            .expect("postinst made the user");
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&state), user.uid.as_raw());
+        assert!(nix::unistd::Group::from_name("aiesim-apps").unwrap().is_some());
+        let config = std::fs::metadata("/etc/aiesim/aiesimd.toml").unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::gid(&config), user.gid.as_raw());
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&config.permissions()) & 0o777,
+            0o640
+        );
+        let verify = Command::new("dpkg").args(["--verify", "aiesim"]).output().unwrap();
+        assert!(verify.status.success() && verify.stdout.is_empty(), "{}", text(&verify));
+    });
+    let purge = Command::new("dpkg").args(["--purge", "aiesim"]).output().unwrap();
+    let left: Vec<&String> = shipped.iter().filter(|p| std::path::Path::new(p).exists()).collect();
+    let state_left = std::path::Path::new("/var/lib/aiesim").exists();
+    if !had_user {
+        let _ = Command::new("userdel").arg("aiesim").status();
+    }
+    if !had_group {
+        let _ = Command::new("groupdel").arg("aiesim-apps").status();
+    }
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    assert!(purge.status.success(), "{}", text(&purge));
+    assert!(left.is_empty(), "left behind after purge: {left:?}");
+    assert!(!state_left, "purge removes the state directory");
+}
