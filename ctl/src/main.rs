@@ -1,5 +1,8 @@
 //! aictl: the command line for the aiesim daemon.
 
+mod chat;
+mod watch;
+
 use aiesim_dbus::ChatDict as _;
 use std::{fmt::Write as _, io::Write as _, process::ExitCode};
 
@@ -108,6 +111,36 @@ enum Command {
         #[command(subcommand)]
         action: Option<EsimAction>,
     },
+    /// Talk with the cloud AI: each line read is a turn, answered in the context of the
+    /// session's earlier turns (kept for this session only). /reset forgets them; /quit or
+    /// end of input ends. Exit status 1 if any turn failed.
+    Chat {
+        /// Model to ask for (default: the chosen endpoint's first model).
+        #[arg(long)]
+        model: Option<String>,
+        /// Most tokens per answer (default and cap set by the daemon).
+        #[arg(long)]
+        max_tokens: Option<u32>,
+        /// A system message to put first in every request.
+        #[arg(long)]
+        system: Option<String>,
+        /// Print only the answers, not the usage lines on stderr.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print the daemon's state changes as they happen (PropertiesChanged of every object:
+    /// modem, eSIM, fast path, budgets, requests), one line each, until Ctrl-C.
+    ///
+    /// With --json, one document per line: {"path", "interface", "changed": {property:
+    /// value}, "invalidated": [property]}.
+    Watch {
+        /// Print JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many changes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff), as installed to man1/aictl.1.
@@ -215,6 +248,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => esim(&connection, json).await,
             Some(action) => esim_action(&connection, action).await,
         },
+        Command::Chat {
+            model,
+            max_tokens,
+            system,
+            quiet,
+        } => {
+            let options = chat::Options {
+                model,
+                max_tokens,
+                system,
+                quiet,
+            };
+            chat::run(&connection, options).await
+        }
+        Command::Watch { json, count } => watch::run(&connection, json, count).await,
         Command::Completions { .. } | Command::Manpage => unreachable!("handled above"),
     }
 }
@@ -316,6 +364,25 @@ async fn status(connection: &Connection, json: bool) -> anyhow::Result<ExitCode>
 }
 
 async fn ask(connection: &Connection, options: &ChatOptions, quiet: bool) -> anyhow::Result<ExitCode> {
+    Ok(match stream_answer(connection, options, quiet).await? {
+        Answer::Done(_) => ExitCode::SUCCESS,
+        Answer::Failed => ExitCode::FAILURE,
+        Answer::Cancelled => ExitCode::from(130),
+    })
+}
+
+/// How a streamed answer ended.
+enum Answer {
+    /// The whole answer's text.
+    Done(String),
+    /// The daemon said why on stderr.
+    Failed,
+    /// Ctrl-C.
+    Cancelled,
+}
+
+/// Asks, printing the answer as it streams and the usage (unless `quiet`) at the end.
+async fn stream_answer(connection: &Connection, options: &ChatOptions, quiet: bool) -> anyhow::Result<Answer> {
     let broker = BrokerProxy::new(connection).await?;
     let (_path, fd) = broker
         .chat(options.to_chat_dict())
@@ -325,11 +392,12 @@ async fn ask(connection: &Connection, options: &ChatOptions, quiet: bool) -> any
     stream.set_nonblocking(true)?;
     let mut lines = BufReader::new(tokio::net::UnixStream::from_std(stream)?).lines();
     let mut stdout = std::io::stdout().lock();
+    let mut answer = String::new();
     // Ctrl-C drops the stream, which tells the daemon to cancel.
     loop {
         let line = tokio::select! {
             l = lines.next_line() => l.context("the answer stream broke")?,
-            _ = tokio::signal::ctrl_c() => { eprintln!("\naictl: cancelled"); return Ok(ExitCode::from(130)); }
+            _ = tokio::signal::ctrl_c() => { eprintln!("\naictl: cancelled"); return Ok(Answer::Cancelled); }
         };
         let Some(line) = line else {
             bail!("the daemon closed the stream without a final event")
@@ -338,6 +406,7 @@ async fn ask(connection: &Connection, options: &ChatOptions, quiet: bool) -> any
             StreamEvent::Delta { text } => {
                 stdout.write_all(text.as_bytes())?;
                 stdout.flush()?;
+                answer.push_str(&text);
             }
             StreamEvent::Done {
                 usage,
@@ -352,13 +421,13 @@ async fn ask(connection: &Connection, options: &ChatOptions, quiet: bool) -> any
                         usage.prompt_tokens, usage.completion_tokens
                     );
                 }
-                return Ok(ExitCode::SUCCESS);
+                return Ok(Answer::Done(answer));
             }
             StreamEvent::Error { name, message } => {
                 writeln!(stdout)?;
                 let short = name.rsplit('.').next().unwrap_or(&name).to_owned();
                 eprintln!("aictl: {short}: {message}");
-                return Ok(ExitCode::FAILURE);
+                return Ok(Answer::Failed);
             }
         }
     }
