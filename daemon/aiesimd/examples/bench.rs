@@ -16,7 +16,7 @@ fn budgets() -> Budgets {
     Budgets {
         app_tokens: u64::MAX / 4,
         device_tokens: u64::MAX / 4,
-        offline_tokens: None,
+        ..Budgets::default()
     }
 }
 

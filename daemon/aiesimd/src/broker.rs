@@ -29,7 +29,8 @@ impl BrokerError {
     pub fn name(&self) -> ErrorName {
         match self {
             Self::Budget(LedgerError::CardFault(_)) => ErrorName::EsimError,
-            Self::Budget(LedgerError::DebitTooLarge { .. }) => ErrorName::InvalidArgument,
+            Self::Budget(LedgerError::DebitTooLarge { .. } | LedgerError::Policy(_)) => ErrorName::InvalidArgument,
+            Self::Budget(LedgerError::RateLimited { .. }) => ErrorName::RateLimited,
             Self::Budget(LedgerError::Journal(_) | LedgerError::Open(_) | LedgerError::Corrupt { .. }) => {
                 ErrorName::Failed
             }
@@ -452,7 +453,7 @@ mod tests {
             Ledger::in_memory(crate::ledger::Budgets {
                 app_tokens: 1_000,
                 device_tokens: 10_000,
-                offline_tokens: None,
+                ..crate::ledger::Budgets::default()
             }),
             Router::new(&endpoints, ManualClock::default(), Duration::from_secs(30)),
             Limits {
