@@ -694,10 +694,10 @@ impl State {
                 self.rates.remove(name);
                 continue;
             };
-            let bucket = self
-                .rates
-                .entry(name.to_owned())
-                .or_insert_with(|| TokenBucket::new(per_minute, now));
+            if !self.rates.contains_key(name) {
+                self.rates.insert(name.to_owned(), TokenBucket::new(per_minute, now));
+            }
+            let bucket = self.rates.get_mut(name).expect("inserted above");
             if bucket.per_minute() != per_minute {
                 bucket.set_per_minute(per_minute, now);
             }
@@ -886,13 +886,14 @@ impl Ledger {
     ) -> Result<Reservation, LedgerError> {
         let budgets = self.0.budgets;
         let calendar = &self.0.calendar;
-        let instant = calendar.clock().now();
+        // Read outside the lock: a time zone lookup is not the ledger's critical section.
+        let (instant, today) = (calendar.clock().now(), calendar.now());
         let mut s = self.lock();
         if let Some(failed) = &s.failed {
             return Err(LedgerError::Journal(failed.clone()));
         }
         // Never earlier than a window already used: a clock stepped back reopens nothing.
-        let windows = calendar.now().latest(s.latest());
+        let windows = today.latest(s.latest());
         // An app inside a user's tree also spends from that user's account.
         s.free(&budgets, calendar, app, windows, amount)?;
         if let Some(card) = &s.card {
@@ -966,12 +967,12 @@ impl Ledger {
             return (0, None);
         };
         let (charged, debit) = (commit.charged, commit.debit);
-        if let Some(open) = s.open.get(&id) {
+        let State { open, rates, .. } = &mut *s;
+        if let Some(open) = open.get(&id).filter(|_| !rates.is_empty()) {
             // What the request reserved and did not use counts against no rate.
-            let (app, unused) = (open.app.clone(), open.amount - charged);
-            for name in accounts(&app) {
-                if let Some(bucket) = s.rates.get_mut(name) {
-                    bucket.give_back(unused);
+            for name in accounts(&open.app) {
+                if let Some(bucket) = rates.get_mut(name) {
+                    bucket.give_back(open.amount - charged);
                 }
             }
         }
