@@ -128,7 +128,8 @@ enum EsimAction {
 
 #[derive(Debug, Subcommand)]
 enum BudgetAction {
-    /// Every app that has spent or holds tokens (administrators: root or polkit manage-budgets).
+    /// Every app that has spent, holds tokens or has limits set (administrators: root or polkit
+    /// manage-budgets).
     List,
     /// Redeem an operator voucher (hex) on the eSIM's token account, as `aictl esim top-up`.
     TopUp { voucher: String },

@@ -110,17 +110,8 @@ fn busctl_set(world: &World, app: &str, policy: &[&str]) -> std::process::Output
         .expect("busctl runs")
 }
 
-#[tokio::test]
-async fn an_administrators_set_applies_at_once_and_bad_policies_change_nothing() {
-    if skip_unless_ready("an_administrators_set_applies_at_once_and_bad_policies_change_nothing") {
-        return;
-    }
-    let world = World::start(&WorldOptions {
-        budget_config: "timezone = \"Europe/Paris\"".into(),
-        ..WorldOptions::default()
-    })
-    .unwrap();
-    // Bad policies: each refused by name with InvalidArgument, none applied.
+/// Bad policies through busctl: each refused by name (as `InvalidArgument`), none applied.
+fn refuses_bad_policies(world: &World) {
     for (policy, said) in [
         (&["1", "weekly", "t", "5"][..], "unknown policy key \"weekly\""),
         (
@@ -137,12 +128,25 @@ async fn an_administrators_set_applies_at_once_and_bad_policies_change_nothing()
         ),
         (&["0"][..], "the policy is empty"),
     ] {
-        let out = busctl_set(&world, "uid-0", policy);
+        let out = busctl_set(world, "uid-0", policy);
         assert!(!out.status.success(), "{policy:?} was accepted");
         assert!(text(&out).contains(said), "{policy:?}: {}", text(&out));
     }
-    let out = busctl_set(&world, "not an app", &["1", "daily", "t", "5"]);
+    let out = busctl_set(world, "not an app", &["1", "daily", "t", "5"]);
     assert!(text(&out).contains("is not an app id"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn an_administrators_set_applies_at_once_and_bad_policies_change_nothing() {
+    if skip_unless_ready("an_administrators_set_applies_at_once_and_bad_policies_change_nothing") {
+        return;
+    }
+    let mut world = World::start(&WorldOptions {
+        budget_config: "timezone = \"Europe/Paris\"".into(),
+        ..WorldOptions::default()
+    })
+    .unwrap();
+    refuses_bad_policies(&world);
     let mine = world.aictl_json(&["budget"]);
     assert!(mine.get("daily_limit").is_none(), "nothing was applied: {mine:#}");
     assert_eq!(mine["timezone"], "Europe/Paris", "{mine:#}");
@@ -197,6 +201,27 @@ async fn an_administrators_set_applies_at_once_and_bad_policies_change_nothing()
         .expect("a small request fits the rate");
     let human = world.aictl().args(["budget"]).output().unwrap();
     assert!(text(&human).contains("50 tokens a minute"), "{}", text(&human));
+
+    // The policy and the day's spend are journalled: a restart keeps both.
+    let before = world.aictl_json(&["budget"]);
+    drop((broker, app));
+    world.restart_daemon(false).unwrap();
+    let after = world.aictl_json(&["budget"]);
+    assert_eq!(after["per_minute"], 50, "{after:#}");
+    assert!(after.get("daily_limit").is_none(), "{after:#}");
+    assert_eq!(after["spent"], before["spent"], "{after:#}");
+    let app = world.connect().await.unwrap();
+    let broker = aiesim_dbus::proxy::BrokerProxy::new(&app).await.unwrap();
+    let big = std::collections::HashMap::from([("max_tokens".to_owned(), zbus::OwnedVariant::from(200u32))]);
+    assert!(
+        broker
+            .ask("Say hi.", big)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("RateLimited"),
+        "the rate applies after the restart"
+    );
 
     // Bad input from aictl is refused the same way.
     let out = world
