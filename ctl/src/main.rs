@@ -80,12 +80,15 @@ enum Command {
         #[command(subcommand)]
         action: Option<ModemAction>,
     },
-    /// Show this caller's token budget, every app's (`list`, administrators), or top up the
-    /// eSIM's token account (`top-up`, administrators).
+    /// Show this caller's token budget, every app's (`list`, administrators), change an app's
+    /// limits (`set`, administrators), or top up the eSIM's token account (`top-up`,
+    /// administrators).
     ///
     /// With --json: {"app", "limit", "spent", "reserved", "available", "in_flight",
-    /// "device_available"}; `list --json`: [{"app", "limit", "spent", "reserved", "available",
-    /// "in_flight"}].
+    /// "device_available", "timezone"}, and with a daily budget "daily_limit", "daily_spent",
+    /// "daily_reserved", "daily_available", "daily_ends" (the same with "monthly_"), with a
+    /// rate limit "per_minute", "per_minute_available"; `list --json` and `set --json`: the
+    /// same per app without "device_available" (a list for `list`).
     Budget {
         /// Print JSON instead of text.
         #[arg(long, global = true)]
@@ -161,10 +164,31 @@ enum EsimAction {
 
 #[derive(Debug, Subcommand)]
 enum BudgetAction {
-    /// Every app that has spent or holds tokens (administrators: root or polkit manage-budgets).
+    /// Every app that has spent, holds tokens or has limits set (administrators: root or polkit
+    /// manage-budgets).
     List,
     /// Redeem an operator voucher (hex) on the eSIM's token account, as `aictl esim top-up`.
     TopUp { voucher: String },
+    /// Change APP's limits (administrators: root or polkit manage-budgets); APP as `list`
+    /// shows it, `uid-N` for all of a user's apps. Takes effect at once, survives restarts.
+    Set {
+        app: String,
+        /// Tokens per local day (0 refuses every request).
+        #[arg(long)]
+        daily: Option<u64>,
+        /// Tokens per local month.
+        #[arg(long)]
+        monthly: Option<u64>,
+        /// Tokens per minute, a rate (at least 1).
+        #[arg(long)]
+        per_minute: Option<u64>,
+        /// Tokens over the app's lifetime.
+        #[arg(long)]
+        total: Option<u64>,
+        /// Return a limit to the configured default: `daily`, `monthly`, `per_minute` or `total`.
+        #[arg(long, value_name = "KEY")]
+        clear: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -809,22 +833,7 @@ async fn budget(connection: &Connection, as_json: bool, action: Option<BudgetAct
         eprintln!("aictl: {}", describe(e));
         Ok(ExitCode::FAILURE)
     };
-    let row = |d: &serde_json::Map<String, serde_json::Value>| {
-        let n = |k: &str| d.get(k).map(ToString::to_string).unwrap_or_default();
-        format!(
-            "{:<32} {:>10} {:>10} {:>10} {:>10} {:>5}",
-            d.get("app").and_then(|a| a.as_str()).unwrap_or_default(),
-            n("limit"),
-            n("spent"),
-            n("reserved"),
-            n("available"),
-            n("in_flight")
-        )
-    };
-    let header = format!(
-        "{:<32} {:>10} {:>10} {:>10} {:>10} {:>5}",
-        "app", "limit", "spent", "reserved", "available", "busy"
-    );
+    let header = budget_header();
     match action {
         None => match proxy.get_mine().await {
             Ok(mine) => {
@@ -832,7 +841,7 @@ async fn budget(connection: &Connection, as_json: bool, action: Option<BudgetAct
                 if as_json {
                     println!("{:#}", serde_json::Value::from(doc));
                 } else {
-                    println!("{header}\n{}", row(&doc));
+                    println!("{header}\n{}{}", budget_row(&doc), budget_limits(&doc));
                     if let Some(device) = doc.get("device_available") {
                         println!("the device may spend {device} more tokens");
                     }
@@ -850,7 +859,7 @@ async fn budget(connection: &Connection, as_json: bool, action: Option<BudgetAct
                 } else {
                     println!("{header}");
                     for d in &docs {
-                        println!("{}", row(d));
+                        println!("{}{}", budget_row(d), budget_limits(d));
                     }
                 }
                 Ok(ExitCode::SUCCESS)
@@ -858,6 +867,112 @@ async fn budget(connection: &Connection, as_json: bool, action: Option<BudgetAct
             Err(e) => fail(&e),
         },
         Some(BudgetAction::TopUp { voucher }) => esim_action(connection, EsimAction::TopUp { voucher }).await,
+        Some(BudgetAction::Set {
+            app,
+            daily,
+            monthly,
+            per_minute,
+            total,
+            clear,
+        }) => {
+            let policy = [
+                ("daily", daily),
+                ("monthly", monthly),
+                ("per_minute", per_minute),
+                ("total", total),
+            ];
+            budget_set(&proxy, as_json, &app, policy, clear).await
+        }
+    }
+}
+
+/// `aictl budget set`: the policy as `Budget.Set` takes it, then the app's budget as `List`
+/// shows it.
+async fn budget_set(
+    proxy: &aiesim_dbus::proxy::BudgetProxy<'_>,
+    as_json: bool,
+    app: &str,
+    limits: [(&str, Option<u64>); 4],
+    clear: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let fail = |e: &zbus::Error| {
+        eprintln!("aictl: {}", describe(e));
+        Ok(ExitCode::FAILURE)
+    };
+    let mut policy: HashMap<String, OwnedValue> = limits
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_owned(), OwnedValue::from(v?))))
+        .collect();
+    if !clear.is_empty() {
+        let keys = zbus::Variant::from(clear).try_into_owned()?;
+        policy.insert("clear".to_owned(), keys);
+    }
+    if let Err(e) = proxy.set(app, policy).await {
+        return fail(&e);
+    }
+    let doc = match proxy.list().await {
+        Ok(all) => all
+            .iter()
+            .map(dict_json)
+            .find(|d| d.get("app").and_then(|a| a.as_str()) == Some(app)),
+        Err(e) => return fail(&e),
+    };
+    let doc = doc.unwrap_or_else(|| serde_json::Map::from_iter([("app".to_owned(), app.into())]));
+    if as_json {
+        println!("{:#}", serde_json::Value::from(doc));
+    } else {
+        println!("{}\n{}{}", budget_header(), budget_row(&doc), budget_limits(&doc));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn budget_header() -> String {
+    format!(
+        "{:<32} {:>10} {:>10} {:>10} {:>10} {:>5}",
+        "app", "limit", "spent", "reserved", "available", "busy"
+    )
+}
+
+fn budget_row(d: &serde_json::Map<String, serde_json::Value>) -> String {
+    let n = |k: &str| d.get(k).map(ToString::to_string).unwrap_or_default();
+    format!(
+        "{:<32} {:>10} {:>10} {:>10} {:>10} {:>5}",
+        d.get("app").and_then(|a| a.as_str()).unwrap_or_default(),
+        n("limit"),
+        n("spent"),
+        n("reserved"),
+        n("available"),
+        n("in_flight")
+    )
+}
+
+/// The calendar budgets and the rate, on a line of their own when an app has any.
+fn budget_limits(d: &serde_json::Map<String, serde_json::Value>) -> String {
+    let n = |k: &str| d.get(k).map(ToString::to_string).unwrap_or_default();
+    let mut parts = Vec::new();
+    for period in ["daily", "monthly"] {
+        if d.contains_key(&format!("{period}_limit")) {
+            parts.push(format!(
+                "{period} {} of {} left until {}",
+                n(&format!("{period}_available")),
+                n(&format!("{period}_limit")),
+                d.get(&format!("{period}_ends"))
+                    .and_then(|e| e.as_str())
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    if d.contains_key("per_minute") {
+        parts.push(format!(
+            "{} tokens a minute ({} now)",
+            n("per_minute"),
+            n("per_minute_available")
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("\n{:<32} {}", "", parts.join("; "))
     }
 }
 

@@ -36,6 +36,10 @@ pub trait Budget {
     /// Every app's budget (administrators).
     fn list(&self) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
 
+    /// Changes an app's limits: `total`, `daily`, `monthly`, `per_minute` (t), `clear` (as)
+    /// (administrators).
+    fn set(&self, app: &str, policy: HashMap<String, OwnedValue>) -> zbus::Result<()>;
+
     /// Redeems an operator voucher on the eSIM (administrators).
     fn top_up(&self, voucher: &[u8]) -> zbus::Result<HashMap<String, OwnedValue>>;
 

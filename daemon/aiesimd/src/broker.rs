@@ -19,6 +19,8 @@ use crate::{
 pub enum BrokerError {
     #[error("the token budget does not cover this request")]
     Budget(#[source] LedgerError),
+    #[error("the rate limit does not admit this request now")]
+    Rate(#[source] LedgerError),
     #[error("no endpoint can take this request")]
     Route(#[source] RouterError),
     #[error("app \"{app}\" already has {limit} requests in flight")]
@@ -26,14 +28,23 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// The ledger's refusal: a rate to wait for, or a budget that is spent.
+    fn refused(e: LedgerError) -> Self {
+        match e {
+            LedgerError::RateLimited { .. } => Self::Rate(e),
+            e => Self::Budget(e),
+        }
+    }
+
     pub fn name(&self) -> ErrorName {
         match self {
             Self::Budget(LedgerError::CardFault(_)) => ErrorName::EsimError,
-            Self::Budget(LedgerError::DebitTooLarge { .. }) => ErrorName::InvalidArgument,
+            Self::Budget(LedgerError::DebitTooLarge { .. } | LedgerError::Policy(_)) => ErrorName::InvalidArgument,
             Self::Budget(LedgerError::Journal(_) | LedgerError::Open(_) | LedgerError::Corrupt { .. }) => {
                 ErrorName::Failed
             }
             Self::Budget(_) => ErrorName::BudgetExceeded,
+            Self::Rate(_) => ErrorName::RateLimited,
             Self::Route(_) => ErrorName::NoEndpoint,
             Self::InFlight { .. } => ErrorName::LimitExceeded,
         }
@@ -173,7 +184,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                 route.price_per_1k,
                 request_digest(&route, &request),
             )
-            .map_err(BrokerError::Budget)?;
+            .map_err(BrokerError::refused)?;
         Ok(Admitted {
             reservation,
             route,
@@ -452,7 +463,7 @@ mod tests {
             Ledger::in_memory(crate::ledger::Budgets {
                 app_tokens: 1_000,
                 device_tokens: 10_000,
-                offline_tokens: None,
+                ..crate::ledger::Budgets::default()
             }),
             Router::new(&endpoints, ManualClock::default(), Duration::from_secs(30)),
             Limits {

@@ -259,10 +259,19 @@ impl CloudConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BudgetConfig {
-    /// Tokens each app may spend until topped up.
+    /// Tokens each app may spend over its lifetime (`Budget.Set` may change it per app).
     pub app_tokens: u64,
-    /// Tokens the whole device may spend (the eSIM account's balance stands in for this later).
+    /// Tokens the whole device may spend over its lifetime.
     pub device_tokens: u64,
+    /// Tokens each app may spend per local day / month, and per minute (a rate); unset: none.
+    pub app_daily_tokens: Option<u64>,
+    pub app_monthly_tokens: Option<u64>,
+    pub app_tokens_per_minute: Option<u64>,
+    /// Tokens the whole device may spend per local day / month; unset: none.
+    pub device_daily_tokens: Option<u64>,
+    pub device_monthly_tokens: Option<u64>,
+    /// The time zone days and months are counted in (`Europe/Paris`); empty: the system's.
+    pub timezone: String,
     /// Completion tokens reserved when a request names no `max_tokens`.
     pub default_max_tokens: u32,
     /// Largest `max_tokens` a request may ask for; larger asks are clamped.
@@ -276,11 +285,38 @@ pub struct BudgetConfig {
 }
 
 impl BudgetConfig {
+    /// The time zone and the calendar and rate limits.
+    fn validate(&self) -> Result<(), ConfigError> {
+        use crate::ledger::{policy::Key, window::Calendar};
+        let b = self;
+        if let Err(e) = Calendar::zone(&b.timezone) {
+            return Err(ConfigError::Invalid(format!("budget.timezone: {e}")));
+        }
+        let limits = [
+            ("app_daily_tokens", b.app_daily_tokens, Key::Daily),
+            ("app_monthly_tokens", b.app_monthly_tokens, Key::Monthly),
+            ("app_tokens_per_minute", b.app_tokens_per_minute, Key::PerMinute),
+            ("device_daily_tokens", b.device_daily_tokens, Key::Daily),
+            ("device_monthly_tokens", b.device_monthly_tokens, Key::Monthly),
+        ];
+        for (key, value, kind) in limits {
+            if let Some(Err(e)) = value.map(|v| kind.check(v)) {
+                return Err(ConfigError::Invalid(format!("budget.{key}: {e}")));
+            }
+        }
+        Ok(())
+    }
+
     pub fn budgets(&self) -> crate::ledger::Budgets {
         crate::ledger::Budgets {
             app_tokens: self.app_tokens,
             device_tokens: self.device_tokens,
             offline_tokens: self.offline_tokens,
+            app_daily: self.app_daily_tokens,
+            app_monthly: self.app_monthly_tokens,
+            app_per_minute: self.app_tokens_per_minute,
+            device_daily: self.device_daily_tokens,
+            device_monthly: self.device_monthly_tokens,
         }
     }
 }
@@ -290,6 +326,12 @@ impl Default for BudgetConfig {
         Self {
             app_tokens: 100_000,
             device_tokens: 1_000_000,
+            app_daily_tokens: None,
+            app_monthly_tokens: None,
+            app_tokens_per_minute: None,
+            device_daily_tokens: None,
+            device_monthly_tokens: None,
+            timezone: String::new(),
             default_max_tokens: 256,
             max_tokens_cap: 2_048,
             journal: PathBuf::from(DEFAULT_JOURNAL),
@@ -416,6 +458,7 @@ impl Config {
                 b.default_max_tokens, b.max_tokens_cap
             ));
         }
+        b.validate()?;
         if !(b.journal.as_os_str().is_empty() || b.journal.is_absolute()) {
             return invalid(format!(
                 "budget.journal must be an absolute path or empty, not \"{}\"",
@@ -595,6 +638,32 @@ mod tests {
 
         let e = parse("[budget]\ndefault_max_tokens = 5000").unwrap_err();
         assert!(e.to_string().contains("default_max_tokens"), "{e}");
+    }
+
+    #[test]
+    fn calendar_budgets_and_the_time_zone_are_read_and_checked() {
+        let c = parse(
+            "[budget]\ntimezone = \"Europe/Paris\"\napp_daily_tokens = 500\napp_monthly_tokens = 9000\napp_tokens_per_minute = 60\ndevice_daily_tokens = 2000",
+        )
+        .unwrap();
+        let b = c.budget.budgets();
+        assert_eq!(
+            (
+                b.app_daily,
+                b.app_monthly,
+                b.app_per_minute,
+                b.device_daily,
+                b.device_monthly
+            ),
+            (Some(500), Some(9000), Some(60), Some(2000), None)
+        );
+        assert_eq!(c.budget.timezone, "Europe/Paris");
+        let e = parse("[budget]\ntimezone = \"Europe/Atlantis\"").unwrap_err();
+        assert!(e.to_string().contains("budget.timezone: \"Europe/Atlantis\""), "{e}");
+        let e = parse("[budget]\napp_tokens_per_minute = 0").unwrap_err();
+        assert!(e.to_string().contains("budget.app_tokens_per_minute"), "{e}");
+        let e = parse("[budget]\ndevice_daily_tokens = 99999999999999999").unwrap_err();
+        assert!(e.to_string().contains("not a sensible limit"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use aiesimd::{
     config::{self, Bus, Config, CredentialChoice},
     esim::{Biller, CardCredentials, Esim, Requirement, provision_endpoints},
     fastpath::Fastpath,
-    ledger::Ledger,
+    ledger::{Ledger, window::Calendar},
     modem::Modem,
     router::{Router, ip_destinations},
     service,
@@ -239,9 +239,12 @@ fn broker(config: &Config, credentials: Option<SharedCredentials>) -> anyhow::Re
 /// The ledger on its journal (`budget.journal`), or in memory when that is empty.
 fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
     let budgets = config.budget.budgets();
+    let zone = Calendar::zone(&config.budget.timezone).map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    let calendar = Calendar::new(zone, std::sync::Arc::new(SystemClock));
+    tracing::info!(timezone = %calendar.zone_name(), "budgets count days and months in this zone");
     if config.budget.journal.as_os_str().is_empty() {
         tracing::warn!("budget.journal is empty: spending is kept in memory and lost on restart");
-        return Ok(Ledger::in_memory(budgets));
+        return Ok(Ledger::in_memory_on(budgets, calendar));
     }
     // Under systemd, StateDirectory= made it; by hand, make it here.
     if let Some(parent) = config.budget.journal.parent() {
@@ -249,7 +252,7 @@ fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
             .create(parent)
             .with_context(|| format!("cannot make the journal's directory {}", parent.display()))?;
     }
-    Ledger::open(&config.budget.journal, budgets)
+    Ledger::open_on(&config.budget.journal, budgets, calendar)
         .map_err(|e| anyhow::anyhow!("{} (journal {})", chain(&e), config.budget.journal.display()))
 }
 

@@ -16,12 +16,14 @@ pub enum ErrorName {
     /// A per-app or per-request bound was reached (requests in flight, live request objects,
     /// answer size, deadline).
     LimitExceeded,
+    /// The app's tokens-per-minute rate is used up for now; the message says when to retry.
+    RateLimited,
     /// A fault inside the daemon that is none of the above.
     Failed,
 }
 
 impl ErrorName {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::BudgetExceeded,
         Self::Unauthorized,
         Self::InvalidArgument,
@@ -31,6 +33,7 @@ impl ErrorName {
         Self::ModemUnavailable,
         Self::EsimError,
         Self::LimitExceeded,
+        Self::RateLimited,
         Self::Failed,
     ];
 
@@ -46,6 +49,7 @@ impl ErrorName {
             Self::ModemUnavailable => "org.aiesim.AiEsim1.Error.ModemUnavailable",
             Self::EsimError => "org.aiesim.AiEsim1.Error.EsimError",
             Self::LimitExceeded => "org.aiesim.AiEsim1.Error.LimitExceeded",
+            Self::RateLimited => "org.aiesim.AiEsim1.Error.RateLimited",
             Self::Failed => "org.aiesim.AiEsim1.Error.Failed",
         }
     }

@@ -5,6 +5,7 @@
 //! namespace, and aiesimd in a "device" namespace whose `wwan0` links the two, so the AI traffic
 //! crosses the classifier. Everything is torn down on drop.
 
+mod cgroups;
 mod netns;
 mod process;
 
@@ -17,6 +18,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+pub use cgroups::Cgroups;
 pub use netns::Netns;
 pub use process::Proc;
 

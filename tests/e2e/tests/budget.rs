@@ -91,3 +91,147 @@ async fn a_refused_app_alone_hears_budget_exhausted_and_aictl_budget_shows_it() 
         text(&human)
     );
 }
+
+/// `busctl call … Budget Set` on the world's bus, as root.
+fn busctl_set(world: &World, app: &str, policy: &[&str]) -> std::process::Output {
+    std::process::Command::new("busctl")
+        .arg(format!("--address={}", world.bus_address))
+        .args([
+            "call",
+            aiesim_dbus::BUS_NAME,
+            "/org/aiesim/AiEsim1",
+            "org.aiesim.AiEsim1.Budget",
+            "Set",
+            "sa{sv}",
+            app,
+        ])
+        .args(policy)
+        .output()
+        .expect("busctl runs")
+}
+
+/// Bad policies through busctl: each refused by name (as `InvalidArgument`), none applied.
+fn refuses_bad_policies(world: &World) {
+    for (policy, said) in [
+        (&["1", "weekly", "t", "5"][..], "unknown policy key \"weekly\""),
+        (
+            &["1", "daily", "u", "5"][..],
+            "policy key \"daily\" must have D-Bus type t, not u",
+        ),
+        (
+            &["1", "per_minute", "t", "0"][..],
+            "per_minute = 0 would refuse every request",
+        ),
+        (
+            &["1", "monthly", "t", "18446744073709551615"][..],
+            "is not a sensible limit",
+        ),
+        (&["0"][..], "the policy is empty"),
+    ] {
+        let out = busctl_set(world, "uid-0", policy);
+        assert!(!out.status.success(), "{policy:?} was accepted");
+        assert!(text(&out).contains(said), "{policy:?}: {}", text(&out));
+    }
+    let out = busctl_set(world, "not an app", &["1", "daily", "t", "5"]);
+    assert!(text(&out).contains("is not an app id"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn an_administrators_set_applies_at_once_and_bad_policies_change_nothing() {
+    if skip_unless_ready("an_administrators_set_applies_at_once_and_bad_policies_change_nothing") {
+        return;
+    }
+    let mut world = World::start(&WorldOptions {
+        budget_config: "timezone = \"Europe/Paris\"".into(),
+        ..WorldOptions::default()
+    })
+    .unwrap();
+    refuses_bad_policies(&world);
+    let mine = world.aictl_json(&["budget"]);
+    assert!(mine.get("daily_limit").is_none(), "nothing was applied: {mine:#}");
+    assert_eq!(mine["timezone"], "Europe/Paris", "{mine:#}");
+
+    // A daily budget set by root through busctl; the app sees it at once in GetMine.
+    let out = busctl_set(&world, "uid-0", &["1", "daily", "t", "40"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mine = world.aictl_json(&["budget"]);
+    assert_eq!(mine["daily_limit"], 40, "{mine:#}");
+    assert_eq!(mine["daily_available"], 40, "{mine:#}");
+    assert!(
+        mine["daily_ends"].as_str().unwrap().ends_with(" 00:00 +01:00")
+            || mine["daily_ends"].as_str().unwrap().ends_with(" 00:00 +02:00"),
+        "{mine:#}"
+    );
+
+    // Its requests are refused past it, as BudgetExceeded naming the day.
+    let app = world.connect().await.unwrap();
+    let broker = aiesim_dbus::proxy::BrokerProxy::new(&app).await.unwrap();
+    let options = std::collections::HashMap::from([("max_tokens".to_owned(), zbus::OwnedVariant::from(8u32))]);
+    let mut answered = 0;
+    let error = loop {
+        match broker.ask("Say hi.", options.clone()).await {
+            Ok(_) => answered += 1,
+            Err(e) => break e,
+        }
+        assert!(answered < 20, "a 40-token day never ran out");
+    };
+    assert!(answered >= 1, "{error}");
+    let said = error.to_string();
+    assert!(
+        said.contains("BudgetExceeded") && said.contains("tokens left today"),
+        "{said}"
+    );
+    let mine = world.aictl_json(&["budget"]);
+    assert!(mine["daily_spent"].as_u64().unwrap() <= 40, "{mine:#}");
+    assert_eq!(mine["daily_spent"], mine["spent"], "{mine:#}");
+
+    // A rate limit set with aictl: a request larger than a minute's worth is RateLimited.
+    let set = world.aictl_json(&["budget", "set", "uid-0", "--clear", "daily", "--per-minute", "50"]);
+    assert_eq!(set["per_minute"], 50, "{set:#}");
+    assert!(set.get("daily_limit").is_none(), "{set:#}");
+    let big = std::collections::HashMap::from([("max_tokens".to_owned(), zbus::OwnedVariant::from(200u32))]);
+    let said = broker.ask("Say hi.", big).await.unwrap_err().to_string();
+    assert!(
+        said.contains("RateLimited") && said.contains("50 tokens a minute"),
+        "{said}"
+    );
+    broker
+        .ask("Say hi.", options.clone())
+        .await
+        .expect("a small request fits the rate");
+    let human = world.aictl().args(["budget"]).output().unwrap();
+    assert!(text(&human).contains("50 tokens a minute"), "{}", text(&human));
+
+    // The policy and the day's spend are journalled: a restart keeps both.
+    let before = world.aictl_json(&["budget"]);
+    drop((broker, app));
+    world.restart_daemon(false).unwrap();
+    let after = world.aictl_json(&["budget"]);
+    assert_eq!(after["per_minute"], 50, "{after:#}");
+    assert!(after.get("daily_limit").is_none(), "{after:#}");
+    assert_eq!(after["spent"], before["spent"], "{after:#}");
+    let app = world.connect().await.unwrap();
+    let broker = aiesim_dbus::proxy::BrokerProxy::new(&app).await.unwrap();
+    let big = std::collections::HashMap::from([("max_tokens".to_owned(), zbus::OwnedVariant::from(200u32))]);
+    assert!(
+        broker
+            .ask("Say hi.", big)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("RateLimited"),
+        "the rate applies after the restart"
+    );
+
+    // Bad input from aictl is refused the same way.
+    let out = world
+        .aictl()
+        .args(["budget", "set", "uid-0", "--clear", "hourly"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("\"hourly\", which is not a policy key"),
+        "{}",
+        text(&out)
+    );
+}

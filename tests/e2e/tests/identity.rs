@@ -5,59 +5,9 @@
 //! tree, and a login session. Each asks `Budget.GetMine` with real gdbus and must be known by
 //! the app id the daemon read through its pidfd.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
-use aiesim_e2e::{Account, World, WorldOptions, output_text as text, skip_unless_ready};
-
-/// A cgroup v2 tree the test makes and removes.
-struct Cgroups {
-    root: PathBuf,
-}
-
-impl Cgroups {
-    fn make(paths: &[&str]) -> Self {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mount = mountinfo
-            .lines()
-            .find_map(|l| {
-                let (before, after) = l.split_once(" - ")?;
-                (after.split_whitespace().next()? == "cgroup2")
-                    .then(|| before.split_whitespace().nth(4).map(PathBuf::from))?
-            })
-            .expect("cgroup v2 is mounted");
-        let root = mount.join(format!("aiesim-identity-{}", std::process::id()));
-        for p in paths {
-            std::fs::create_dir_all(root.join(p.trim_start_matches('/'))).unwrap();
-        }
-        Self { root }
-    }
-
-    fn procs(&self, path: &str) -> PathBuf {
-        self.root.join(path.trim_start_matches('/')).join("cgroup.procs")
-    }
-}
-
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        // Leaves first; the callers have exited, so every cgroup is empty.
-        let mut dirs = Vec::new();
-        let mut stack = vec![self.root.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(e.path());
-                }
-            }
-            dirs.push(d);
-        }
-        for d in dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
+use aiesim_e2e::{Account, Cgroups, World, WorldOptions, output_text as text, skip_unless_ready};
 
 const SYSTEM_UNIT: &str = "/system.slice/glasses-assistant.service";
 /// Callers are existing users (the bus looks a caller's groups up by its uid): `daemon` and
@@ -89,7 +39,7 @@ async fn apps_are_known_by_their_unit_under_the_shipped_sandbox() {
     }
     let apps = Account::group("aiesim-apps").unwrap();
     let daemon_user = Account::user("aiesim").unwrap();
-    let cgroups = Cgroups::make(&[SYSTEM_UNIT, USER_SCOPE, SESSION]);
+    let cgroups = Cgroups::make("identity", &[SYSTEM_UNIT, USER_SCOPE, SESSION]);
     let world = World::start(&WorldOptions {
         daemon_user: Some("aiesim"),
         ..WorldOptions::default()

@@ -66,6 +66,52 @@ async fn polkit_decides_who_may_administer() {
         said.contains("Unauthorized") && said.contains("polkit does not authorize org.aiesim.AiEsim1.manage-budgets"),
         "{said}"
     );
+    // Set, as List: the rule's user may change an app's limits, the other may not.
+    let set = "org.aiesim.AiEsim1.Budget.Set";
+    let policy = ["glasses.service", "{'daily': <uint64 500>, 'per_minute': <uint64 60>}"];
+    let refused = world.gdbus_as(1, Some(group.gid), "/org/aiesim/AiEsim1", set, &policy);
+    let said = text(&refused);
+    assert!(
+        !refused.status.success()
+            && said.contains("Unauthorized")
+            && said.contains("polkit does not authorize org.aiesim.AiEsim1.manage-budgets"),
+        "{said}"
+    );
+    let list = world.aictl_json(&["budget", "list"]);
+    assert!(
+        !list.as_array().unwrap().iter().any(|r| r["app"] == "glasses.service"),
+        "a refused Set changed nothing: {list:#}"
+    );
+    let allowed = world.gdbus_as(65534, Some(group.gid), "/org/aiesim/AiEsim1", set, &policy);
+    assert!(
+        allowed.status.success(),
+        "nobody has the rule's yes: {}",
+        text(&allowed)
+    );
+    let list = world.aictl_json(&["budget", "list"]);
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["app"] == "glasses.service")
+        .unwrap_or_else(|| panic!("the policy is listed: {list:#}"));
+    assert_eq!(
+        (&row["daily_limit"], &row["per_minute"]),
+        (&500.into(), &60.into()),
+        "{row:#}"
+    );
+    let bad = world.gdbus_as(
+        65534,
+        Some(group.gid),
+        "/org/aiesim/AiEsim1",
+        set,
+        &["glasses.service", "{'daily': <'lots'>}"],
+    );
+    assert!(
+        text(&bad).contains("InvalidArgument") && text(&bad).contains("must have D-Bus type t, not s"),
+        "{}",
+        text(&bad)
+    );
     let switch = world.gdbus_as(
         65534,
         Some(group.gid),

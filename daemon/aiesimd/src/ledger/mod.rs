@@ -18,8 +18,19 @@
 //! receipt. Admission then also needs `owed + cost ≤ balance`, and while the card is out of reach
 //! `owed + cost ≤ the offline allowance`, where `owed` counts pending debits and what open
 //! requests may still cost.
+//!
+//! **Budgets.** Each app (and, for `uid-N/unit`, also its user `uid-N`) and the device have a
+//! lifetime total (`app_tokens`, `device_tokens`) and optional calendar budgets (daily, monthly,
+//! in the configured time zone); a request must fit all of them. A request counts in the windows
+//! it was admitted in ([`window`]), so a window rolls over without touching spend still landing
+//! in the one before. A tokens-per-minute limit per app ([`rate`]) is a separate thing: a rate,
+//! not a budget, kept in memory only. Administrators override an app's limits ([`policy`]); the
+//! overrides are journalled.
 
+pub mod policy;
+pub mod rate;
 pub mod record;
+pub mod window;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -31,8 +42,14 @@ use aiesim_journal::{Journal, JournalError, Lsn};
 use prost::Message as _;
 use tokio::sync::Notify;
 
-use self::record::{
-    AppSpent, CardRecord, Commit, DebitDone, DebitSent, Kind, PendingRecord, Progress, Record, Reserve, Snapshot,
+use self::{
+    policy::{Key, Policy, PolicyError},
+    rate::{RateError, TokenBucket},
+    record::{
+        AppPolicy, AppSpent, CardRecord, Commit, DebitDone, DebitSent, Kind, PendingRecord, Progress, Record, Reserve,
+        Snapshot, WindowSpent,
+    },
+    window::{Calendar, Period, Windows},
 };
 
 /// The journal is compacted when it grows past this.
@@ -46,6 +63,24 @@ pub enum LedgerError {
     AppExhausted { app: String, available: u64, needed: u64 },
     #[error("the device has {available} tokens left, the request needs up to {needed}")]
     DeviceExhausted { available: u64, needed: u64 },
+    #[error("{who} has {available} tokens left {period} (until {ends}), the request needs up to {needed}")]
+    WindowExhausted {
+        /// `app "x"` or `the device`.
+        who: String,
+        period: Period,
+        available: u64,
+        needed: u64,
+        ends: String,
+    },
+    #[error("app \"{app}\" is limited to {per_minute} tokens a minute")]
+    RateLimited {
+        app: String,
+        per_minute: u64,
+        #[source]
+        source: RateError,
+    },
+    #[error("the budget policy is not valid")]
+    Policy(#[from] PolicyError),
     #[error(
         "the eSIM's token account has {available} account tokens left after what is owed, the request may cost {needed}"
     )]
@@ -72,13 +107,95 @@ pub enum LedgerError {
     },
 }
 
-/// Budgets the ledger enforces.
+/// Budgets the ledger enforces: the defaults for every app, and the device's.
 #[derive(Debug, Clone, Copy)]
 pub struct Budgets {
+    /// Each app's lifetime total (an app's policy may override it).
     pub app_tokens: u64,
     pub device_tokens: u64,
     /// Caps the card's offline allowance (`None`: the card's own).
     pub offline_tokens: Option<u64>,
+    /// Each app's calendar budgets and rate limit (`None`: none).
+    pub app_daily: Option<u64>,
+    pub app_monthly: Option<u64>,
+    pub app_per_minute: Option<u64>,
+    pub device_daily: Option<u64>,
+    pub device_monthly: Option<u64>,
+}
+
+impl Default for Budgets {
+    /// No limits at all.
+    fn default() -> Self {
+        Self {
+            app_tokens: u64::MAX,
+            device_tokens: u64::MAX,
+            offline_tokens: None,
+            app_daily: None,
+            app_monthly: None,
+            app_per_minute: None,
+            device_daily: None,
+            device_monthly: None,
+        }
+    }
+}
+
+impl Budgets {
+    /// The limits that apply to account `name` under `policy`.
+    fn for_app(&self, policy: Option<&Policy>) -> Policy {
+        let p = policy.copied().unwrap_or_default();
+        Policy {
+            total: Some(p.total.unwrap_or(self.app_tokens)),
+            daily: p.daily.or(self.app_daily),
+            monthly: p.monthly.or(self.app_monthly),
+            per_minute: p.per_minute.or(self.app_per_minute),
+        }
+    }
+
+    fn device_window(&self, period: Period) -> Option<u64> {
+        match period {
+            Period::Day => self.device_daily,
+            Period::Month => self.device_monthly,
+        }
+    }
+}
+
+fn window_limit(limits: &Policy, period: Period) -> Option<u64> {
+    match period {
+        Period::Day => limits.daily,
+        Period::Month => limits.monthly,
+    }
+}
+
+/// One calendar window of an account as it stands now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowBalance {
+    pub period: Period,
+    pub limit: u64,
+    pub spent: u64,
+    pub reserved: u64,
+    /// When it ends, local time.
+    pub ends: String,
+}
+
+/// An app's rate limit as it stands now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateBalance {
+    pub per_minute: u64,
+    pub available: u64,
+}
+
+/// Everything about one app's budgets, for `GetMine` and `List`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppBudget {
+    pub app: String,
+    pub total: Balance,
+    /// Its calendar budgets that have a limit.
+    pub windows: Vec<WindowBalance>,
+    pub rate: Option<RateBalance>,
+    pub in_flight: usize,
+    /// The most one request of the app could reserve now: the least left of each budget it
+    /// spends from (its own, its user's, the device's).
+    pub available: u64,
 }
 
 /// What one app has.
@@ -135,10 +252,106 @@ pub struct CardBook {
     pub receipts: usize,
 }
 
+/// Spend in the latest calendar window of one period; a later key starts a new window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Window {
+    key: u32,
+    spent: u64,
+    reserved: u64,
+}
+
+impl Window {
+    fn hold(&mut self, key: u32, amount: u64) {
+        if key > self.key {
+            *self = Self {
+                key,
+                spent: 0,
+                reserved: amount,
+            };
+        } else if key == self.key {
+            self.reserved = self.reserved.saturating_add(amount);
+        }
+        // An earlier key: a window already closed, where nothing is checked any more.
+    }
+
+    fn settle(&mut self, key: u32, amount: u64, charged: u64) {
+        if key == self.key {
+            self.reserved = self.reserved.saturating_sub(amount);
+            self.spent = self.spent.saturating_add(charged);
+        }
+    }
+
+    /// Spent and reserved in window `key` (nothing if this is an earlier one).
+    fn at(self, key: u32) -> (u64, u64) {
+        if self.key == key {
+            (self.spent, self.reserved)
+        } else {
+            (0, 0)
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Account {
     spent: u64,
     reserved: u64,
+    day: Window,
+    month: Window,
+}
+
+impl Account {
+    fn window(&self, period: Period) -> Window {
+        match period {
+            Period::Day => self.day,
+            Period::Month => self.month,
+        }
+    }
+
+    fn hold(&mut self, windows: Windows, amount: u64) {
+        self.reserved = self.reserved.saturating_add(amount);
+        self.day.hold(windows.day, amount);
+        self.month.hold(windows.month, amount);
+    }
+
+    fn settle(&mut self, windows: Windows, amount: u64, charged: u64) {
+        self.reserved = self.reserved.saturating_sub(amount);
+        self.spent = self.spent.saturating_add(charged);
+        self.day.settle(windows.day, amount, charged);
+        self.month.settle(windows.month, amount, charged);
+    }
+
+    /// Tokens left under `limit` in the window of `period` that `now` is in.
+    fn window_free(&self, period: Period, now: Windows, limit: u64) -> u64 {
+        let (spent, reserved) = self.window(period).at(now.key(period));
+        limit.saturating_sub(spent.saturating_add(reserved))
+    }
+
+    fn windows_spent(&self) -> WindowSpent {
+        WindowSpent {
+            day: self.day.key,
+            day_spent: self.day.spent,
+            month: self.month.key,
+            month_spent: self.month.spent,
+        }
+    }
+
+    fn from_spent(spent: u64, w: Option<WindowSpent>) -> Self {
+        let w = w.unwrap_or_default();
+        Self {
+            spent,
+            reserved: 0,
+            day: Window {
+                key: w.day,
+                spent: w.day_spent,
+                reserved: 0,
+            },
+            month: Window {
+                key: w.month,
+                spent: w.month_spent,
+                reserved: 0,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +361,7 @@ struct Open {
     used: u64,
     price_per_1k: u64,
     digest: Vec<u8>,
+    windows: Windows,
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +378,10 @@ struct State {
     fault: Option<String>,
     /// The journal failed: nothing more can be spent durably.
     failed: Option<String>,
+    /// Administrators' overrides, by account.
+    policies: HashMap<String, Policy>,
+    /// Rate limits by account (not journalled: a restart refills them).
+    rates: HashMap<String, TokenBucket>,
 }
 
 /// The accounts a request of `app` spends from: the app's own, and for `uid-N/unit` also the
@@ -190,13 +408,15 @@ impl State {
                 amount,
                 price_per_1k,
                 digest,
+                day,
+                month,
             }) => {
                 self.next_id = self.next_id.max(id.saturating_add(1));
+                let windows = Windows { day, month };
                 for name in accounts(&app) {
-                    let acct = self.apps.entry(name.to_owned()).or_default();
-                    acct.reserved = acct.reserved.saturating_add(amount);
+                    self.apps.entry(name.to_owned()).or_default().hold(windows, amount);
                 }
-                self.device.reserved = self.device.reserved.saturating_add(amount);
+                self.device.hold(windows, amount);
                 self.open.insert(
                     id,
                     Open {
@@ -205,6 +425,7 @@ impl State {
                         used: 0,
                         price_per_1k,
                         digest,
+                        windows,
                     },
                 );
             }
@@ -223,11 +444,9 @@ impl State {
                 let charged = charged.min(open.amount);
                 for name in accounts(&open.app) {
                     let acct = self.apps.entry(name.to_owned()).or_default();
-                    acct.reserved = acct.reserved.saturating_sub(open.amount);
-                    acct.spent = acct.spent.saturating_add(charged);
+                    acct.settle(open.windows, open.amount, charged);
                 }
-                self.device.reserved = self.device.reserved.saturating_sub(open.amount);
-                self.device.spent = self.device.spent.saturating_add(charged);
+                self.device.settle(open.windows, open.amount, charged);
                 if debit > 0 {
                     self.pending.push_back(PendingRecord {
                         id,
@@ -258,6 +477,19 @@ impl State {
                 }
             }
             Kind::Snapshot(snapshot) => *self = Self::from_snapshot(snapshot),
+            Kind::Policy(p) => {
+                let policy = Policy {
+                    total: p.total,
+                    daily: p.daily,
+                    monthly: p.monthly,
+                    per_minute: p.per_minute,
+                };
+                if policy.is_default() {
+                    self.policies.remove(&p.app);
+                } else {
+                    self.policies.insert(p.app, policy);
+                }
+            }
             Kind::TopUp(top_up) => {
                 if let Some(card) = self.card.as_mut().filter(|c| c.card_id == top_up.card_id) {
                     card.balance = top_up.balance;
@@ -275,28 +507,31 @@ impl State {
             card,
             pending,
             receipts,
+            device_windows,
+            policies,
         } = snapshot;
         Self {
             next_id,
             apps: apps
                 .into_iter()
-                .map(|a| {
-                    (
-                        a.app,
-                        Account {
-                            spent: a.spent,
-                            reserved: 0,
-                        },
-                    )
-                })
+                .map(|a| (a.app, Account::from_spent(a.spent, a.windows)))
                 .collect(),
-            device: Account {
-                spent: device_spent,
-                reserved: 0,
-            },
+            device: Account::from_spent(device_spent, device_windows),
             card,
             pending: pending.into(),
             receipts: receipts.into(),
+            policies: policies
+                .into_iter()
+                .map(|p| {
+                    let policy = Policy {
+                        total: p.total,
+                        daily: p.daily,
+                        monthly: p.monthly,
+                        per_minute: p.per_minute,
+                    };
+                    (p.app, policy)
+                })
+                .collect(),
             ..Self::default()
         }
     }
@@ -309,9 +544,12 @@ impl State {
             .map(|(app, a)| AppSpent {
                 app: app.clone(),
                 spent: a.spent,
+                windows: Some(a.windows_spent()),
             })
             .collect();
         apps.sort_by(|a, b| a.app.cmp(&b.app));
+        let mut policies: Vec<AppPolicy> = self.policies.iter().map(|(app, p)| app_policy(app, p)).collect();
+        policies.sort_by(|a, b| a.app.cmp(&b.app));
         let mut records = vec![Record {
             kind: Some(Kind::Snapshot(Snapshot {
                 next_id: self.next_id,
@@ -320,6 +558,8 @@ impl State {
                 card: self.card.clone(),
                 pending: self.pending.iter().cloned().collect(),
                 receipts: self.receipts.iter().cloned().collect(),
+                device_windows: Some(self.device.windows_spent()),
+                policies,
             })),
         }];
         let mut open: Vec<_> = self.open.iter().collect();
@@ -332,6 +572,8 @@ impl State {
                     amount: o.amount,
                     price_per_1k: o.price_per_1k,
                     digest: o.digest.clone(),
+                    day: o.windows.day,
+                    month: o.windows.month,
                 })),
             });
             if o.used > 0 {
@@ -360,6 +602,114 @@ impl State {
         })
     }
 
+    /// The latest windows any request was admitted in: every reserve moves the device's.
+    fn latest(&self) -> Windows {
+        Windows {
+            day: self.device.day.key,
+            month: self.device.month.key,
+        }
+    }
+
+    /// Tokens one more request of `app` may reserve under the app's (and its user's) budgets
+    /// and the device's, at windows `now`; the first budget that binds, if any binds below
+    /// `needed`, as the error.
+    fn free(
+        &self,
+        budgets: &Budgets,
+        calendar: &Calendar,
+        app: &str,
+        now: Windows,
+        needed: u64,
+    ) -> Result<u64, LedgerError> {
+        let mut free = u64::MAX;
+        for name in accounts(app) {
+            let acct = self.apps.get(name).copied().unwrap_or_default();
+            let limits = budgets.for_app(self.policies.get(name));
+            let total = limits.total.unwrap_or(u64::MAX);
+            let app_free = total.saturating_sub(acct.spent.saturating_add(acct.reserved));
+            if needed > app_free {
+                return Err(LedgerError::AppExhausted {
+                    app: name.to_owned(),
+                    available: app_free,
+                    needed,
+                });
+            }
+            free = free.min(app_free);
+            for period in Period::ALL {
+                let Some(limit) = window_limit(&limits, period) else {
+                    continue;
+                };
+                let available = acct.window_free(period, now, limit);
+                if needed > available {
+                    return Err(LedgerError::WindowExhausted {
+                        who: format!("app \"{name}\""),
+                        period,
+                        available,
+                        needed,
+                        ends: calendar.ends(period, now.key(period)),
+                    });
+                }
+                free = free.min(available);
+            }
+        }
+        let device_free = budgets
+            .device_tokens
+            .saturating_sub(self.device.spent.saturating_add(self.device.reserved));
+        if needed > device_free {
+            return Err(LedgerError::DeviceExhausted {
+                available: device_free,
+                needed,
+            });
+        }
+        free = free.min(device_free);
+        for period in Period::ALL {
+            let Some(limit) = budgets.device_window(period) else {
+                continue;
+            };
+            let available = self.device.window_free(period, now, limit);
+            if needed > available {
+                return Err(LedgerError::WindowExhausted {
+                    who: "the device".to_owned(),
+                    period,
+                    available,
+                    needed,
+                    ends: calendar.ends(period, now.key(period)),
+                });
+            }
+            free = free.min(available);
+        }
+        Ok(free)
+    }
+
+    /// Checks (and refills) the rate limits `app` spends from; takes nothing.
+    fn check_rates(
+        &mut self,
+        budgets: &Budgets,
+        app: &str,
+        needed: u64,
+        now: std::time::Instant,
+    ) -> Result<(), LedgerError> {
+        for name in accounts(app) {
+            let Some(per_minute) = budgets.for_app(self.policies.get(name)).per_minute else {
+                self.rates.remove(name);
+                continue;
+            };
+            if !self.rates.contains_key(name) {
+                self.rates.insert(name.to_owned(), TokenBucket::new(per_minute, now));
+            }
+            let bucket = self.rates.get_mut(name).expect("inserted above");
+            if bucket.per_minute() != per_minute {
+                bucket.set_per_minute(per_minute, now);
+            }
+            bucket.check(needed, now).map_err(|source| LedgerError::RateLimited {
+                app: name.to_owned(),
+                per_minute,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     fn card_id(&self) -> Option<&[u8]> {
         self.card.as_ref().map(|c| c.card_id.as_slice())
     }
@@ -379,8 +729,25 @@ impl State {
     }
 }
 
+fn app_policy(app: &str, p: &Policy) -> AppPolicy {
+    let Policy {
+        total,
+        daily,
+        monthly,
+        per_minute,
+    } = *p;
+    AppPolicy {
+        app: app.to_owned(),
+        total,
+        daily,
+        monthly,
+        per_minute,
+    }
+}
+
 struct Inner {
     budgets: Budgets,
+    calendar: Calendar,
     state: Mutex<State>,
     journal: Option<Journal>,
     /// Wakes the biller when a debit is queued.
@@ -392,10 +759,17 @@ struct Inner {
 pub struct Ledger(Arc<Inner>);
 
 impl Ledger {
-    /// A ledger that keeps nothing across restarts (tests, and `--no-journal` style setups).
+    /// A ledger that keeps nothing across restarts (tests, and `--no-journal` style setups),
+    /// on the machine's clocks and local time zone.
     pub fn in_memory(budgets: Budgets) -> Self {
+        Self::in_memory_on(budgets, Calendar::default())
+    }
+
+    /// As [`Ledger::in_memory`], with calendar windows read from `calendar`.
+    pub fn in_memory_on(budgets: Budgets, calendar: Calendar) -> Self {
         Self(Arc::new(Inner {
             budgets,
+            calendar,
             state: Mutex::new(State::default()),
             journal: None,
             debits: Notify::new(),
@@ -405,6 +779,11 @@ impl Ledger {
     /// Opens the journal at `path` and replays it: requests that were open when the daemon
     /// stopped are charged what they had delivered, then the journal is compacted.
     pub fn open(path: &Path, budgets: Budgets) -> Result<Self, LedgerError> {
+        Self::open_on(path, budgets, Calendar::default())
+    }
+
+    /// As [`Ledger::open`], with calendar windows read from `calendar`.
+    pub fn open_on(path: &Path, budgets: Budgets, calendar: Calendar) -> Result<Self, LedgerError> {
         let (journal, replay) = Journal::open(path).map_err(LedgerError::Open)?;
         let mut state = State::default();
         for (index, bytes) in replay.records.iter().enumerate() {
@@ -435,6 +814,7 @@ impl Ledger {
             .map_err(LedgerError::Open)?;
         Ok(Self(Arc::new(Inner {
             budgets,
+            calendar,
             state: Mutex::new(state),
             journal: Some(journal),
             debits: Notify::new(),
@@ -505,29 +885,17 @@ impl Ledger {
         digest: [u8; 32],
     ) -> Result<Reservation, LedgerError> {
         let budgets = self.0.budgets;
+        let calendar = &self.0.calendar;
+        // Read outside the lock: a time zone lookup is not the ledger's critical section.
+        let (instant, today) = (calendar.clock().now(), calendar.now());
         let mut s = self.lock();
         if let Some(failed) = &s.failed {
             return Err(LedgerError::Journal(failed.clone()));
         }
+        // Never earlier than a window already used: a clock stepped back reopens nothing.
+        let windows = today.latest(s.latest());
         // An app inside a user's tree also spends from that user's account.
-        for name in accounts(app) {
-            let acct = s.apps.get(name).copied().unwrap_or_default();
-            let app_free = budgets.app_tokens.saturating_sub(acct.spent + acct.reserved);
-            if amount > app_free {
-                return Err(LedgerError::AppExhausted {
-                    app: name.to_owned(),
-                    available: app_free,
-                    needed: amount,
-                });
-            }
-        }
-        let device_free = budgets.device_tokens.saturating_sub(s.device.spent + s.device.reserved);
-        if amount > device_free {
-            return Err(LedgerError::DeviceExhausted {
-                available: device_free,
-                needed: amount,
-            });
-        }
+        s.free(&budgets, calendar, app, windows, amount)?;
         if let Some(card) = &s.card {
             if let Some(fault) = &s.fault {
                 return Err(LedgerError::CardFault(fault.clone()));
@@ -564,6 +932,8 @@ impl Ledger {
                 }
             }
         }
+        // A rate, checked last: a spent budget is the better answer than "retry later".
+        s.check_rates(&budgets, app, amount, instant)?;
         let id = s.next_id;
         let reserve = Reserve {
             id,
@@ -571,8 +941,16 @@ impl Ledger {
             amount,
             price_per_1k,
             digest: digest.to_vec(),
+            day: windows.day,
+            month: windows.month,
         };
         self.append(&mut s, Kind::Reserve(reserve))?;
+        for name in accounts(app) {
+            if let Some(bucket) = s.rates.get_mut(name) {
+                // Checked just above under the same lock: cannot fail.
+                let _ = bucket.take(amount, instant);
+            }
+        }
         Ok(Reservation {
             ledger: self.clone(),
             id,
@@ -589,6 +967,15 @@ impl Ledger {
             return (0, None);
         };
         let (charged, debit) = (commit.charged, commit.debit);
+        let State { open, rates, .. } = &mut *s;
+        if let Some(open) = open.get(&id).filter(|_| !rates.is_empty()) {
+            // What the request reserved and did not use counts against no rate.
+            for name in accounts(&open.app) {
+                if let Some(bucket) = rates.get_mut(name) {
+                    bucket.give_back(open.amount - charged);
+                }
+            }
+        }
         let lsn = if let Ok(lsn) = self.append(&mut s, Kind::Commit(commit.clone())) {
             lsn
         } else {
@@ -603,14 +990,106 @@ impl Ledger {
         (charged, lsn)
     }
 
+    /// The app's lifetime total.
     pub fn balance(&self, app: &str) -> Balance {
         let s = self.lock();
         let a = s.apps.get(app).copied().unwrap_or_default();
         Balance {
-            limit: self.0.budgets.app_tokens,
+            limit: self.0.budgets.for_app(s.policies.get(app)).total.unwrap_or(u64::MAX),
             spent: a.spent,
             reserved: a.reserved,
         }
+    }
+
+    /// Every budget of `app` as it stands now.
+    pub fn budget(&self, app: &str) -> AppBudget {
+        let mut s = self.lock();
+        self.budget_locked(&mut s, app)
+    }
+
+    fn budget_locked(&self, s: &mut State, app: &str) -> AppBudget {
+        let budgets = &self.0.budgets;
+        let calendar = &self.0.calendar;
+        let now = calendar.now().latest(s.latest());
+        let a = s.apps.get(app).copied().unwrap_or_default();
+        let limits = budgets.for_app(s.policies.get(app));
+        let windows = Period::ALL
+            .into_iter()
+            .filter_map(|period| {
+                let limit = window_limit(&limits, period)?;
+                let (spent, reserved) = a.window(period).at(now.key(period));
+                Some(WindowBalance {
+                    period,
+                    limit,
+                    spent,
+                    reserved,
+                    ends: calendar.ends(period, now.key(period)),
+                })
+            })
+            .collect();
+        let instant = calendar.clock().now();
+        let rate = limits.per_minute.map(|per_minute| RateBalance {
+            per_minute,
+            available: s
+                .rates
+                .get_mut(app)
+                .filter(|b| b.per_minute() == per_minute)
+                .map_or(per_minute, |b| b.available(instant)),
+        });
+        // The least left of every budget: probing with 0 never refuses.
+        let available = s.free(budgets, calendar, app, now, 0).unwrap_or(0);
+        AppBudget {
+            app: app.to_owned(),
+            total: Balance {
+                limit: limits.total.unwrap_or(u64::MAX),
+                spent: a.spent,
+                reserved: a.reserved,
+            },
+            windows,
+            rate,
+            in_flight: s.open.values().filter(|o| o.app == app).count(),
+            available,
+        }
+    }
+
+    /// Every app that has spent, holds tokens or has a policy, by app id.
+    pub fn budgets(&self) -> Vec<AppBudget> {
+        let mut s = self.lock();
+        let mut names: Vec<String> = s
+            .apps
+            .iter()
+            .filter(|(_, a)| a.spent > 0 || a.reserved > 0)
+            .map(|(app, _)| app.clone())
+            .chain(s.policies.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names.iter().map(|app| self.budget_locked(&mut s, app)).collect()
+    }
+
+    /// The configured time zone's name, for status.
+    pub fn time_zone(&self) -> String {
+        self.0.calendar.zone_name()
+    }
+
+    /// Changes `app`'s policy (`Some`: set a limit, `None`: back to the configured default),
+    /// effective at once and durable when this returns; returns the policy now in force.
+    pub async fn set_policy(&self, app: &str, changes: &[(Key, Option<u64>)]) -> Result<Policy, LedgerError> {
+        policy::check_app(app)?;
+        let (policy, lsn) = {
+            let mut s = self.lock();
+            let policy = s.policies.get(app).copied().unwrap_or_default().with(changes)?;
+            let lsn = self.append(&mut s, Kind::Policy(app_policy(app, &policy)))?;
+            (policy, lsn)
+        };
+        self.durable(lsn).await?;
+        tracing::info!(app, ?policy, "budget policy set");
+        Ok(policy)
+    }
+
+    /// The overrides set for `app`.
+    pub fn policy(&self, app: &str) -> Policy {
+        self.lock().policies.get(app).copied().unwrap_or_default()
     }
 
     /// Tokens the device can still spend, outstanding reservations included as spent.
@@ -634,7 +1113,7 @@ impl Ledger {
                 (
                     app.clone(),
                     Balance {
-                        limit: self.0.budgets.app_tokens,
+                        limit: self.0.budgets.for_app(s.policies.get(app)).total.unwrap_or(u64::MAX),
                         spent: a.spent,
                         reserved: a.reserved,
                     },
@@ -912,5 +1391,7 @@ impl Drop for Reservation {
     }
 }
 
+#[cfg(test)]
+mod budget_tests;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@
 /// One journal record.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Record {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     pub kind: Option<Kind>,
 }
 
@@ -26,6 +26,36 @@ pub enum Kind {
     Snapshot(Snapshot),
     #[prost(message, tag = "7")]
     TopUp(TopUpDone),
+    #[prost(message, tag = "8")]
+    Policy(AppPolicy),
+}
+
+/// An app's policy as an administrator left it (every key unset: the configured defaults).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AppPolicy {
+    #[prost(string, tag = "1")]
+    pub app: String,
+    #[prost(uint64, optional, tag = "2")]
+    pub total: Option<u64>,
+    #[prost(uint64, optional, tag = "3")]
+    pub daily: Option<u64>,
+    #[prost(uint64, optional, tag = "4")]
+    pub monthly: Option<u64>,
+    #[prost(uint64, optional, tag = "5")]
+    pub per_minute: Option<u64>,
+}
+
+/// Spend in the latest calendar windows: `day` is `yyyymmdd`, `month` `yyyymm`, local time.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WindowSpent {
+    #[prost(uint32, tag = "1")]
+    pub day: u32,
+    #[prost(uint64, tag = "2")]
+    pub day_spent: u64,
+    #[prost(uint32, tag = "3")]
+    pub month: u32,
+    #[prost(uint64, tag = "4")]
+    pub month_spent: u64,
 }
 
 /// A voucher the card redeemed, with its verified receipt.
@@ -60,6 +90,11 @@ pub struct Reserve {
     /// SHA-256 of the request, named by the card's receipt.
     #[prost(bytes = "vec", tag = "5")]
     pub digest: Vec<u8>,
+    /// The calendar windows it was admitted in (`yyyymmdd`, `yyyymm`): its charge counts there.
+    #[prost(uint32, tag = "6")]
+    pub day: u32,
+    #[prost(uint32, tag = "7")]
+    pub month: u32,
 }
 
 /// Tokens delivered so far, written before they reach the app: a crash charges at least these.
@@ -132,6 +167,10 @@ pub struct Snapshot {
     /// The newest receipts, oldest first, for reconciliation.
     #[prost(message, repeated, tag = "6")]
     pub receipts: Vec<DebitDone>,
+    #[prost(message, optional, tag = "7")]
+    pub device_windows: Option<WindowSpent>,
+    #[prost(message, repeated, tag = "8")]
+    pub policies: Vec<AppPolicy>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -140,6 +179,8 @@ pub struct AppSpent {
     pub app: String,
     #[prost(uint64, tag = "2")]
     pub spent: u64,
+    #[prost(message, optional, tag = "3")]
+    pub windows: Option<WindowSpent>,
 }
 
 /// The card as last verified.

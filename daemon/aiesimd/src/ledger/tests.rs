@@ -9,7 +9,7 @@ fn budgets(app: u64, device: u64) -> Budgets {
     Budgets {
         app_tokens: app,
         device_tokens: device,
-        offline_tokens: None,
+        ..Budgets::default()
     }
 }
 

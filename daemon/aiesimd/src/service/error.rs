@@ -23,6 +23,7 @@ pub enum DaemonError {
     ModemUnavailable(String),
     EsimError(String),
     LimitExceeded(String),
+    RateLimited(String),
     Failed(String),
 }
 
@@ -38,6 +39,7 @@ impl DaemonError {
             ErrorName::ModemUnavailable => Self::ModemUnavailable(message),
             ErrorName::EsimError => Self::EsimError(message),
             ErrorName::LimitExceeded => Self::LimitExceeded(message),
+            ErrorName::RateLimited => Self::RateLimited(message),
             ErrorName::Failed => Self::Failed(message),
         }
     }
