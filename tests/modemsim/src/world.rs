@@ -345,7 +345,7 @@ impl World {
         // A profile switch on the ISD-R reaches the host like any other card change.
         if let Some(enabled) = self.uicc.refresh.take() {
             // The modem reads the card's files again: the ICCID is the enabled profile's.
-            if let Some(iccid) = enabled {
+            if let euicc::Enabled::Profile(iccid) = enabled {
                 self.uicc.iccid = iccid;
             }
             self.changes.card = true;

@@ -28,7 +28,7 @@ const SIMULATOR: &str = env!("CARGO_BIN_EXE_aiesim-modemsim");
 const IMEI: &str = "490154203237518";
 const ISD_R: &str = "A0000005591010FFFFFFFF8900000100";
 const GET_EID: &str = "81E2910006BF3E035C015A";
-/// ES10c GetProfilesInfo with no search criteria, on logical channel 1.
+/// `ES10c` `GetProfilesInfo` with no search criteria, on logical channel 1.
 const GET_PROFILES: &str = "81E2910003BF2D00";
 
 /// Whether `tool` can run here; `false` means skip (after saying why).

@@ -8,7 +8,7 @@ use aiesim_es10::{
     ProfileInfoList, ProfileInfoListRequest, ProfileOperation, ProfileState, Rat, Request, SearchCriteria, Version,
 };
 
-use super::{Error, Outbox, Refresh, fci, is_get_response, status};
+use super::{Enabled, Error, Outbox, Refresh, fci, is_get_response, status};
 use crate::world::{Applet, ISD_R_AID, sw};
 
 /// STORE DATA P1: more blocks follow / the last block (SGP.22 §5.7.2).
@@ -238,8 +238,8 @@ impl IsdR {
                 ProfileState::Disabled
             });
         }
-        self.refresh
-            .raise(self.profiles[target].iccid.as_ref().map(ToString::to_string));
+        let enabled = self.profiles[target].iccid.as_ref().map(ToString::to_string);
+        self.refresh.raise(enabled.map_or(Enabled::Nothing, Enabled::Profile));
         EnableResult::Ok
     }
 
@@ -252,7 +252,7 @@ impl IsdR {
             return DisableResult::ProfileNotInEnabledState;
         }
         self.profiles[target].state = Some(ProfileState::Disabled);
-        self.refresh.raise(None);
+        self.refresh.raise(Enabled::Nothing);
         DisableResult::Ok
     }
 }

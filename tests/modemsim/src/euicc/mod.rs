@@ -252,16 +252,23 @@ pub enum Error {
 /// Raised by the ISD-R when a profile switch should reach the host as a card refresh; the world
 /// turns it into [`crate::world::Changes::card`].
 #[derive(Debug, Clone, Default)]
-pub struct Refresh(Arc<Mutex<Option<Option<String>>>>);
+pub struct Refresh(Arc<Mutex<Option<Enabled>>>);
+
+/// What a profile switch left enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enabled {
+    /// The profile with this ICCID.
+    Profile(String),
+    Nothing,
+}
 
 impl Refresh {
-    /// A switch left `enabled` (an ICCID) as the enabled profile, or none.
-    fn raise(&self, enabled: Option<String>) {
+    fn raise(&self, enabled: Enabled) {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(enabled);
     }
 
-    /// Whether a refresh was raised since the last call, with the profile it left enabled.
-    pub fn take(&self) -> Option<Option<String>> {
+    /// Whether a refresh was raised since the last call, with what it left enabled.
+    pub fn take(&self) -> Option<Enabled> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 }
