@@ -168,6 +168,8 @@ fn test() -> anyhow::Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     build(false)?;
+    // The API examples run against a live daemon in the end-to-end tests.
+    run(cargo().args(["build", "-p", "aiesim-dbus", "--examples"]))?;
     cargo_test()
 }
 

@@ -22,6 +22,9 @@ const PACKAGES: &[&str] = &[
     "polkitd",
     "libglib2.0-bin",
     "python3-dbus",
+    // The C example of the API (docs/examples/ask.c) builds against sd-bus.
+    "libsystemd-dev",
+    "pkg-config",
     "python3-cryptography",
     // Real modem peers for the simulator.
     "libqmi-utils",

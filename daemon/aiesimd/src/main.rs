@@ -184,11 +184,14 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot own the bus name {BUS_NAME} (is another aiesimd running?)"))?;
 
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let notifier = service::watchdog::Notifier::from_env().map(Arc::new);
+    if let Some(notifier) = &notifier {
+        notifier.send("READY=1");
+    }
     tracing::info!(name = BUS_NAME, ready_ms = started.elapsed().as_millis(), "ready");
-    if let Some(period) = service::watchdog::period() {
+    if let (Some(period), Some(notifier)) = (service::watchdog::period(), &notifier) {
         tracing::info!(?period, "petting the systemd watchdog");
-        tokio::spawn(service::watchdog::run(connection.clone(), period));
+        tokio::spawn(service::watchdog::run(connection.clone(), Arc::clone(notifier), period));
     }
 
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -197,7 +200,9 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(notifier) = &notifier {
+        notifier.send("STOPPING=1");
+    }
     tracing::info!("stopping");
     let _ = connection.release_name(BUS_NAME).await;
     service::shutdown(&connection).await;

@@ -15,7 +15,7 @@ pub fn period() -> Option<Duration> {
 }
 
 /// Pets the watchdog twice per `period` for as long as the daemon runs and answers itself.
-pub async fn run(connection: Connection, period: Duration) {
+pub async fn run(connection: Connection, notifier: std::sync::Arc<Notifier>, period: Duration) {
     let every = period / 2;
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -28,7 +28,7 @@ pub async fn run(connection: Connection, period: Duration) {
                     tracing::info!("the daemon answers itself again; petting the watchdog");
                     healthy = true;
                 }
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                notifier.send("WATCHDOG=1");
             }
             Ok(Err(error)) => {
                 if healthy {
@@ -55,4 +55,40 @@ async fn ping_self(connection: &Connection) -> zbus::Result<()> {
         .call_method(Some(me), "/", Some("org.freedesktop.DBus.Peer"), "Ping", &())
         .await
         .map(drop)
+}
+
+/// `NOTIFY_SOCKET`, written without ever blocking: a manager that does not read its socket
+/// must not stall the daemon's one thread (a blocking send waits while the socket is full).
+pub struct Notifier(std::os::unix::net::UnixDatagram);
+
+impl Notifier {
+    /// The service manager's socket, when the daemon runs under one.
+    pub fn from_env() -> Option<Self> {
+        std::env::var_os("NOTIFY_SOCKET")?;
+        Self::open()
+            .inspect_err(|error| tracing::warn!(%error, "cannot reach the service manager's notify socket"))
+            .ok()
+    }
+
+    fn open() -> std::io::Result<Self> {
+        use std::os::linux::net::SocketAddrExt as _;
+        let path = std::env::var_os("NOTIFY_SOCKET")
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "NOTIFY_SOCKET is not set"))?;
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+        let address = match bytes.strip_prefix(b"@") {
+            Some(abstract_name) => std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)?,
+            None => std::os::unix::net::SocketAddr::from_pathname(&path)?,
+        };
+        socket.connect_addr(&address)?;
+        Ok(Self(socket))
+    }
+
+    /// Sends one state line such as `READY=1`; a socket that takes nothing more loses it.
+    pub fn send(&self, state: &str) {
+        if let Err(error) = self.0.send(state.as_bytes()) {
+            tracing::debug!(%error, state, "the service manager did not take a notification");
+        }
+    }
 }
