@@ -154,6 +154,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
                 config.fastpath.interface.clone()
             },
             follow_modem,
+            shaping: config.fastpath.shaping(),
             destinations,
         },
     )
@@ -277,7 +278,14 @@ fn attach_fastpath(config: &Config) -> Option<Fastpath> {
         return None;
     }
     match Fastpath::attach(&config.fastpath.interface) {
-        Ok(fp) => Some(fp),
+        Ok(mut fp) => {
+            if let Some(shaping) = config.fastpath.shaping() {
+                if let Err(e) = fp.shape(shaping) {
+                    tracing::warn!(interface = %config.fastpath.interface, error = %chain(&e), "uplink not shaped; AI packets keep their priority only");
+                }
+            }
+            Some(fp)
+        }
         Err(e) => {
             tracing::warn!(interface = %config.fastpath.interface, error = %chain(&e), "fast path not attached; going on without it");
             None

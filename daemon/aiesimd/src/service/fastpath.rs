@@ -7,7 +7,11 @@ use tokio::sync::watch;
 use zbus::{Connection, OwnedVariant, interface};
 
 use super::DaemonError;
-use crate::{broker::chain, fastpath::Fastpath, modem::Modem};
+use crate::{
+    broker::chain,
+    fastpath::{Fastpath, Shaping},
+    modem::Modem,
+};
 
 pub struct FastpathObject {
     fastpath: Option<Fastpath>,
@@ -43,7 +47,12 @@ pub async fn follow_destinations(connection: Connection, mut destinations: watch
 
 /// Attaches the classifier to whatever interface the modem reports, and moves it when that
 /// changes (another modem, a replug that renamed it), with the current AI destinations.
-pub async fn follow_modem(connection: Connection, modem: Arc<Modem>, destinations: watch::Receiver<Vec<SocketAddr>>) {
+pub async fn follow_modem(
+    connection: Connection,
+    modem: Arc<Modem>,
+    destinations: watch::Receiver<Vec<SocketAddr>>,
+    shaping: Option<Shaping>,
+) {
     let Ok(object) = connection
         .object_server()
         .interface::<_, FastpathObject>(ROOT_PATH)
@@ -57,7 +66,15 @@ pub async fn follow_modem(connection: Connection, modem: Arc<Modem>, destination
         let current = object.get().await.interface.clone();
         if !wanted.is_empty() && wanted != current {
             let endpoints = destinations.borrow().clone();
-            let attached = Fastpath::attach(&wanted).and_then(|mut fp| fp.set_ai_endpoints(&endpoints).map(|()| fp));
+            let attached = Fastpath::attach(&wanted).and_then(|mut fp| {
+                fp.set_ai_endpoints(&endpoints)?;
+                if let Some(shaping) = shaping {
+                    if let Err(e) = fp.shape(shaping) {
+                        tracing::warn!(interface = %wanted, error = %chain(&e), "uplink not shaped; AI packets keep their priority only");
+                    }
+                }
+                Ok(fp)
+            });
             let fastpath = match attached {
                 Ok(fp) => {
                     tracing::info!(interface = %wanted, "fast path attached to the modem's interface");
