@@ -3,7 +3,14 @@
 //!
 //! - ledger: reserve → commit through the durable, group-committed journal, from many
 //!   concurrent requests, against the same work on the in-memory ledger;
-//! - journal: how many commits one fsync carries.
+//! - journal: how many commits one fsync carries;
+//! - fast path: classifier cost per packet, and AI round trips under a saturating upload
+//!   (`bench/fastpath.rs`).
+
+#[path = "bench/fastpath.rs"]
+mod fastpath;
+#[path = "../tests/support/uplink.rs"]
+mod uplink;
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +55,11 @@ async fn ops_per_second(ledger: Ledger) -> (f64, u64) {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `bench fastpath` measures only the fast path.
+    if std::env::args().nth(1).as_deref() == Some("fastpath") {
+        fastpath::main();
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -74,5 +86,7 @@ fn main() -> anyhow::Result<()> {
         let per_fsync = commits as f64 / fsyncs.max(1) as f64;
         println!("  group commit                {per_fsync:>12.1} commits per fsync ({fsyncs} fsyncs)");
         anyhow::Ok(())
-    })
+    })?;
+    fastpath::main();
+    Ok(())
 }

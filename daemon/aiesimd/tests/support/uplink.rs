@@ -133,12 +133,13 @@ impl Uplink {
 
     /// Starts a bulk TCP upload from the device to the peer's sink, as fast as the uplink takes.
     pub fn start_upload(&self) -> Upload {
-        let sink = self.sink.try_clone().expect("clone the sink");
+        let stream = TcpStream::connect_timeout(&BULK, PATIENCE).expect("connect to the sink");
+        // Accepted here, so that this upload's reader reads this upload's connection.
+        let (mut accepted, _) = self.sink.accept().expect("accept the upload");
         let received = thread::spawn(move || {
-            let (mut stream, _) = sink.accept().expect("accept the upload");
             let mut total = 0u64;
             let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(len) = stream.read(&mut buf) {
+            while let Ok(len) = accepted.read(&mut buf) {
                 if len == 0 {
                     break;
                 }
@@ -146,7 +147,6 @@ impl Uplink {
             }
             total
         });
-        let stream = TcpStream::connect_timeout(&BULK, PATIENCE).expect("connect to the sink");
         let writer = stream.try_clone().expect("clone the upload stream");
         let sender = thread::spawn(move || {
             let mut writer = writer;
