@@ -19,7 +19,7 @@ pub use aiesim_fastpath_common::Direction;
 
 pub use self::{
     attach::{AttachError, AttachMode},
-    maps::MapsError,
+    maps::{AiDestination, EndpointStatistics, MapsError},
     object::{Classifier, ClassifierError, DEFAULT_AI_PRIORITY, TestProgram, TestRunOutcome},
     shaper::{BULK_CLASS, INTERACTIVE_CLASS, ShaperError, Shaping, UPLINK_KBIT_RANGE},
 };
@@ -100,6 +100,16 @@ impl Fastpath {
 
     pub fn statistics(&self) -> Result<Statistics, FastpathError> {
         Ok(self.classifier.statistics()?)
+    }
+
+    /// The traffic of each AI destination since it was configured.
+    pub fn endpoint_statistics(&self) -> Result<Vec<EndpointStatistics>, FastpathError> {
+        Ok(self.classifier.endpoint_statistics()?)
+    }
+
+    /// Replaces the set of AI destinations (prefixes with a port); each matches TCP and UDP.
+    pub fn set_ai_destinations(&mut self, destinations: &[AiDestination]) -> Result<(), FastpathError> {
+        Ok(self.classifier.set_ai_destinations(destinations)?)
     }
 
     /// Replaces the set of AI endpoints; each address matches both TCP and UDP.

@@ -4,9 +4,13 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use aiesim_dbus::ROOT_PATH;
 use tokio::sync::watch;
-use zbus::{Connection, OwnedVariant, interface};
+use zbus::{Connection, OwnedVariant, interface, message::Header};
 
-use super::DaemonError;
+use super::{
+    DaemonError,
+    authority::{Action, authorize},
+    broker::{owned_str, sender_of},
+};
 use crate::{
     broker::chain,
     fastpath::{Fastpath, Shaping},
@@ -106,15 +110,18 @@ pub async fn follow_modem(
     }
 }
 
+impl FastpathObject {
+    fn attached_fastpath(&self) -> Result<&Fastpath, DaemonError> {
+        self.fastpath
+            .as_ref()
+            .ok_or_else(|| DaemonError::Failed(format!("the fast path is not attached to {}", self.interface)))
+    }
+}
+
 #[interface(name = "org.aiesim.AiEsim1.Fastpath", spawn = false)]
 impl FastpathObject {
     fn get_statistics(&self) -> Result<HashMap<String, OwnedVariant>, DaemonError> {
-        let Some(fp) = &self.fastpath else {
-            return Err(DaemonError::Failed(format!(
-                "the fast path is not attached to {}",
-                self.interface
-            )));
-        };
+        let fp = self.attached_fastpath()?;
         let s = fp.statistics().map_err(|e| DaemonError::Failed(chain(&e)))?;
         let crate::fastpath::Statistics {
             egress_packets,
@@ -135,6 +142,32 @@ impl FastpathObject {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), OwnedVariant::from(v)))
         .collect())
+    }
+
+    async fn get_endpoint_statistics(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<HashMap<String, OwnedVariant>>, DaemonError> {
+        authorize(connection, &sender_of(&header)?, Action::ReadTraffic).await?;
+        let fp = self.attached_fastpath()?;
+        let endpoints = fp.endpoint_statistics().map_err(|e| DaemonError::Failed(chain(&e)))?;
+        Ok(endpoints
+            .into_iter()
+            .map(|e| {
+                let mut entry: HashMap<String, OwnedVariant> = [
+                    ("egress_packets", e.egress_packets),
+                    ("egress_bytes", e.egress_bytes),
+                    ("ingress_packets", e.ingress_packets),
+                    ("ingress_bytes", e.ingress_bytes),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), OwnedVariant::from(v)))
+                .collect();
+                entry.insert("destination".into(), owned_str(&e.destination.to_string()));
+                entry
+            })
+            .collect())
     }
 
     #[zbus(property)]
