@@ -14,10 +14,10 @@ use aiesimd::{
     cloud::{HttpCloud, HttpOptions, SharedCredentials},
     config::{self, Bus, Config, CredentialChoice},
     esim::{Biller, CardCredentials, Esim, Requirement, provision_endpoints},
-    fastpath::Fastpath,
+    fastpath::{Fastpath, names},
     ledger::Ledger,
     modem::Modem,
-    router::{Router, ip_destinations},
+    router::Router,
     service,
 };
 use anyhow::Context as _;
@@ -113,8 +113,11 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     release_startup_memory();
 
     let broker = Arc::new(broker(&config, credentials)?);
-    // The fast path's AI destinations follow the endpoints in use: configured, then the card's.
-    let (destinations_tx, destinations) = watch::channel(ip_destinations(&broker.router().endpoints()));
+    // The fast path's AI destinations follow the endpoints in use, configured, then the card's:
+    // IP literals at once, host names once resolved (and again every few minutes).
+    let (urls_tx, urls) = watch::channel(endpoint_urls(&broker));
+    let (destinations_tx, destinations) = watch::channel(names::literal_destinations(&urls.borrow()));
+    tokio::spawn(names::follow(urls, names::RESOLVE_INTERVAL, destinations_tx));
     if let Some(fp) = &mut fastpath {
         if let Err(e) = fp.set_ai_endpoints(&destinations.borrow()) {
             tracing::warn!(error = %chain(&e), "cannot tell the fast path the AI endpoints");
@@ -128,7 +131,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         tokio::spawn(provision_endpoints(esim.state(), move |specs| {
             let changed = broker.router().set_provisioned(specs);
             if changed {
-                destinations_tx.send_replace(ip_destinations(&broker.router().endpoints()));
+                urls_tx.send_replace(endpoint_urls(&broker));
             }
             changed
         }));
@@ -271,6 +274,11 @@ fn credentials(config: &Config, modem: Option<&(Arc<Modem>, Arc<Esim>)>) -> Opti
         config.cloud.iot_safe_aid(),
         requirement,
     )))
+}
+
+/// The URLs of the endpoints in use, whose destinations the fast path classifies as AI.
+fn endpoint_urls(broker: &service::DaemonBroker) -> Vec<String> {
+    broker.router().endpoints().into_iter().map(|e| e.url).collect()
 }
 
 fn attach_fastpath(config: &Config) -> Option<Fastpath> {

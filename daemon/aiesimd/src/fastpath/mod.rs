@@ -9,6 +9,7 @@
 mod attach;
 mod clsact;
 mod maps;
+pub mod names;
 mod netlink;
 mod object;
 mod shaper;
