@@ -209,6 +209,24 @@ async fn aictl_status_and_ask_work_against_the_daemon() {
     assert_eq!(doc["modem"]["imei"], SIM_IMEI);
     assert_eq!(doc["modem"]["protocol"], "qmi");
     assert!(doc["fastpath"]["ai_packets"].as_u64().unwrap() > 0, "{doc}");
+    // Per endpoint (root is an administrator): the one endpoint the answer came from.
+    let out = world.aictl().args(["stats", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let endpoints: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let carried: Vec<_> = endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ingress_bytes"].as_u64().unwrap() > 0)
+        .collect();
+    assert_eq!(carried.len(), 1, "{endpoints}");
+    let out = world.aictl().arg("stats").output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let destination = carried[0]["destination"].as_str().unwrap();
+    assert!(
+        table.starts_with("AI endpoint") && table.contains(destination),
+        "{table}"
+    );
 
     // The modem object over the bus, as an app would read it.
     let conn = world.connect().await.unwrap();
