@@ -41,6 +41,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show each AI endpoint's traffic through the fast path since it was configured
+    /// (administrators).
+    ///
+    /// With --json: [{"destination", "egress_packets", "egress_bytes", "ingress_packets",
+    /// "ingress_bytes"}].
+    Stats {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the cloud AI and stream the answer to stdout.
     Ask {
         /// The question; several words are joined with spaces.
@@ -235,6 +245,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let connection = connect(&cli.bus).await?;
     match cli.command {
         Command::Status { json } => status(&connection, json).await,
+        Command::Stats { json } => stats(&connection, json).await,
         Command::Ask {
             prompt,
             model,
@@ -383,6 +394,38 @@ async fn status(connection: &Connection, json: bool) -> anyhow::Result<ExitCode>
         );
     } else {
         println!("fastpath  not attached ({interface})");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stats(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCode> {
+    let endpoints = match FastpathProxy::new(connection).await?.get_endpoint_statistics().await {
+        Ok(endpoints) => endpoints,
+        Err(e) => {
+            eprintln!("aictl: {}", describe(&e));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let docs: Vec<_> = endpoints.iter().map(dict_json).collect();
+    if as_json {
+        let list: Vec<serde_json::Value> = docs.into_iter().map(Into::into).collect();
+        println!("{:#}", serde_json::Value::from(list));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<40} {:>10} {:>12} {:>10} {:>12}",
+        "AI endpoint", "out pkts", "out bytes", "in pkts", "in bytes"
+    );
+    for d in &docs {
+        let n = |k: &str| d.get(k).map(ToString::to_string).unwrap_or_default();
+        println!(
+            "{:<40} {:>10} {:>12} {:>10} {:>12}",
+            d.get("destination").and_then(|v| v.as_str()).unwrap_or_default(),
+            n("egress_packets"),
+            n("egress_bytes"),
+            n("ingress_packets"),
+            n("ingress_bytes")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -148,6 +148,7 @@ pub trait Esim {
 )]
 pub trait Fastpath {
     fn get_statistics(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+    fn get_endpoint_statistics(&self) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
 
     #[zbus(property)]
     fn interface(&self) -> zbus::Result<String>;

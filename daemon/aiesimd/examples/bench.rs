@@ -6,6 +6,13 @@
 //! - journal: how many commits one fsync carries;
 //! - calendar budgets: the same in-memory work with daily and monthly budgets and a
 //!   per-minute rate on every app and the device, against none.
+//! - fast path: classifier cost per packet, and AI round trips under a saturating upload
+//!   (`bench/fastpath.rs`).
+
+#[path = "bench/fastpath.rs"]
+mod fastpath;
+#[path = "../tests/support/uplink.rs"]
+mod uplink;
 
 use std::time::{Duration, Instant};
 
@@ -62,6 +69,11 @@ async fn ops_per_second(ledger: Ledger) -> (f64, u64) {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `bench fastpath` measures only the fast path.
+    if std::env::args().nth(1).as_deref() == Some("fastpath") {
+        fastpath::main();
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -93,5 +105,7 @@ fn main() -> anyhow::Result<()> {
             calendar / memory
         );
         anyhow::Ok(())
-    })
+    })?;
+    fastpath::main();
+    Ok(())
 }

@@ -189,6 +189,10 @@ pub struct FastpathConfig {
     /// The cellular network interface, or "modem": the one the modem reports (sysfs or
     /// `modem.interface`), attached when known and re-attached when it changes.
     pub interface: String,
+    /// Install an HTB root qdisc at `uplink_kbit` that serves AI packets first.
+    pub shape: bool,
+    /// The uplink rate in kbit/s the shaper releases packets at.
+    pub uplink_kbit: u32,
 }
 
 impl Default for FastpathConfig {
@@ -196,7 +200,31 @@ impl Default for FastpathConfig {
         Self {
             enabled: true,
             interface: "wwan0".into(),
+            shape: false,
+            uplink_kbit: 0,
         }
+    }
+}
+
+impl FastpathConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let range = crate::fastpath::UPLINK_KBIT_RANGE;
+        if self.shape && !range.contains(&self.uplink_kbit) {
+            return Err(ConfigError::Invalid(format!(
+                "fastpath.shape needs fastpath.uplink_kbit between {} and {}, not {}",
+                range.start(),
+                range.end(),
+                self.uplink_kbit
+            )));
+        }
+        Ok(())
+    }
+
+    /// The shaping to install, when asked for.
+    pub fn shaping(&self) -> Option<crate::fastpath::Shaping> {
+        self.shape.then_some(crate::fastpath::Shaping {
+            uplink_kbit: self.uplink_kbit,
+        })
     }
 }
 
@@ -479,6 +507,7 @@ impl Config {
                 return invalid(format!("requests.{key} must be between {low} and {high}, not {value}"));
             }
         }
+        self.fastpath.validate()?;
         let c = &self.cloud;
         if !parse_hex(&c.iot_safe_aid).is_some_and(|aid| (5..=16).contains(&aid.len())) {
             return invalid(format!(
@@ -603,6 +632,12 @@ mod tests {
             defaults.cloud.iot_safe_aid(),
             [0xA0, 0x00, 0x00, 0x05, 0x59, 0x00, 0x10]
         );
+        assert_eq!(defaults.fastpath.shaping(), None);
+        let shaped = parse("[fastpath]\nshape = true\nuplink_kbit = 2000").unwrap();
+        assert_eq!(
+            shaped.fastpath.shaping(),
+            Some(crate::fastpath::Shaping { uplink_kbit: 2000 })
+        );
         let none = parse("[cloud]\ncredential = \"none\"\niot_safe_aid = \"a000000559001001\"").unwrap();
         assert_eq!(none.cloud.credential, CredentialChoice::None);
         assert_eq!(none.cloud.iot_safe_aid().len(), 8);
@@ -614,6 +649,8 @@ mod tests {
             "[modem]\nrequest_timeout_ms = 5",
             "[modem]\napn = \"two words\"",
             "[modem]\nprotocol = \"at\"",
+            "[fastpath]\nshape = true",
+            "[fastpath]\nshape = true\nuplink_kbit = 4",
         ] {
             assert!(parse(bad).is_err(), "{bad} must be refused");
         }

@@ -14,10 +14,10 @@ use aiesimd::{
     cloud::{HttpCloud, HttpOptions, SharedCredentials},
     config::{self, Bus, Config, CredentialChoice},
     esim::{Biller, CardCredentials, Esim, Requirement, provision_endpoints},
-    fastpath::Fastpath,
+    fastpath::{Fastpath, names},
     ledger::{Ledger, window::Calendar},
     modem::Modem,
-    router::{Router, ip_destinations},
+    router::Router,
     service,
 };
 use anyhow::Context as _;
@@ -133,8 +133,11 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     release_startup_memory();
 
     let broker = Arc::new(broker(&config, credentials)?);
-    // The fast path's AI destinations follow the endpoints in use: configured, then the card's.
-    let (destinations_tx, destinations) = watch::channel(ip_destinations(&broker.router().endpoints()));
+    // The fast path's AI destinations follow the endpoints in use, configured, then the card's:
+    // IP literals at once, host names once resolved (and again every few minutes).
+    let (urls_tx, urls) = watch::channel(endpoint_urls(&broker));
+    let (destinations_tx, destinations) = watch::channel(names::literal_destinations(&urls.borrow()));
+    tokio::spawn(names::follow(urls, names::RESOLVE_INTERVAL, destinations_tx));
     if let Some(fp) = &mut fastpath {
         if let Err(e) = fp.set_ai_endpoints(&destinations.borrow()) {
             tracing::warn!(error = %chain(&e), "cannot tell the fast path the AI endpoints");
@@ -148,7 +151,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         tokio::spawn(provision_endpoints(esim.state(), move |specs| {
             let changed = broker.router().set_provisioned(specs);
             if changed {
-                destinations_tx.send_replace(ip_destinations(&broker.router().endpoints()));
+                urls_tx.send_replace(endpoint_urls(&broker));
             }
             changed
         }));
@@ -174,6 +177,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
                 config.fastpath.interface.clone()
             },
             follow_modem,
+            shaping: config.fastpath.shaping(),
             destinations,
         },
     )
@@ -184,15 +188,8 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot own the bus name {BUS_NAME} (is another aiesimd running?)"))?;
 
-    let notifier = service::watchdog::Notifier::from_env().map(Arc::new);
-    if let Some(notifier) = &notifier {
-        notifier.send("READY=1");
-    }
+    let notifier = announce_ready(&connection);
     tracing::info!(name = BUS_NAME, ready_ms = started.elapsed().as_millis(), "ready");
-    if let (Some(period), Some(notifier)) = (service::watchdog::period(), &notifier) {
-        tracing::info!(?period, "petting the systemd watchdog");
-        tokio::spawn(service::watchdog::run(connection.clone(), Arc::clone(notifier), period));
-    }
 
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -215,6 +212,22 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Tells the service manager (if any) that the daemon is ready, and starts petting its
+/// watchdog when it asked for one.
+fn announce_ready(connection: &zbus::Connection) -> Option<Arc<service::watchdog::Notifier>> {
+    let notifier = Arc::new(service::watchdog::Notifier::from_env()?);
+    notifier.send("READY=1");
+    if let Some(period) = service::watchdog::period() {
+        tracing::info!(?period, "petting the systemd watchdog");
+        tokio::spawn(service::watchdog::run(
+            connection.clone(),
+            Arc::clone(&notifier),
+            period,
+        ));
+    }
+    Some(notifier)
 }
 
 /// The core: cloud client, durable ledger, router and limits, as configured.
@@ -304,12 +317,24 @@ fn credentials(config: &Config, modem: Option<&(Arc<Modem>, Arc<Esim>)>) -> Opti
     )))
 }
 
+/// The URLs of the endpoints in use, whose destinations the fast path classifies as AI.
+fn endpoint_urls(broker: &service::DaemonBroker) -> Vec<String> {
+    broker.router().endpoints().into_iter().map(|e| e.url).collect()
+}
+
 fn attach_fastpath(config: &Config) -> Option<Fastpath> {
     if !config.fastpath.enabled {
         return None;
     }
     match Fastpath::attach(&config.fastpath.interface) {
-        Ok(fp) => Some(fp),
+        Ok(mut fp) => {
+            if let Some(shaping) = config.fastpath.shaping() {
+                if let Err(e) = fp.shape(shaping) {
+                    tracing::warn!(interface = %config.fastpath.interface, error = %chain(&e), "uplink not shaped; AI packets keep their priority only");
+                }
+            }
+            Some(fp)
+        }
         Err(e) => {
             tracing::warn!(interface = %config.fastpath.interface, error = %chain(&e), "fast path not attached; going on without it");
             None

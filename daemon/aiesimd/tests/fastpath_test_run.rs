@@ -5,7 +5,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use aiesimd::fastpath::{Classifier, DEFAULT_AI_PRIORITY, Statistics, TestProgram};
+use aiesimd::fastpath::{AiDestination, Classifier, DEFAULT_AI_PRIORITY, EndpointStatistics, Statistics, TestProgram};
 
 const TC_ACT_UNSPEC: i32 = -1;
 const TCP: u8 = 6;
@@ -248,9 +248,9 @@ fn replacing_the_endpoints_takes_effect_and_priority_is_configurable() {
     assert_eq!(run(&mut classifier, TestProgram::Egress, &to_new), 0);
     assert_eq!(classifier.statistics().unwrap().ai_packets, 2);
 
-    let too_many: Vec<_> = (0..=512u16).map(|port| SocketAddr::new(AI_V4.into(), port)).collect();
+    let too_many: Vec<_> = (0..=256u16).map(|port| SocketAddr::new(AI_V4.into(), port)).collect();
     let error = classifier.set_ai_endpoints(&too_many).unwrap_err();
-    assert!(error.to_string().contains("513 AI endpoints"), "{error}");
+    assert!(error.to_string().contains("257 AI destinations"), "{error}");
 }
 
 /// An egress frame from the device to `remote`.
@@ -314,6 +314,146 @@ fn repeated_runs_count_every_run() {
     let stats = classifier.statistics().unwrap();
     assert_eq!((stats.egress_packets, stats.ai_packets), (1000, 1000));
     assert_eq!(stats.egress_bytes, 1000 * frame.len() as u64);
+}
+
+fn prefix(addr: &str, prefix_len: u8, port: u16) -> AiDestination {
+    AiDestination {
+        addr: addr.parse().unwrap(),
+        prefix_len,
+        port,
+    }
+}
+
+#[test]
+fn prefixes_match_every_address_in_them_on_their_port_only() {
+    if !privileged() {
+        return;
+    }
+    let mut classifier = Classifier::load().unwrap();
+    classifier
+        .set_ai_destinations(&[
+            prefix("10.9.0.0", 16, 443),
+            prefix("fd00:9::", 32, 443),
+            // Shorter than the filter's /16: it lists the 256 /16s inside.
+            prefix("172.16.0.0", 8, 8443),
+            // A host inside a prefix, on another port: both match, each on its own port.
+            AiDestination::host(SocketAddr::new(Ipv4Addr::new(10, 9, 0, 1).into(), 8443)),
+        ])
+        .unwrap();
+    let is_ai = |classifier: &mut Classifier, remote: &str, protocol| {
+        let remote: SocketAddr = remote.parse().unwrap();
+        run(classifier, TestProgram::Egress, &towards(remote, protocol)) == DEFAULT_AI_PRIORITY
+    };
+    for remote in [
+        "10.9.0.0:443",
+        "10.9.255.255:443",
+        "[fd00:9::1]:443",
+        "[fd00:9:ffff::7]:443",
+        "172.0.0.1:8443",
+        "172.255.1.2:8443",
+        "10.9.0.1:8443",
+    ] {
+        assert!(is_ai(&mut classifier, remote, TCP), "{remote}");
+        assert!(is_ai(&mut classifier, remote, UDP), "{remote}");
+    }
+    for remote in [
+        "10.8.255.255:443",
+        "10.10.0.0:443",
+        "10.9.0.2:8443",
+        "10.9.1.1:80",
+        "[fd00:8::1]:443",
+        "[fd00:9::1]:444",
+        "173.0.0.1:8443",
+        "172.1.1.1:443",
+    ] {
+        assert!(!is_ai(&mut classifier, remote, TCP), "{remote}");
+    }
+    // A prefix too short for the filter to list opens it: still exact, through the trie alone.
+    classifier.set_ai_destinations(&[prefix("0.0.0.0", 0, 443)]).unwrap();
+    assert!(is_ai(&mut classifier, "198.51.100.7:443", TCP));
+    assert!(!is_ai(&mut classifier, "198.51.100.7:80", TCP));
+    assert!(
+        !is_ai(&mut classifier, "[fd00:9::1]:443", TCP),
+        "an IPv4 prefix holds no IPv6"
+    );
+
+    let error = classifier
+        .set_ai_destinations(&[prefix("10.0.0.0", 33, 443)])
+        .unwrap_err();
+    assert!(error.to_string().contains("prefix length 33"), "{error}");
+}
+
+#[test]
+fn traffic_is_counted_per_endpoint_and_direction() {
+    if !privileged() {
+        return;
+    }
+    let mut classifier = Classifier::load().unwrap();
+    let host = AiDestination::host(SocketAddr::new(AI_V4.into(), AI_PORT));
+    let v6_prefix = prefix("fd00:9::", 32, AI_PORT);
+    classifier.set_ai_destinations(&[host, v6_prefix]).unwrap();
+
+    let out_v4 = ipv4(DEVICE_V4, AI_V4, TCP, &l4(TCP, 40000, AI_PORT, 100));
+    let in_v4 = ipv4(AI_V4, DEVICE_V4, TCP, &l4(TCP, AI_PORT, 40000, 1000));
+    let out_v6 = ipv6(DEVICE_V6, AI_V6, UDP, &l4(UDP, 40000, AI_PORT, 10));
+    let other = ipv4(DEVICE_V4, Ipv4Addr::new(10, 1, 2, 3), TCP, &l4(TCP, 40000, AI_PORT, 10));
+    for frame in [&out_v4, &out_v4, &out_v6, &other] {
+        run(&mut classifier, TestProgram::Egress, frame);
+    }
+    run(&mut classifier, TestProgram::Ingress, &in_v4);
+
+    let by_endpoint = classifier.endpoint_statistics().unwrap();
+    let size = |frame: &Vec<u8>| frame.len() as u64;
+    assert_eq!(
+        by_endpoint,
+        [
+            EndpointStatistics {
+                destination: host,
+                egress_packets: 2,
+                egress_bytes: 2 * size(&out_v4),
+                ingress_packets: 1,
+                ingress_bytes: size(&in_v4),
+            },
+            EndpointStatistics {
+                destination: v6_prefix,
+                egress_packets: 1,
+                egress_bytes: size(&out_v6),
+                ingress_packets: 0,
+                ingress_bytes: 0,
+            },
+        ]
+    );
+    let totals = classifier.statistics().unwrap();
+    assert_eq!(
+        (totals.ai_packets, totals.egress_packets, totals.ingress_packets),
+        (4, 4, 1)
+    );
+
+    // The v4 host goes and a new endpoint comes: it starts from zero, in a slot no key of the
+    // old one still points at; the v6 prefix keeps its figures.
+    let newcomer = AiDestination::host(SocketAddr::new(Ipv4Addr::new(10, 9, 0, 7).into(), 443));
+    classifier.set_ai_destinations(&[v6_prefix, newcomer]).unwrap();
+    run(&mut classifier, TestProgram::Egress, &out_v4);
+    let by_endpoint = classifier.endpoint_statistics().unwrap();
+    assert_eq!(by_endpoint.len(), 2);
+    assert!(by_endpoint.iter().all(|e| e.destination != host));
+    let find = |d: AiDestination| *by_endpoint.iter().find(|e| e.destination == d).unwrap();
+    assert_eq!(find(v6_prefix).egress_packets, 1);
+    assert_eq!((find(newcomer).egress_packets, find(newcomer).ingress_packets), (0, 0));
+    // Totals since loading keep what the removed endpoint carried.
+    assert_eq!(classifier.statistics().unwrap().ai_packets, 4);
+
+    // Once its old keys are gone, a slot is reused: its figures start from zero again.
+    let third = AiDestination::host(SocketAddr::new(Ipv4Addr::new(10, 9, 0, 8).into(), 443));
+    classifier.set_ai_destinations(&[v6_prefix, newcomer, third]).unwrap();
+    let to_third = ipv4(DEVICE_V4, Ipv4Addr::new(10, 9, 0, 8), TCP, &l4(TCP, 40000, 443, 0));
+    run(&mut classifier, TestProgram::Egress, &to_third);
+    let by_endpoint = classifier.endpoint_statistics().unwrap();
+    let third_stats = by_endpoint.iter().find(|e| e.destination == third).unwrap();
+    assert_eq!(
+        (third_stats.egress_packets, third_stats.egress_bytes),
+        (1, size(&to_third))
+    );
 }
 
 /// Prints the classifier's cost against an empty program; `cargo xtask bench` does the same.

@@ -271,6 +271,31 @@ fn counts_real_traffic(mode: AttachMode) {
         (5, total_len(ours(AI_PORT)) + from_ai.len() as u64),
         "{stats:?}"
     );
+    let to = |endpoint: SocketAddr| {
+        sent.iter()
+            .filter(move |packet| udp_destination(packet) == Some(endpoint))
+    };
+    let by_endpoint: Vec<_> = fastpath
+        .endpoint_statistics()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e.destination.to_string(),
+                e.egress_packets,
+                e.egress_bytes,
+                e.ingress_packets,
+                e.ingress_bytes,
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_endpoint,
+        [
+            (ai_v4.to_string(), 3, total_len(to(ai_v4)), 1, from_ai.len() as u64),
+            (ai_v6.to_string(), 1, total_len(to(ai_v6)), 0, 0),
+        ]
+    );
     drop(fastpath);
     drop(tun);
 }

@@ -11,20 +11,33 @@ pub const PROGRAM_INGRESS: &str = "aiesim_ingress";
 /// Program that returns at once: the reference cost when benchmarking the classifier.
 pub const PROGRAM_BASELINE: &str = "aiesim_baseline";
 
-/// Per-CPU array of [`Counters`], indexed by [`stats_index`].
+/// Per-CPU array of [`Counters`], indexed by [`stats_index`]: traffic that is not AI.
 pub const MAP_STATS: &str = "STATS";
-/// Hash map from [`EndpointKey`] to the endpoint's index in the configured list.
-pub const MAP_AI_ENDPOINTS: &str = "AI_ENDPOINTS";
-/// Array of [`AI_FILTER_WORDS`] `u64`s: a bitmap of [`EndpointKey::filter_bit`]s.
+/// LPM trie from [`Destination`] prefixes to the endpoint's index.
+pub const MAP_AI_DESTINATIONS: &str = "AI_DESTINATIONS";
+/// Per-CPU array of [`Counters`] per AI endpoint, indexed by [`endpoint_stats_index`].
+pub const MAP_ENDPOINT_STATS: &str = "ENDPOINT_STATS";
+/// Array of [`AI_FILTER_WORDS`] `u64`s: a bitmap of [`Destination::filter_bit`]s.
 pub const MAP_AI_FILTER: &str = "AI_FILTER";
 /// Single-entry array holding the [`Config`].
 pub const MAP_CONFIG: &str = "CONFIG";
 
-/// Capacity of [`MAP_AI_ENDPOINTS`]; each socket address takes one entry per protocol.
-pub const MAX_AI_ENDPOINTS: u32 = 1024;
+/// Capacity of [`MAP_AI_DESTINATIONS`]; each endpoint takes one entry per protocol.
+pub const MAX_AI_DESTINATIONS: u32 = 1024;
+/// Endpoints counted apart; their index is below this.
+pub const MAX_AI_ENDPOINTS: u32 = 256;
+/// Entries of [`MAP_ENDPOINT_STATS`].
+pub const ENDPOINT_STATS_ENTRIES: u32 = MAX_AI_ENDPOINTS * Direction::COUNT;
 
-/// Size of [`MAP_AI_FILTER`]: 65536 bits, so even a full endpoint map sets under 2 % of them.
+/// Size of [`MAP_AI_FILTER`]: 65536 bits, so even a full destination map sets under 2 % of them.
 pub const AI_FILTER_WORDS: u32 = 1024;
+
+/// Bits of a [`Destination`] before its address: port, protocol and a reserved byte.
+pub const L4_PREFIX_BITS: u32 = 32;
+/// Address bits the filter looks at in an IPv4(-mapped) address: its first 16 bits (a /16).
+pub const FILTER_BITS_V4: u32 = 96 + 16;
+/// Address bits the filter looks at in an IPv6 address: its first 32 bits (a /32).
+pub const FILTER_BITS_V6: u32 = 32;
 
 /// IANA protocol number of TCP.
 pub const PROTOCOL_TCP: u8 = 6;
@@ -50,7 +63,8 @@ impl Direction {
 pub enum Class {
     /// IPv4/IPv6 traffic to or from anything but a configured AI endpoint.
     Other = 0,
-    /// Traffic to or from a configured AI endpoint.
+    /// Traffic to or from a configured AI endpoint; counted per endpoint in
+    /// [`MAP_ENDPOINT_STATS`], so its [`MAP_STATS`] entries stay zero.
     Ai = 1,
     /// Not IP, or too short to read the headers the classifier needs.
     Unparsed = 2,
@@ -80,40 +94,57 @@ pub struct Counters {
     pub bytes: u64,
 }
 
-/// A remote endpoint: IPv6 address (IPv4 as `::ffff:a.b.c.d`), port and L4 protocol.
+/// Where a packet goes (egress) or comes from (ingress), as the data of an LPM key: port and
+/// protocol first, so that a prefix of the key is a port, a protocol and an address prefix.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct EndpointKey {
-    /// The address as the packet carries it, in four 32-bit words: word-sized copies in BPF.
-    pub addr: [u32; 4],
-    /// Host byte order.
-    pub port: u16,
+pub struct Destination {
+    /// Network byte order, like everything the trie compares.
+    pub port: [u8; 2],
     pub protocol: u8,
-    /// Always zero; makes the padding explicit so keys hash identically on both sides.
+    /// Always zero; makes the padding explicit so keys compare identically on both sides.
     pub reserved: u8,
+    /// The address as the packet carries it (IPv4 as `::ffff:a.b.c.d`), in four 32-bit words:
+    /// word-sized copies in BPF.
+    pub addr: [u32; 4],
 }
 
-impl EndpointKey {
+/// The value of an [`MAP_AI_DESTINATIONS`] entry.
+pub type EndpointIndex = u32;
+
+impl Destination {
     #[inline]
     #[must_use]
     pub const fn new(addr: [u32; 4], port: u16, protocol: u8) -> Self {
         Self {
-            addr,
-            port,
+            port: port.to_be_bytes(),
             protocol,
             reserved: 0,
+            addr,
         }
     }
 
-    /// This key's bit in [`MAP_AI_FILTER`]. The hash lookup costs several times the rest of the
-    /// classifier; the filter, an inlined array read, spares it to almost all non-AI packets.
+    /// Whether the address is IPv4(-mapped).
+    #[inline]
+    #[must_use]
+    pub const fn is_ipv4(&self) -> bool {
+        let [a, b, c, _] = self.addr;
+        a == 0 && b == 0 && c == V4_MAPPED_WORD
+    }
+
+    /// This destination's bit in [`MAP_AI_FILTER`], from its port, protocol and the first
+    /// [`FILTER_BITS_V4`] / [`FILTER_BITS_V6`] bits of its address. The trie lookup costs
+    /// several times the rest of the classifier; the filter, an inlined array read, spares it
+    /// to almost all packets that are not AI.
     #[inline]
     #[must_use]
     pub const fn filter_bit(&self) -> u32 {
-        let [a, b, c, d] = self.addr;
-        let l4 = ((self.port as u32) << 8) | self.protocol as u32;
+        let [a, _, _, d] = self.addr;
+        let prefix = if self.is_ipv4() { d & V4_FILTER_MASK } else { a };
+        let [p0, p1] = self.port;
+        let l4 = u32::from_ne_bytes([p0, p1, self.protocol, 0]);
         // Fibonacci hashing: the top bits of the product depend on every input bit.
-        (a ^ b ^ c ^ d ^ l4).wrapping_mul(0x9e37_79b1) >> 16
+        (prefix ^ l4.rotate_left(16)).wrapping_mul(0x9e37_79b1) >> 16
     }
 
     /// The key form of an IPv6 address.
@@ -134,8 +165,21 @@ impl EndpointKey {
     #[inline]
     #[must_use]
     pub const fn ipv4_mapped(addr: u32) -> [u32; 4] {
-        [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), addr]
+        [0, 0, V4_MAPPED_WORD, addr]
     }
+}
+
+/// The third word of an IPv4-mapped address, `::ffff:0:0`.
+const V4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+/// The first 16 bits of an IPv4 address in its key word.
+const V4_FILTER_MASK: u32 = u32::from_ne_bytes([0xff, 0xff, 0, 0]);
+
+/// Index of one endpoint's counters for one direction in [`MAP_ENDPOINT_STATS`]: both
+/// directions of an endpoint side by side, 32 bytes, one cache line.
+#[inline]
+#[must_use]
+pub const fn endpoint_stats_index(endpoint: EndpointIndex, direction: Direction) -> u32 {
+    endpoint * Direction::COUNT + direction as u32
 }
 
 /// Settings userspace can change while the classifier runs.
@@ -151,12 +195,12 @@ mod user {
     // SAFETY: all of these are #[repr(C)], Copy, and have no padding or pointers.
     unsafe impl aya::Pod for super::Counters {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::EndpointKey {}
+    unsafe impl aya::Pod for super::Destination {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Config {}
 }
 
 // Layouts the BPF program and userspace both rely on; a change must be deliberate.
-const _: () = assert!(core::mem::size_of::<EndpointKey>() == 20);
+const _: () = assert!(core::mem::size_of::<Destination>() == 20);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 4);

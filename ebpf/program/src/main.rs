@@ -1,8 +1,9 @@
 //! The aiesim TC classifier on the cellular interface.
 //!
-//! One classifier per direction, sharing one code path: count every packet per direction and
-//! class, recognise traffic to or from a configured AI endpoint, and on egress give it the
-//! configured `skb->priority`. It never drops or redirects: it returns `TC_ACT_UNSPEC`, which is
+//! One classifier per direction, sharing one code path: recognise traffic to or from a
+//! configured AI endpoint (an address prefix with a port, in an LPM trie behind a bit filter),
+//! count it per endpoint and direction, and on egress give it the configured `skb->priority`;
+//! count everything else per direction and class. Each packet updates one counter pair. It never drops or redirects: it returns `TC_ACT_UNSPEC`, which is
 //! `TCX_NEXT` under TCX, so programs attached after it still run.
 #![no_std]
 #![no_main]
@@ -10,12 +11,16 @@
 mod parse;
 
 use aiesim_fastpath_common::{
-    AI_FILTER_WORDS, Class, Config, Counters, Direction, EndpointKey, MAX_AI_ENDPOINTS, STATS_ENTRIES, stats_index,
+    AI_FILTER_WORDS, Class, Config, Counters, Destination, Direction, ENDPOINT_STATS_ENTRIES, EndpointIndex,
+    MAX_AI_DESTINATIONS, STATS_ENTRIES, endpoint_stats_index, stats_index,
 };
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
     macros::{classifier, map},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{
+        Array, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::TcContext,
 };
 
@@ -25,7 +30,10 @@ use crate::parse::Remote;
 static STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(STATS_ENTRIES, 0);
 
 #[map]
-static AI_ENDPOINTS: HashMap<EndpointKey, u32> = HashMap::with_max_entries(MAX_AI_ENDPOINTS, 0);
+static AI_DESTINATIONS: LpmTrie<Destination, EndpointIndex> = LpmTrie::with_max_entries(MAX_AI_DESTINATIONS, 0);
+
+#[map]
+static ENDPOINT_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(ENDPOINT_STATS_ENTRIES, 0);
 
 #[map]
 static AI_FILTER: Array<u64> = Array::with_max_entries(AI_FILTER_WORDS, 0);
@@ -51,26 +59,44 @@ pub fn aiesim_baseline(_ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn classify(ctx: &TcContext, direction: Direction) -> i32 {
-    let class = match parse::remote(ctx, direction) {
-        Remote::Endpoint(key) if maybe_ai(&key) && AI_ENDPOINTS.get_ptr(&key).is_some() => Class::Ai,
-        Remote::Endpoint(_) | Remote::NoPorts => Class::Other,
-        Remote::Unparsed => Class::Unparsed,
+    let counters = match parse::remote(ctx, direction) {
+        Remote::Endpoint(destination) => match ai_endpoint(&destination) {
+            Some(endpoint) => {
+                if direction == Direction::Egress {
+                    prioritise(ctx);
+                }
+                ENDPOINT_STATS.get_ptr_mut(endpoint_stats_index(endpoint, direction))
+            }
+            None => STATS.get_ptr_mut(stats_index(direction, Class::Other)),
+        },
+        Remote::NoPorts => STATS.get_ptr_mut(stats_index(direction, Class::Other)),
+        Remote::Unparsed => STATS.get_ptr_mut(stats_index(direction, Class::Unparsed)),
     };
-    if class == Class::Ai && direction == Direction::Egress {
-        prioritise(ctx);
+    if let Some(counters) = counters {
+        // SAFETY: a per-CPU slot is only touched by this CPU, and TC runs with BHs disabled.
+        let counters = unsafe { &mut *counters };
+        counters.packets = counters.packets.wrapping_add(1);
+        counters.bytes = counters.bytes.wrapping_add(u64::from(ctx.len()));
     }
-    count(direction, class, ctx.len());
     TC_ACT_UNSPEC
 }
 
-/// False only for keys that are certainly not AI endpoints: userspace sets the bit of each.
+/// The index of the AI endpoint `destination` belongs to, if any: the longest matching prefix.
 #[inline(always)]
-fn maybe_ai(key: &EndpointKey) -> bool {
-    let bit = key.filter_bit();
-    AI_FILTER
+fn ai_endpoint(destination: &Destination) -> Option<EndpointIndex> {
+    let bit = destination.filter_bit();
+    // False only for destinations that are certainly not AI: userspace sets the bit of each.
+    let maybe = AI_FILTER
         .get(bit / 64)
-        .is_some_and(|word| word & (1u64 << (bit % 64)) != 0)
+        .is_some_and(|word| word & (1u64 << (bit % 64)) != 0);
+    if !maybe {
+        return None;
+    }
+    AI_DESTINATIONS.get(Key::new(FULL_PREFIX, *destination)).copied()
 }
+
+/// A full-length key: port, protocol and the whole address.
+const FULL_PREFIX: u32 = (core::mem::size_of::<Destination>() * 8) as u32;
 
 #[inline(always)]
 fn prioritise(ctx: &TcContext) {
@@ -79,16 +105,6 @@ fn prioritise(ctx: &TcContext) {
     if ai_priority != 0 {
         // SAFETY: the kernel hands every classifier a valid __sk_buff whose priority is writable.
         unsafe { (*ctx.skb.skb).priority = ai_priority };
-    }
-}
-
-#[inline(always)]
-fn count(direction: Direction, class: Class, len: u32) {
-    if let Some(counters) = STATS.get_ptr_mut(stats_index(direction, class)) {
-        // SAFETY: a per-CPU slot is only touched by this CPU, and TC runs with BHs disabled.
-        let counters = unsafe { &mut *counters };
-        counters.packets = counters.packets.wrapping_add(1);
-        counters.bytes = counters.bytes.wrapping_add(u64::from(len));
     }
 }
 

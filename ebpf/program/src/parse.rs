@@ -10,7 +10,7 @@ use core::{
     mem::{MaybeUninit, size_of},
 };
 
-use aiesim_fastpath_common::{Direction, EndpointKey, PROTOCOL_TCP, PROTOCOL_UDP};
+use aiesim_fastpath_common::{Direction, Destination, PROTOCOL_TCP, PROTOCOL_UDP};
 use aya_ebpf::{
     bindings::bpf_hdr_start_off::BPF_HDR_START_NET, helpers::bpf_skb_load_bytes_relative, programs::TcContext,
 };
@@ -105,7 +105,7 @@ unsafe impl Header for ExtensionHeader {}
 
 pub enum Remote {
     /// A TCP or UDP packet (or first fragment) and its remote end.
-    Endpoint(EndpointKey),
+    Endpoint(Destination),
     /// IP, but no ports to read: another protocol, a later fragment, a long extension chain.
     NoPorts,
     /// Not IP, or shorter than the headers claim.
@@ -160,7 +160,7 @@ fn ipv4(ctx: &TcContext, direction: Direction) -> Remote {
         Direction::Egress => header.dst,
         Direction::Ingress => header.src,
     };
-    Remote::Endpoint(endpoint(direction, EndpointKey::ipv4_mapped(addr), protocol, ports))
+    Remote::Endpoint(endpoint(direction, Destination::ipv4_mapped(addr), protocol, ports))
 }
 
 #[inline(always)]
@@ -215,12 +215,12 @@ fn ipv6(ctx: &TcContext, direction: Direction) -> Remote {
 }
 
 #[inline(always)]
-fn endpoint(direction: Direction, addr: [u32; 4], protocol: u8, ports: Ports) -> EndpointKey {
+fn endpoint(direction: Direction, addr: [u32; 4], protocol: u8, ports: Ports) -> Destination {
     let port = match direction {
         Direction::Egress => u16::from_be_bytes(ports.dst),
         Direction::Ingress => u16::from_be_bytes(ports.src),
     };
-    EndpointKey::new(addr, port, protocol)
+    Destination::new(addr, port, protocol)
 }
 
 /// Copies a `T` from `offset` past the network header, or `None` if the packet is shorter.

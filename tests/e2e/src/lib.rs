@@ -240,6 +240,8 @@ pub struct WorldOptions {
     pub modem_config: String,
     /// `fastpath.interface`: the device's "wwan0", or "modem" to follow the modem's.
     pub fastpath_interface: &'static str,
+    /// Extra lines for the configuration's `[fastpath]` table.
+    pub fastpath_config: String,
 }
 
 impl Default for WorldOptions {
@@ -257,6 +259,7 @@ impl Default for WorldOptions {
             modem_protocol: "qmi",
             modem_config: String::new(),
             fastpath_interface: "wwan0",
+            fastpath_config: String::new(),
         }
     }
 }
@@ -330,12 +333,13 @@ impl World {
         std::fs::write(
             &config,
             format!(
-                "bus = \"{bus_address}\"\n{extra}\n[modem]\ndevice = \"{modem}\"\nprotocol = \"{protocol}\"\n{modem_extra}\n\n[fastpath]\ninterface = \"{fastpath}\"\n\n[budget]\napp_tokens = {app}\njournal = \"{journal}\"\n{budget_extra}\n{endpoints}",
+                "bus = \"{bus_address}\"\n{extra}\n[modem]\ndevice = \"{modem}\"\nprotocol = \"{protocol}\"\n{modem_extra}\n\n[fastpath]\ninterface = \"{fastpath}\"\n{fastpath_extra}\n\n[budget]\napp_tokens = {app}\njournal = \"{journal}\"\n{budget_extra}\n{endpoints}",
                 extra = options.extra_config,
                 modem = modem_link.display(),
                 protocol = options.modem_protocol,
                 modem_extra = options.modem_config,
                 fastpath = options.fastpath_interface,
+                fastpath_extra = options.fastpath_config,
                 app = options.app_tokens,
                 journal = state_dir.join("ledger.journal").display(),
                 budget_extra = options.budget_config,

@@ -152,10 +152,11 @@ fn bus_and_polkit_files_are_accepted_by_their_readers() {
         [
             "org.aiesim.AiEsim1.manage-budgets",
             "org.aiesim.AiEsim1.manage-esim",
-            "org.aiesim.AiEsim1.manage-endpoints"
+            "org.aiesim.AiEsim1.manage-endpoints",
+            "org.aiesim.AiEsim1.read-traffic"
         ]
     );
-    assert_eq!(allow_active, ["auth_admin_keep"; 3]);
+    assert_eq!(allow_active, ["auth_admin_keep"; 4]);
 }
 
 /// The D-Bus activation file and the unit name the same service: bus name, user and unit.

@@ -8,7 +8,7 @@ use aiesim_dbus::{
     ChatOptions, ErrorName, Message, StreamEvent, iface,
     proxy::{BrokerProxy, FastpathProxy, ModemProxy, RequestProxy},
 };
-use aiesim_e2e::{CloudOptions, SIM_IMEI, World, WorldOptions, output_text as text, skip_unless_ready};
+use aiesim_e2e::{Account, CloudOptions, SIM_IMEI, World, WorldOptions, output_text as text, skip_unless_ready};
 use futures_util::StreamExt as _;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use zbus::OwnedVariant;
@@ -48,6 +48,8 @@ async fn chat_streams_a_real_answer_and_only_its_owner_hears_of_it() {
     if skip_unless_ready("chat_streams_a_real_answer_and_only_its_owner_hears_of_it") {
         return;
     }
+    // Before the bus starts: its policy names the group.
+    let apps = Account::group("aiesim-apps").unwrap();
     let world = World::start(&WorldOptions::default()).unwrap();
     let conn = world.connect().await.unwrap();
     let other = world.connect().await.unwrap();
@@ -132,6 +134,43 @@ async fn chat_streams_a_real_answer_and_only_its_owner_hears_of_it() {
     assert!(stat("ai_packets") > 0 && stat("ai_bytes") > 0, "{stats:?}");
     assert!(stat("egress_packets") >= stat("ai_packets") / 2, "{stats:?}");
     assert!(stat("ingress_packets") > 0, "{stats:?}");
+
+    endpoint_figures_are_for_administrators(&world, &apps, &fastpath, stat("ai_bytes")).await;
+}
+
+/// Per endpoint, for the administrator: the answer came from the one endpoint in use; an app
+/// is no administrator.
+async fn endpoint_figures_are_for_administrators(
+    world: &World,
+    apps: &Account,
+    fastpath: &FastpathProxy<'_>,
+    ai_bytes: u64,
+) {
+    let endpoints = fastpath.get_endpoint_statistics().await.unwrap();
+    let carried: Vec<_> = endpoints
+        .iter()
+        .filter(|e| u64::try_from(&e["ingress_packets"]).unwrap() > 0)
+        .map(|e| String::try_from(e["destination"].clone()).unwrap())
+        .collect();
+    assert_eq!(carried.len(), 1, "{endpoints:?}");
+    let ingress: u64 = endpoints
+        .iter()
+        .map(|e| u64::try_from(&e["ingress_bytes"]).unwrap())
+        .sum();
+    assert!(ingress > 0 && ingress <= ai_bytes, "{endpoints:?}");
+    // An app is no administrator: without polkit's yes it sees no one's traffic.
+    let refused = world.gdbus_as(
+        65534,
+        Some(apps.gid),
+        "/org/aiesim/AiEsim1",
+        "org.aiesim.AiEsim1.Fastpath.GetEndpointStatistics",
+        &[],
+    );
+    let said = text(&refused);
+    assert!(
+        !refused.status.success() && said.contains("Unauthorized") && said.contains("read-traffic"),
+        "{said}"
+    );
 }
 
 #[tokio::test]
@@ -170,6 +209,24 @@ async fn aictl_status_and_ask_work_against_the_daemon() {
     assert_eq!(doc["modem"]["imei"], SIM_IMEI);
     assert_eq!(doc["modem"]["protocol"], "qmi");
     assert!(doc["fastpath"]["ai_packets"].as_u64().unwrap() > 0, "{doc}");
+    // Per endpoint (root is an administrator): the one endpoint the answer came from.
+    let out = world.aictl().args(["stats", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let endpoints: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let carried: Vec<_> = endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ingress_bytes"].as_u64().unwrap() > 0)
+        .collect();
+    assert_eq!(carried.len(), 1, "{endpoints}");
+    let out = world.aictl().arg("stats").output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let destination = carried[0]["destination"].as_str().unwrap();
+    assert!(
+        table.starts_with("AI endpoint") && table.contains(destination),
+        "{table}"
+    );
 
     // The modem object over the bus, as an app would read it.
     let conn = world.connect().await.unwrap();

@@ -1,20 +1,28 @@
 //! Reading and writing the classifier's maps.
 
 use std::{
-    collections::HashMap as StdHashMap,
-    net::{IpAddr, SocketAddr},
+    collections::HashSet,
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
 use aiesim_fastpath_common::{
-    AI_FILTER_WORDS, Class, Config, Counters, Direction, EndpointKey, MAP_AI_ENDPOINTS, MAP_AI_FILTER, MAP_CONFIG,
-    MAP_STATS, MAX_AI_ENDPOINTS, PROTOCOL_TCP, PROTOCOL_UDP, stats_index,
+    AI_FILTER_WORDS, Class, Config, Counters, Destination, Direction, EndpointIndex, FILTER_BITS_V4, FILTER_BITS_V6,
+    L4_PREFIX_BITS, MAP_AI_DESTINATIONS, MAP_AI_FILTER, MAP_CONFIG, MAP_ENDPOINT_STATS, MAP_STATS, MAX_AI_DESTINATIONS,
+    MAX_AI_ENDPOINTS, PROTOCOL_TCP, PROTOCOL_UDP, endpoint_stats_index, stats_index,
 };
-use aya::maps::{Array, HashMap, Map, MapError, PerCpuArray};
+use aya::maps::{
+    Array, Map, MapError, PerCpuArray,
+    lpm_trie::{Key, LpmTrie},
+};
 
 use super::{Classifier, Statistics};
 
 /// Each endpoint is matched over TCP (HTTP/1, HTTP/2) and UDP (QUIC).
 const PROTOCOLS: [u8; 2] = [PROTOCOL_TCP, PROTOCOL_UDP];
+/// A prefix shorter than the filter looks at sets one filter bit per value of the missing bits,
+/// up to this many; beyond, the filter lets everything through to the trie (correct, slower).
+const MAX_FILTER_EXPANSION: u32 = 1 << 12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -38,60 +46,229 @@ pub enum MapsError {
         #[source]
         source: MapError,
     },
-    #[error("{requested} AI endpoints given, at most {} fit", MAX_AI_ENDPOINTS as usize / PROTOCOLS.len())]
+    #[error("{requested} AI destinations given, at most {MAX_AI_ENDPOINTS} fit")]
     TooManyEndpoints { requested: usize },
+    #[error("prefix length {prefix_len} is too long for {addr}")]
+    PrefixLength { addr: IpAddr, prefix_len: u8 },
+}
+
+/// Traffic that is AI: addresses in a prefix (one address: its full length), on one port, over
+/// TCP and UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AiDestination {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+    pub port: u16,
+}
+
+impl AiDestination {
+    /// One address and port.
+    pub fn host(endpoint: SocketAddr) -> Self {
+        let prefix_len = if endpoint.is_ipv4() { 32 } else { 128 };
+        Self {
+            addr: endpoint.ip(),
+            prefix_len,
+            port: endpoint.port(),
+        }
+    }
+
+    /// The same destination with the address bits beyond the prefix cleared, or an error for a
+    /// prefix longer than the address.
+    fn normalised(self) -> Result<Self, MapsError> {
+        let invalid = || MapsError::PrefixLength {
+            addr: self.addr,
+            prefix_len: self.prefix_len,
+        };
+        let addr = match self.addr {
+            IpAddr::V4(v4) => {
+                let len = 32u32.checked_sub(u32::from(self.prefix_len)).ok_or_else(invalid)?;
+                let mask = u32::MAX.checked_shl(len).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+            }
+            IpAddr::V6(v6) => {
+                let len = 128u32.checked_sub(u32::from(self.prefix_len)).ok_or_else(invalid)?;
+                let mask = u128::MAX.checked_shl(len).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        };
+        Ok(Self { addr, ..self })
+    }
+
+    /// The trie key of this destination over `protocol`.
+    fn key(&self, protocol: u8) -> Key<Destination> {
+        let (addr, prefix_len) = self.mapped();
+        Key::new(L4_PREFIX_BITS + prefix_len, Destination::new(addr, self.port, protocol))
+    }
+
+    /// The address as the classifier sees it (IPv4-mapped) and the prefix length over it.
+    fn mapped(&self) -> ([u32; 4], u32) {
+        match self.addr {
+            IpAddr::V4(v4) => (
+                Destination::ipv4_mapped(u32::from_ne_bytes(v4.octets())),
+                96 + u32::from(self.prefix_len),
+            ),
+            IpAddr::V6(v6) => (Destination::ipv6(v6.octets()), u32::from(self.prefix_len)),
+        }
+    }
+
+    /// The filter bits of every packet this destination matches over `protocol`, or `None`
+    /// when the prefix is too short to list them.
+    fn filter_bits(&self, protocol: u8) -> Option<Vec<u32>> {
+        let (addr, prefix_len) = self.mapped();
+        let filtered = if self.addr.is_ipv4() {
+            FILTER_BITS_V4
+        } else {
+            FILTER_BITS_V6
+        };
+        let free = filtered.saturating_sub(prefix_len);
+        if (1u32 << free.min(31)) > MAX_FILTER_EXPANSION {
+            return None;
+        }
+        // The filtered part of the address (the first 16 bits of IPv4, 32 of IPv6), big-endian.
+        let (word, width) = if self.addr.is_ipv4() {
+            (u32::from_be_bytes(addr[3].to_ne_bytes()) >> 16, 16)
+        } else {
+            (u32::from_be_bytes(addr[0].to_ne_bytes()), 32)
+        };
+        Some(
+            (0..1u32 << free)
+                .map(|low| {
+                    let value = word | low;
+                    let mut addr = addr;
+                    if width == 16 {
+                        addr[3] = u32::from_ne_bytes((value << 16).to_be_bytes());
+                    } else {
+                        addr[0] = u32::from_ne_bytes(value.to_be_bytes());
+                    }
+                    Destination::new(addr, self.port, protocol).filter_bit()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl fmt::Display for AiDestination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.addr, self.prefix_len) {
+            (IpAddr::V4(_), 32) | (IpAddr::V6(_), 128) => SocketAddr::new(self.addr, self.port).fmt(f),
+            (IpAddr::V4(addr), len) => write!(f, "{addr}/{len}:{}", self.port),
+            (IpAddr::V6(addr), len) => write!(f, "[{addr}/{len}]:{}", self.port),
+        }
+    }
+}
+
+/// One AI destination's traffic since it was configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointStatistics {
+    pub destination: AiDestination,
+    pub egress_packets: u64,
+    pub egress_bytes: u64,
+    pub ingress_packets: u64,
+    pub ingress_bytes: u64,
+}
+
+/// A destination's place in the per-endpoint counters, and what they held when it got it (the
+/// counters are never written from here, so totals only grow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Slot {
+    destination: AiDestination,
+    base: [Counters; Direction::COUNT as usize],
 }
 
 impl Classifier {
     /// Sums the per-CPU counters of both directions and all classes.
     pub fn statistics(&self) -> Result<Statistics, MapsError> {
-        let stats: PerCpuArray<_, Counters> =
-            PerCpuArray::try_from(self.map(MAP_STATS)?).map_err(|source| MapsError::Layout {
-                name: MAP_STATS,
-                source,
-            })?;
+        let stats = self.per_cpu(MAP_STATS)?;
+        let endpoints = self.per_cpu(MAP_ENDPOINT_STATS)?;
         let mut total = Statistics::default();
         for direction in Direction::ALL {
-            for class in Class::ALL {
-                let per_cpu = stats
-                    .get(&stats_index(direction, class), 0)
-                    .map_err(|source| MapsError::Read {
-                        name: MAP_STATS,
-                        source,
-                    })?;
-                let Counters { packets, bytes } = per_cpu.iter().fold(Counters::default(), add);
-                let (direction_packets, direction_bytes) = match direction {
+            let mut add = |counters: Counters, ai: bool| {
+                let (packets, bytes) = match direction {
                     Direction::Egress => (&mut total.egress_packets, &mut total.egress_bytes),
                     Direction::Ingress => (&mut total.ingress_packets, &mut total.ingress_bytes),
                 };
-                *direction_packets = direction_packets.wrapping_add(packets);
-                *direction_bytes = direction_bytes.wrapping_add(bytes);
-                if class == Class::Ai {
-                    total.ai_packets = total.ai_packets.wrapping_add(packets);
-                    total.ai_bytes = total.ai_bytes.wrapping_add(bytes);
+                *packets = packets.wrapping_add(counters.packets);
+                *bytes = bytes.wrapping_add(counters.bytes);
+                if ai {
+                    total.ai_packets = total.ai_packets.wrapping_add(counters.packets);
+                    total.ai_bytes = total.ai_bytes.wrapping_add(counters.bytes);
                 }
+            };
+            for class in Class::ALL {
+                add(
+                    read(&stats, MAP_STATS, stats_index(direction, class))?,
+                    class == Class::Ai,
+                );
+            }
+            // Slots never used have counted nothing.
+            for endpoint in (0..).take(self.slots.len()) {
+                let index = endpoint_stats_index(endpoint, direction);
+                add(read(&endpoints, MAP_ENDPOINT_STATS, index)?, true);
             }
         }
         Ok(total)
     }
 
-    /// Replaces the AI endpoints. New entries go in before old ones go out, and the filter in
-    /// front of the map always covers every key in it, so an endpoint in both sets never stops
-    /// matching.
-    pub fn set_ai_endpoints(&mut self, endpoints: &[SocketAddr]) -> Result<(), MapsError> {
-        if endpoints.len() * PROTOCOLS.len() > MAX_AI_ENDPOINTS as usize {
-            return Err(MapsError::TooManyEndpoints {
-                requested: endpoints.len(),
+    /// The traffic of each configured AI destination since it was configured.
+    pub fn endpoint_statistics(&self) -> Result<Vec<EndpointStatistics>, MapsError> {
+        let endpoints = self.per_cpu(MAP_ENDPOINT_STATS)?;
+        let mut all = Vec::new();
+        for (endpoint, slot) in (0..).zip(&self.slots) {
+            let Some(Slot { destination, base }) = slot else {
+                continue;
+            };
+            let [egress, ingress] = [Direction::Egress, Direction::Ingress].map(|direction| {
+                read(
+                    &endpoints,
+                    MAP_ENDPOINT_STATS,
+                    endpoint_stats_index(endpoint, direction),
+                )
+                .map(|now| {
+                    let base = base[direction as usize];
+                    (
+                        now.packets.wrapping_sub(base.packets),
+                        now.bytes.wrapping_sub(base.bytes),
+                    )
+                })
+            });
+            let ((egress_packets, egress_bytes), (ingress_packets, ingress_bytes)) = (egress?, ingress?);
+            all.push(EndpointStatistics {
+                destination: *destination,
+                egress_packets,
+                egress_bytes,
+                ingress_packets,
+                ingress_bytes,
             });
         }
-        let wanted: StdHashMap<EndpointKey, u32> = endpoints
-            .iter()
-            .zip(0u32..)
-            .flat_map(|(endpoint, index)| PROTOCOLS.map(|protocol| (endpoint_key(endpoint, protocol), index)))
-            .collect();
+        Ok(all)
+    }
+
+    /// Replaces the AI endpoints with single addresses; see [`Classifier::set_ai_destinations`].
+    pub fn set_ai_endpoints(&mut self, endpoints: &[SocketAddr]) -> Result<(), MapsError> {
+        let destinations: Vec<_> = endpoints.iter().copied().map(AiDestination::host).collect();
+        self.set_ai_destinations(&destinations)
+    }
+
+    /// Replaces the AI destinations. A destination in both sets keeps its counters and never
+    /// stops matching: new entries go in before old ones go out, the filter in front of the trie
+    /// always covers every key in it, and a new destination never takes the counters of one
+    /// still in the trie.
+    pub fn set_ai_destinations(&mut self, destinations: &[AiDestination]) -> Result<(), MapsError> {
+        let mut wanted = Vec::with_capacity(destinations.len());
+        for destination in destinations {
+            let destination = destination.normalised()?;
+            if !wanted.contains(&destination) {
+                wanted.push(destination);
+            }
+        }
+        if wanted.len() > MAX_AI_ENDPOINTS as usize || wanted.len() * PROTOCOLS.len() > MAX_AI_DESTINATIONS as usize {
+            return Err(MapsError::TooManyEndpoints {
+                requested: wanted.len(),
+            });
+        }
 
         let current = self.filter()?;
-        let target = filter_of(wanted.keys());
+        let target = filter_of(&wanted);
         let union: Vec<u64> = current
             .iter()
             .zip(&target)
@@ -99,31 +276,38 @@ impl Classifier {
             .collect();
         self.write_filter(&current, &union)?;
 
-        let mut map: HashMap<_, EndpointKey, u32> =
-            HashMap::try_from(self.map_mut(MAP_AI_ENDPOINTS)?).map_err(|source| MapsError::Layout {
-                name: MAP_AI_ENDPOINTS,
-                source,
-            })?;
-        let stale = map
-            .keys()
-            .filter(|key| !key.as_ref().is_ok_and(|key| wanted.contains_key(key)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| MapsError::Read {
-                name: MAP_AI_ENDPOINTS,
-                source,
-            })?;
-        for (key, index) in &wanted {
-            map.insert(key, index, 0).map_err(|source| MapsError::Write {
-                name: MAP_AI_ENDPOINTS,
-                source,
-            })?;
+        // Kept destinations keep their slots; new ones take slots free before this call.
+        let mut slots = self.slots.clone();
+        let mut later = Vec::new();
+        for destination in &wanted {
+            if slots.iter().flatten().any(|slot| slot.destination == *destination) {
+                continue;
+            }
+            match free_slot(&mut slots) {
+                Some(free) => {
+                    slots[free] = Some(self.new_slot(*destination, free)?);
+                    self.insert(*destination, free)?;
+                }
+                None => later.push(*destination),
+            }
         }
-        for key in &stale {
-            map.remove(key).map_err(|source| MapsError::Write {
-                name: MAP_AI_ENDPOINTS,
-                source,
-            })?;
+        let wanted_keys: HashSet<_> = wanted
+            .iter()
+            .flat_map(|destination| PROTOCOLS.map(|protocol| KeyBytes::of(&destination.key(protocol))))
+            .collect();
+        self.remove_stale(&wanted_keys)?;
+        for slot in &mut slots {
+            if slot.is_some_and(|slot| !wanted.contains(&slot.destination)) {
+                *slot = None;
+            }
         }
+        // Slots freed just now: their old keys are gone, so reusing them mixes no traffic.
+        for destination in later {
+            let free = free_slot(&mut slots).expect("at most MAX_AI_ENDPOINTS destinations are wanted");
+            slots[free] = Some(self.new_slot(destination, free)?);
+            self.insert(destination, free)?;
+        }
+        self.slots = slots;
 
         self.write_filter(&union, &target)
     }
@@ -140,6 +324,62 @@ impl Classifier {
             name: MAP_CONFIG,
             source,
         })
+    }
+
+    fn new_slot(&self, destination: AiDestination, index: usize) -> Result<Slot, MapsError> {
+        let endpoints = self.per_cpu(MAP_ENDPOINT_STATS)?;
+        let index = EndpointIndex::try_from(index).expect("below MAX_AI_ENDPOINTS");
+        let base = [Direction::Egress, Direction::Ingress]
+            .map(|direction| read(&endpoints, MAP_ENDPOINT_STATS, endpoint_stats_index(index, direction)));
+        let [egress, ingress] = base;
+        Ok(Slot {
+            destination,
+            base: [egress?, ingress?],
+        })
+    }
+
+    fn insert(&mut self, destination: AiDestination, index: usize) -> Result<(), MapsError> {
+        let index = EndpointIndex::try_from(index).expect("below MAX_AI_ENDPOINTS");
+        let mut trie = self.trie()?;
+        for protocol in PROTOCOLS {
+            trie.insert(&destination.key(protocol), index, 0)
+                .map_err(|source| MapsError::Write {
+                    name: MAP_AI_DESTINATIONS,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Removes every key of the trie that is not wanted, including any left by a failed update.
+    fn remove_stale(&mut self, wanted: &HashSet<KeyBytes>) -> Result<(), MapsError> {
+        let mut trie = self.trie()?;
+        let stale = trie
+            .keys()
+            .filter(|key| !key.as_ref().is_ok_and(|key| wanted.contains(&KeyBytes::of(key))))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| MapsError::Read {
+                name: MAP_AI_DESTINATIONS,
+                source,
+            })?;
+        for key in &stale {
+            trie.remove(key).map_err(|source| MapsError::Write {
+                name: MAP_AI_DESTINATIONS,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn trie(&mut self) -> Result<LpmTrie<&mut aya::maps::MapData, Destination, EndpointIndex>, MapsError> {
+        LpmTrie::try_from(self.map_mut(MAP_AI_DESTINATIONS)?).map_err(|source| MapsError::Layout {
+            name: MAP_AI_DESTINATIONS,
+            source,
+        })
+    }
+
+    fn per_cpu(&self, name: &'static str) -> Result<PerCpuArray<&aya::maps::MapData, Counters>, MapsError> {
+        PerCpuArray::try_from(self.map(name)?).map_err(|source| MapsError::Layout { name, source })
     }
 
     /// The filter as the classifier sees it.
@@ -184,28 +424,111 @@ impl Classifier {
     }
 }
 
-fn add(total: Counters, cpu: &Counters) -> Counters {
-    Counters {
-        packets: total.packets.wrapping_add(cpu.packets),
-        bytes: total.bytes.wrapping_add(cpu.bytes),
+/// The lowest free slot, growing the table (up to [`MAX_AI_ENDPOINTS`]) when none is.
+fn free_slot(slots: &mut Vec<Option<Slot>>) -> Option<usize> {
+    if let Some(free) = slots.iter().position(Option::is_none) {
+        return Some(free);
+    }
+    (slots.len() < MAX_AI_ENDPOINTS as usize).then(|| {
+        slots.push(None);
+        slots.len() - 1
+    })
+}
+
+/// A trie key as bytes: aya's key type is packed and implements neither `Eq` nor `Hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct KeyBytes(u32, Destination);
+
+impl KeyBytes {
+    fn of(key: &Key<Destination>) -> Self {
+        Self(key.prefix_len(), key.data())
     }
 }
 
-/// The filter bitmap with the bit of each of `keys` set.
-fn filter_of<'a>(keys: impl IntoIterator<Item = &'a EndpointKey>) -> Vec<u64> {
+/// One counter summed over the CPUs.
+fn read(
+    map: &PerCpuArray<&aya::maps::MapData, Counters>,
+    name: &'static str,
+    index: u32,
+) -> Result<Counters, MapsError> {
+    let per_cpu = map.get(&index, 0).map_err(|source| MapsError::Read { name, source })?;
+    Ok(per_cpu.iter().fold(Counters::default(), |total, cpu| Counters {
+        packets: total.packets.wrapping_add(cpu.packets),
+        bytes: total.bytes.wrapping_add(cpu.bytes),
+    }))
+}
+
+/// The filter bitmap with the bit of every packet of `destinations` set.
+fn filter_of(destinations: &[AiDestination]) -> Vec<u64> {
     let mut words = vec![0u64; AI_FILTER_WORDS as usize];
-    for key in keys {
-        let bit = key.filter_bit();
-        words[(bit / 64) as usize] |= 1 << (bit % 64);
+    for destination in destinations {
+        for protocol in PROTOCOLS {
+            let Some(bits) = destination.filter_bits(protocol) else {
+                // Too short a prefix to list: every packet goes on to the trie.
+                return vec![u64::MAX; AI_FILTER_WORDS as usize];
+            };
+            for bit in bits {
+                words[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
     }
     words
 }
 
-/// The map key for `endpoint`; IPv4 is stored IPv4-mapped, as the classifier looks it up.
-fn endpoint_key(endpoint: &SocketAddr, protocol: u8) -> EndpointKey {
-    let addr = match endpoint.ip() {
-        IpAddr::V4(v4) => EndpointKey::ipv4_mapped(u32::from_ne_bytes(v4.octets())),
-        IpAddr::V6(v6) => EndpointKey::ipv6(v6.octets()),
-    };
-    EndpointKey::new(addr, endpoint.port(), protocol)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn destination(addr: &str, prefix_len: u8, port: u16) -> AiDestination {
+        AiDestination {
+            addr: addr.parse().unwrap(),
+            prefix_len,
+            port,
+        }
+    }
+
+    #[test]
+    fn a_prefix_covers_the_filter_bits_of_its_addresses() {
+        let cases = [
+            (destination("10.9.0.0", 16, 443), "10.9.200.7"),
+            (destination("10.0.0.0", 8, 443), "10.77.1.2"),
+            (destination("fd00:9::", 32, 443), "fd00:9::abcd"),
+            (destination("fd00::", 24, 443), "fd00:ff:1::2"),
+            (destination("10.9.0.1", 32, 443), "10.9.0.1"),
+        ];
+        for (destination, inside) in cases {
+            let inside: IpAddr = inside.parse().unwrap();
+            let addr = match inside {
+                IpAddr::V4(v4) => Destination::ipv4_mapped(u32::from_ne_bytes(v4.octets())),
+                IpAddr::V6(v6) => Destination::ipv6(v6.octets()),
+            };
+            let bit = Destination::new(addr, 443, PROTOCOL_TCP).filter_bit();
+            let bits = destination.filter_bits(PROTOCOL_TCP).unwrap();
+            assert!(bits.contains(&bit), "{destination} covers {inside}");
+        }
+        // A /4 would need 4096+ bits: the filter opens instead.
+        assert!(destination("0.0.0.0", 0, 443).filter_bits(PROTOCOL_TCP).is_none());
+        assert_eq!(filter_of(&[destination("0.0.0.0", 0, 443)])[7], u64::MAX);
+    }
+
+    #[test]
+    fn destinations_are_normalised_and_printed() {
+        let d = destination("10.9.3.4", 16, 443).normalised().unwrap();
+        assert_eq!(d.addr, "10.9.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(d.to_string(), "10.9.0.0/16:443");
+        assert_eq!(
+            destination("0.0.0.0", 0, 1).normalised().unwrap().to_string(),
+            "0.0.0.0/0:1"
+        );
+        assert_eq!(
+            AiDestination::host("[fd00::1]:8443".parse().unwrap()).to_string(),
+            "[fd00::1]:8443"
+        );
+        assert_eq!(
+            destination("fd00:1:2::", 48, 443).normalised().unwrap().to_string(),
+            "[fd00:1:2::/48]:443"
+        );
+        assert!(destination("10.0.0.0", 33, 443).normalised().is_err());
+        assert!(destination("fd00::", 129, 443).normalised().is_err());
+    }
 }

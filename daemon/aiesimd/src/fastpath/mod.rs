@@ -9,7 +9,10 @@
 mod attach;
 mod clsact;
 mod maps;
+pub mod names;
+mod netlink;
 mod object;
+mod shaper;
 
 use std::net::SocketAddr;
 
@@ -17,8 +20,9 @@ pub use aiesim_fastpath_common::Direction;
 
 pub use self::{
     attach::{AttachError, AttachMode},
-    maps::MapsError,
+    maps::{AiDestination, EndpointStatistics, MapsError},
     object::{Classifier, ClassifierError, DEFAULT_AI_PRIORITY, TestProgram, TestRunOutcome},
+    shaper::{BULK_CLASS, INTERACTIVE_CLASS, ShaperError, Shaping, UPLINK_KBIT_RANGE},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,8 @@ pub enum FastpathError {
     },
     #[error("failed to access the fast-path maps")]
     Maps(#[from] MapsError),
+    #[error("failed to shape the uplink")]
+    Shape(#[from] ShaperError),
 }
 
 /// Counters since the classifier was attached.
@@ -57,6 +63,8 @@ pub struct Statistics {
 pub struct Fastpath {
     // Declared first so it is dropped first: the hooks go before the programs and maps close.
     attachment: attach::Attachment,
+    /// The root qdisc this fast path installed, if any.
+    shaper: Option<shaper::Shaper>,
     classifier: Classifier,
     iface: String,
 }
@@ -77,6 +85,7 @@ impl Fastpath {
         tracing::info!(iface, mode = %mode, "fast-path classifier attached");
         Ok(Self {
             attachment,
+            shaper: None,
             classifier,
             iface: iface.to_owned(),
         })
@@ -94,6 +103,16 @@ impl Fastpath {
         Ok(self.classifier.statistics()?)
     }
 
+    /// The traffic of each AI destination since it was configured.
+    pub fn endpoint_statistics(&self) -> Result<Vec<EndpointStatistics>, FastpathError> {
+        Ok(self.classifier.endpoint_statistics()?)
+    }
+
+    /// Replaces the set of AI destinations (prefixes with a port); each matches TCP and UDP.
+    pub fn set_ai_destinations(&mut self, destinations: &[AiDestination]) -> Result<(), FastpathError> {
+        Ok(self.classifier.set_ai_destinations(destinations)?)
+    }
+
     /// Replaces the set of AI endpoints; each address matches both TCP and UDP.
     pub fn set_ai_endpoints(&mut self, endpoints: &[SocketAddr]) -> Result<(), FastpathError> {
         Ok(self.classifier.set_ai_endpoints(endpoints)?)
@@ -105,17 +124,46 @@ impl Fastpath {
         Ok(self.classifier.set_ai_priority(priority)?)
     }
 
+    /// Installs AI-first shaping (an HTB root qdisc at the uplink rate) on the interface and
+    /// sends egress AI packets to its interactive class. Returns false, changing nothing, when a
+    /// root qdisc someone configured is there already: it is left alone.
+    pub fn shape(&mut self, shaping: Shaping) -> Result<bool, FastpathError> {
+        let ifindex = nix::net::if_::if_nametoindex(self.iface.as_str()).map_err(|errno| ShaperError::Query {
+            iface: self.iface.clone(),
+            source: errno.into(),
+        })?;
+        if let Some(old) = self.shaper.take() {
+            old.remove()?;
+        }
+        self.shaper = shaper::install(&self.iface, ifindex, shaping)?;
+        let priority = if self.shaper.is_some() {
+            INTERACTIVE_CLASS
+        } else {
+            DEFAULT_AI_PRIORITY
+        };
+        self.classifier.set_ai_priority(priority)?;
+        Ok(self.shaper.is_some())
+    }
+
+    /// Whether this fast path installed the shaper on its interface.
+    pub fn shaped(&self) -> bool {
+        self.shaper.is_some()
+    }
+
     /// Detaches now, reporting failures that dropping would only log.
     pub fn detach(self) -> Result<(), FastpathError> {
         let Self {
             attachment,
+            shaper,
             classifier: _,
             iface,
         } = self;
-        attachment.detach().map_err(|source| FastpathError::Detach {
+        let detached = attachment.detach().map_err(|source| FastpathError::Detach {
             iface,
             source: Box::new(source),
-        })
+        });
+        let unshaped = shaper.map_or(Ok(()), shaper::Shaper::remove);
+        detached.and(unshaped.map_err(FastpathError::from))
     }
 }
 

@@ -8,7 +8,7 @@ use aya::{
     programs::{ProgramError, SchedClassifier},
 };
 
-use super::maps::MapsError;
+use super::maps::{MapsError, Slot};
 
 /// The classifier object, built from `ebpf/program` by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/aiesim-fastpath"));
@@ -84,6 +84,8 @@ pub struct TestRunOutcome {
 /// The classifier loaded into the kernel, with its maps, attached nowhere.
 pub struct Classifier {
     pub(super) ebpf: Ebpf,
+    /// The AI destinations by their index in the per-endpoint counters.
+    pub(super) slots: Vec<Option<Slot>>,
 }
 
 impl Classifier {
@@ -93,7 +95,10 @@ impl Classifier {
             return Err(ClassifierError::NotBuilt);
         }
         let ebpf = Ebpf::load(OBJECT).map_err(ClassifierError::Parse)?;
-        let mut classifier = Self { ebpf };
+        let mut classifier = Self {
+            ebpf,
+            slots: Vec::new(),
+        };
         for name in [PROGRAM_EGRESS, PROGRAM_INGRESS] {
             classifier.load_program(name)?;
         }

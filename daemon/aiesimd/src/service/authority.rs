@@ -17,6 +17,8 @@ pub enum Action {
     ManageBudgets,
     /// `Esim.EnableProfile`, `Esim.DisableProfile`.
     ManageEsim,
+    /// `Fastpath.GetEndpointStatistics`.
+    ReadTraffic,
 }
 
 impl Action {
@@ -24,6 +26,7 @@ impl Action {
         match self {
             Self::ManageBudgets => "org.aiesim.AiEsim1.manage-budgets",
             Self::ManageEsim => "org.aiesim.AiEsim1.manage-esim",
+            Self::ReadTraffic => "org.aiesim.AiEsim1.read-traffic",
         }
     }
 }

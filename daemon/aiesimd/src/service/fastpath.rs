@@ -4,10 +4,18 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use aiesim_dbus::ROOT_PATH;
 use tokio::sync::watch;
-use zbus::{Connection, OwnedVariant, interface};
+use zbus::{Connection, OwnedVariant, interface, message::Header};
 
-use super::DaemonError;
-use crate::{broker::chain, fastpath::Fastpath, modem::Modem};
+use super::{
+    DaemonError,
+    authority::{Action, authorize},
+    broker::{owned_str, sender_of},
+};
+use crate::{
+    broker::chain,
+    fastpath::{Fastpath, Shaping},
+    modem::Modem,
+};
 
 pub struct FastpathObject {
     fastpath: Option<Fastpath>,
@@ -43,7 +51,12 @@ pub async fn follow_destinations(connection: Connection, mut destinations: watch
 
 /// Attaches the classifier to whatever interface the modem reports, and moves it when that
 /// changes (another modem, a replug that renamed it), with the current AI destinations.
-pub async fn follow_modem(connection: Connection, modem: Arc<Modem>, destinations: watch::Receiver<Vec<SocketAddr>>) {
+pub async fn follow_modem(
+    connection: Connection,
+    modem: Arc<Modem>,
+    destinations: watch::Receiver<Vec<SocketAddr>>,
+    shaping: Option<Shaping>,
+) {
     let Ok(object) = connection
         .object_server()
         .interface::<_, FastpathObject>(ROOT_PATH)
@@ -57,7 +70,15 @@ pub async fn follow_modem(connection: Connection, modem: Arc<Modem>, destination
         let current = object.get().await.interface.clone();
         if !wanted.is_empty() && wanted != current {
             let endpoints = destinations.borrow().clone();
-            let attached = Fastpath::attach(&wanted).and_then(|mut fp| fp.set_ai_endpoints(&endpoints).map(|()| fp));
+            let attached = Fastpath::attach(&wanted).and_then(|mut fp| {
+                fp.set_ai_endpoints(&endpoints)?;
+                if let Some(shaping) = shaping {
+                    if let Err(e) = fp.shape(shaping) {
+                        tracing::warn!(interface = %wanted, error = %chain(&e), "uplink not shaped; AI packets keep their priority only");
+                    }
+                }
+                Ok(fp)
+            });
             let fastpath = match attached {
                 Ok(fp) => {
                     tracing::info!(interface = %wanted, "fast path attached to the modem's interface");
@@ -89,15 +110,18 @@ pub async fn follow_modem(connection: Connection, modem: Arc<Modem>, destination
     }
 }
 
+impl FastpathObject {
+    fn attached_fastpath(&self) -> Result<&Fastpath, DaemonError> {
+        self.fastpath
+            .as_ref()
+            .ok_or_else(|| DaemonError::Failed(format!("the fast path is not attached to {}", self.interface)))
+    }
+}
+
 #[interface(name = "org.aiesim.AiEsim1.Fastpath", spawn = false)]
 impl FastpathObject {
     fn get_statistics(&self) -> Result<HashMap<String, OwnedVariant>, DaemonError> {
-        let Some(fp) = &self.fastpath else {
-            return Err(DaemonError::Failed(format!(
-                "the fast path is not attached to {}",
-                self.interface
-            )));
-        };
+        let fp = self.attached_fastpath()?;
         let s = fp.statistics().map_err(|e| DaemonError::Failed(chain(&e)))?;
         let crate::fastpath::Statistics {
             egress_packets,
@@ -118,6 +142,32 @@ impl FastpathObject {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), OwnedVariant::from(v)))
         .collect())
+    }
+
+    async fn get_endpoint_statistics(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<HashMap<String, OwnedVariant>>, DaemonError> {
+        authorize(connection, &sender_of(&header)?, Action::ReadTraffic).await?;
+        let fp = self.attached_fastpath()?;
+        let endpoints = fp.endpoint_statistics().map_err(|e| DaemonError::Failed(chain(&e)))?;
+        Ok(endpoints
+            .into_iter()
+            .map(|e| {
+                let mut entry: HashMap<String, OwnedVariant> = [
+                    ("egress_packets", e.egress_packets),
+                    ("egress_bytes", e.egress_bytes),
+                    ("ingress_packets", e.ingress_packets),
+                    ("ingress_bytes", e.ingress_bytes),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), OwnedVariant::from(v)))
+                .collect();
+                entry.insert("destination".into(), owned_str(&e.destination.to_string()));
+                entry
+            })
+            .collect())
     }
 
     #[zbus(property)]

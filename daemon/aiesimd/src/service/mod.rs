@@ -91,6 +91,8 @@ pub struct FastpathSetup {
     pub interface: String,
     /// Attach to the modem's interface and move with it.
     pub follow_modem: bool,
+    /// AI-first shaping to install wherever the fast path attaches.
+    pub shaping: Option<crate::fastpath::Shaping>,
     /// The AI destinations, kept current as endpoints change.
     pub destinations: tokio::sync::watch::Receiver<Vec<std::net::SocketAddr>>,
 }
@@ -108,6 +110,7 @@ pub async fn serve(
         fastpath,
         interface: fastpath_interface,
         follow_modem,
+        shaping,
         destinations,
     } = fastpath;
     let shared = Arc::new(Shared {
@@ -156,6 +159,7 @@ pub async fn serve(
                 connection.clone(),
                 Arc::clone(&modem),
                 destinations.clone(),
+                shaping,
             ));
         }
         tokio::spawn(modem::follow(connection.clone(), path.clone(), modem));
@@ -165,7 +169,7 @@ pub async fn serve(
 }
 
 /// Takes down what must not outlive the daemon: the classifier is detached here, not left to
-/// process exit, since a clsact filter would stay in the kernel.
+/// process exit, since a clsact filter or the shaper's root qdisc would stay in the kernel.
 pub async fn shutdown(connection: &Connection) {
     let _ = connection
         .object_server()

@@ -1,0 +1,185 @@
+//! The fast path's figures for `cargo xtask bench` (needs root: BPF, TC, network namespaces).
+//!
+//! - classifier cost per packet against an empty TC program, both through `BPF_PROG_TEST_RUN`
+//!   in the same run, on AI and on other traffic;
+//! - AI request round trips on a rate-limited uplink saturated by a bulk TCP upload against the
+//!   same uplink idle, with the fast path off (the uplink's queue is plain FIFO, as in a modem)
+//!   and on (the classifier and its HTB shaper), side by side.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use aiesimd::fastpath::{Classifier, Fastpath, Shaping, TestProgram};
+
+use crate::uplink::{self, AI, AiClient, IFACE, Uplink, in_network_namespace, run, wait_for_queue};
+
+const REPEAT: u32 = 1_000_000;
+/// Classifier and baseline runs alternate this many times; each figure is their median.
+const ROUNDS: usize = 7;
+const CLASSIFIER_TARGET: f64 = 1.8;
+const RTT_TARGET: f64 = 1.3;
+const UPLINK_KBIT: u32 = 20_000;
+const IDLE_SAMPLES: usize = 200;
+const LOADED_SAMPLES: usize = 100;
+/// With the fast path off each loaded exchange waits behind the whole FIFO backlog: fewer of
+/// them, or the run takes minutes.
+const LOADED_SAMPLES_OFF: usize = 30;
+/// Parallel TCP uploads: one alone keeps little queued (TCP small queues), as a backup app's don't.
+const UPLOADS: usize = 4;
+/// Bulk packets queued before the loaded exchanges start.
+const BACKLOG: u64 = 50;
+
+/// One figure: its value against the baseline taken in the same run, and the target ratio.
+pub fn figure(name: &str, value: f64, baseline: f64, unit: &str, target: Option<f64>) {
+    let target = target.map_or_else(|| "-".to_owned(), |target| format!("<= {target:.1} x"));
+    println!(
+        "  {name:<44} {value:>10.1} {unit:<3} baseline {baseline:>10.1} {unit:<3} ratio {:>6.2} x  target {target}",
+        value / baseline
+    );
+}
+
+pub fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("fast path: skipped (BPF, TC and network namespaces need root)");
+        return;
+    }
+    classifier_cost();
+    in_network_namespace(rtt_under_upload);
+}
+
+fn classifier_cost() {
+    let mut classifier = match Classifier::load() {
+        Ok(classifier) => classifier,
+        Err(error) => {
+            println!("fast path: skipped ({error})");
+            return;
+        }
+    };
+    let device = Ipv4Addr::new(10, 0, 0, 2);
+    let ai = SocketAddr::new(Ipv4Addr::new(10, 9, 0, 1).into(), 8443);
+    classifier.set_ai_endpoints(&[ai]).expect("set the AI endpoint");
+    let frames = [
+        ("AI IPv4/TCP", tcp_v4(device, ai)),
+        (
+            "other IPv4/TCP",
+            tcp_v4(device, SocketAddr::new(Ipv4Addr::new(93, 184, 216, 34).into(), 443)),
+        ),
+    ];
+    println!("fast path classifier, ns per packet (BPF_PROG_TEST_RUN, {REPEAT} runs, median of {ROUNDS}):");
+    for (name, frame) in frames {
+        let mut ours = Vec::with_capacity(ROUNDS);
+        let mut empty = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            for (program, into) in [(TestProgram::Egress, &mut ours), (TestProgram::Baseline, &mut empty)] {
+                let outcome = classifier.test_run(program, &frame, REPEAT).expect("BPF_PROG_TEST_RUN");
+                into.push(outcome.duration.as_secs_f64() * 1e9);
+            }
+        }
+        figure(
+            &format!("egress, {name} vs empty program"),
+            median(&mut ours),
+            median(&mut empty),
+            "ns",
+            Some(CLASSIFIER_TARGET),
+        );
+    }
+}
+
+fn rtt_under_upload() {
+    println!(
+        "AI request round trip (UDP, 200 B) on a {} Mbit/s uplink, saturated by {UPLOADS} TCP uploads vs idle:",
+        UPLINK_KBIT / 1000
+    );
+    let uplink = Uplink::create();
+    // Off: the same rate limit, one FIFO class, no classifier.
+    run(
+        "tc",
+        &[
+            "qdisc", "replace", "dev", IFACE, "root", "handle", "1:", "htb", "default", "1",
+        ],
+    );
+    let rate = format!("{UPLINK_KBIT}kbit");
+    run(
+        "tc",
+        &[
+            "class", "add", "dev", IFACE, "parent", "1:", "classid", "1:1", "htb", "rate", &rate,
+        ],
+    );
+    measure(&uplink, "off", "1:1", LOADED_SAMPLES_OFF, None);
+    run("tc", &["qdisc", "del", "dev", IFACE, "root"]);
+
+    let mut fastpath = Fastpath::attach(IFACE).expect("attach the fast path");
+    fastpath.set_ai_endpoints(&[AI]).expect("set the AI endpoint");
+    let shaped = fastpath
+        .shape(Shaping {
+            uplink_kbit: UPLINK_KBIT,
+        })
+        .expect("shape the uplink");
+    assert!(shaped, "the uplink had only the kernel's default qdisc");
+    measure(&uplink, "on", "ae51:20", LOADED_SAMPLES, Some(RTT_TARGET));
+    drop(fastpath);
+}
+
+fn measure(uplink: &Uplink, mode: &str, bulk_class: &str, loaded_samples: usize, target: Option<f64>) {
+    let mut client = AiClient::new();
+    let mut idle: Vec<f64> = (0..IDLE_SAMPLES).map(|_| micros(client.exchange())).collect();
+    let uploads: Vec<_> = (0..UPLOADS).map(|_| uplink.start_upload()).collect();
+    wait_for_queue(bulk_class, BACKLOG);
+    let mut loaded: Vec<f64> = (0..loaded_samples).map(|_| micros(client.exchange())).collect();
+    let queued = uplink::class_stats(bulk_class).queued;
+    for upload in uploads {
+        upload.stop();
+    }
+    for (name, p) in [("p50", 0.50), ("p99", 0.99)] {
+        figure(
+            &format!("{name}, fast path {mode} ({queued} bulk packets queued)"),
+            percentile(&mut loaded, p),
+            percentile(&mut idle, p),
+            "us",
+            target,
+        );
+    }
+    // Let the uplink drain before the next measurement.
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    percentile(values, 0.5)
+}
+
+/// The nearest-rank percentile.
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "a rank among a few hundred samples"
+    )]
+    let rank = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+/// An Ethernet frame carrying an IPv4/TCP segment with 64 bytes of payload to `to`.
+fn tcp_v4(from: Ipv4Addr, to: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(to) = to else {
+        unreachable!("IPv4 endpoints only")
+    };
+    let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    frame.extend_from_slice(&[0x45, 0, 0, 20 + 20 + 64, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+    frame.extend_from_slice(&from.octets());
+    frame.extend_from_slice(&to.ip().octets());
+    let mut tcp = [0u8; 20];
+    tcp[..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&to.port().to_be_bytes());
+    tcp[12] = 5 << 4;
+    frame.extend_from_slice(&tcp);
+    frame.extend_from_slice(&[0; 64]);
+    frame
+}
