@@ -165,12 +165,19 @@ async fn a_caller_that_leaves_the_bus_mid_ask_has_its_request_cancelled() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let log = world.daemon.log();
-    let ended = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("request ended") && l.contains("ask"))
-        .unwrap_or_else(|| panic!("{log}"));
+    // The reservation is released before the end is logged: wait for the line.
+    let ended = loop {
+        let log = world.daemon.log();
+        if let Some(line) = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("request ended") && l.contains("ask"))
+        {
+            break line.to_owned();
+        }
+        assert!(left.elapsed() < Duration::from_secs(10), "{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(ended.contains("cancelled"), "{ended}");
     // Billed for what was generated before the caller left (nothing, if it left before the
     // first token): never the whole reservation of 600 completion tokens.
