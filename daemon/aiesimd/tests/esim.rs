@@ -124,7 +124,7 @@ async fn a_slow_card_is_read_and_a_refused_signature_says_why() {
         .expect("the device credential is read");
     sim.command("card fail 6982 1 iot-safe");
     let refused = esim::sign_digest(&modem, &credential, &[7; 32]).await;
-    let said = refused.map(|_| ()).map_err(|e| chain(&e));
+    let said = refused.map(|_| ()).map_err(|e| aiesimd::broker::chain(&e));
     assert!(
         said.as_ref()
             .is_err_and(|e| e.contains("security status not satisfied (SW 6982)")),
@@ -140,17 +140,6 @@ async fn a_slow_card_is_read_and_a_refused_signature_says_why() {
     );
     drop(esim);
     modem.shutdown().await;
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut said = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        said.push_str(": ");
-        said.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    said
 }
 
 async fn reads_the_euicc(protocol: Protocol) {
