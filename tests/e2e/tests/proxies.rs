@@ -26,6 +26,7 @@ fn is_the_daemons(name: &str) -> bool {
 }
 
 #[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one call per method and property, in the XML's order")]
 async fn every_proxy_call_matches_the_running_contract() {
     if skip_unless_ready("every_proxy_call_matches_the_running_contract") {
         return;
