@@ -21,6 +21,13 @@ use crate::{clock::Clock, config::EndpointConfig};
 /// Account tokens per 1000 model tokens where nobody set a price: one for one.
 pub const DEFAULT_PRICE_PER_1K: u64 = 1_000;
 
+/// Requests one (endpoint, model) serves at once where nobody said: a small server's batch.
+pub const DEFAULT_MAX_CONCURRENT: usize = 4;
+
+/// The longest an endpoint's `Retry-After` keeps it out of rotation; a larger ask is a bug or
+/// an attack, and an hour is long enough to come back to it.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
+
 /// How far away an endpoint sits in the operator's network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -89,6 +96,8 @@ pub struct EndpointSpec {
     pub tier: Tier,
     /// The first is the default.
     pub models: Vec<ModelSpec>,
+    /// Requests each of its models serves at once; more wait in the scheduler's line.
+    pub max_concurrent: usize,
     pub source: Source,
 }
 
@@ -108,6 +117,7 @@ impl From<&EndpointConfig> for EndpointSpec {
                     price_per_1k: e.price_per_1k,
                 })
                 .collect(),
+            max_concurrent: e.max_concurrent,
             source: Source::Config,
         }
     }
@@ -138,6 +148,8 @@ pub struct Route {
     /// The model's own limit on completion tokens, when known.
     pub max_output: Option<u32>,
     pub price_per_1k: u64,
+    /// Requests the endpoint serves at once for this model.
+    pub max_concurrent: usize,
 }
 
 struct Entry {
@@ -239,6 +251,7 @@ impl<K: Clock> Router<K> {
                 model: chosen.name.clone(),
                 max_output: chosen.max_output,
                 price_per_1k: chosen.price_per_1k,
+                max_concurrent: e.max_concurrent,
             });
         }
         match (serving, model) {
@@ -247,9 +260,11 @@ impl<K: Clock> Router<K> {
         }
     }
 
-    /// Takes an endpoint out of rotation for the cooldown period.
-    pub fn report_failure(&self, endpoint: &str) {
-        let until = self.clock.now() + self.cooldown;
+    /// Takes an endpoint out of rotation for the cooldown period, or for as long as it asked
+    /// (`Retry-After`, at most [`MAX_RETRY_AFTER`]).
+    pub fn report_failure(&self, endpoint: &str, retry_after: Option<Duration>) {
+        let pause = retry_after.map_or(self.cooldown, |r| r.min(MAX_RETRY_AFTER));
+        let until = self.clock.now() + pause;
         self.set_cooldown(endpoint, Some(until));
     }
 
@@ -277,6 +292,7 @@ mod tests {
             tier,
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             price_per_1k: DEFAULT_PRICE_PER_1K,
+            max_concurrent: 2,
         }
     }
 
@@ -291,6 +307,7 @@ mod tests {
                 max_output: Some(max_output),
                 price_per_1k: price,
             }],
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
             source: Source::Card,
         }
     }
@@ -314,6 +331,7 @@ mod tests {
                 model: "big".into(),
                 max_output: None,
                 price_per_1k: DEFAULT_PRICE_PER_1K,
+                max_concurrent: 2,
             }
         );
         assert_eq!(r.pick(Some("huge")).unwrap_err(), RouterError::NoModel("huge".into()));
@@ -327,12 +345,37 @@ mod tests {
             clock.clone(),
             Duration::from_secs(30),
         );
-        r.report_failure("metro");
+        r.report_failure("metro", None);
         assert_eq!(r.pick(None).unwrap().endpoint, "prov");
-        r.report_failure("prov");
+        r.report_failure("prov", None);
         assert_eq!(r.pick(Some("m")).unwrap_err(), RouterError::AllCoolingDown);
         clock.advance(Duration::from_secs(31));
         assert_eq!(r.pick(None).unwrap().endpoint, "metro");
+    }
+
+    #[test]
+    fn retry_after_keeps_an_endpoint_out_for_as_long_as_it_asked_within_a_bound() {
+        let clock = ManualClock::default();
+        let r = Router::new(
+            &[ep("metro", Tier::Metro, &["m"]), ep("prov", Tier::Province, &["m"])],
+            clock.clone(),
+            Duration::from_secs(30),
+        );
+        r.report_failure("metro", Some(Duration::from_secs(120)));
+        clock.advance(Duration::from_secs(119));
+        assert_eq!(r.pick(None).unwrap().endpoint, "prov", "still inside its Retry-After");
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(r.pick(None).unwrap().endpoint, "metro");
+        r.report_failure("metro", Some(Duration::from_secs(2)));
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(
+            r.pick(None).unwrap().endpoint,
+            "metro",
+            "a short Retry-After beats the cooldown"
+        );
+        r.report_failure("metro", Some(Duration::from_secs(u64::from(u32::MAX))));
+        clock.advance(MAX_RETRY_AFTER + Duration::from_secs(1));
+        assert_eq!(r.pick(None).unwrap().endpoint, "metro", "a huge Retry-After is bounded");
     }
 
     #[test]
@@ -394,7 +437,7 @@ mod tests {
             card("metro", Tier::Metro, "s", 256, 1),
             card("nat", Tier::National, "s", 256, 1),
         ]);
-        r.report_failure("metro");
+        r.report_failure("metro", None);
         r.set_provisioned(vec![
             card("metro", Tier::Metro, "s", 256, 1),
             card("prov", Tier::Province, "s", 256, 1),

@@ -345,7 +345,8 @@ impl World {
                 budget_extra = options.budget_config,
                 endpoints = if options.config_endpoints {
                     format!(
-                        "[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\n"
+                        // The test cloud serves one request at a time; the daemon queues the rest.
+                        "[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\nmax_concurrent = 1\n"
                     )
                 } else {
                     String::new()
