@@ -72,6 +72,8 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Admitted {
     app: String,
+    /// The router's TTFT runs from here: time in line is time the app waits.
+    since: std::time::Instant,
     ticket: Ticket,
     route: Route,
     request: ChatRequest,
@@ -172,7 +174,10 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             temperature,
             priority,
         } = options;
-        let route = self.router.pick(model.as_deref()).map_err(BrokerError::Route)?;
+        let route = self
+            .router
+            .pick_with_load(model.as_deref(), |e, m| self.scheduler.outstanding(e, m))
+            .map_err(BrokerError::Route)?;
         // Clamped to the daemon's cap and to what the chosen model can produce.
         let max_tokens = max_tokens
             .unwrap_or(self.limits.default_max_tokens)
@@ -196,6 +201,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             .map_err(BrokerError::InFlight)?;
         Ok(Admitted {
             app: app.to_owned(),
+            since: self.router.clock().now(),
             ticket,
             route,
             request,
@@ -236,6 +242,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
     ) -> Outcome {
         let Admitted {
             app,
+            since: admitted_at,
             mut ticket,
             route,
             request,
@@ -270,6 +277,9 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             prompt_estimate,
             deltas: 0,
             reported: None,
+            admitted_at,
+            first_delta: None,
+            last_delta: None,
         };
         let ended = {
             let deadline = self.limits.deadline;
@@ -380,7 +390,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             )
         };
         let blamed = |e: &CloudError| match e.blame() {
-            Blame::Endpoint { retry_after } => self.router.report_failure(&route.endpoint, retry_after),
+            Blame::Endpoint { retry_after } => self.router.report_failure(&route.endpoint, &route.model, retry_after),
             Blame::Request | Blame::Device => {}
         };
         let mut answer_bytes = 0usize;
@@ -414,6 +424,9 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                         ));
                     }
                     meter.deltas += 1;
+                    let now = self.router.clock().now();
+                    meter.first_delta.get_or_insert(now);
+                    meter.last_delta = Some(now);
                     // Journalled before the app has it: a crash charges at least what was delivered.
                     let delivered = u64::from(meter.prompt_estimate) + u64::from(meter.deltas);
                     if let Err(e) = reservation.progress(delivered).await {
@@ -432,7 +445,8 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                 }
             }
         }
-        self.router.report_success(&route.endpoint);
+        let (ttft, itl) = meter.latency(self.router.clock().now());
+        self.router.report_success(&route.endpoint, &route.model, ttft, itl);
         Ok(())
     }
 }
@@ -442,9 +456,24 @@ struct Meter {
     prompt_estimate: u32,
     deltas: u32,
     reported: Option<Usage>,
+    admitted_at: std::time::Instant,
+    first_delta: Option<std::time::Instant>,
+    last_delta: Option<std::time::Instant>,
 }
 
 impl Meter {
+    /// Time to the first token from admission, and the mean gap between the tokens after it.
+    fn latency(&self, ended: std::time::Instant) -> (std::time::Duration, Option<std::time::Duration>) {
+        let first = self.first_delta.unwrap_or(ended);
+        let ttft = first.saturating_duration_since(self.admitted_at);
+        let gaps = self.deltas.saturating_sub(1);
+        let itl = self
+            .last_delta
+            .filter(|_| gaps > 0)
+            .map(|last| last.saturating_duration_since(first) / gaps);
+        (ttft, itl)
+    }
+
     /// The endpoint's own usage when it sent one, else the prompt estimate plus one token per
     /// delivered delta — never zero for a request that produced output.
     fn usage(&self) -> Usage {
@@ -543,11 +572,17 @@ mod tests {
     }
 
     fn broker(script: Vec<Scripted>) -> Broker<Script, ManualClock> {
-        broker_on(Script(Mutex::new(script)), 2, 1_000)
+        broker_on(Script(Mutex::new(script)), 2, 1_000, 2)
     }
 
-    fn broker_on<C: Cloud>(cloud: C, max_concurrent: usize, app_tokens: u64) -> Broker<C, ManualClock> {
-        let endpoints = vec![
+    /// A broker on the first `endpoints` of metro and prov.
+    fn broker_on<C: Cloud>(
+        cloud: C,
+        max_concurrent: usize,
+        app_tokens: u64,
+        endpoints: usize,
+    ) -> Broker<C, ManualClock> {
+        let all = [
             EndpointConfig {
                 name: "metro".into(),
                 url: "http://m/v1".into(),
@@ -572,7 +607,7 @@ mod tests {
                 device_tokens: 10_000,
                 ..crate::ledger::Budgets::default()
             }),
-            Router::new(&endpoints, ManualClock::default(), Duration::from_secs(30)),
+            Router::new(&all[..endpoints], ManualClock::default(), Duration::from_secs(30)),
             Limits {
                 default_max_tokens: 100,
                 max_tokens_cap: 200,
@@ -715,7 +750,7 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err.name(), ErrorName::NoEndpoint);
-        let broke = broker_on(Script(Mutex::new(vec![])), 1, 100);
+        let broke = broker_on(Script(Mutex::new(vec![])), 1, 100, 2);
         let err = broke.admit("app", ask(Some(200))).unwrap_err();
         assert_eq!(
             err.name(),
@@ -821,7 +856,7 @@ mod tests {
     #[tokio::test]
     async fn waiting_requests_hold_no_tokens_and_interactive_ones_go_first() {
         let cloud = std::sync::Arc::new(Held::new(1));
-        let b = std::sync::Arc::new(broker_on(std::sync::Arc::clone(&cloud), 1, 1_000));
+        let b = std::sync::Arc::new(broker_on(std::sync::Arc::clone(&cloud), 1, 1_000, 1));
         let start = |text: &str, priority| {
             let a = b.admit("app", said(text, priority)).unwrap();
             let b = std::sync::Arc::clone(&b);
@@ -854,9 +889,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn queue_time_counts_in_the_ttft_the_router_sees() {
+        let cloud = std::sync::Arc::new(Held::new(1));
+        let b = std::sync::Arc::new(broker_on(std::sync::Arc::clone(&cloud), 1, 1_000, 1));
+        let start = |text: &str| {
+            let a = b.admit("app", said(text, Priority::Interactive)).unwrap();
+            let b = std::sync::Arc::clone(&b);
+            tokio::spawn(async move { b.run(a, &mut Collect::default(), std::future::pending()).await })
+        };
+        let (first, second) = (start("first"), start("second"));
+        settle().await;
+        b.router().clock().advance(Duration::from_secs(5));
+        cloud.go.add_permits(2);
+        first.await.unwrap();
+        second.await.unwrap();
+        let stats = &b.router().statistics()[0];
+        assert_eq!(stats.successes, 2);
+        // Both waited 5 s: the first at its endpoint, the second in line; the peak holds.
+        assert!((5_000.0..5_100.0).contains(&stats.ttft_ms), "{stats:?}");
+    }
+
+    #[tokio::test]
     async fn a_queued_request_cancelled_costs_nothing_and_leaves_the_line() {
         let cloud = std::sync::Arc::new(Held::new(1));
-        let b = std::sync::Arc::new(broker_on(std::sync::Arc::clone(&cloud), 1, 1_000));
+        let b = std::sync::Arc::new(broker_on(std::sync::Arc::clone(&cloud), 1, 1_000, 1));
         let first = b.admit("app", said("first", Priority::Interactive)).unwrap();
         let b2 = std::sync::Arc::clone(&b);
         let running = tokio::spawn(async move { b2.run(first, &mut Collect::default(), std::future::pending()).await });
@@ -876,7 +932,7 @@ mod tests {
     async fn refusals_start_only_when_the_budget_is_really_spent() {
         // Each request reserves 100 + its prompt estimate at dispatch but uses 25.
         let cloud = std::sync::Arc::new(Held::new(20));
-        let b = std::sync::Arc::new(broker_on(std::sync::Arc::clone(&cloud), 1, 1_000));
+        let b = std::sync::Arc::new(broker_on(std::sync::Arc::clone(&cloud), 1, 1_000, 1));
         cloud.go.add_permits(100);
         let runs: Vec<_> = (0..60)
             .map(|i| {

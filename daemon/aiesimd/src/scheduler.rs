@@ -145,6 +145,16 @@ impl Scheduler {
         s.per_app.get(app).copied().unwrap_or(0)
     }
 
+    /// Requests queued or running on `endpoint` for `model`.
+    pub fn outstanding(&self, endpoint: &str, model: &str) -> usize {
+        let s = self.state.lock().expect("scheduler lock");
+        let lane = Lane {
+            endpoint: endpoint.to_owned(),
+            model: model.to_owned(),
+        };
+        s.lines.get(&lane).map_or(0, |l| l.running + l.waiting.len())
+    }
+
     /// The load of every lane that has requests, by lane.
     pub fn load(&self) -> Vec<(Lane, LaneLoad)> {
         let s = self.state.lock().expect("scheduler lock");
