@@ -58,6 +58,39 @@ async fn a_request_the_endpoint_refuses_for_its_content_is_the_callers_error_and
     assert!(out.status.success(), "the other app was not served: {}", text(&out));
     let answer = String::from_utf8_lossy(&out.stdout);
     assert!(answer.contains("'endpoint': <'metro'>"), "{answer}");
+
+    // The router's view (real aictl): two picks, one answer, no fault held against it.
+    let stats = world.aictl_json(&["endpoints"]);
+    let metro = &stats[0];
+    assert_eq!(
+        (
+            metro["endpoint"].as_str(),
+            metro["health"].as_str(),
+            metro["picks"].as_u64(),
+            metro["successes"].as_u64(),
+            metro["failures"].as_u64(),
+        ),
+        (Some("metro"), Some("healthy"), Some(2), Some(1), Some(0)),
+        "{stats:#}"
+    );
+    // Apps may read it; strangers may not (the bus policy).
+    let endpoints = |gid| {
+        world.gdbus_as(
+            65534,
+            gid,
+            aiesim_dbus::ROOT_PATH,
+            "org.aiesim.AiEsim1.Endpoints.GetStatistics",
+            &[],
+        )
+    };
+    let app = endpoints(Some(group.gid));
+    assert!(app.status.success() && text(&app).contains("'metro'"), "{}", text(&app));
+    let stranger = endpoints(None);
+    assert!(
+        !stranger.status.success() && text(&stranger).contains("AccessDenied"),
+        "{}",
+        text(&stranger)
+    );
 }
 
 fn chat(text: &str, max_tokens: u32, priority: Priority) -> HashMap<String, OwnedVariant> {
@@ -134,6 +167,25 @@ async fn interactive_requests_overtake_queued_background_ones() {
         order.push(names[&path]);
     }
     assert_eq!(order, ["busy", "int1", "int2", "bg1", "bg2"]);
+    let stats = world.aictl_json(&["endpoints"]);
+    let metro = &stats[0];
+    assert_eq!(
+        (
+            metro["successes"].as_u64(),
+            metro["max_concurrent"].as_u64(),
+            metro["queued"].as_u64()
+        ),
+        (Some(5), Some(1), Some(0)),
+        "{stats:#}"
+    );
+    assert!(metro["ttft_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{stats:#}");
+    let human = world.aictl().arg("endpoints").output().unwrap();
+    eprintln!("{}", text(&human));
+    assert!(
+        human.status.success() && String::from_utf8_lossy(&human.stdout).contains("metro"),
+        "{}",
+        text(&human)
+    );
 }
 
 /// The one app's budget in the contention test.
