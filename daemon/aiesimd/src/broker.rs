@@ -391,7 +391,8 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         };
         let blamed = |e: &CloudError| match e.blame() {
             Blame::Endpoint { retry_after } => self.router.report_failure(&route.endpoint, &route.model, retry_after),
-            Blame::Request | Blame::Device => {}
+            Blame::Request => self.router.report_alive(&route.endpoint),
+            Blame::Device => {}
         };
         let mut answer_bytes = 0usize;
         let mut events = match self.cloud.chat(&route.url, request).await {

@@ -474,6 +474,16 @@ impl<K: Clock> Router<K> {
         });
     }
 
+    /// The endpoint answered, though not with an answer (it refused the request's content):
+    /// it is up, so a probe of it succeeded; nothing is learned of its latency.
+    pub fn report_alive(&self, endpoint: &str) {
+        self.with_entry(endpoint, |entry| {
+            if matches!(entry.health, Health::Probing { .. }) {
+                entry.health = Health::Healthy;
+            }
+        });
+    }
+
     /// What the router knows of every (endpoint, model), in registry order.
     pub fn statistics(&self) -> Vec<Statistics> {
         let now = self.clock.now();
@@ -744,6 +754,14 @@ mod tests {
         assert_eq!(count(&r, 100, |_, _| 0).get("metro"), Some(&1));
         let stats = &r.statistics()[0];
         assert_eq!((stats.failures, stats.successes), (2, 2), "{stats:?}");
+        // A probe the endpoint refuses for its content still shows it is up.
+        r.report_failure("metro", "m", None);
+        r.report_alive("metro");
+        assert_eq!(r.statistics()[0].health, "cooling", "only a probe's answer decides");
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(count(&r, 100, |_, _| 0).get("metro"), Some(&1));
+        r.report_alive("metro");
+        assert_eq!(r.statistics()[0].health, "healthy");
     }
 
     #[test]
