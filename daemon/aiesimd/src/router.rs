@@ -33,6 +33,9 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
 
 /// How fast a latency estimate forgets a peak: the time constant of its decay.
 const DECAY: Duration = Duration::from_secs(10);
+/// How fast an estimate nobody refreshes drifts back to the best the endpoint ever did, so
+/// that an endpoint left alone after a bad spell is tried again (the time constant).
+const STALE: Duration = Duration::from_secs(15);
 /// "The first words": TTFT plus this many inter-token gaps.
 const FIRST_WORDS: f64 = 8.0;
 
@@ -185,20 +188,36 @@ impl Health {
 }
 
 /// A latency that jumps to a worse sample at once and decays towards better ones over
-/// [`DECAY`] (Finagle's peak EWMA).
+/// [`DECAY`] (Finagle's peak EWMA); without samples it drifts back to its best over [`STALE`].
 #[derive(Debug, Clone, Copy)]
 struct PeakEwma {
     ms: f64,
     at: Option<Instant>,
+    /// The best sample seen (the prior before any).
+    best: f64,
 }
 
 impl PeakEwma {
     const fn prior(ms: f64) -> Self {
-        Self { ms, at: None }
+        Self { ms, at: None, best: ms }
+    }
+
+    /// The estimate at `now`: what was learned, less trusted the older it is.
+    fn estimate(&self, now: Instant) -> f64 {
+        let Some(at) = self.at else {
+            return self.ms;
+        };
+        let w = (-now.saturating_duration_since(at).as_secs_f64() / STALE.as_secs_f64()).exp();
+        self.best + (self.ms - self.best) * w
     }
 
     fn observe(&mut self, now: Instant, sample: Duration) {
         let sample = sample.as_secs_f64() * 1_000.0;
+        self.best = if self.at.is_some() {
+            self.best.min(sample)
+        } else {
+            sample
+        };
         match self.at {
             Some(at) if sample < self.ms => {
                 let w = (-now.saturating_duration_since(at).as_secs_f64() / DECAY.as_secs_f64()).exp();
@@ -409,7 +428,7 @@ impl<K: Clock> Router<K> {
             let (name, price, limit) = (spec.name.clone(), spec.price_per_1k, entry.spec.max_concurrent);
             let outstanding = load(&entry.spec.name, &name);
             let learned = entry.learned(&name);
-            candidates.push((i, m, score(learned, outstanding, limit, price)));
+            candidates.push((i, m, score(learned, now, outstanding, limit, price)));
         }
         let chosen = match candidates.len() {
             0 => {
@@ -506,8 +525,8 @@ impl<K: Clock> Router<K> {
                         Health::Cooling { until } => until.saturating_duration_since(now),
                         _ => Duration::ZERO,
                     },
-                    ttft_ms: learned.ttft.ms,
-                    inter_token_ms: learned.itl.ms,
+                    ttft_ms: learned.ttft.estimate(now),
+                    inter_token_ms: learned.itl.estimate(now),
                     picks: learned.picks,
                     successes: learned.successes,
                     failures: learned.failures,
@@ -527,14 +546,14 @@ impl<K: Clock> Router<K> {
 
 /// Expected time to the first words, stretched by the work ahead in the endpoint's line and
 /// by price: an endpoint at twice the default price must be 1.5 times as fast to be chosen.
-fn score(learned: &Learned, outstanding: usize, limit: usize, price_per_1k: u64) -> f64 {
+fn score(learned: &Learned, now: Instant, outstanding: usize, limit: usize, price_per_1k: u64) -> f64 {
     #[expect(clippy::cast_precision_loss, reason = "counts and prices are far below 2^52")]
     let (outstanding, limit, price) = (
         outstanding as f64,
         limit.max(1) as f64,
         price_per_1k as f64 / DEFAULT_PRICE_PER_1K as f64,
     );
-    let first_words = learned.ttft.ms + FIRST_WORDS * learned.itl.ms;
+    let first_words = learned.ttft.estimate(now) + FIRST_WORDS * learned.itl.estimate(now);
     first_words * (1.0 + outstanding / limit) * f64::midpoint(1.0, price)
 }
 
@@ -691,6 +710,26 @@ mod tests {
         }
         let recovered = count(&r, 300, |_, _| 0);
         assert!(recovered["prov"] > 180, "{recovered:?}");
+    }
+
+    #[test]
+    fn an_endpoint_left_alone_after_a_bad_spell_is_tried_again() {
+        let clock = ManualClock::default();
+        let r = three(&clock);
+        r.report_success("metro", "m", ms(50), None);
+        r.report_success("prov", "m", ms(100), None);
+        r.report_success("nat", "m", ms(100), None);
+        r.report_success("metro", "m", ms(3_000), None);
+        let shunned = count(&r, 300, |_, _| 0);
+        assert_eq!(shunned.get("metro"), None, "{shunned:?}");
+        // Nobody refreshes metro's estimate (it is not picked); the others' stay fresh.
+        for _ in 0..9 {
+            clock.advance(Duration::from_secs(10));
+            r.report_success("prov", "m", ms(100), None);
+            r.report_success("nat", "m", ms(100), None);
+        }
+        let again = count(&r, 300, |_, _| 0);
+        assert!(again["metro"] > 180, "{again:?}");
     }
 
     #[test]
