@@ -204,6 +204,12 @@ async fn sixty_requests_at_once_are_each_answered_or_refused_and_the_budget_is_s
     })
     .unwrap();
     let conn = world.connect().await.unwrap();
+    let mut exhausted = BudgetProxy::new(&conn)
+        .await
+        .unwrap()
+        .receive_budget_exhausted()
+        .await
+        .unwrap();
     let broker = BrokerProxy::new(&conn).await.unwrap();
     // Each reserves about 70 tokens at dispatch and uses about 30 ("2 + 2 = 4"): reserving for
     // every waiting request at once would refuse most of them with the budget barely touched.
@@ -223,6 +229,13 @@ async fn sixty_requests_at_once_are_each_answered_or_refused_and_the_budget_is_s
         }
     }
     assert!(answered > 0 && refused > 0, "{answered} answered, {refused} refused");
+    // Refused when its turn came, each refusal is also signalled to the caller.
+    for n in 0..refused {
+        tokio::time::timeout(Duration::from_secs(10), exhausted.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {n} of {refused} refusals were signalled"))
+            .unwrap();
+    }
     let spent = spent(&conn).await;
     eprintln!("{answered} answered, {refused} refused, {spent} of {BUDGET} tokens charged");
     assert!(spent <= BUDGET, "charged {spent} of a {BUDGET}-token budget");
@@ -251,4 +264,38 @@ fn plain(log: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+#[tokio::test]
+async fn an_overloaded_endpoint_is_left_alone_for_as_long_as_its_retry_after_asks() {
+    if skip_unless_ready("an_overloaded_endpoint_is_left_alone_for_as_long_as_its_retry_after_asks") {
+        return;
+    }
+    let world = World::start(&WorldOptions {
+        cloud: aiesim_e2e::CloudOptions {
+            fail_status: Some(429),
+            retry_after: Some(5),
+            ..aiesim_e2e::CloudOptions::default()
+        },
+        ..WorldOptions::default()
+    })
+    .unwrap();
+    let conn = world.connect().await.unwrap();
+    let broker = BrokerProxy::new(&conn).await.unwrap();
+    let options = HashMap::from([("max_tokens".to_owned(), OwnedVariant::from(4u32))]);
+    let e = broker.ask("Say hi.", options.clone()).await.unwrap_err();
+    assert_eq!(error_name(&e), ErrorName::UpstreamFailed.as_str(), "{e}");
+    assert!(e.to_string().contains("429"), "{e}");
+    // Out for the 5 s it asked, not the 30 s cooldown of a failure that says nothing.
+    let stats = world.aictl_json(&["endpoints"]);
+    let cooldown = stats[0]["cooldown_ms"].as_u64().unwrap();
+    assert_eq!(stats[0]["health"], "cooling", "{stats:#}");
+    assert!((1..=5_000).contains(&cooldown), "{stats:#}");
+    let e = broker.ask("Say hi.", options.clone()).await.unwrap_err();
+    assert_eq!(error_name(&e), ErrorName::NoEndpoint.as_str(), "{e}");
+    // Then one probe goes out, and is refused again.
+    world.wait_json(&["endpoints"], "past its Retry-After", |d| d[0]["cooldown_ms"] == 0);
+    let e = broker.ask("Say hi.", options).await.unwrap_err();
+    assert_eq!(error_name(&e), ErrorName::UpstreamFailed.as_str(), "{e}");
+    assert_eq!(spent(&conn).await, 0, "refusals charge nothing");
 }
