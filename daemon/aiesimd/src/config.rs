@@ -455,7 +455,8 @@ impl Config {
         Self::load(path)
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Each `[[endpoint]]`: a plain unique name, an http(s) URL, models, a sane concurrency.
+    fn validate_endpoints(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let mut names = HashSet::new();
         for e in &self.endpoints {
@@ -492,6 +493,12 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.validate_endpoints()?;
         let b = &self.budget;
         if b.max_tokens_cap == 0 || b.default_max_tokens == 0 || b.default_max_tokens > b.max_tokens_cap {
             return invalid(format!(
