@@ -154,6 +154,17 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Show the cloud AI endpoints in use and what the router knows of each model on them.
+    ///
+    /// With --json: [{"endpoint", "model", "tier", "source" ("card" or "config"), "health"
+    /// ("healthy", "cooling" or "probing"), "cooldown_ms", "ttft_ms" (peak-EWMA time to first
+    /// token, queue time included), "inter_token_ms", "picks", "successes", "failures",
+    /// "running", "queued", "max_concurrent"}], nearest tier first.
+    Endpoints {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff), as installed to man1/aictl.1.
@@ -279,6 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Some(action) => modem_action(&connection, action).await,
         },
         Command::Budget { json, action } => budget(&connection, json, action).await,
+        Command::Endpoints { json } => endpoints(&connection, json).await,
         Command::Esim { json, action } => match action {
             None => esim(&connection, json).await,
             Some(action) => esim_action(&connection, action).await,
@@ -1017,6 +1029,48 @@ fn budget_limits(d: &serde_json::Map<String, serde_json::Value>) -> String {
     } else {
         format!("\n{:<32} {}", "", parts.join("; "))
     }
+}
+
+async fn endpoints(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCode> {
+    let proxy = aiesim_dbus::proxy::EndpointsProxy::new(connection).await?;
+    let stats = match proxy.get_statistics().await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("aictl: {}", describe(&e));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let docs: Vec<_> = stats.iter().map(dict_json).collect();
+    if as_json {
+        let list: Vec<serde_json::Value> = docs.into_iter().map(Into::into).collect();
+        println!("{:#}", serde_json::Value::from(list));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16} {:<20} {:<9} {:<8} {:>9} {:>7} {:>7} {:>6} {:>9}",
+        "endpoint", "model", "tier", "health", "ttft ms", "picks", "ok", "failed", "busy"
+    );
+    for d in &docs {
+        let s = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let n = |k: &str| d.get(k).and_then(serde_json::Value::as_u64).unwrap_or_default();
+        let health = match (s("health").as_str(), n("cooldown_ms")) {
+            ("cooling", ms) if ms > 0 => format!("cooling {}s", ms.div_ceil(1000)),
+            (h, _) => h.to_owned(),
+        };
+        println!(
+            "{:<16} {:<20} {:<9} {:<8} {:>9.0} {:>7} {:>7} {:>6} {:>9}",
+            s("endpoint"),
+            s("model"),
+            s("tier"),
+            health,
+            d.get("ttft_ms").and_then(serde_json::Value::as_f64).unwrap_or_default(),
+            n("picks"),
+            n("successes"),
+            n("failures"),
+            format!("{}+{}/{}", n("running"), n("queued"), n("max_concurrent")),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Hex digits (either case, spaces ignored) as bytes.

@@ -28,4 +28,5 @@ pub mod iface {
     pub const MODEM: &str = "org.aiesim.AiEsim1.Modem";
     pub const FASTPATH: &str = "org.aiesim.AiEsim1.Fastpath";
     pub const BUDGET: &str = "org.aiesim.AiEsim1.Budget";
+    pub const ENDPOINTS: &str = "org.aiesim.AiEsim1.Endpoints";
 }

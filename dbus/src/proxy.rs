@@ -142,6 +142,21 @@ pub trait Esim {
 }
 
 #[proxy(
+    interface = "org.aiesim.AiEsim1.Endpoints",
+    default_service = "org.aiesim.AiEsim1",
+    default_path = "/org/aiesim/AiEsim1"
+)]
+pub trait Endpoints {
+    /// One dictionary per endpoint and model: health, latency estimates, counts, load.
+    fn get_statistics(&self) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+
+    #[zbus(property)]
+    fn names(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn healthy(&self) -> zbus::Result<u32>;
+}
+
+#[proxy(
     interface = "org.aiesim.AiEsim1.Fastpath",
     default_service = "org.aiesim.AiEsim1",
     default_path = "/org/aiesim/AiEsim1"

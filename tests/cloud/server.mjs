@@ -22,6 +22,7 @@ Options:
   --model-name <name>   model id reported by the API (default smollm2-135m)
   --no-usage            never send usage (streams end without the usage chunk)
   --fail-status <n>     answer every chat request with this HTTP status
+  --retry-after <s>     with --fail-status: send "Retry-After: s" with each failure
   --break-after <n>     cut streams after n content deltas, without [DONE]
   --stall-after <n>     stop sending after n content deltas but keep the connection open
   --require-jwt         refuse chat requests without a valid device credential: an ES256 JWT
@@ -64,6 +65,7 @@ function parseCommandLine() {
                 "model-name": { type: "string", default: "smollm2-135m" },
                 "no-usage": { type: "boolean", default: false },
                 "fail-status": { type: "string" },
+                "retry-after": { type: "string" },
                 "break-after": { type: "string" },
                 "stall-after": { type: "string" },
                 "require-jwt": { type: "boolean", default: false },
@@ -90,6 +92,7 @@ function parseCommandLine() {
         modelName: values["model-name"],
         usage: !values["no-usage"],
         failStatus: intOption(values, "fail-status", { min: 100, max: 599, fallback: null }),
+        retryAfter: intOption(values, "retry-after", { min: 0, max: 1 << 30, fallback: null }),
         breakAfter: intOption(values, "break-after", { min: 1, max: 1 << 30, fallback: null }),
         stallAfter: intOption(values, "stall-after", { min: 1, max: 1 << 30, fallback: null }),
         requireJwt: values["require-jwt"],
@@ -111,11 +114,12 @@ class ApiError extends Error {
     }
 }
 
-function sendJson(res, status, body) {
+function sendJson(res, status, body, headers = {}) {
     const text = JSON.stringify(body);
     res.writeHead(status, {
         "content-type": "application/json",
         "content-length": Buffer.byteLength(text),
+        ...headers,
     });
     res.end(text);
 }
@@ -125,7 +129,7 @@ function sendError(res, err) {
         res.destroy();
         return;
     }
-    sendJson(res, err.status, err.body);
+    sendJson(res, err.status, err.body, err.headers);
 }
 
 function readBody(req) {
@@ -346,10 +350,12 @@ async function handleChat(req, res) {
     const body = await readBody(req);
     if (opts.requireJwt) checkJwt(req);
     if (opts.failStatus !== null) {
-        throw new ApiError(opts.failStatus, `the test cloud is configured to answer ${opts.failStatus}`, {
+        const err = new ApiError(opts.failStatus, `the test cloud is configured to answer ${opts.failStatus}`, {
             type: "server_error",
             code: "injected_failure",
         });
+        if (opts.retryAfter !== null) err.headers = { "retry-after": String(opts.retryAfter) };
+        throw err;
     }
     const request = parseChatRequest(body);
     const abort = new AbortController();

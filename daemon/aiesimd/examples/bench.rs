@@ -5,7 +5,11 @@
 //!   concurrent requests, against the same work on the in-memory ledger;
 //! - journal: how many commits one fsync carries;
 //! - calendar budgets: the same in-memory work with daily and monthly budgets and a
-//!   per-minute rate on every app and the device, against none.
+//!   per-minute rate on every app and the device, against none;
+//! - routing: time to first token with the router against a fixed national endpoint and an
+//!   oracle that knows every endpoint's true TTFT, in simulated time under changing load;
+//! - scheduling: interactive TTFT with background work queued, against the same requests in
+//!   one first-come line;
 //! - fast path: classifier cost per packet, and AI round trips under a saturating upload
 //!   (`bench/fastpath.rs`).
 
@@ -14,9 +18,21 @@ mod fastpath;
 #[path = "../tests/support/uplink.rs"]
 mod uplink;
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use aiesimd::ledger::{Budgets, Ledger};
+use aiesim_wire::{ChatOptions, Message, Priority, StreamEvent};
+use aiesimd::{
+    broker::{Broker, EventSink, Limits, SinkClosed},
+    clock::ManualClock,
+    cloud::{ChatRequest, ChatStream, Cloud, CloudError, CloudEvent},
+    config::EndpointConfig,
+    ledger::{Budgets, Ledger},
+    router::{DEFAULT_PRICE_PER_1K, Router, Tier},
+};
 
 const WINDOW: Duration = Duration::from_secs(2);
 const CONCURRENCY: usize = 64;
@@ -68,6 +84,235 @@ async fn ops_per_second(ledger: Ledger) -> (f64, u64) {
     (rate, total)
 }
 
+/// One simulated endpoint: `servers` requests at once, each taking `ttft` to its first token
+/// (`degraded` instead while the metro is degraded) and `GENERATION` after it.
+struct SimEndpoint {
+    name: &'static str,
+    tier: Tier,
+    ttft: Duration,
+    degraded: Duration,
+    /// When each server is free again (simulated time since the start).
+    free_at: Vec<Duration>,
+    /// When each request on it ends, for its outstanding work.
+    ends: Vec<Duration>,
+}
+
+const GENERATION: Duration = Duration::from_millis(300);
+const ARRIVAL_EVERY: Duration = Duration::from_millis(100);
+const SIMULATED: Duration = Duration::from_secs(120);
+/// The metro endpoint is slow (overloaded by others, say) in this part of the run.
+const DEGRADED: std::ops::Range<Duration> = Duration::from_secs(40)..Duration::from_secs(80);
+
+impl SimEndpoint {
+    fn new(name: &'static str, tier: Tier, ttft_ms: u64, degraded_ms: u64, servers: usize) -> Self {
+        Self {
+            name,
+            tier,
+            ttft: Duration::from_millis(ttft_ms),
+            degraded: Duration::from_millis(degraded_ms),
+            free_at: vec![Duration::ZERO; servers],
+            ends: Vec::new(),
+        }
+    }
+
+    fn base(&self, at: Duration) -> Duration {
+        if DEGRADED.contains(&at) {
+            self.degraded
+        } else {
+            self.ttft
+        }
+    }
+
+    /// The true TTFT of a request arriving at `at`: its wait for a server, then the model's.
+    fn ttft_at(&self, at: Duration) -> Duration {
+        let free = self.free_at.iter().min().copied().unwrap_or_default();
+        let start = free.max(at);
+        start.saturating_sub(at) + self.base(start)
+    }
+
+    /// Serves a request arriving at `at`; returns its TTFT.
+    fn serve(&mut self, at: Duration) -> Duration {
+        let (i, free) = self
+            .free_at
+            .iter()
+            .copied()
+            .enumerate()
+            .min_by_key(|(_, f)| *f)
+            .unwrap_or_default();
+        let start = free.max(at);
+        let ttft = start.saturating_sub(at) + self.base(start);
+        self.free_at[i] = start + self.base(start) + GENERATION;
+        self.ends.push(self.free_at[i]);
+        ttft
+    }
+
+    fn outstanding(&self, at: Duration) -> usize {
+        self.ends.iter().filter(|end| **end > at).count()
+    }
+}
+
+fn sim_endpoints() -> Vec<SimEndpoint> {
+    vec![
+        SimEndpoint::new("metro", Tier::Metro, 40, 900, 2),
+        SimEndpoint::new("province", Tier::Province, 70, 70, 3),
+        SimEndpoint::new("national", Tier::National, 250, 250, 16),
+    ]
+}
+
+#[derive(Clone, Copy)]
+enum Policy {
+    Router,
+    Fixed,
+    Oracle,
+}
+
+/// TTFTs of every request in one simulated run, sorted.
+fn simulate(policy: Policy) -> Vec<Duration> {
+    let mut endpoints = sim_endpoints();
+    let clock = ManualClock::default();
+    let configs: Vec<EndpointConfig> = endpoints
+        .iter()
+        .map(|e| EndpointConfig {
+            name: e.name.into(),
+            url: format!("http://{}/v1", e.name),
+            tier: e.tier,
+            models: vec!["m".into()],
+            price_per_1k: DEFAULT_PRICE_PER_1K,
+            max_concurrent: e.free_at.len(),
+        })
+        .collect();
+    let router = Router::new(&configs, clock.clone(), Duration::from_secs(30)).with_seed(1);
+    // First tokens not yet seen by the router: (when, endpoint, ttft).
+    let mut pending: Vec<(Duration, usize, Duration)> = Vec::new();
+    let mut now = Duration::ZERO;
+    let mut ttfts = Vec::new();
+    let mut at = Duration::ZERO;
+    while at < SIMULATED {
+        pending.sort_by_key(|p| std::cmp::Reverse(p.0));
+        while pending.last().is_some_and(|p| p.0 <= at) {
+            let (when, i, ttft) = pending.pop().unwrap_or_default();
+            clock.advance(when.saturating_sub(now));
+            now = when;
+            router.report_success(endpoints[i].name, "m", ttft, Some(Duration::from_millis(20)));
+        }
+        clock.advance(at.saturating_sub(now));
+        now = at;
+        let i = match policy {
+            Policy::Fixed => 2,
+            Policy::Oracle => (0..endpoints.len())
+                .min_by_key(|i| endpoints[*i].ttft_at(at))
+                .unwrap_or_default(),
+            Policy::Router => {
+                let route = router
+                    .pick_with_load(None, |name, _| {
+                        endpoints
+                            .iter()
+                            .find(|e| e.name == name)
+                            .map_or(0, |e| e.outstanding(at))
+                    })
+                    .expect("three healthy endpoints");
+                endpoints
+                    .iter()
+                    .position(|e| e.name == route.endpoint)
+                    .unwrap_or_default()
+            }
+        };
+        let ttft = endpoints[i].serve(at);
+        pending.push((at + ttft, i, ttft));
+        ttfts.push(ttft);
+        at += ARRIVAL_EVERY;
+    }
+    ttfts.sort_unstable();
+    ttfts
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> f64 {
+    let i = (sorted.len() * p / 100).min(sorted.len().saturating_sub(1));
+    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1_000.0)
+}
+
+/// A cloud that takes `FIRST_TOKEN` to its first token, then streams four more.
+struct Sleepy;
+
+const FIRST_TOKEN: Duration = Duration::from_millis(4);
+
+impl Cloud for Sleepy {
+    async fn chat(&self, _base_url: &str, _request: &ChatRequest) -> Result<ChatStream, CloudError> {
+        tokio::time::sleep(FIRST_TOKEN).await;
+        Ok(Box::pin(futures_util::stream::iter(
+            (0..5).map(|i| Ok(CloudEvent::Delta(format!("t{i} ")))),
+        )))
+    }
+}
+
+/// Notes when the first delta came.
+struct FirstDelta(Option<Instant>);
+
+impl EventSink for FirstDelta {
+    async fn send(&mut self, event: &StreamEvent) -> Result<(), SinkClosed> {
+        if matches!(event, StreamEvent::Delta { .. }) {
+            self.0.get_or_insert_with(Instant::now);
+        }
+        Ok(())
+    }
+}
+
+/// Median TTFT of 10 interactive requests arriving while 40 background ones are queued on a
+/// one-at-a-time endpoint; `background` says how the 40 are marked.
+async fn interactive_ttft(background: Priority) -> f64 {
+    let endpoint = EndpointConfig {
+        name: "metro".into(),
+        url: "http://metro/v1".into(),
+        tier: Tier::Metro,
+        models: vec!["m".into()],
+        price_per_1k: DEFAULT_PRICE_PER_1K,
+        max_concurrent: 1,
+    };
+    let broker = Arc::new(Broker::new(
+        Sleepy,
+        Ledger::in_memory(budgets()),
+        Router::new(&[endpoint], aiesimd::clock::SystemClock, Duration::from_secs(30)),
+        Limits {
+            default_max_tokens: 16,
+            max_tokens_cap: 16,
+            max_in_flight: 1_000,
+            deadline: Duration::from_secs(60),
+            max_answer_bytes: 1 << 20,
+        },
+    ));
+    let ask = |priority| ChatOptions {
+        messages: vec![Message::new("user", "hi")],
+        priority,
+        ..ChatOptions::default()
+    };
+    let run = |app: &str, priority| {
+        let admitted = broker.admit(app, ask(priority)).expect("an unlimited budget");
+        let broker = Arc::clone(&broker);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut sink = FirstDelta(None);
+            broker.run(admitted, &mut sink, std::future::pending()).await;
+            sink.0.map_or(Duration::MAX, |first| first - started)
+        })
+    };
+    // One app, so only the priority orders the line (apps take turns otherwise).
+    let queued: Vec<_> = (0..40).map(|_| run("device", background)).collect();
+    let mut interactive = Vec::new();
+    for _ in 0..10 {
+        interactive.push(run("device", Priority::Interactive));
+        tokio::time::sleep(FIRST_TOKEN * 2).await;
+    }
+    let mut ttfts = Vec::new();
+    for task in interactive {
+        ttfts.push(task.await.expect("a bench task"));
+    }
+    for task in queued {
+        task.await.expect("a bench task");
+    }
+    ttfts.sort_unstable();
+    percentile(&ttfts, 50)
+}
+
 fn main() -> anyhow::Result<()> {
     // `bench fastpath` measures only the fast path.
     if std::env::args().nth(1).as_deref() == Some("fastpath") {
@@ -103,6 +348,43 @@ fn main() -> anyhow::Result<()> {
         println!(
             "  calendar budgets and a rate {calendar:>12.0} ops/s  = {:.3} x baseline  (target >= 0.8)",
             calendar / memory
+        );
+
+        let results: HashMap<&str, Vec<Duration>> = [
+            ("oracle", Policy::Oracle),
+            ("router", Policy::Router),
+            ("fixed", Policy::Fixed),
+        ]
+        .into_iter()
+        .map(|(name, policy)| (name, simulate(policy)))
+        .collect();
+        println!(
+            "routing TTFT, simulated {} s, a request every {} ms, metro degraded {}-{} s:",
+            SIMULATED.as_secs(),
+            ARRIVAL_EVERY.as_millis(),
+            DEGRADED.start.as_secs(),
+            DEGRADED.end.as_secs()
+        );
+        let (oracle, router, fixed) = (&results["oracle"], &results["router"], &results["fixed"]);
+        for (name, p) in [("p50", 50), ("p99", 99)] {
+            println!(
+                "  {name} oracle (baseline) {:>8.1} ms  router {:>8.1} ms = {:.2} x oracle (target <= 1.2)  fixed national {:>8.1} ms = {:.2} x oracle (router better: {})",
+                percentile(oracle, p),
+                percentile(router, p),
+                percentile(router, p) / percentile(oracle, p),
+                percentile(fixed, p),
+                percentile(fixed, p) / percentile(oracle, p),
+                percentile(router, p) < percentile(fixed, p)
+            );
+        }
+
+        let fifo = interactive_ttft(Priority::Interactive).await;
+        let scheduled = interactive_ttft(Priority::Background).await;
+        println!("interactive TTFT p50 with 40 requests queued on a one-at-a-time endpoint:");
+        println!("  one line, first come first served (baseline) {fifo:>8.1} ms");
+        println!(
+            "  background queued behind interactive         {scheduled:>8.1} ms = {:.3} x baseline  (target <= 0.2)",
+            scheduled / fifo
         );
         anyhow::Ok(())
     })?;

@@ -1,7 +1,10 @@
-//! The request path: admit (route + reserve), stream, meter, reconcile.
+//! The request path: admit (route, check the budget, take a place in line), wait for the
+//! turn, reserve, stream, meter, reconcile.
 //!
-//! Plain Rust: the D-Bus front end translates into [`Broker::admit`] and [`Broker::run`] and
-//! never decides anything itself.
+//! Tokens are reserved when a request is dispatched, not while it waits, so waiting requests
+//! never block the budget of those running; admission only refuses what the budget cannot
+//! cover at all. Plain Rust: the D-Bus front end translates into [`Broker::admit`] and
+//! [`Broker::run`] and never decides anything itself.
 
 use std::future::Future;
 
@@ -10,9 +13,10 @@ use futures_util::StreamExt;
 
 use crate::{
     clock::Clock,
-    cloud::{ChatRequest, Cloud, CloudError, CloudEvent},
+    cloud::{Blame, ChatRequest, Cloud, CloudError, CloudEvent},
     ledger::{Ledger, LedgerError, Reservation},
     router::{Route, Router, RouterError},
+    scheduler::{Lane, Scheduler, SchedulerError, Ticket},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +27,8 @@ pub enum BrokerError {
     Rate(#[source] LedgerError),
     #[error("no endpoint can take this request")]
     Route(#[source] RouterError),
-    #[error("app \"{app}\" already has {limit} requests in flight")]
-    InFlight { app: String, limit: usize },
+    #[error("the app may not queue more requests")]
+    InFlight(#[source] SchedulerError),
 }
 
 impl BrokerError {
@@ -46,7 +50,7 @@ impl BrokerError {
             Self::Budget(_) => ErrorName::BudgetExceeded,
             Self::Rate(_) => ErrorName::RateLimited,
             Self::Route(_) => ErrorName::NoEndpoint,
-            Self::InFlight { .. } => ErrorName::LimitExceeded,
+            Self::InFlight(_) => ErrorName::LimitExceeded,
         }
     }
 }
@@ -56,7 +60,7 @@ impl BrokerError {
 pub struct Limits {
     pub default_max_tokens: u32,
     pub max_tokens_cap: u32,
-    /// Requests one app may have in flight at once.
+    /// Requests one app may have queued or in flight at once.
     pub max_in_flight: usize,
     /// How long one request may run, first byte to last.
     pub deadline: std::time::Duration,
@@ -64,10 +68,13 @@ pub struct Limits {
     pub max_answer_bytes: usize,
 }
 
-/// A request that passed admission: routed, with its tokens reserved.
+/// A request that passed admission: routed and in line; its tokens are reserved at dispatch.
 #[derive(Debug)]
 pub struct Admitted {
-    reservation: Reservation,
+    app: String,
+    /// The router's TTFT runs from here: time in line is time the app waits.
+    since: std::time::Instant,
+    ticket: Ticket,
     route: Route,
     request: ChatRequest,
     prompt_estimate: u32,
@@ -77,8 +84,9 @@ impl Admitted {
     pub fn route(&self) -> &Route {
         &self.route
     }
-    pub fn reserved(&self) -> u64 {
-        self.reservation.amount()
+    /// The tokens the request will reserve when it is dispatched.
+    pub fn estimate(&self) -> u64 {
+        u64::from(self.prompt_estimate) + u64::from(self.request.max_tokens)
     }
 }
 
@@ -115,6 +123,9 @@ pub struct Outcome {
 pub trait EventSink: Send {
     /// Delivers one event; an error means the app is gone and the request is cancelled.
     fn send(&mut self, event: &StreamEvent) -> impl Future<Output = Result<(), SinkClosed>> + Send;
+
+    /// The request left the line and is being sent to its endpoint.
+    fn dispatched(&mut self) {}
 }
 
 /// The app is gone or stopped reading; says which, in words.
@@ -126,6 +137,7 @@ pub struct Broker<C, K> {
     cloud: C,
     ledger: Ledger,
     router: Router<K>,
+    scheduler: Scheduler,
     limits: Limits,
 }
 
@@ -135,8 +147,13 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             cloud,
             ledger,
             router,
+            scheduler: Scheduler::new(limits.max_in_flight),
             limits,
         }
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -147,23 +164,20 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         &self.router
     }
 
-    /// Routes the request and reserves its bounded cost, or refuses it.
+    /// Routes the request, checks that the budget could cover its bounded cost, and puts it
+    /// in line; or refuses it.
     pub fn admit(&self, app: &str, options: ChatOptions) -> Result<Admitted, BrokerError> {
-        // Checked and reserved on one thread (the daemon's runtime is single-threaded).
-        if self.ledger.in_flight(app) >= self.limits.max_in_flight {
-            return Err(BrokerError::InFlight {
-                app: app.to_owned(),
-                limit: self.limits.max_in_flight,
-            });
-        }
         let ChatOptions {
             messages,
             model,
             max_tokens,
             temperature,
-            priority: _,
+            priority,
         } = options;
-        let route = self.router.pick(model.as_deref()).map_err(BrokerError::Route)?;
+        let route = self
+            .router
+            .pick_with_load(model.as_deref(), |e, m| self.scheduler.outstanding(e, m))
+            .map_err(BrokerError::Route)?;
         // Clamped to the daemon's cap and to what the chosen model can produce.
         let max_tokens = max_tokens
             .unwrap_or(self.limits.default_max_tokens)
@@ -176,25 +190,50 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             max_tokens,
             temperature,
         };
-        let reservation = self
-            .ledger
-            .reserve(
-                app,
-                u64::from(prompt_estimate) + u64::from(max_tokens),
-                route.price_per_1k,
-                request_digest(&route, &request),
-            )
-            .map_err(BrokerError::refused)?;
+        self.could_afford(app, u64::from(prompt_estimate) + u64::from(max_tokens))?;
+        let lane = Lane {
+            endpoint: route.endpoint.clone(),
+            model: route.model.clone(),
+        };
+        let ticket = self
+            .scheduler
+            .enqueue(app, lane, route.max_concurrent, priority)
+            .map_err(BrokerError::InFlight)?;
         Ok(Admitted {
-            reservation,
+            app: app.to_owned(),
+            since: self.router.clock().now(),
+            ticket,
             route,
             request,
             prompt_estimate,
         })
     }
 
-    /// Streams an admitted request into `sink` until it ends or `cancel` resolves, then charges
-    /// what was used. Always ends the stream with exactly one final event.
+    /// Refuses at once what the app's or the device's budget cannot cover even with nothing
+    /// else running; the reservation at dispatch has the last word.
+    fn could_afford(&self, app: &str, amount: u64) -> Result<(), BrokerError> {
+        let balance = self.ledger.balance(app);
+        let app_free = balance.limit.saturating_sub(balance.spent);
+        if amount > app_free {
+            return Err(BrokerError::Budget(LedgerError::AppExhausted {
+                app: app.to_owned(),
+                available: app_free,
+                needed: amount,
+            }));
+        }
+        let device_free = self.ledger.device_available() + balance.reserved;
+        if amount > device_free {
+            return Err(BrokerError::Budget(LedgerError::DeviceExhausted {
+                available: device_free,
+                needed: amount,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Waits for the request's turn, reserves its tokens, streams it into `sink` until it ends
+    /// or `cancel` resolves, then charges what was used. Always ends the stream with exactly
+    /// one final event.
     pub async fn run(
         &self,
         admitted: Admitted,
@@ -202,15 +241,45 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         cancel: impl Future<Output = ()>,
     ) -> Outcome {
         let Admitted {
-            mut reservation,
+            app,
+            since: admitted_at,
+            mut ticket,
             route,
             request,
             prompt_estimate,
         } = admitted;
+        tokio::pin!(cancel);
+        let mut reservation = match self
+            .take_turn(&app, &mut ticket, &route, &request, prompt_estimate, &mut cancel)
+            .await
+        {
+            Ok(r) => r,
+            Err((state, name, message)) => {
+                drop(ticket);
+                let _ = sink
+                    .send(&StreamEvent::Error {
+                        name: name.as_str().to_owned(),
+                        message: message.clone(),
+                    })
+                    .await;
+                return Outcome {
+                    state,
+                    usage: Usage::default(),
+                    charged: 0,
+                    endpoint: route.endpoint,
+                    model: route.model,
+                    error: Some((name, message)),
+                };
+            }
+        };
+        sink.dispatched();
         let mut meter = Meter {
             prompt_estimate,
             deltas: 0,
             reported: None,
+            admitted_at,
+            first_delta: None,
+            last_delta: None,
         };
         let ended = {
             let deadline = self.limits.deadline;
@@ -228,7 +297,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                     ))
                 })
             };
-            tokio::pin!(streamed, cancel);
+            tokio::pin!(streamed);
             // Biased: a cancel that is already due wins over output that is also ready.
             tokio::select! {
                 biased;
@@ -244,6 +313,8 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens)
         };
         let charged = reservation.commit(used).await;
+        // Only now: the next in line reserves from a budget this request no longer holds.
+        drop(ticket);
         let (state, error) = match ended {
             Ok(()) => (EndState::Done, None),
             Err((state, name, message)) => (state, Some((name, message))),
@@ -272,6 +343,37 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         }
     }
 
+    /// Waits in line until the request's turn, then reserves its tokens; or says why not.
+    async fn take_turn(
+        &self,
+        app: &str,
+        ticket: &mut Ticket,
+        route: &Route,
+        request: &ChatRequest,
+        prompt_estimate: u32,
+        cancel: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<Reservation, (EndState, ErrorName, String)> {
+        // Waiting in line costs nothing and has no timeout of its own; only the app ends it.
+        tokio::select! {
+            biased;
+            () = cancel => {
+                return Err((EndState::Cancelled, ErrorName::Cancelled, "the request was cancelled".to_owned()));
+            }
+            () = ticket.dispatched() => {}
+        }
+        self.ledger
+            .reserve(
+                app,
+                u64::from(prompt_estimate) + u64::from(request.max_tokens),
+                route.price_per_1k,
+                request_digest(route, request),
+            )
+            .map_err(|e| {
+                let e = BrokerError::refused(e);
+                (EndState::Failed, e.name(), chain(&e))
+            })
+    }
+
     async fn stream(
         &self,
         route: &Route,
@@ -287,13 +389,23 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                 format!("endpoint \"{}\": {}", route.endpoint, chain(&e)),
             )
         };
+        let blamed = |e: &CloudError| match e.blame() {
+            Blame::Endpoint { retry_after } => self.router.report_failure(&route.endpoint, &route.model, retry_after),
+            Blame::Request => self.router.report_alive(&route.endpoint),
+            Blame::Device => {}
+        };
         let mut answer_bytes = 0usize;
         let mut events = match self.cloud.chat(&route.url, request).await {
             Ok(s) => s,
             Err(e) => {
-                // No credential is the device's trouble, not the endpoint's.
-                if !matches!(e, CloudError::Credential { .. }) {
-                    self.router.report_failure(&route.endpoint);
+                // A refused content is the caller's error: it says nothing of the endpoint's health.
+                blamed(&e);
+                if e.blame() == Blame::Request {
+                    return Err((
+                        EndState::Failed,
+                        ErrorName::InvalidArgument,
+                        format!("endpoint \"{}\" refused the request: {}", route.endpoint, chain(&e)),
+                    ));
                 }
                 return Err(upstream(e));
             }
@@ -313,6 +425,9 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                         ));
                     }
                     meter.deltas += 1;
+                    let now = self.router.clock().now();
+                    meter.first_delta.get_or_insert(now);
+                    meter.last_delta = Some(now);
                     // Journalled before the app has it: a crash charges at least what was delivered.
                     let delivered = u64::from(meter.prompt_estimate) + u64::from(meter.deltas);
                     if let Err(e) = reservation.progress(delivered).await {
@@ -325,13 +440,14 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                 Ok(CloudEvent::Usage(u)) => meter.reported = Some(u),
                 Err(e) => {
                     if meter.deltas == 0 {
-                        self.router.report_failure(&route.endpoint);
+                        blamed(&e);
                     }
                     return Err(upstream(e));
                 }
             }
         }
-        self.router.report_success(&route.endpoint);
+        let (ttft, itl) = meter.latency(self.router.clock().now());
+        self.router.report_success(&route.endpoint, &route.model, ttft, itl);
         Ok(())
     }
 }
@@ -341,9 +457,24 @@ struct Meter {
     prompt_estimate: u32,
     deltas: u32,
     reported: Option<Usage>,
+    admitted_at: std::time::Instant,
+    first_delta: Option<std::time::Instant>,
+    last_delta: Option<std::time::Instant>,
 }
 
 impl Meter {
+    /// Time to the first token from admission, and the mean gap between the tokens after it.
+    fn latency(&self, ended: std::time::Instant) -> (std::time::Duration, Option<std::time::Duration>) {
+        let first = self.first_delta.unwrap_or(ended);
+        let ttft = first.saturating_duration_since(self.admitted_at);
+        let gaps = self.deltas.saturating_sub(1);
+        let itl = self
+            .last_delta
+            .filter(|_| gaps > 0)
+            .map(|last| last.saturating_duration_since(first) / gaps);
+        (ttft, itl)
+    }
+
     /// The endpoint's own usage when it sent one, else the prompt estimate plus one token per
     /// delivered delta — never zero for a request that produced output.
     fn usage(&self) -> Usage {
@@ -412,7 +543,7 @@ mod tests {
     /// A scripted cloud: the faults it plays (a broken stream, a refused connection) are ones
     /// the real model server cannot be made to produce on cue.
     /// One scripted chat: refused (`Err`) or a stream of events and failures.
-    type Scripted = Result<Vec<Result<CloudEvent, ()>>, ()>;
+    type Scripted = Result<Vec<Result<CloudEvent, ()>>, CloudError>;
 
     struct Script(Mutex<Vec<Scripted>>);
 
@@ -420,7 +551,7 @@ mod tests {
         async fn chat(&self, _base_url: &str, _request: &ChatRequest) -> Result<ChatStream, CloudError> {
             let next = self.0.lock().unwrap().remove(0);
             match next {
-                Err(()) => Err(CloudError::test_connect()),
+                Err(e) => Err(e),
                 Ok(events) => Ok(Box::pin(stream::iter(
                     events.into_iter().map(|e| e.map_err(|()| CloudError::test_broken())),
                 ))),
@@ -442,13 +573,24 @@ mod tests {
     }
 
     fn broker(script: Vec<Scripted>) -> Broker<Script, ManualClock> {
-        let endpoints = vec![
+        broker_on(Script(Mutex::new(script)), 2, 1_000, 2)
+    }
+
+    /// A broker on the first `endpoints` of metro and prov.
+    fn broker_on<C: Cloud>(
+        cloud: C,
+        max_concurrent: usize,
+        app_tokens: u64,
+        endpoints: usize,
+    ) -> Broker<C, ManualClock> {
+        let all = [
             EndpointConfig {
                 name: "metro".into(),
                 url: "http://m/v1".into(),
                 tier: Tier::Metro,
                 models: vec!["s".into()],
                 price_per_1k: crate::router::DEFAULT_PRICE_PER_1K,
+                max_concurrent,
             },
             EndpointConfig {
                 name: "prov".into(),
@@ -456,20 +598,21 @@ mod tests {
                 tier: Tier::Province,
                 models: vec!["s".into()],
                 price_per_1k: crate::router::DEFAULT_PRICE_PER_1K,
+                max_concurrent,
             },
         ];
         Broker::new(
-            Script(Mutex::new(script)),
+            cloud,
             Ledger::in_memory(crate::ledger::Budgets {
-                app_tokens: 1_000,
+                app_tokens,
                 device_tokens: 10_000,
                 ..crate::ledger::Budgets::default()
             }),
-            Router::new(&endpoints, ManualClock::default(), Duration::from_secs(30)),
+            Router::new(&all[..endpoints], ManualClock::default(), Duration::from_secs(30)),
             Limits {
                 default_max_tokens: 100,
                 max_tokens_cap: 200,
-                max_in_flight: 8,
+                max_in_flight: 64,
                 deadline: Duration::from_secs(600),
                 max_answer_bytes: 1 << 20,
             },
@@ -502,7 +645,7 @@ mod tests {
         ])]);
         let a = b.admit("app", ask(Some(50))).unwrap();
         assert_eq!(
-            a.reserved(),
+            a.estimate(),
             50 + u64::from(estimate_prompt_tokens(&[Message::new("user", "hello there")]))
         );
         let mut sink = Collect::default();
@@ -560,7 +703,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_connect_charges_nothing_and_cools_the_endpoint() {
-        let b = broker(vec![Err(())]);
+        let b = broker(vec![Err(CloudError::test_connect())]);
         let a = b.admit("app", ask(Some(10))).unwrap();
         let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
         assert_eq!((out.state, out.charged), (EndState::Failed, 0));
@@ -597,16 +740,7 @@ mod tests {
         let b = broker(vec![]);
         let prompt = u64::from(estimate_prompt_tokens(&[Message::new("user", "hello there")]));
         let hostile = b.admit("app", ask(Some(999_999_999))).unwrap();
-        assert_eq!(hostile.reserved(), 200 + prompt, "max_tokens is clamped to the cap");
-        let mut held = vec![hostile];
-        let err = loop {
-            match b.admit("app", ask(Some(200))) {
-                Ok(a) => held.push(a),
-                Err(e) => break e,
-            }
-        };
-        assert_eq!(held.len(), usize::try_from(1_000 / (200 + prompt)).unwrap());
-        assert_eq!(err.name(), ErrorName::BudgetExceeded);
+        assert_eq!(hostile.estimate(), 200 + prompt, "max_tokens is clamped to the cap");
         let err = b
             .admit(
                 "other",
@@ -617,5 +751,217 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err.name(), ErrorName::NoEndpoint);
+        let broke = broker_on(Script(Mutex::new(vec![])), 1, 100, 2);
+        let err = broke.admit("app", ask(Some(200))).unwrap_err();
+        assert_eq!(
+            err.name(),
+            ErrorName::BudgetExceeded,
+            "a hopeless request is refused at once"
+        );
+        assert!(chain(&err).contains("tokens left"), "{}", chain(&err));
+        let held: Vec<_> = (0..64).map(|_| broke.admit("app", ask(Some(10))).unwrap()).collect();
+        let err = broke.admit("app", ask(Some(10))).unwrap_err();
+        assert_eq!(
+            err.name(),
+            ErrorName::LimitExceeded,
+            "queued requests count against the app"
+        );
+        assert!(broke.admit("another", ask(Some(10))).is_ok());
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_refused_content_is_the_callers_error_and_leaves_the_endpoint_healthy() {
+        let b = broker(vec![Err(CloudError::test_status(400, None)), Ok(vec![delta("fine")])]);
+        let a = b.admit("hostile", ask(Some(10))).unwrap();
+        let mut sink = Collect::default();
+        let out = b.run(a, &mut sink, std::future::pending()).await;
+        assert_eq!((out.state, out.charged), (EndState::Failed, 0));
+        let (name, message) = out.error.unwrap();
+        assert_eq!(name, ErrorName::InvalidArgument);
+        assert!(
+            message.contains("refused the request") && message.contains("scripted 400"),
+            "{message}"
+        );
+        assert_eq!(b.ledger().balance("hostile").spent, 0);
+        let next = b.admit("another", ask(Some(10))).unwrap();
+        assert_eq!(next.route().endpoint, "metro", "the endpoint is not cooled down");
+        let out = b.run(next, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(out.state, EndState::Done);
+    }
+
+    #[tokio::test]
+    async fn overload_cools_the_endpoint_and_fails_upstream() {
+        for status in [429, 503, 500] {
+            let b = broker(vec![Err(CloudError::test_status(status, Some(Duration::from_secs(5))))]);
+            let a = b.admit("app", ask(Some(10))).unwrap();
+            let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+            assert_eq!(out.error.unwrap().0, ErrorName::UpstreamFailed);
+            assert_eq!(out.charged, 0);
+            assert_eq!(
+                b.admit("app", ask(Some(10))).unwrap().route().endpoint,
+                "prov",
+                "{status}"
+            );
+        }
+    }
+
+    /// A cloud that logs who asked, in order, and holds each answer until the test lets it go;
+    /// it answers with 5 prompt and `completion` completion tokens.
+    struct Held {
+        asked: Mutex<Vec<String>>,
+        go: tokio::sync::Semaphore,
+        completion: u32,
+    }
+
+    impl Held {
+        fn new(completion: u32) -> Self {
+            Self {
+                asked: Mutex::new(Vec::new()),
+                go: tokio::sync::Semaphore::new(0),
+                completion,
+            }
+        }
+    }
+
+    impl Cloud for std::sync::Arc<Held> {
+        async fn chat(&self, _base_url: &str, request: &ChatRequest) -> Result<ChatStream, CloudError> {
+            self.asked.lock().unwrap().push(request.messages[0].content.clone());
+            self.go.acquire().await.unwrap().forget();
+            let usage = Usage {
+                prompt_tokens: 5,
+                completion_tokens: self.completion,
+            };
+            Ok(Box::pin(stream::iter([
+                Ok(CloudEvent::Delta("ok".into())),
+                Ok(CloudEvent::Usage(usage)),
+            ])))
+        }
+    }
+
+    fn said(text: &str, priority: Priority) -> ChatOptions {
+        ChatOptions {
+            messages: vec![Message::new("user", text)],
+            max_tokens: Some(100),
+            priority,
+            ..Default::default()
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_requests_hold_no_tokens_and_interactive_ones_go_first() {
+        let cloud = std::sync::Arc::new(Held::new(1));
+        let b = std::sync::Arc::new(broker_on(std::sync::Arc::clone(&cloud), 1, 1_000, 1));
+        let start = |text: &str, priority| {
+            let a = b.admit("app", said(text, priority)).unwrap();
+            let b = std::sync::Arc::clone(&b);
+            tokio::spawn(async move { b.run(a, &mut Collect::default(), std::future::pending()).await })
+        };
+        let busy = start("busy", Priority::Background);
+        settle().await;
+        let estimate = b.ledger().balance("app").reserved;
+        let mut runs = vec![busy];
+        for (text, priority) in [
+            ("bg1", Priority::Background),
+            ("bg2", Priority::Background),
+            ("int1", Priority::Interactive),
+            ("int2", Priority::Interactive),
+        ] {
+            runs.push(start(text, priority));
+        }
+        settle().await;
+        assert_eq!(
+            b.ledger().balance("app").reserved,
+            estimate,
+            "only the running request holds tokens"
+        );
+        assert_eq!(b.scheduler().load()[0].1.queued, 4);
+        cloud.go.add_permits(5);
+        for run in runs {
+            assert_eq!(run.await.unwrap().state, EndState::Done);
+        }
+        assert_eq!(*cloud.asked.lock().unwrap(), ["busy", "int1", "int2", "bg1", "bg2"]);
+    }
+
+    #[tokio::test]
+    async fn queue_time_counts_in_the_ttft_the_router_sees() {
+        let cloud = std::sync::Arc::new(Held::new(1));
+        let b = std::sync::Arc::new(broker_on(std::sync::Arc::clone(&cloud), 1, 1_000, 1));
+        let start = |text: &str| {
+            let a = b.admit("app", said(text, Priority::Interactive)).unwrap();
+            let b = std::sync::Arc::clone(&b);
+            tokio::spawn(async move { b.run(a, &mut Collect::default(), std::future::pending()).await })
+        };
+        let (first, second) = (start("first"), start("second"));
+        settle().await;
+        b.router().clock().advance(Duration::from_secs(5));
+        cloud.go.add_permits(2);
+        first.await.unwrap();
+        second.await.unwrap();
+        let stats = &b.router().statistics()[0];
+        assert_eq!(stats.successes, 2);
+        // Both waited 5 s: the first at its endpoint, the second in line; the peak holds.
+        assert!((5_000.0..5_100.0).contains(&stats.ttft_ms), "{stats:?}");
+    }
+
+    #[tokio::test]
+    async fn a_queued_request_cancelled_costs_nothing_and_leaves_the_line() {
+        let cloud = std::sync::Arc::new(Held::new(1));
+        let b = std::sync::Arc::new(broker_on(std::sync::Arc::clone(&cloud), 1, 1_000, 1));
+        let first = b.admit("app", said("first", Priority::Interactive)).unwrap();
+        let b2 = std::sync::Arc::clone(&b);
+        let running = tokio::spawn(async move { b2.run(first, &mut Collect::default(), std::future::pending()).await });
+        settle().await;
+        let queued = b.admit("app", said("queued", Priority::Interactive)).unwrap();
+        let mut sink = Collect::default();
+        let out = b.run(queued, &mut sink, std::future::ready(())).await;
+        assert_eq!((out.state, out.charged), (EndState::Cancelled, 0));
+        assert_eq!(sink.0.iter().filter(|e| e.is_final()).count(), 1);
+        assert_eq!(b.scheduler().held("app"), 1);
+        cloud.go.add_permits(1);
+        assert_eq!(running.await.unwrap().state, EndState::Done);
+        assert_eq!(*cloud.asked.lock().unwrap(), ["first"]);
+    }
+
+    #[tokio::test]
+    async fn refusals_start_only_when_the_budget_is_really_spent() {
+        // Each request reserves 100 + its prompt estimate at dispatch but uses 25.
+        let cloud = std::sync::Arc::new(Held::new(20));
+        let b = std::sync::Arc::new(broker_on(std::sync::Arc::clone(&cloud), 1, 1_000, 1));
+        cloud.go.add_permits(100);
+        let runs: Vec<_> = (0..60)
+            .map(|i| {
+                let a = b.admit("app", said(&format!("q{i}"), Priority::Interactive)).unwrap();
+                let b = std::sync::Arc::clone(&b);
+                tokio::spawn(async move { b.run(a, &mut Collect::default(), std::future::pending()).await })
+            })
+            .collect();
+        let mut refused_from = None;
+        let mut charged = 0;
+        for (i, run) in runs.into_iter().enumerate() {
+            let out = run.await.unwrap();
+            match out.error {
+                None => {
+                    assert!(refused_from.is_none(), "request {i} answered after a refusal");
+                    charged += out.charged;
+                }
+                Some((name, _)) => {
+                    assert_eq!(name, ErrorName::BudgetExceeded, "request {i}");
+                    refused_from.get_or_insert(i);
+                }
+            }
+        }
+        assert!(refused_from.is_some(), "the budget ran out");
+        assert_eq!(b.ledger().balance("app").spent, charged);
+        assert!(
+            (900..=1_000).contains(&charged),
+            "charged {charged} of 1000 before refusing"
+        );
     }
 }

@@ -411,10 +411,17 @@ pub struct EndpointConfig {
     /// What the eSIM's token account is charged: account tokens per 1000 model tokens.
     #[serde(default = "default_price")]
     pub price_per_1k: u64,
+    /// Requests each model there serves at once; more wait in line (interactive first).
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
 }
 
 const fn default_price() -> u64 {
     crate::router::DEFAULT_PRICE_PER_1K
+}
+
+const fn default_max_concurrent() -> usize {
+    crate::router::DEFAULT_MAX_CONCURRENT
 }
 
 impl Config {
@@ -448,7 +455,8 @@ impl Config {
         Self::load(path)
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Each `[[endpoint]]`: a plain unique name, an http(s) URL, models, a sane concurrency.
+    fn validate_endpoints(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let mut names = HashSet::new();
         for e in &self.endpoints {
@@ -478,7 +486,19 @@ impl Config {
                     e.name
                 ));
             }
+            if !(1..=1_024).contains(&e.max_concurrent) {
+                return invalid(format!(
+                    "endpoint \"{}\" max_concurrent must be between 1 and 1024, not {}",
+                    e.name, e.max_concurrent
+                ));
+            }
         }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.validate_endpoints()?;
         let b = &self.budget;
         if b.max_tokens_cap == 0 || b.default_max_tokens == 0 || b.default_max_tokens > b.max_tokens_cap {
             return invalid(format!(
@@ -589,6 +609,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.bus, Bus::Address("unix:path=/run/x".into()));
         assert_eq!(c.endpoints[0].tier, Tier::Metro);
+        assert_eq!(c.endpoints[0].max_concurrent, crate::router::DEFAULT_MAX_CONCURRENT);
         assert_eq!(c.budget.app_tokens, 10);
         assert_eq!(c.budget.max_tokens_cap, BudgetConfig::default().max_tokens_cap);
         assert_eq!(c.fastpath.interface, "rmnet0");
@@ -672,6 +693,10 @@ mod tests {
 
         let e = parse("[[endpoint]]\nname='a'\nurl='ftp://x'\ntier='metro'\nmodels=['m']\n").unwrap_err();
         assert!(e.to_string().contains("http://"), "{e}");
+
+        let e = parse("[[endpoint]]\nname='a'\nurl='http://x'\ntier='metro'\nmodels=['m']\nmax_concurrent=0\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("max_concurrent"), "{e}");
 
         let e = parse("[budget]\ndefault_max_tokens = 5000").unwrap_err();
         assert!(e.to_string().contains("default_max_tokens"), "{e}");

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ledger;
 pub mod modem;
 pub mod router;
+pub mod scheduler;
 pub mod service;
 
 #[cfg(test)]

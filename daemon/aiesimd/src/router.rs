@@ -5,11 +5,14 @@
 //! same name. The card's list is replaced whenever the card is read again; health survives a
 //! replacement for endpoints that stay.
 //!
-//! Choice is thin for now: filter by model and health, then prefer the nearest tier. Failing
-//! endpoints cool down for a while. Latency-scored choice (peak-EWMA TTFT, P2C, hedging) grows
-//! here.
+//! Choice: filter by model and health, score each candidate on its peak-EWMA time to the
+//! first words (TTFT, queue time included, plus a few inter-token gaps) scaled by its queued
+//! and running work and its price, then pick the better of two drawn at random (power of two
+//! choices). An endpoint that fails cools down (for its `Retry-After` when it sent one), then
+//! is half-open: one probe request decides whether it is back.
 
 use std::{
+    collections::HashMap,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -20,6 +23,21 @@ use crate::{clock::Clock, config::EndpointConfig};
 
 /// Account tokens per 1000 model tokens where nobody set a price: one for one.
 pub const DEFAULT_PRICE_PER_1K: u64 = 1_000;
+
+/// Requests one (endpoint, model) serves at once where nobody said: a small server's batch.
+pub const DEFAULT_MAX_CONCURRENT: usize = 4;
+
+/// The longest an endpoint's `Retry-After` keeps it out of rotation; a larger ask is a bug or
+/// an attack, and an hour is long enough to come back to it.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
+
+/// How fast a latency estimate forgets a peak: the time constant of its decay.
+const DECAY: Duration = Duration::from_secs(10);
+/// How fast an estimate nobody refreshes drifts back to the best the endpoint ever did, so
+/// that an endpoint left alone after a bad spell is tried again (the time constant).
+const STALE: Duration = Duration::from_secs(15);
+/// "The first words": TTFT plus this many inter-token gaps.
+const FIRST_WORDS: f64 = 8.0;
 
 /// How far away an endpoint sits in the operator's network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
@@ -89,6 +107,8 @@ pub struct EndpointSpec {
     pub tier: Tier,
     /// The first is the default.
     pub models: Vec<ModelSpec>,
+    /// Requests each of its models serves at once; more wait in the scheduler's line.
+    pub max_concurrent: usize,
     pub source: Source,
 }
 
@@ -108,6 +128,7 @@ impl From<&EndpointConfig> for EndpointSpec {
                     price_per_1k: e.price_per_1k,
                 })
                 .collect(),
+            max_concurrent: e.max_concurrent,
             source: Source::Config,
         }
     }
@@ -138,11 +159,136 @@ pub struct Route {
     /// The model's own limit on completion tokens, when known.
     pub max_output: Option<u32>,
     pub price_per_1k: u64,
+    /// Requests the endpoint serves at once for this model.
+    pub max_concurrent: usize,
+}
+
+/// Whether an endpoint takes requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Healthy,
+    /// Failed; out of rotation until then, then half-open.
+    Cooling {
+        until: Instant,
+    },
+    /// One probe request is out; no other is sent until it ends (or is lost for a cooldown).
+    Probing {
+        since: Instant,
+    },
+}
+
+impl Health {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Cooling { .. } => "cooling",
+            Self::Probing { .. } => "probing",
+        }
+    }
+}
+
+/// A latency that jumps to a worse sample at once and decays towards better ones over
+/// [`DECAY`] (Finagle's peak EWMA); without samples it drifts back to its best over [`STALE`].
+#[derive(Debug, Clone, Copy)]
+struct PeakEwma {
+    ms: f64,
+    at: Option<Instant>,
+    /// The best sample seen (the prior before any).
+    best: f64,
+}
+
+impl PeakEwma {
+    const fn prior(ms: f64) -> Self {
+        Self { ms, at: None, best: ms }
+    }
+
+    /// The estimate at `now`: what was learned, less trusted the older it is.
+    fn estimate(&self, now: Instant) -> f64 {
+        let Some(at) = self.at else {
+            return self.ms;
+        };
+        let w = (-now.saturating_duration_since(at).as_secs_f64() / STALE.as_secs_f64()).exp();
+        self.best + (self.ms - self.best) * w
+    }
+
+    fn observe(&mut self, now: Instant, sample: Duration) {
+        let sample = sample.as_secs_f64() * 1_000.0;
+        self.best = if self.at.is_some() {
+            self.best.min(sample)
+        } else {
+            sample
+        };
+        match self.at {
+            Some(at) if sample < self.ms => {
+                let w = (-now.saturating_duration_since(at).as_secs_f64() / DECAY.as_secs_f64()).exp();
+                self.ms = self.ms * w + sample * (1.0 - w);
+            }
+            _ => self.ms = sample,
+        }
+        self.at = Some(now);
+    }
+}
+
+/// What the router learned of one model on one endpoint.
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    ttft: PeakEwma,
+    itl: PeakEwma,
+    picks: u64,
+    successes: u64,
+    failures: u64,
+}
+
+impl Learned {
+    /// Before any sample, the tier's network distance orders the endpoints.
+    const fn new(tier: Tier) -> Self {
+        let ttft = match tier {
+            Tier::Metro => 100.0,
+            Tier::Province => 150.0,
+            Tier::National => 250.0,
+        };
+        Self {
+            ttft: PeakEwma::prior(ttft),
+            itl: PeakEwma::prior(0.0),
+            picks: 0,
+            successes: 0,
+            failures: 0,
+        }
+    }
+}
+
+/// One (endpoint, model) as `Endpoints.GetStatistics` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statistics {
+    pub endpoint: String,
+    pub model: String,
+    pub tier: Tier,
+    pub source: Source,
+    /// "healthy", "cooling" or "probing".
+    pub health: &'static str,
+    /// Until the endpoint is tried again, while cooling.
+    pub cooldown_left: Duration,
+    /// Peak-EWMA time to first token, queue time included; the tier's prior before a sample.
+    pub ttft_ms: f64,
+    pub inter_token_ms: f64,
+    pub picks: u64,
+    pub successes: u64,
+    pub failures: u64,
 }
 
 struct Entry {
     spec: EndpointSpec,
-    cooldown_until: Option<Instant>,
+    health: Health,
+    learned: HashMap<String, Learned>,
+}
+
+impl Entry {
+    fn learned(&mut self, model: &str) -> &mut Learned {
+        let tier = self.spec.tier;
+        self.learned
+            .entry(model.to_owned())
+            .or_insert_with(|| Learned::new(tier))
+    }
 }
 
 struct Registry {
@@ -163,11 +309,12 @@ impl Registry {
         self.merged = specs
             .into_iter()
             .map(|spec| {
-                let cooldown_until = old
-                    .iter()
-                    .find(|o| o.spec.name == spec.name && o.spec.url == spec.url)
-                    .and_then(|o| o.cooldown_until);
-                Entry { spec, cooldown_until }
+                let known = old.iter().find(|o| o.spec.name == spec.name && o.spec.url == spec.url);
+                Entry {
+                    health: known.map_or(Health::Healthy, |o| o.health),
+                    learned: known.map(|o| o.learned.clone()).unwrap_or_default(),
+                    spec,
+                }
             })
             .collect();
     }
@@ -177,6 +324,8 @@ pub struct Router<K> {
     registry: Mutex<Registry>,
     clock: K,
     cooldown: Duration,
+    /// splitmix64 state for the power of two choices; seeded from the OS, or by tests.
+    dice: Mutex<u64>,
 }
 
 impl<K: Clock> Router<K> {
@@ -187,11 +336,37 @@ impl<K: Clock> Router<K> {
             merged: Vec::new(),
         };
         registry.rebuild();
+        let mut seed = [0u8; 8];
+        // Without OS randomness the choice is still fair, just predictable.
+        let _ = getrandom::getrandom(&mut seed);
         Self {
             registry: Mutex::new(registry),
             clock,
             cooldown,
+            dice: Mutex::new(u64::from_le_bytes(seed)),
         }
+    }
+
+    /// Makes the random draws repeatable (tests, benchmarks).
+    #[must_use]
+    pub fn with_seed(self, seed: u64) -> Self {
+        *self.dice.lock().expect("dice lock") = seed;
+        self
+    }
+
+    pub fn clock(&self) -> &K {
+        &self.clock
+    }
+
+    /// A number below `n` (n > 0).
+    fn roll(&self, n: usize) -> usize {
+        let mut state = self.dice.lock().expect("dice lock");
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        usize::try_from(z % n as u64).unwrap_or(0)
     }
 
     /// Replaces the endpoints the eSIM provisions (an empty list when the card is gone).
@@ -212,57 +387,174 @@ impl<K: Clock> Router<K> {
         registry.merged.iter().map(|e| e.spec.clone()).collect()
     }
 
-    /// Chooses an endpoint for `model` (or each endpoint's default model).
+    /// Chooses an endpoint for `model` (or each endpoint's default model), as if idle.
     pub fn pick(&self, model: Option<&str>) -> Result<Route, RouterError> {
+        self.pick_with_load(model, |_, _| 0)
+    }
+
+    /// Chooses an endpoint for `model` (or each endpoint's default model); `load` tells the
+    /// requests queued or running on an (endpoint, model).
+    pub fn pick_with_load(
+        &self,
+        model: Option<&str>,
+        load: impl Fn(&str, &str) -> usize,
+    ) -> Result<Route, RouterError> {
         let now = self.clock.now();
-        let registry = self.registry.lock().expect("router lock");
+        let mut registry = self.registry.lock().expect("router lock");
         if registry.merged.is_empty() {
             return Err(RouterError::NoEndpoints);
         }
         let mut serving = 0;
-        for entry in &registry.merged {
-            let e = &entry.spec;
-            let chosen = match model {
-                Some(m) => match e.models.iter().find(|x| x.name == m) {
-                    Some(x) => x,
+        // (entry index, model index, score): lower is better.
+        let mut candidates: Vec<(usize, usize, f64)> = Vec::new();
+        for (i, entry) in registry.merged.iter_mut().enumerate() {
+            let m = match model {
+                Some(m) => match entry.spec.models.iter().position(|x| x.name == m) {
+                    Some(m) => m,
                     None => continue,
                 },
-                None => &e.models[0],
+                None => 0,
             };
             serving += 1;
-            if entry.cooldown_until.is_some_and(|t| now < t) {
+            let takes = match entry.health {
+                Health::Healthy => true,
+                Health::Cooling { until } => now >= until,
+                Health::Probing { since } => now >= since + self.cooldown,
+            };
+            if !takes {
                 continue;
             }
-            return Ok(Route {
-                endpoint: e.name.clone(),
-                url: e.url.clone(),
-                model: chosen.name.clone(),
-                max_output: chosen.max_output,
-                price_per_1k: chosen.price_per_1k,
-            });
+            let spec = &entry.spec.models[m];
+            let (name, price, limit) = (spec.name.clone(), spec.price_per_1k, entry.spec.max_concurrent);
+            let outstanding = load(&entry.spec.name, &name);
+            let learned = entry.learned(&name);
+            candidates.push((i, m, score(learned, now, outstanding, limit, price)));
         }
-        match (serving, model) {
-            (0, Some(m)) => Err(RouterError::NoModel(m.to_owned())),
-            _ => Err(RouterError::AllCoolingDown),
+        let chosen = match candidates.len() {
+            0 => {
+                return match (serving, model) {
+                    (0, Some(m)) => Err(RouterError::NoModel(m.to_owned())),
+                    _ => Err(RouterError::AllCoolingDown),
+                };
+            }
+            1 => candidates[0],
+            n => {
+                let a = self.roll(n);
+                let mut b = self.roll(n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                // Ties go to the earlier entry: the nearer tier.
+                let (a, b) = (candidates[a.min(b)], candidates[a.max(b)]);
+                if b.2 < a.2 { b } else { a }
+            }
+        };
+        let entry = &mut registry.merged[chosen.0];
+        if entry.health != Health::Healthy {
+            entry.health = Health::Probing { since: now };
+            tracing::info!(endpoint = %entry.spec.name, "probing an endpoint after its cooldown");
         }
+        let spec = entry.spec.models[chosen.1].clone();
+        entry.learned(&spec.name).picks += 1;
+        let e = &entry.spec;
+        Ok(Route {
+            endpoint: e.name.clone(),
+            url: e.url.clone(),
+            model: spec.name,
+            max_output: spec.max_output,
+            price_per_1k: spec.price_per_1k,
+            max_concurrent: e.max_concurrent,
+        })
     }
 
-    /// Takes an endpoint out of rotation for the cooldown period.
-    pub fn report_failure(&self, endpoint: &str) {
-        let until = self.clock.now() + self.cooldown;
-        self.set_cooldown(endpoint, Some(until));
+    /// Takes an endpoint out of rotation for the cooldown period, or for as long as it asked
+    /// (`Retry-After`, at most [`MAX_RETRY_AFTER`]).
+    pub fn report_failure(&self, endpoint: &str, model: &str, retry_after: Option<Duration>) {
+        let pause = retry_after.map_or(self.cooldown, |r| r.min(MAX_RETRY_AFTER));
+        let until = self.clock.now() + pause;
+        self.with_entry(endpoint, |entry| {
+            entry.health = Health::Cooling { until };
+            entry.learned(model).failures += 1;
+        });
     }
 
-    pub fn report_success(&self, endpoint: &str) {
-        self.set_cooldown(endpoint, None);
+    /// A request was answered: `ttft` from admission (queue time included) to the first
+    /// token, and the mean gap between tokens after it when there were several.
+    pub fn report_success(&self, endpoint: &str, model: &str, ttft: Duration, inter_token: Option<Duration>) {
+        let now = self.clock.now();
+        self.with_entry(endpoint, |entry| {
+            entry.health = Health::Healthy;
+            let learned = entry.learned(model);
+            learned.successes += 1;
+            learned.ttft.observe(now, ttft);
+            if let Some(gap) = inter_token {
+                learned.itl.observe(now, gap);
+            }
+        });
     }
 
-    fn set_cooldown(&self, endpoint: &str, until: Option<Instant>) {
+    /// The endpoint answered, though not with an answer (it refused the request's content):
+    /// it is up, so a probe of it succeeded; nothing is learned of its latency.
+    pub fn report_alive(&self, endpoint: &str) {
+        self.with_entry(endpoint, |entry| {
+            if matches!(entry.health, Health::Probing { .. }) {
+                entry.health = Health::Healthy;
+            }
+        });
+    }
+
+    /// What the router knows of every (endpoint, model), in registry order.
+    pub fn statistics(&self) -> Vec<Statistics> {
+        let now = self.clock.now();
+        let registry = self.registry.lock().expect("router lock");
+        let mut out = Vec::new();
+        for entry in &registry.merged {
+            for model in &entry.spec.models {
+                let learned = entry
+                    .learned
+                    .get(&model.name)
+                    .copied()
+                    .unwrap_or_else(|| Learned::new(entry.spec.tier));
+                out.push(Statistics {
+                    endpoint: entry.spec.name.clone(),
+                    model: model.name.clone(),
+                    tier: entry.spec.tier,
+                    source: entry.spec.source,
+                    health: entry.health.as_str(),
+                    cooldown_left: match entry.health {
+                        Health::Cooling { until } => until.saturating_duration_since(now),
+                        _ => Duration::ZERO,
+                    },
+                    ttft_ms: learned.ttft.estimate(now),
+                    inter_token_ms: learned.itl.estimate(now),
+                    picks: learned.picks,
+                    successes: learned.successes,
+                    failures: learned.failures,
+                });
+            }
+        }
+        out
+    }
+
+    fn with_entry(&self, endpoint: &str, f: impl FnOnce(&mut Entry)) {
         let mut registry = self.registry.lock().expect("router lock");
         if let Some(entry) = registry.merged.iter_mut().find(|e| e.spec.name == endpoint) {
-            entry.cooldown_until = until;
+            f(entry);
         }
     }
+}
+
+/// Expected time to the first words, stretched by the work ahead in the endpoint's line and
+/// by price: an endpoint at twice the default price must be 1.5 times as fast to be chosen.
+fn score(learned: &Learned, now: Instant, outstanding: usize, limit: usize, price_per_1k: u64) -> f64 {
+    #[expect(clippy::cast_precision_loss, reason = "counts and prices are far below 2^52")]
+    let (outstanding, limit, price) = (
+        outstanding as f64,
+        limit.max(1) as f64,
+        price_per_1k as f64 / DEFAULT_PRICE_PER_1K as f64,
+    );
+    let first_words = learned.ttft.estimate(now) + FIRST_WORDS * learned.itl.estimate(now);
+    first_words * (1.0 + outstanding / limit) * f64::midpoint(1.0, price)
 }
 
 #[cfg(test)]
@@ -277,6 +569,7 @@ mod tests {
             tier,
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             price_per_1k: DEFAULT_PRICE_PER_1K,
+            max_concurrent: 2,
         }
     }
 
@@ -291,6 +584,7 @@ mod tests {
                 max_output: Some(max_output),
                 price_per_1k: price,
             }],
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
             source: Source::Card,
         }
     }
@@ -314,6 +608,7 @@ mod tests {
                 model: "big".into(),
                 max_output: None,
                 price_per_1k: DEFAULT_PRICE_PER_1K,
+                max_concurrent: 2,
             }
         );
         assert_eq!(r.pick(Some("huge")).unwrap_err(), RouterError::NoModel("huge".into()));
@@ -327,12 +622,185 @@ mod tests {
             clock.clone(),
             Duration::from_secs(30),
         );
-        r.report_failure("metro");
+        r.report_failure("metro", "m", None);
         assert_eq!(r.pick(None).unwrap().endpoint, "prov");
-        r.report_failure("prov");
+        r.report_failure("prov", "m", None);
         assert_eq!(r.pick(Some("m")).unwrap_err(), RouterError::AllCoolingDown);
         clock.advance(Duration::from_secs(31));
         assert_eq!(r.pick(None).unwrap().endpoint, "metro");
+    }
+
+    #[test]
+    fn retry_after_keeps_an_endpoint_out_for_as_long_as_it_asked_within_a_bound() {
+        let clock = ManualClock::default();
+        let r = Router::new(
+            &[ep("metro", Tier::Metro, &["m"]), ep("prov", Tier::Province, &["m"])],
+            clock.clone(),
+            Duration::from_secs(30),
+        );
+        r.report_failure("metro", "m", Some(Duration::from_secs(120)));
+        clock.advance(Duration::from_secs(119));
+        assert_eq!(r.pick(None).unwrap().endpoint, "prov", "still inside its Retry-After");
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(r.pick(None).unwrap().endpoint, "metro");
+        r.report_failure("metro", "m", Some(Duration::from_secs(2)));
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(
+            r.pick(None).unwrap().endpoint,
+            "metro",
+            "a short Retry-After beats the cooldown"
+        );
+        r.report_failure("metro", "m", Some(Duration::from_secs(u64::from(u32::MAX))));
+        clock.advance(MAX_RETRY_AFTER + Duration::from_secs(1));
+        assert_eq!(r.pick(None).unwrap().endpoint, "metro", "a huge Retry-After is bounded");
+    }
+
+    fn three(clock: &ManualClock) -> Router<ManualClock> {
+        Router::new(
+            &[
+                ep("metro", Tier::Metro, &["m"]),
+                ep("prov", Tier::Province, &["m"]),
+                ep("nat", Tier::National, &["m"]),
+            ],
+            clock.clone(),
+            Duration::from_secs(30),
+        )
+        .with_seed(7)
+    }
+
+    /// Picks `n` times with `load` and counts the picks per endpoint.
+    fn count(r: &Router<ManualClock>, n: usize, load: impl Fn(&str, &str) -> usize) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for _ in 0..n {
+            *counts
+                .entry(r.pick_with_load(None, &load).unwrap().endpoint)
+                .or_default() += 1;
+        }
+        counts
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn converges_on_the_fastest_and_moves_away_when_it_degrades() {
+        let clock = ManualClock::default();
+        let r = three(&clock);
+        let before = count(&r, 300, |_, _| 0);
+        assert_eq!(
+            before.get("nat"),
+            None,
+            "with nothing learned the tiers decide: {before:?}"
+        );
+        r.report_success("metro", "m", ms(400), Some(ms(20)));
+        r.report_success("prov", "m", ms(60), Some(ms(20)));
+        r.report_success("nat", "m", ms(120), Some(ms(20)));
+        let fast = count(&r, 300, |_, _| 0);
+        // The best wins every draw it is in (two of three), the worst none.
+        assert!(fast["prov"] > 180, "{fast:?}");
+        assert_eq!(fast.get("metro"), None, "{fast:?}");
+        // A peak counts at once; better samples count as time passes.
+        r.report_success("prov", "m", ms(2_000), Some(ms(20)));
+        let degraded = count(&r, 300, |_, _| 0);
+        assert!(degraded["nat"] > 180 && !degraded.contains_key("prov"), "{degraded:?}");
+        for _ in 0..10 {
+            clock.advance(Duration::from_secs(5));
+            r.report_success("prov", "m", ms(60), Some(ms(20)));
+        }
+        let recovered = count(&r, 300, |_, _| 0);
+        assert!(recovered["prov"] > 180, "{recovered:?}");
+    }
+
+    #[test]
+    fn an_endpoint_left_alone_after_a_bad_spell_is_tried_again() {
+        let clock = ManualClock::default();
+        let r = three(&clock);
+        r.report_success("metro", "m", ms(50), None);
+        r.report_success("prov", "m", ms(100), None);
+        r.report_success("nat", "m", ms(100), None);
+        r.report_success("metro", "m", ms(3_000), None);
+        let shunned = count(&r, 300, |_, _| 0);
+        assert_eq!(shunned.get("metro"), None, "{shunned:?}");
+        // Nobody refreshes metro's estimate (it is not picked); the others' stay fresh.
+        for _ in 0..9 {
+            clock.advance(Duration::from_secs(10));
+            r.report_success("prov", "m", ms(100), None);
+            r.report_success("nat", "m", ms(100), None);
+        }
+        let again = count(&r, 300, |_, _| 0);
+        assert!(again["metro"] > 180, "{again:?}");
+    }
+
+    #[test]
+    fn queued_work_and_price_weigh_against_an_endpoint() {
+        let clock = ManualClock::default();
+        let r = three(&clock);
+        for name in ["metro", "prov", "nat"] {
+            r.report_success(name, "m", ms(100), None);
+        }
+        let busy = count(&r, 300, |e, _| if e == "metro" { 6 } else { 0 });
+        assert_eq!(busy.get("metro"), None, "a line of 6 at 2 at once: {busy:?}");
+        let costly = Router::new(
+            &[
+                EndpointConfig {
+                    price_per_1k: 2 * DEFAULT_PRICE_PER_1K,
+                    ..ep("metro", Tier::Metro, &["m"])
+                },
+                ep("prov", Tier::Province, &["m"]),
+            ],
+            clock.clone(),
+            Duration::from_secs(30),
+        );
+        costly.report_success("metro", "m", ms(100), None);
+        costly.report_success("prov", "m", ms(140), None);
+        assert_eq!(
+            costly.pick(None).unwrap().endpoint,
+            "prov",
+            "1.4 times slower at half the price"
+        );
+        costly.report_success("prov", "m", ms(160), None);
+        assert_eq!(
+            costly.pick(None).unwrap().endpoint,
+            "metro",
+            "1.6 times slower is too slow"
+        );
+    }
+
+    #[test]
+    fn a_failed_endpoint_is_probed_once_after_its_cooldown_then_returns() {
+        let clock = ManualClock::default();
+        let r = three(&clock);
+        r.report_success("metro", "m", ms(50), None);
+        r.report_success("prov", "m", ms(200), None);
+        r.report_success("nat", "m", ms(300), None);
+        r.report_failure("metro", "m", None);
+        let cooling = count(&r, 100, |_, _| 0);
+        assert_eq!(cooling.get("metro"), None, "{cooling:?}");
+        assert_eq!(r.statistics()[0].health, "cooling");
+        clock.advance(Duration::from_secs(31));
+        let half_open = count(&r, 100, |_, _| 0);
+        assert_eq!(half_open.get("metro"), Some(&1), "exactly one probe: {half_open:?}");
+        assert_eq!(r.statistics()[0].health, "probing");
+        r.report_success("metro", "m", ms(50), None);
+        let back = count(&r, 100, |_, _| 0);
+        assert!(back["metro"] > 50, "{back:?}");
+        // A failed probe cools it again; a lost one (no report) is retried after a cooldown.
+        r.report_failure("metro", "m", None);
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(count(&r, 100, |_, _| 0).get("metro"), Some(&1));
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(count(&r, 100, |_, _| 0).get("metro"), Some(&1));
+        let stats = &r.statistics()[0];
+        assert_eq!((stats.failures, stats.successes), (2, 2), "{stats:?}");
+        // A probe the endpoint refuses for its content still shows it is up.
+        r.report_failure("metro", "m", None);
+        r.report_alive("metro");
+        assert_eq!(r.statistics()[0].health, "cooling", "only a probe's answer decides");
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(count(&r, 100, |_, _| 0).get("metro"), Some(&1));
+        r.report_alive("metro");
+        assert_eq!(r.statistics()[0].health, "healthy");
     }
 
     #[test]
@@ -394,7 +862,7 @@ mod tests {
             card("metro", Tier::Metro, "s", 256, 1),
             card("nat", Tier::National, "s", 256, 1),
         ]);
-        r.report_failure("metro");
+        r.report_failure("metro", "m", None);
         r.set_provisioned(vec![
             card("metro", Tier::Metro, "s", 256, 1),
             card("prov", Tier::Province, "s", 256, 1),

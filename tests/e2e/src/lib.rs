@@ -210,6 +210,8 @@ pub struct CloudOptions {
     pub fail_status: Option<u16>,
     /// Refuse chats without a valid device credential (an ES256 JWT signed on the eSIM).
     pub require_jwt: bool,
+    /// With `fail_status`: the `Retry-After` seconds sent with each failure.
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -345,7 +347,8 @@ impl World {
                 budget_extra = options.budget_config,
                 endpoints = if options.config_endpoints {
                     format!(
-                        "[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\n"
+                        // The test cloud serves one request at a time; the daemon queues the rest.
+                        "[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\nmax_concurrent = 1\n"
                     )
                 } else {
                     String::new()
@@ -659,6 +662,9 @@ fn start_cloud(operator: &Netns, options: &CloudOptions) -> anyhow::Result<(Proc
     }
     if let Some(s) = options.fail_status {
         cmd.args(["--fail-status", &s.to_string()]);
+    }
+    if let Some(s) = options.retry_after {
+        cmd.args(["--retry-after", &s.to_string()]);
     }
     if options.require_jwt {
         cmd.arg("--require-jwt");

@@ -408,6 +408,7 @@ async fn failing_cloud_and_missing_usage_are_handled() {
             fail_status: Some(503),
             no_usage: false,
             require_jwt: false,
+            ..CloudOptions::default()
         },
         ..WorldOptions::default()
     })
@@ -432,6 +433,7 @@ async fn failing_cloud_and_missing_usage_are_handled() {
             no_usage: true,
             fail_status: None,
             require_jwt: false,
+            ..CloudOptions::default()
         },
         ..WorldOptions::default()
     })

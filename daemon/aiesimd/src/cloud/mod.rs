@@ -104,8 +104,49 @@ pub enum CloudError {
     },
 }
 
+/// Whose fault a failed request is, which decides who pays for it in health and in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The endpoint refused the request's content (too long, malformed): the caller's error.
+    Request,
+    /// The endpoint failed or is overloaded; it asked to be left alone for `retry_after`.
+    Endpoint { retry_after: Option<Duration> },
+    /// The device could not send it (no credential, a request that cannot be built).
+    Device,
+}
+
+impl CloudError {
+    pub fn blame(&self) -> Blame {
+        match self {
+            Self::Status {
+                status: 400 | 413 | 422,
+                ..
+            } => Blame::Request,
+            Self::Status {
+                status: 429 | 503,
+                retry_after,
+                ..
+            } => Blame::Endpoint {
+                retry_after: *retry_after,
+            },
+            Self::Client(_) | Self::Request { .. } | Self::Credential { .. } => Blame::Device,
+            _ => Blame::Endpoint { retry_after: None },
+        }
+    }
+}
+
 #[cfg(test)]
 impl CloudError {
+    /// An HTTP error status, for scripted clouds in tests.
+    pub(crate) fn test_status(status: u16, retry_after: Option<Duration>) -> Self {
+        Self::Status {
+            url: "http://192.0.2.1/v1".into(),
+            status,
+            message: format!("scripted {status}"),
+            retry_after,
+        }
+    }
+
     /// A connection failure, for scripted clouds in tests.
     pub(crate) fn test_connect() -> Self {
         Self::ConnectTimeout {

@@ -302,6 +302,7 @@ impl AccountState {
                             price_per_1k: *price,
                         })
                         .collect(),
+                    max_concurrent: crate::router::DEFAULT_MAX_CONCURRENT,
                     source: Source::Card,
                 })
             })

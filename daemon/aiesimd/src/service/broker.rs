@@ -59,7 +59,7 @@ impl BrokerObject {
         ours.set_nonblocking(true)?;
         let ours = UnixStream::from_std(ours)?;
         let path = self.shared.next_request_path();
-        let progress = Progress::routed(admitted.route());
+        let progress = Progress::queued(admitted.route());
         let cancel = CancellationToken::new();
         let object = RequestObject {
             owner: caller.sender.clone(),
@@ -67,7 +67,7 @@ impl BrokerObject {
             cancel: cancel.clone(),
         };
         connection.object_server().at(path.as_str(), object).await?;
-        tracing::info!(request = %path, app = %caller.app, endpoint = %admitted.route().endpoint, reserved = admitted.reserved(), "chat admitted");
+        tracing::info!(request = %path, app = %caller.app, endpoint = %admitted.route().endpoint, estimate = admitted.estimate(), "chat admitted");
 
         let shared = Arc::clone(&self.shared);
         let connection = connection.clone();
@@ -89,6 +89,9 @@ impl BrokerObject {
             drop(sink);
             progress.finish(&outcome);
             log_outcome(&task_path, &caller, &outcome);
+            if let Some((aiesim_dbus::ErrorName::BudgetExceeded, reason)) = &outcome.error {
+                budget_exhausted(&shared, &connection, &caller, reason).await;
+            }
             if let Err(e) = connection
                 .emit_signal(
                     Some(caller.sender.as_str()),
@@ -128,6 +131,9 @@ impl BrokerObject {
         let gone = caller_gone(connection, &caller.sender).await?;
         let outcome = self.shared.broker.run(admitted, &mut sink, gone).await;
         log_outcome("ask", &caller, &outcome);
+        if let Some((aiesim_dbus::ErrorName::BudgetExceeded, reason)) = &outcome.error {
+            budget_exhausted(&self.shared, connection, &caller, reason).await;
+        }
         if let Some((name, message)) = outcome.error {
             return Err(DaemonError::new(name, message));
         }
@@ -161,7 +167,7 @@ impl BrokerObject {
             .await
             .map_err(|_| refused())?;
         let request = request.get().await;
-        if request.owner != sender || !request.progress.is_streaming() {
+        if request.owner != sender || !request.progress.is_running() {
             return Err(refused());
         }
         request.cancel.cancel();
@@ -182,22 +188,7 @@ impl BrokerObject {
             Ok(admitted) => Ok(admitted),
             Err(e) => {
                 if e.name() == aiesim_dbus::ErrorName::BudgetExceeded {
-                    let budget = super::budget::mine(&self.shared, &caller.app);
-                    let reason = owned_str(&chain(&e));
-                    let mut details = budget;
-                    details.insert("reason".to_owned(), reason);
-                    if let Err(error) = connection
-                        .emit_signal(
-                            Some(caller.sender.as_str()),
-                            aiesim_dbus::ROOT_PATH,
-                            aiesim_dbus::iface::BUDGET,
-                            "BudgetExhausted",
-                            &(details,),
-                        )
-                        .await
-                    {
-                        tracing::debug!(error = %error, "BudgetExhausted not delivered");
-                    }
+                    budget_exhausted(&self.shared, connection, caller, &chain(&e)).await;
                 }
                 Err(e.into())
             }
@@ -207,6 +198,25 @@ impl BrokerObject {
     async fn caller(&self, header: &Header<'_>) -> Result<Caller, DaemonError> {
         let sender = sender_of(header)?;
         Ok(self.shared.identity.identify(&sender).await?)
+    }
+}
+
+/// Tells the caller (only) that a request was refused for want of budget, at admission or
+/// when its turn came.
+async fn budget_exhausted(shared: &Shared, connection: &Connection, caller: &Caller, reason: &str) {
+    let mut details = super::budget::mine(shared, &caller.app);
+    details.insert("reason".to_owned(), owned_str(reason));
+    if let Err(error) = connection
+        .emit_signal(
+            Some(caller.sender.as_str()),
+            aiesim_dbus::ROOT_PATH,
+            aiesim_dbus::iface::BUDGET,
+            "BudgetExhausted",
+            &(details,),
+        )
+        .await
+    {
+        tracing::debug!(error = %error, "BudgetExhausted not delivered");
     }
 }
 
@@ -298,6 +308,10 @@ struct SocketSink {
 }
 
 impl EventSink for SocketSink {
+    fn dispatched(&mut self) {
+        self.progress.streaming();
+    }
+
     async fn send(&mut self, event: &StreamEvent) -> Result<(), SinkClosed> {
         if matches!(event, StreamEvent::Delta { .. }) {
             self.progress.delta();

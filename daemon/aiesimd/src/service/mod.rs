@@ -8,6 +8,7 @@ mod authority;
 mod broker;
 mod budget;
 mod changes;
+mod endpoints;
 mod error;
 mod esim;
 mod fastpath;
@@ -135,6 +136,14 @@ pub async fn serve(
         .at(
             ROOT_PATH,
             budget::BudgetObject {
+                shared: Arc::clone(&shared),
+            },
+        )
+        .await?;
+    server
+        .at(
+            ROOT_PATH,
+            endpoints::EndpointsObject {
                 shared: Arc::clone(&shared),
             },
         )

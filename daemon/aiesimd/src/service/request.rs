@@ -26,17 +26,23 @@ struct Snapshot {
 pub struct Progress(Arc<Mutex<Snapshot>>);
 
 impl Progress {
-    pub fn routed(route: &Route) -> Self {
+    /// A request in line for `route`.
+    pub fn queued(route: &Route) -> Self {
         Self(Arc::new(Mutex::new(Snapshot {
-            state: "streaming",
+            state: "queued",
             endpoint: route.endpoint.clone(),
             model: route.model.clone(),
             ..Snapshot::default()
         })))
     }
 
-    pub fn is_streaming(&self) -> bool {
-        self.0.lock().expect("progress lock").state == "streaming"
+    pub fn streaming(&self) {
+        self.0.lock().expect("progress lock").state = "streaming";
+    }
+
+    /// Queued or streaming: not ended yet.
+    pub fn is_running(&self) -> bool {
+        matches!(self.0.lock().expect("progress lock").state, "queued" | "streaming")
     }
 
     pub fn delta(&self) {
