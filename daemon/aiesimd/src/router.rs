@@ -134,22 +134,6 @@ impl From<&EndpointConfig> for EndpointSpec {
     }
 }
 
-/// The endpoints' addresses the fast path can match on: those whose URL names an IP literal
-/// (host names resolve per flow later), with the URL's port or its scheme's.
-pub fn ip_destinations(endpoints: &[EndpointSpec]) -> Vec<std::net::SocketAddr> {
-    let mut addrs: Vec<std::net::SocketAddr> = endpoints
-        .iter()
-        .filter_map(|e| {
-            let url = reqwest::Url::parse(&e.url).ok()?;
-            let ip: std::net::IpAddr = url.host_str()?.trim_matches(['[', ']']).parse().ok()?;
-            Some(std::net::SocketAddr::new(ip, url.port_or_known_default()?))
-        })
-        .collect();
-    addrs.sort_unstable();
-    addrs.dedup();
-    addrs
-}
-
 /// Where one request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {

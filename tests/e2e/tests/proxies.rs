@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use aiesim_dbus::{
     ChatDict as _, ChatOptions, Message,
-    proxy::{BrokerProxy, BudgetProxy, EsimProxy, FastpathProxy, ModemProxy, RequestProxy},
+    proxy::{BrokerProxy, BudgetProxy, EndpointsProxy, EsimProxy, FastpathProxy, ModemProxy, RequestProxy},
 };
 use aiesim_e2e::{World, WorldOptions, skip_unless_ready};
 use zbus::{OwnedVariant, proxy::CacheProperties};
@@ -26,7 +26,10 @@ fn is_the_daemons(name: &str) -> bool {
 }
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one call per method and property, in the XML's order")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one call per method and property, in the XML's order"
+)]
 async fn every_proxy_call_matches_the_running_contract() {
     if skip_unless_ready("every_proxy_call_matches_the_running_contract") {
         return;
@@ -141,6 +144,16 @@ async fn every_proxy_call_matches_the_running_contract() {
     assert!(is_the_daemons(&refused(
         esim.disable_profile("8988211000000000999").await
     )));
+
+    // Endpoints: the statistics and both properties.
+    let endpoints = EndpointsProxy::builder(&bus)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await
+        .unwrap();
+    assert!(!endpoints.get_statistics().await.unwrap().is_empty());
+    assert!(!endpoints.names().await.unwrap().is_empty());
+    assert!(endpoints.healthy().await.unwrap() >= 1);
 
     // Fast path: the statistics and both properties.
     let fastpath = FastpathProxy::builder(&bus)
