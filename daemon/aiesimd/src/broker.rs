@@ -139,7 +139,13 @@ pub struct Broker<C, K> {
     router: Router<K>,
     scheduler: Scheduler,
     limits: Limits,
+    /// Per (endpoint, model): how many tokens the endpoint's chat template adds beyond the
+    /// prompt estimate, learnt from its reported usage, so reservations cover real prompts.
+    prompt_overhead: std::sync::Mutex<std::collections::HashMap<(String, String), u32>>,
 }
+
+/// The most template overhead learnt for one model; more is a misbehaving endpoint.
+const MAX_PROMPT_OVERHEAD: u32 = 1024;
 
 impl<C: Cloud, K: Clock> Broker<C, K> {
     pub fn new(cloud: C, ledger: Ledger, router: Router<K>, limits: Limits) -> Self {
@@ -148,6 +154,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             ledger,
             router,
             scheduler: Scheduler::new(limits.max_in_flight),
+            prompt_overhead: std::sync::Mutex::default(),
             limits,
         }
     }
@@ -183,7 +190,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             .unwrap_or(self.limits.default_max_tokens)
             .min(self.limits.max_tokens_cap)
             .min(route.max_output.unwrap_or(u32::MAX));
-        let prompt_estimate = estimate_prompt_tokens(&messages);
+        let prompt_estimate = estimate_prompt_tokens(&messages).saturating_add(self.prompt_overhead(&route));
         let request = ChatRequest {
             model: route.model.clone(),
             messages,
@@ -207,6 +214,42 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             request,
             prompt_estimate,
         })
+    }
+
+    fn prompt_overhead(&self, route: &Route) -> u32 {
+        let learnt = self
+            .prompt_overhead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        learnt
+            .get(&(route.endpoint.clone(), route.model.clone()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// An endpoint that counted more prompt tokens than estimated raises the overhead its
+    /// later requests reserve for (never lowers it: the estimate must stay pessimistic).
+    fn learn_prompt_overhead(&self, route: &Route, meter: &Meter) {
+        let (
+            estimate,
+            Some(Usage {
+                prompt_tokens: reported,
+                ..
+            }),
+        ) = (meter.prompt_estimate, meter.reported)
+        else {
+            return;
+        };
+        if reported <= estimate {
+            return;
+        }
+        let mut learnt = self
+            .prompt_overhead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let overhead = learnt.entry((route.endpoint.clone(), route.model.clone())).or_default();
+        *overhead = overhead.saturating_add(reported - estimate).min(MAX_PROMPT_OVERHEAD);
+        tracing::debug!(endpoint = %route.endpoint, model = %route.model, overhead = *overhead, "learnt the prompt overhead");
     }
 
     /// Refuses at once what the app's or the device's budget cannot cover even with nothing
@@ -306,6 +349,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             }
         };
         let usage = meter.usage();
+        self.learn_prompt_overhead(&route, &meter);
         // Nothing reached the app and nothing was generated: nothing to bill.
         let used = if meter.deltas == 0 && meter.reported.is_none() && ended.is_err() {
             0
@@ -667,6 +711,33 @@ mod tests {
         );
         assert_eq!(b.ledger().balance("app").spent, 11);
         assert_eq!(b.ledger().balance("app").reserved, 0);
+    }
+
+    /// An endpoint whose chat template adds prompt tokens the estimate cannot know: the first
+    /// request is charged at most its reservation, the next ones reserve for the real prompt
+    /// and are charged in full.
+    #[tokio::test]
+    async fn prompts_the_endpoint_counts_larger_are_reserved_for_next_time() {
+        let estimate = estimate_prompt_tokens(&[Message::new("user", "hello there")]);
+        let reported = estimate + 20;
+        let answer = || {
+            Ok(vec![
+                delta("Hi"),
+                Ok(CloudEvent::Usage(Usage {
+                    prompt_tokens: reported,
+                    completion_tokens: 1,
+                })),
+            ])
+        };
+        let b = broker(vec![answer(), answer()]);
+        let first = b.admit("app", ask(Some(5))).unwrap();
+        assert_eq!(first.estimate(), u64::from(estimate) + 5);
+        let out = b.run(first, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(out.charged, u64::from(estimate) + 5, "capped at what was reserved");
+        let second = b.admit("app", ask(Some(5))).unwrap();
+        assert_eq!(second.estimate(), u64::from(reported) + 5);
+        let out = b.run(second, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(out.charged, u64::from(reported) + 1, "the whole real usage");
     }
 
     #[tokio::test]
