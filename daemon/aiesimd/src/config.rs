@@ -425,19 +425,36 @@ const fn default_max_concurrent() -> usize {
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file and its drop-ins, `PATH.d/*.toml` in name
+    /// order, each laid over what came before: tables key by key, `[[endpoint]]` lists added.
+    /// Each file is checked on its own first, so a mistake is reported with its file and line.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut merged = Self::read_table(path)?;
+        for dropin in dropins(path)? {
+            merge(&mut merged, Self::read_table(&dropin)?);
+        }
+        let config: Self = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// One file's table, after checking that it is TOML with the right keys and types.
+    fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml_str(&text).map_err(|e| match e {
-            ConfigError::Toml(source) => ConfigError::Parse {
-                path: path.to_owned(),
-                source,
-            },
-            other => other,
-        })
+        let parse = |source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        };
+        toml::from_str::<Self>(&text).map_err(parse)?;
+        text.parse::<toml::Table>().map_err(parse)
     }
 
     /// Parses and validates a configuration given as text; pure, and fuzzed as such.
@@ -447,7 +464,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads `path`, or gives the defaults when `path` is the default location and absent.
+    /// Reads `path` (and its drop-ins), or gives the defaults when `path` is the default
+    /// location and absent.
     pub fn load_or_default(path: &Path) -> Result<Self, ConfigError> {
         if path == Path::new(DEFAULT_PATH) && !path.exists() {
             return Ok(Self::default());
@@ -577,6 +595,47 @@ fn parse_hex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
         .collect()
+}
+
+/// The drop-ins of `path`: `PATH.d/*.toml`, in name order; none when the directory is absent.
+fn dropins(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut dir = path.as_os_str().to_owned();
+    dir.push(".d");
+    let dir = PathBuf::from(dir);
+    let read = |source| ConfigError::Read {
+        path: dir.clone(),
+        source,
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let file = entry.map_err(read)?.path();
+        if file.extension().is_some_and(|e| e == "toml") && file.is_file() {
+            files.push(file);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Lays `over` on `base`: tables merge key by key, arrays of tables are appended, and any other
+/// value replaces the one before.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(below)), toml::Value::Table(above)) => merge(below, above),
+            (Some(toml::Value::Array(below)), toml::Value::Array(above)) if above.iter().all(toml::Value::is_table) => {
+                below.extend(above);
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -735,6 +794,47 @@ mod tests {
         std::fs::write(&path, "[modem\n").unwrap();
         let e = Config::load(&path).unwrap_err();
         assert!(matches!(&e, ConfigError::Parse { path: p, .. } if *p == path), "{e}");
+    }
+
+    #[test]
+    fn drop_ins_are_laid_over_the_file_in_name_order_and_their_mistakes_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aiesimd.toml");
+        std::fs::write(
+            &path,
+            "[budget]\napp_tokens = 100\ndevice_tokens = 1000\n\n[[endpoint]]\nname = \"a\"\nurl = \"http://a/v1\"\ntier = \"metro\"\nmodels = [\"m\"]\n",
+        )
+        .unwrap();
+        let dropins = dir.path().join("aiesimd.toml.d");
+        std::fs::create_dir(&dropins).unwrap();
+        std::fs::write(
+            dropins.join("20-more.toml"),
+            "[budget]\napp_tokens = 300\n\n[[endpoint]]\nname = \"b\"\nurl = \"http://b/v1\"\ntier = \"national\"\nmodels = [\"m\"]\n",
+        )
+        .unwrap();
+        std::fs::write(dropins.join("10-less.toml"), "[budget]\napp_tokens = 200\n").unwrap();
+        std::fs::write(dropins.join("notes.txt"), "not a drop-in").unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.budget.app_tokens, 300, "the later drop-in wins");
+        assert_eq!(config.budget.device_tokens, 1000, "what no drop-in names stays");
+        let names: Vec<&str> = config.endpoints.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"], "endpoints are added");
+
+        // A mistake in a drop-in names that file and its line.
+        let bad = dropins.join("30-bad.toml");
+        std::fs::write(&bad, "[budget]\n\napp_tokens = \"lots\"\n").unwrap();
+        let e = Config::load(&path).unwrap_err();
+        assert!(matches!(&e, ConfigError::Parse { path: p, .. } if *p == bad), "{e}");
+        let said = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+        assert!(said.contains("line 3"), "{said}");
+        std::fs::remove_file(&bad).unwrap();
+        // A merge that breaks a rule of the whole (two endpoints of one name) is refused.
+        std::fs::write(
+            dropins.join("40-twice.toml"),
+            "[[endpoint]]\nname = \"a\"\nurl = \"http://c/v1\"\ntier = \"metro\"\nmodels = [\"m\"]\n",
+        )
+        .unwrap();
+        assert!(matches!(Config::load(&path), Err(ConfigError::Invalid(_))));
     }
 
     #[test]
