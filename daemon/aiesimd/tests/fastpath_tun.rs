@@ -14,8 +14,12 @@ use std::{
     time::Duration,
 };
 
+#[path = "support/uplink.rs"]
+mod uplink;
+
 use aiesimd::fastpath::{AttachMode, Fastpath, FastpathError, Statistics};
 use aya::programs::{SchedClassifier, TcAttachType};
+use uplink::in_network_namespace;
 
 const IFACE: &str = "wwan0";
 const DEVICE_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
@@ -39,22 +43,6 @@ fn has_tcx() -> bool {
         eprintln!("skipping: this kernel has no TCX (Linux 6.6+)");
     }
     tcx
-}
-
-/// Runs `test` on a new thread inside a network namespace of its own.
-fn in_network_namespace<T: Send>(test: impl FnOnce() -> T + Send) -> T {
-    thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // Only this thread moves: the namespace dies when the thread ends.
-                // SAFETY: unshare takes no pointers; CLONE_NEWNET is allowed in a multi-threaded process.
-                let ret = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-                assert_eq!(ret, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
-                test()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
 }
 
 /// Runs a command in the calling thread's network namespace, which its child inherits.
