@@ -12,10 +12,28 @@ use aiesimd::{
     modem::{Modem, Protocol},
 };
 use common::{Simulator, options_for, wait_for};
+use tokio::sync::watch;
 
 /// The EID the simulated eUICC reports (tests/modemsim/src/world.rs).
 const SIM_EID: &str = "89049032002026120100000000000123";
 const SIM_ICCID: &str = "8988211000000000017";
+
+/// The simulator with `fault` injected before anything talks to it, the daemon's modem session
+/// on it, and its eSIM with the eSIM's states.
+fn card_under_test(protocol: Protocol, fault: &str) -> (Simulator, Arc<Modem>, Esim, watch::Receiver<EsimState>) {
+    let sim = Simulator::start_speaking(protocol, &[]);
+    sim.command(fault);
+    let modem = Arc::new(Modem::spawn(options_for(&sim.link, protocol)));
+    let esim = Esim::spawn(Arc::clone(&modem));
+    let states = esim.state();
+    (sim, modem, esim, states)
+}
+
+/// Every channel the daemon opened on the card was closed again.
+fn no_channel_left_open(sim: &Simulator) {
+    let state = sim.command("state");
+    assert!(state.iter().any(|l| l == "channels []"), "{state:?}");
+}
 
 fn ready(s: &EsimState) -> bool {
     s.availability == EsimAvailability::Ready
@@ -47,22 +65,14 @@ both_protocols!(
 /// eSIM is in error and says why, and once the card accepts again the daemon reads it by
 /// itself, with no card change to prompt it.
 async fn a_card_that_refuses_channels_is_read_once_it_accepts(protocol: Protocol) {
-    let sim = Simulator::start_speaking(protocol, &[]);
-    sim.command("card channels refuse");
-    let modem = Arc::new(Modem::spawn(options_for(&sim.link, protocol)));
-    let esim = Esim::spawn(Arc::clone(&modem));
-    let mut states = esim.state();
+    let (sim, modem, esim, mut states) = card_under_test(protocol, "card channels refuse");
     wait_for(&mut states, "in error", |s| s.availability == EsimAvailability::Error).await;
     let said = states.borrow().last_error.clone();
     assert!(said.contains("SW 6A81"), "{said}");
     sim.command("card channels accept");
     wait_for(&mut states, "read after the refusals", ready).await;
     assert_eq!(states.borrow().eid, SIM_EID);
-    assert!(
-        sim.command("state").iter().any(|l| l == "channels []"),
-        "{:?}",
-        sim.command("state")
-    );
+    no_channel_left_open(&sim);
     drop(esim);
     modem.shutdown().await;
 }
@@ -73,11 +83,7 @@ async fn a_card_that_refuses_channels_is_read_once_it_accepts(protocol: Protocol
 /// changes.
 #[tokio::test]
 async fn the_account_is_read_again_after_a_passing_refusal_and_not_after_a_missing_applet() {
-    let sim = Simulator::start_speaking(Protocol::Qmi, &[]);
-    sim.command("card fail 6985 1 ai");
-    let modem = Arc::new(Modem::spawn(options_for(&sim.link, Protocol::Qmi)));
-    let esim = Esim::spawn(Arc::clone(&modem));
-    let mut states = esim.state();
+    let (sim, modem, esim, mut states) = card_under_test(Protocol::Qmi, "card fail 6985 1 ai");
     wait_for(&mut states, "read with its account", |s| {
         ready(s) && s.account.as_ref().is_some_and(|a| a.balance == 100_000)
     })
@@ -108,11 +114,7 @@ async fn the_account_is_read_again_after_a_passing_refusal_and_not_after_a_missi
 /// status not satisfied) fails with the card's reason and leaves the next one unharmed.
 #[tokio::test]
 async fn a_slow_card_is_read_and_a_refused_signature_says_why() {
-    let sim = Simulator::start_speaking(Protocol::Mbim, &[]);
-    sim.command("card slow 150");
-    let modem = Arc::new(Modem::spawn(options_for(&sim.link, Protocol::Mbim)));
-    let esim = Esim::spawn(Arc::clone(&modem));
-    let mut states = esim.state();
+    let (sim, modem, esim, mut states) = card_under_test(Protocol::Mbim, "card slow 150");
     wait_for(&mut states, "read from the slow card", |s| {
         ready(s) && s.account.is_some()
     })
@@ -133,11 +135,7 @@ async fn a_slow_card_is_read_and_a_refused_signature_says_why() {
     esim::sign_digest(&modem, &credential, &[7; 32])
         .await
         .expect("the next signature is made");
-    assert!(
-        sim.command("state").iter().any(|l| l == "channels []"),
-        "{:?}",
-        sim.command("state")
-    );
+    no_channel_left_open(&sim);
     drop(esim);
     modem.shutdown().await;
 }
@@ -172,11 +170,7 @@ async fn reads_the_euicc(protocol: Protocol) {
     assert_eq!(account.endpoints[0].url, "http://127.0.0.1:8080/v1");
     assert_eq!(account.endpoints[0].models[0].0, "smollm2-135m");
     // Every channel the reads opened was closed again.
-    assert!(
-        sim.command("state").iter().any(|l| l == "channels []"),
-        "{:?}",
-        sim.command("state")
-    );
+    no_channel_left_open(&sim);
 
     // Without the card there is nothing to read; with it back, it is read again.
     sim.command("card remove");

@@ -9,7 +9,6 @@ use std::{
     io::{ErrorKind, Read as _, Write as _},
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
-    process::Command,
     thread,
     time::Duration,
 };
@@ -19,7 +18,7 @@ mod uplink;
 
 use aiesimd::fastpath::{AttachMode, Fastpath, FastpathError, Statistics};
 use aya::programs::{SchedClassifier, TcAttachType};
-use uplink::in_network_namespace;
+use uplink::{in_network_namespace, run};
 
 const IFACE: &str = "wwan0";
 const DEVICE_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
@@ -43,20 +42,6 @@ fn has_tcx() -> bool {
         eprintln!("skipping: this kernel has no TCX (Linux 6.6+)");
     }
     tcx
-}
-
-/// Runs a command in the calling thread's network namespace, which its child inherits.
-fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("failed to run {program}: {error}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn sysctl(path: &str, value: &str) {

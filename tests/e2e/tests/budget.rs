@@ -43,15 +43,7 @@ async fn a_refused_app_alone_hears_budget_exhausted_and_aictl_budget_shows_it() 
 
     // Spend from the refused connection until its app's budget refuses it.
     let broker = aiesim_dbus::proxy::BrokerProxy::new(&refused).await.unwrap();
-    let options = std::collections::HashMap::from([("max_tokens".to_owned(), zbus::OwnedVariant::from(8u32))]);
-    let mut answered = 0;
-    let error = loop {
-        match broker.ask("Say hi.", options.clone()).await {
-            Ok(_) => answered += 1,
-            Err(e) => break e,
-        }
-        assert!(answered < 20, "a 60-token budget never ran out");
-    };
+    let (answered, error) = ask_until_refused(&broker, "a 60-token budget never ran out").await;
     assert!(answered >= 1);
     assert!(error.to_string().contains("BudgetExceeded"), "{error}");
     let signal = tokio::time::timeout(Duration::from_secs(10), heard.next())
@@ -166,15 +158,7 @@ async fn an_administrators_set_applies_at_once_and_bad_policies_change_nothing()
     // Its requests are refused past it, as BudgetExceeded naming the day.
     let app = world.connect().await.unwrap();
     let broker = aiesim_dbus::proxy::BrokerProxy::new(&app).await.unwrap();
-    let options = std::collections::HashMap::from([("max_tokens".to_owned(), zbus::OwnedVariant::from(8u32))]);
-    let mut answered = 0;
-    let error = loop {
-        match broker.ask("Say hi.", options.clone()).await {
-            Ok(_) => answered += 1,
-            Err(e) => break e,
-        }
-        assert!(answered < 20, "a 40-token day never ran out");
-    };
+    let (answered, error) = ask_until_refused(&broker, "a 40-token day never ran out").await;
     assert!(answered >= 1, "{error}");
     let said = error.to_string();
     assert!(
@@ -195,8 +179,9 @@ async fn an_administrators_set_applies_at_once_and_bad_policies_change_nothing()
         said.contains("RateLimited") && said.contains("50 tokens a minute"),
         "{said}"
     );
+    let small = std::collections::HashMap::from([("max_tokens".to_owned(), zbus::OwnedVariant::from(8u32))]);
     broker
-        .ask("Say hi.", options.clone())
+        .ask("Say hi.", small)
         .await
         .expect("a small request fits the rate");
     let human = world.aictl().args(["budget"]).output().unwrap();
@@ -234,4 +219,18 @@ async fn an_administrators_set_applies_at_once_and_bad_policies_change_nothing()
         "{}",
         text(&out)
     );
+}
+
+/// Asks short questions until the daemon refuses one (at most 20): how many were answered, and
+/// the refusal.
+async fn ask_until_refused(broker: &aiesim_dbus::proxy::BrokerProxy<'_>, never: &str) -> (u32, zbus::Error) {
+    let options = std::collections::HashMap::from([("max_tokens".to_owned(), zbus::OwnedVariant::from(8u32))]);
+    let mut answered = 0;
+    loop {
+        match broker.ask("Say hi.", options.clone()).await {
+            Ok(_) => answered += 1,
+            Err(e) => return (answered, e),
+        }
+        assert!(answered < 20, "{never}");
+    }
 }

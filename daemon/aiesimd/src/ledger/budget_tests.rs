@@ -27,6 +27,17 @@ fn unlimited() -> Budgets {
     Budgets::default()
 }
 
+/// An in-memory ledger whose apps have a daily budget and nothing else.
+fn daily(limit: u64, calendar: Calendar) -> Ledger {
+    Ledger::in_memory_on(
+        Budgets {
+            app_daily: Some(limit),
+            ..unlimited()
+        },
+        calendar,
+    )
+}
+
 fn block<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .build()
@@ -47,13 +58,7 @@ fn a_daily_budget_refuses_until_local_midnight_then_starts_afresh() {
     block(async {
         // 23:30 in Paris (UTC+1).
         let (cal, clock) = paris("2026-12-01T22:30:00Z");
-        let l = Ledger::in_memory_on(
-            Budgets {
-                app_daily: Some(100),
-                ..unlimited()
-            },
-            cal,
-        );
+        let l = daily(100, cal);
         assert_eq!(l.reserve("a", 60, 1000, D).unwrap().commit(60).await, 60);
         let e = l.reserve("a", 50, 1000, D).unwrap_err();
         assert!(
@@ -151,13 +156,7 @@ fn a_dst_day_is_budgeted_as_one_local_day() {
     block(async {
         // 29 March 2026 in Paris has 23 hours: 23:00 UTC on the 28th to 22:00 UTC on the 29th.
         let (cal, clock) = paris("2026-03-28T22:30:00Z");
-        let l = Ledger::in_memory_on(
-            Budgets {
-                app_daily: Some(100),
-                ..unlimited()
-            },
-            cal,
-        );
+        let l = daily(100, cal);
         assert_eq!(l.reserve("a", 100, 1000, D).unwrap().commit(100).await, 100);
         clock.advance(Duration::from_secs(30 * 60));
         assert_eq!(
@@ -178,13 +177,7 @@ fn a_dst_day_is_budgeted_as_one_local_day() {
 fn a_clock_stepped_back_reopens_no_window() {
     block(async {
         let (cal, _) = paris("2026-12-02T10:00:00Z");
-        let l = Ledger::in_memory_on(
-            Budgets {
-                app_daily: Some(100),
-                ..unlimited()
-            },
-            cal,
-        );
+        let l = daily(100, cal);
         assert_eq!(l.reserve("a", 100, 1000, D).unwrap().commit(100).await, 100);
         // The same state read by a calendar whose clock says yesterday.
         let (cal_back, back_clock) = paris("2026-12-01T10:00:00Z");
