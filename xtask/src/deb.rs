@@ -58,7 +58,7 @@ pub fn run(args: &[String]) -> anyhow::Result<PathBuf> {
             other => bail!("unknown option {other:?} for deb (--out DIR, --debug, --no-build)"),
         }
     }
-    let staging = tempfile_dir(&out_dir)?;
+    let staging = staging_dir(&out_dir)?;
     let files = install::run(&install::Options {
         destdir: staging.clone(),
         prefix: "/usr".into(),
@@ -104,7 +104,7 @@ pub fn run(args: &[String]) -> anyhow::Result<PathBuf> {
 }
 
 /// A fresh staging directory under `out`.
-fn tempfile_dir(out: &std::path::Path) -> anyhow::Result<PathBuf> {
+fn staging_dir(out: &std::path::Path) -> anyhow::Result<PathBuf> {
     let staging = out.join(format!("staging-{}", std::process::id()));
     if staging.exists() {
         std::fs::remove_dir_all(&staging)?;
