@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use aiesim_dbus::{
     ChatOptions, ErrorName, Message, Priority, StreamEvent,
-    proxy::{BrokerProxy, EsimProxy, FastpathProxy, ModemProxy},
+    proxy::{BrokerProxy, DaemonProxy, EsimProxy, FastpathProxy, ModemProxy},
 };
 use anyhow::{Context as _, bail};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -35,7 +35,9 @@ struct Cli {
     reason = "these doc comments are the --help text, where backticks would show"
 )]
 enum Command {
-    /// Show the daemon's modem and fast path.
+    /// Show the daemon (version, last configuration reload), its modem and fast path.
+    ///
+    /// With --json: {"daemon": {"version", "reloads", "last_reload"}, "modem", "fastpath"}.
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -363,9 +365,16 @@ async fn status(connection: &Connection, json: bool) -> anyhow::Result<ExitCode>
             .unwrap_or(0)
     };
 
+    let daemon = DaemonProxy::new(connection).await?;
+    let (version, reloads, last_reload) = (
+        daemon.version().await?,
+        daemon.reloads().await?,
+        daemon.last_reload().await?,
+    );
     let modem = modem_doc(connection).await?;
     if json {
         let doc = serde_json::json!({
+            "daemon": { "version": version, "reloads": reloads, "last_reload": last_reload },
             "modem": modem,
             "fastpath": {
                 "interface": interface, "attached": attached,
@@ -376,6 +385,10 @@ async fn status(connection: &Connection, json: bool) -> anyhow::Result<ExitCode>
         });
         println!("{doc:#}");
         return Ok(ExitCode::SUCCESS);
+    }
+    match reloads {
+        0 => println!("daemon    aiesimd {version}, configuration as started"),
+        n => println!("daemon    aiesimd {version}, reload {n}: {last_reload}"),
     }
     let m = |key: &str| modem[key].as_str().unwrap_or_default().to_owned();
     match m("state").as_str() {

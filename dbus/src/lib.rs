@@ -29,4 +29,5 @@ pub mod iface {
     pub const FASTPATH: &str = "org.aiesim.AiEsim1.Fastpath";
     pub const BUDGET: &str = "org.aiesim.AiEsim1.Budget";
     pub const ENDPOINTS: &str = "org.aiesim.AiEsim1.Endpoints";
+    pub const DAEMON: &str = "org.aiesim.AiEsim1.Daemon";
 }

@@ -142,6 +142,22 @@ pub trait Esim {
 }
 
 #[proxy(
+    interface = "org.aiesim.AiEsim1.Daemon",
+    default_service = "org.aiesim.AiEsim1",
+    default_path = "/org/aiesim/AiEsim1"
+)]
+pub trait Daemon {
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+    /// Reloads asked for since start (SIGHUP).
+    #[zbus(property)]
+    fn reloads(&self) -> zbus::Result<u32>;
+    /// "applied: …" or "refused: …"; empty before the first reload.
+    #[zbus(property)]
+    fn last_reload(&self) -> zbus::Result<String>;
+}
+
+#[proxy(
     interface = "org.aiesim.AiEsim1.Endpoints",
     default_service = "org.aiesim.AiEsim1",
     default_path = "/org/aiesim/AiEsim1"

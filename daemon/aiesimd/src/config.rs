@@ -39,8 +39,25 @@ pub enum ConfigError {
     /// As `Parse`, for text given to [`Config::from_toml_str`]: there is no file to name.
     #[error("the configuration text is not valid")]
     Toml(#[source] Box<toml::de::Error>),
-    #[error("the configuration is not valid: {0}")]
-    Invalid(String),
+    /// A rule broken at `key` (dotted; `endpoint.N.field` for the Nth `[[endpoint]]` over all
+    /// files; `a|b` for a rule over two keys, either of which may be the one set). [`Config::load`] turns it into [`ConfigError::At`], naming the file and line.
+    #[error("the configuration is not valid: {message}")]
+    Rule { key: String, message: String },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    At {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// A broken rule at `key` (see [`ConfigError::Rule`]).
+fn rule<T>(key: impl Into<String>, message: String) -> Result<T, ConfigError> {
+    Err(ConfigError::Rule {
+        key: key.into(),
+        message,
+    })
 }
 
 /// Which bus to serve on.
@@ -66,10 +83,13 @@ impl Bus {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub bus: Bus,
+    /// The log filter, e.g. "info" or "aiesimd=debug"; empty: "info". `--log` and `RUST_LOG`
+    /// take precedence; reloaded on SIGHUP when they are not given.
+    pub log: String,
     pub modem: ModemConfig,
     pub fastpath: FastpathConfig,
     pub cloud: CloudConfig,
@@ -79,7 +99,7 @@ pub struct Config {
     pub endpoints: Vec<EndpointConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModemConfig {
     /// `auto`: the first control port sysfs shows; a path such as `/dev/cdc-wdm0`; empty: no
@@ -101,6 +121,45 @@ pub struct ModemConfig {
     pub proxy_group: String,
     /// The modem's network interface where sysfs names none (a simulator, an odd driver).
     pub interface: String,
+}
+
+impl ModemConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let m = self;
+        if !matches!(m.device.as_str(), "" | "auto") && !m.device.starts_with('/') {
+            return rule(
+                "modem.device",
+                format!(
+                    "modem.device must be \"auto\", an absolute path or empty, not \"{}\"",
+                    m.device
+                ),
+            );
+        }
+        for (key, name) in [("qmi_proxy", &m.qmi_proxy), ("mbim_proxy", &m.mbim_proxy)] {
+            if name.len() > 100 || name.chars().any(|c| c.is_control() || c == '/') {
+                return rule(
+                    format!("modem.{key}"),
+                    format!("modem.{key} is an abstract socket name: at most 100 characters, no '/'"),
+                );
+            }
+        }
+        if !(100..=120_000).contains(&m.request_timeout_ms) {
+            return rule(
+                "modem.request_timeout_ms",
+                format!(
+                    "modem.request_timeout_ms must be between 100 and 120000, not {}",
+                    m.request_timeout_ms
+                ),
+            );
+        }
+        if m.apn.len() > 100 || m.apn.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return rule(
+                "modem.apn",
+                "modem.apn must be at most 100 characters without spaces or control characters".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for ModemConfig {
@@ -149,7 +208,10 @@ impl ModemConfig {
                 nix::unistd::Group::from_name(name)
                     .ok()
                     .flatten()
-                    .ok_or_else(|| ConfigError::Invalid(format!("modem.proxy_group \"{name}\" does not exist")))?
+                    .ok_or_else(|| ConfigError::Rule {
+                        key: "modem.proxy_group".into(),
+                        message: format!("modem.proxy_group \"{name}\" does not exist"),
+                    })?
                     .gid,
             ),
         };
@@ -182,7 +244,7 @@ impl ModemConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FastpathConfig {
     pub enabled: bool,
@@ -210,12 +272,15 @@ impl FastpathConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let range = crate::fastpath::UPLINK_KBIT_RANGE;
         if self.shape && !range.contains(&self.uplink_kbit) {
-            return Err(ConfigError::Invalid(format!(
-                "fastpath.shape needs fastpath.uplink_kbit between {} and {}, not {}",
-                range.start(),
-                range.end(),
-                self.uplink_kbit
-            )));
+            return rule(
+                "fastpath.uplink_kbit|fastpath.shape",
+                format!(
+                    "fastpath.shape needs fastpath.uplink_kbit between {} and {}, not {}",
+                    range.start(),
+                    range.end(),
+                    self.uplink_kbit
+                ),
+            );
         }
         Ok(())
     }
@@ -240,7 +305,7 @@ pub enum CredentialChoice {
     None,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CloudConfig {
     /// Network interface the cloud connections are bound to; empty for none.
@@ -284,7 +349,7 @@ impl CloudConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BudgetConfig {
     /// Tokens each app may spend over its lifetime (`Budget.Set` may change it per app).
@@ -318,7 +383,7 @@ impl BudgetConfig {
         use crate::ledger::{policy::Key, window::Calendar};
         let b = self;
         if let Err(e) = Calendar::zone(&b.timezone) {
-            return Err(ConfigError::Invalid(format!("budget.timezone: {e}")));
+            return rule("budget.timezone", format!("budget.timezone: {e}"));
         }
         let limits = [
             ("app_daily_tokens", b.app_daily_tokens, Key::Daily),
@@ -329,7 +394,7 @@ impl BudgetConfig {
         ];
         for (key, value, kind) in limits {
             if let Some(Err(e)) = value.map(|v| kind.check(v)) {
-                return Err(ConfigError::Invalid(format!("budget.{key}: {e}")));
+                return rule(format!("budget.{key}"), format!("budget.{key}: {e}"));
             }
         }
         Ok(())
@@ -369,7 +434,7 @@ impl Default for BudgetConfig {
 }
 
 /// `[requests]`: what one app, and one request, may hold.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RequestsConfig {
     /// Requests one app may have in flight at once.
@@ -429,9 +494,13 @@ impl Config {
     /// order, each laid over what came before: tables key by key, `[[endpoint]]` lists added.
     /// Each file is checked on its own first, so a mistake is reported with its file and line.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut merged = Self::read_table(path)?;
+        let mut files = vec![Self::read_file(path)?];
         for dropin in dropins(path)? {
-            merge(&mut merged, Self::read_table(&dropin)?);
+            files.push(Self::read_file(&dropin)?);
+        }
+        let mut merged = toml::Table::new();
+        for file in &files {
+            merge(&mut merged, file.table.clone());
         }
         let config: Self = toml::Value::Table(merged)
             .try_into()
@@ -439,22 +508,49 @@ impl Config {
                 path: path.to_owned(),
                 source: Box::new(source),
             })?;
-        config.validate()?;
+        config.validate().map_err(|e| locate(e, &files))?;
         Ok(config)
     }
 
-    /// One file's table, after checking that it is TOML with the right keys and types.
-    fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    /// One file, after checking that it is TOML with the right keys and types.
+    fn read_file(path: &Path) -> Result<SourceFile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let parse = |source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
+        let parse = |source: toml::de::Error| match source.span() {
+            Some(span) => {
+                // The line at fault, as a compiler quotes it: the message alone may not name
+                // the key ("invalid type: string, expected u64").
+                let quoted = text.get(span.start..).and_then(|from| {
+                    let start = text[..span.start].rfind('\n').map_or(0, |n| n + 1);
+                    let end = span.start + from.find('\n').unwrap_or(from.len());
+                    text.get(start..end).map(str::trim)
+                });
+                let message = source.message().trim_end();
+                let message = match quoted {
+                    Some(line) if !line.is_empty() => format!("{message}: `{line}`"),
+                    _ => message.to_owned(),
+                };
+                at(path, &text, span.start, message)
+            }
+            None => ConfigError::Parse {
+                path: path.to_owned(),
+                source: Box::new(source),
+            },
         };
         toml::from_str::<Self>(&text).map_err(parse)?;
-        text.parse::<toml::Table>().map_err(parse)
+        let table = text.parse::<toml::Table>().map_err(parse)?;
+        Ok(SourceFile {
+            path: path.to_owned(),
+            text,
+            table,
+        })
+    }
+
+    /// The log filter the file asks for.
+    pub fn log_filter(&self) -> &str {
+        if self.log.is_empty() { "info" } else { &self.log }
     }
 
     /// Parses and validates a configuration given as text; pure, and fuzzed as such.
@@ -475,61 +571,72 @@ impl Config {
 
     /// Each `[[endpoint]]`: a plain unique name, an http(s) URL, models, a sane concurrency.
     fn validate_endpoints(&self) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
         let mut names = HashSet::new();
-        for e in &self.endpoints {
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let invalid = |field: &str, m: String| rule(format!("endpoint.{i}.{field}"), m);
             if e.name.is_empty()
                 || !e
                     .name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
-                return invalid(format!(
-                    "endpoint name \"{}\" must be ASCII letters, digits, - or _",
-                    e.name
-                ));
+                return invalid(
+                    "name",
+                    format!("endpoint name \"{}\" must be ASCII letters, digits, - or _", e.name),
+                );
             }
             if !names.insert(e.name.as_str()) {
-                return invalid(format!("endpoint \"{}\" is defined twice", e.name));
+                return invalid("name", format!("endpoint \"{}\" is defined twice", e.name));
             }
             if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
-                return invalid(format!(
-                    "endpoint \"{}\" url must start with http:// or https://, not \"{}\"",
-                    e.name, e.url
-                ));
+                return invalid(
+                    "url",
+                    format!(
+                        "endpoint \"{}\" url must start with http:// or https://, not \"{}\"",
+                        e.name, e.url
+                    ),
+                );
             }
             if e.models.is_empty() || e.models.iter().any(String::is_empty) {
-                return invalid(format!(
-                    "endpoint \"{}\" must list at least one model, none empty",
-                    e.name
-                ));
+                return invalid(
+                    "models",
+                    format!("endpoint \"{}\" must list at least one model, none empty", e.name),
+                );
             }
             if !(1..=1_024).contains(&e.max_concurrent) {
-                return invalid(format!(
-                    "endpoint \"{}\" max_concurrent must be between 1 and 1024, not {}",
-                    e.name, e.max_concurrent
-                ));
+                return invalid(
+                    "max_concurrent",
+                    format!(
+                        "endpoint \"{}\" max_concurrent must be between 1 and 1024, not {}",
+                        e.name, e.max_concurrent
+                    ),
+                );
             }
         }
         Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
         self.validate_endpoints()?;
         let b = &self.budget;
         if b.max_tokens_cap == 0 || b.default_max_tokens == 0 || b.default_max_tokens > b.max_tokens_cap {
-            return invalid(format!(
-                "budget.default_max_tokens ({}) must be between 1 and budget.max_tokens_cap ({})",
-                b.default_max_tokens, b.max_tokens_cap
-            ));
+            return rule(
+                "budget.default_max_tokens|budget.max_tokens_cap",
+                format!(
+                    "budget.default_max_tokens ({}) must be between 1 and budget.max_tokens_cap ({})",
+                    b.default_max_tokens, b.max_tokens_cap
+                ),
+            );
         }
         b.validate()?;
         if !(b.journal.as_os_str().is_empty() || b.journal.is_absolute()) {
-            return invalid(format!(
-                "budget.journal must be an absolute path or empty, not \"{}\"",
-                b.journal.display()
-            ));
+            return rule(
+                "budget.journal",
+                format!(
+                    "budget.journal must be an absolute path or empty, not \"{}\"",
+                    b.journal.display()
+                ),
+            );
         }
         let r = &self.requests;
         let bounds = [
@@ -542,47 +649,118 @@ impl Config {
         ];
         for (key, value, low, high) in bounds {
             if !(low..=high).contains(&value) {
-                return invalid(format!("requests.{key} must be between {low} and {high}, not {value}"));
+                return rule(
+                    format!("requests.{key}"),
+                    format!("requests.{key} must be between {low} and {high}, not {value}"),
+                );
             }
         }
         self.fastpath.validate()?;
         let c = &self.cloud;
         if !parse_hex(&c.iot_safe_aid).is_some_and(|aid| (5..=16).contains(&aid.len())) {
-            return invalid(format!(
-                "cloud.iot_safe_aid must be 5 to 16 bytes of hex, not \"{}\"",
-                c.iot_safe_aid
-            ));
+            return rule(
+                "cloud.iot_safe_aid",
+                format!(
+                    "cloud.iot_safe_aid must be 5 to 16 bytes of hex, not \"{}\"",
+                    c.iot_safe_aid
+                ),
+            );
         }
-        if c.connect_timeout_ms == 0 || c.first_byte_timeout_ms == 0 || c.idle_timeout_ms == 0 {
-            return invalid("cloud timeouts must be above 0 ms".into());
-        }
-        let m = &self.modem;
-        if !matches!(m.device.as_str(), "" | "auto") && !m.device.starts_with('/') {
-            return invalid(format!(
-                "modem.device must be \"auto\", an absolute path or empty, not \"{}\"",
-                m.device
-            ));
-        }
-        for (key, name) in [("qmi_proxy", &m.qmi_proxy), ("mbim_proxy", &m.mbim_proxy)] {
-            if name.len() > 100 || name.chars().any(|c| c.is_control() || c == '/') {
-                return invalid(format!(
-                    "modem.{key} is an abstract socket name: at most 100 characters, no '/'"
-                ));
+        for (key, value) in [
+            ("connect_timeout_ms", c.connect_timeout_ms),
+            ("first_byte_timeout_ms", c.first_byte_timeout_ms),
+            ("idle_timeout_ms", c.idle_timeout_ms),
+        ] {
+            if value == 0 {
+                return rule(format!("cloud.{key}"), format!("cloud.{key} must be above 0 ms"));
             }
         }
-        if !(100..=120_000).contains(&m.request_timeout_ms) {
-            return invalid(format!(
-                "modem.request_timeout_ms must be between 100 and 120000, not {}",
-                m.request_timeout_ms
-            ));
-        }
-        if m.apn.len() > 100 || m.apn.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return invalid("modem.apn must be at most 100 characters without spaces or control characters".into());
-        }
+        self.modem.validate()?;
         if self.fastpath.enabled && self.fastpath.interface.is_empty() {
-            return invalid("fastpath.interface must be set when the fast path is enabled".into());
+            return rule(
+                "fastpath.interface|fastpath.enabled",
+                "fastpath.interface must be set when the fast path is enabled".into(),
+            );
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(self.log_filter()) {
+            return rule("log", format!("log \"{}\" is not a log filter: {e}", self.log));
         }
         Ok(())
+    }
+}
+
+/// One file of the configuration, kept to point at the line a broken rule comes from.
+struct SourceFile {
+    path: PathBuf,
+    text: String,
+    table: toml::Table,
+}
+
+/// Turns a broken rule into one naming the file, line and column that set its key: the last
+/// file that sets it (later files win), or for an `[[endpoint]]` the file that holds it. A rule
+/// broken by a default (no file sets the key) stays as it is.
+fn locate(error: ConfigError, files: &[SourceFile]) -> ConfigError {
+    let ConfigError::Rule { key, message } = error else {
+        return error;
+    };
+    let Some((file, offset)) = key.split('|').find_map(|key| place(key, files)) else {
+        return ConfigError::Rule { key, message };
+    };
+    at(&file.path, &file.text, offset, message)
+}
+
+/// The error `message` at byte `offset` of `path`, whose text is `text`.
+fn at(path: &Path, text: &str, offset: usize, message: String) -> ConfigError {
+    let before = text.get(..offset).unwrap_or(text);
+    ConfigError::At {
+        path: path.to_owned(),
+        line: before.matches('\n').count() + 1,
+        column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+        message,
+    }
+}
+
+/// The file and byte offset that set `key`.
+fn place<'f>(key: &str, files: &'f [SourceFile]) -> Option<(&'f SourceFile, usize)> {
+    let segments: Vec<&str> = key.split('.').collect();
+    let mut earlier_items = 0;
+    let mut found = None;
+    for file in files {
+        let Ok(root) = toml::de::DeTable::parse(&file.text) else {
+            continue;
+        };
+        if let Some(offset) = offset_of(root.get_ref(), &segments, &mut earlier_items) {
+            found = Some((file, offset));
+            if segments.iter().any(|s| s.parse::<usize>().is_ok()) {
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// Where `segments` (keys, and indexes into arrays of tables) is set in one file's `table`.
+/// `earlier_items` counts the array items of earlier files, since merging appends arrays.
+fn offset_of(table: &toml::de::DeTable<'_>, segments: &[&str], earlier_items: &mut usize) -> Option<usize> {
+    use toml::de::DeValue;
+    let (first, rest) = segments.split_first()?;
+    let (key, value) = table.iter().find(|(k, _)| k.get_ref() == first)?;
+    let Some((next, rest)) = rest.split_first() else {
+        return Some(key.span().start);
+    };
+    match (value.get_ref(), next.parse::<usize>()) {
+        (DeValue::Array(items), Ok(index)) => {
+            let Some(item) = index.checked_sub(*earlier_items).and_then(|i| items.get(i)) else {
+                *earlier_items += items.len();
+                return None;
+            };
+            match item.get_ref() {
+                DeValue::Table(inner) => offset_of(inner, rest, &mut 0).or(Some(item.span().start)),
+                _ => Some(item.span().start),
+            }
+        }
+        (DeValue::Table(inner), Err(_)) => offset_of(inner, &segments[1..], earlier_items),
+        _ => None,
     }
 }
 
@@ -793,7 +971,10 @@ mod tests {
         let path = dir.path().join("aiesimd.toml");
         std::fs::write(&path, "[modem\n").unwrap();
         let e = Config::load(&path).unwrap_err();
-        assert!(matches!(&e, ConfigError::Parse { path: p, .. } if *p == path), "{e}");
+        assert!(
+            matches!(&e, ConfigError::At { path: p, line: 1, .. } if *p == path),
+            "{e}"
+        );
     }
 
     #[test]
@@ -824,9 +1005,11 @@ mod tests {
         let bad = dropins.join("30-bad.toml");
         std::fs::write(&bad, "[budget]\n\napp_tokens = \"lots\"\n").unwrap();
         let e = Config::load(&path).unwrap_err();
-        assert!(matches!(&e, ConfigError::Parse { path: p, .. } if *p == bad), "{e}");
-        let said = format!("{e}: {}", std::error::Error::source(&e).unwrap());
-        assert!(said.contains("line 3"), "{said}");
+        assert!(
+            matches!(&e, ConfigError::At { path: p, line: 3, column: 14, .. } if *p == bad),
+            "{e}"
+        );
+        assert!(e.to_string().contains("string"), "the message says what was wrong: {e}");
         std::fs::remove_file(&bad).unwrap();
         // A merge that breaks a rule of the whole (two endpoints of one name) is refused.
         std::fs::write(
@@ -834,7 +1017,59 @@ mod tests {
             "[[endpoint]]\nname = \"a\"\nurl = \"http://c/v1\"\ntier = \"metro\"\nmodels = [\"m\"]\n",
         )
         .unwrap();
-        assert!(matches!(Config::load(&path), Err(ConfigError::Invalid(_))));
+        // It is pointed at where the third endpoint is: the drop-in's second line.
+        let twice = dropins.join("40-twice.toml");
+        let e = Config::load(&path).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::At { path: p, line: 2, column: 1, .. } if *p == twice),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("endpoint \"a\" is defined twice"), "{e}");
+    }
+
+    #[test]
+    fn a_rule_of_the_whole_names_the_file_and_line_that_set_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aiesimd.toml");
+        let dropins = dir.path().join("aiesimd.toml.d");
+        std::fs::create_dir(&dropins).unwrap();
+        let load_err = |main: &str, dropin: &str| {
+            std::fs::write(&path, main).unwrap();
+            std::fs::write(dropins.join("10.toml"), dropin).unwrap();
+            Config::load(&path).unwrap_err()
+        };
+        let at = |e: &ConfigError| match e {
+            ConfigError::At { path, line, column, .. } => {
+                (path.file_name().unwrap().to_string_lossy().into_owned(), *line, *column)
+            }
+            other => panic!("not located: {other:?}"),
+        };
+
+        // Set in the file, its line and column.
+        let e = load_err("bus = \"session\"\n\n[budget]\n  max_tokens_cap = 10\n", "");
+        assert_eq!(at(&e), ("aiesimd.toml".into(), 4, 3), "{e}");
+        assert!(e.to_string().contains("budget.default_max_tokens (256)"), "{e}");
+        // Set in the file and again in a drop-in: the drop-in's, which won.
+        let e = load_err("[modem]\ndevice = \"dev\"\n", "# later\n[modem]\ndevice = \"tty\"\n");
+        assert_eq!(at(&e), ("10.toml".into(), 3, 1), "{e}");
+        // A dotted key, and a key of a later endpoint in the main file.
+        let e = load_err("cloud.idle_timeout_ms = 0\n", "");
+        assert_eq!(at(&e), ("aiesimd.toml".into(), 1, 7), "{e}");
+        let endpoints = "[[endpoint]]\nname = \"a\"\nurl = \"http://a\"\ntier = \"metro\"\nmodels = [\"m\"]\n\n[[endpoint]]\nname = \"b\"\nurl = \"ftp://b\"\ntier = \"metro\"\nmodels = [\"m\"]\n";
+        let e = load_err(endpoints, "");
+        assert_eq!(at(&e), ("aiesimd.toml".into(), 9, 1), "{e}");
+        // The first drop-in endpoint after the file's two is the drop-in's first.
+        let e = load_err(
+            &endpoints.replace("ftp://b", "http://b"),
+            "[[endpoint]]\nname = \"c\"\nurl = \"http://c\"\ntier = \"metro\"\nmodels = []\n",
+        );
+        assert_eq!(at(&e), ("10.toml".into(), 5, 1), "{e}");
+        // A rule over two keys names the one that is set.
+        let e = load_err("[fastpath]\n\nshape = true\n", "");
+        assert_eq!(at(&e), ("aiesimd.toml".into(), 3, 1), "{e}");
+        // The log filter is checked too.
+        let e = load_err("log = \"aiesimd=loud\"\n", "");
+        assert_eq!(at(&e), ("aiesimd.toml".into(), 1, 1), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod fastpath;
 pub mod identity;
 pub mod ledger;
 pub mod modem;
+pub mod reload;
 pub mod router;
 pub mod scheduler;
 pub mod service;

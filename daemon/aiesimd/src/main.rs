@@ -17,6 +17,7 @@ use aiesimd::{
     fastpath::{Fastpath, names},
     ledger::{Ledger, window::Calendar},
     modem::Modem,
+    reload::Plan,
     router::Router,
     service,
 };
@@ -46,9 +47,10 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(long)]
     check_config: bool,
-    /// Log filter, e.g. "info" or "aiesimd=debug" (`RUST_LOG` works too).
-    #[arg(long, env = "AIESIMD_LOG", default_value = "info")]
-    log: String,
+    /// Log filter, e.g. "info" or "aiesimd=debug"; overrides the file's `log` (and is not
+    /// reloaded). `RUST_LOG` overrides both.
+    #[arg(long, env = "AIESIMD_LOG")]
+    log: Option<String>,
     /// Print the manual page (roff) and exit, as installed to man8/aiesimd.8.
     #[arg(long, hide = true)]
     print_manpage: bool,
@@ -87,18 +89,33 @@ fn main() -> anyhow::Result<()> {
         println!("{}: valid", args.config.display());
         return Ok(());
     }
-    init_logging(&args.log);
+    let log = init_logging(args.log.as_deref(), config.log_filter());
     // One thread: the daemon waits on I/O, and a small device has little memory to spare.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(run(config, started))
+    let reload = Reload {
+        path: args.config,
+        bus: args.bus,
+        log,
+        started: config.clone(),
+    };
+    runtime.block_on(run(config, started, reload))
 }
 
-fn init_logging(filter: &str) {
-    use tracing_subscriber::{EnvFilter, prelude::*};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+/// Swaps the log filter on reload.
+type LogHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Starts logging with `RUST_LOG`, else `--log`, else the file's filter; only the file's is
+/// reloadable, so only then is a handle returned.
+fn init_logging(argument: Option<&str>, from_file: &str) -> Option<LogHandle> {
+    use tracing_subscriber::{EnvFilter, prelude::*, reload};
+    let fixed = EnvFilter::try_from_default_env()
+        .ok()
+        .or_else(|| argument.map(EnvFilter::new));
+    let reloadable = fixed.is_none();
+    let (filter, handle) = reload::Layer::new(fixed.unwrap_or_else(|| EnvFilter::new(from_file)));
     // Under systemd, log to the journal with structured fields; elsewhere to stderr.
     let journal = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
     let registry = tracing_subscriber::registry().with(filter);
@@ -109,9 +126,19 @@ fn init_logging(filter: &str) {
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
             .init();
     }
+    reloadable.then_some(handle)
 }
 
-async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
+/// What a reload needs: where the configuration is, what the command line overrides, and the
+/// configuration the daemon started on.
+struct Reload {
+    path: PathBuf,
+    bus: Option<String>,
+    log: Option<LogHandle>,
+    started: Config,
+}
+
+async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result<()> {
     let connection = connect(&config.bus).await?;
 
     // The session opens the modem in the background: start-up never waits for it.
@@ -136,6 +163,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     // The fast path's AI destinations follow the endpoints in use, configured, then the card's:
     // IP literals at once, host names once resolved (and again every few minutes).
     let (urls_tx, urls) = watch::channel(endpoint_urls(&broker));
+    let urls_tx = Arc::new(urls_tx);
     let (destinations_tx, destinations) = watch::channel(names::literal_destinations(&urls.borrow()));
     tokio::spawn(names::follow(urls, names::RESOLVE_INTERVAL, destinations_tx));
     if let Some(fp) = &mut fastpath {
@@ -148,6 +176,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         .map(|(_, esim)| Arc::new(Biller::spawn(Arc::clone(esim), broker.ledger().clone())));
     if let Some((_, esim)) = &modem {
         let broker = Arc::clone(&broker);
+        let urls_tx = Arc::clone(&urls_tx);
         tokio::spawn(provision_endpoints(esim.state(), move |specs| {
             let changed = broker.router().set_provisioned(specs);
             if changed {
@@ -159,7 +188,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
 
     service::serve(
         &connection,
-        broker,
+        Arc::clone(&broker),
         service::RequestLimits {
             max_objects_per_app: config.requests.max_objects_per_app,
             stall_timeout: Duration::from_millis(config.requests.stall_timeout_ms),
@@ -191,12 +220,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     let notifier = announce_ready(&connection);
     tracing::info!(name = BUS_NAME, ready_ms = started.elapsed().as_millis(), "ready");
 
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    until_stopped(&connection, notifier.as_deref(), &reload, config, &broker, &urls_tx).await?;
     if let Some(notifier) = &notifier {
         notifier.send("STOPPING=1");
     }
@@ -212,6 +236,91 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Serves until SIGTERM or SIGINT, reloading the configuration on each SIGHUP.
+async fn until_stopped(
+    connection: &zbus::Connection,
+    notifier: Option<&service::watchdog::Notifier>,
+    reload: &Reload,
+    config: Config,
+    broker: &service::DaemonBroker,
+    urls_tx: &watch::Sender<Vec<String>>,
+) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut current = config;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                if let Some(notifier) = notifier {
+                    notifier.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+                }
+                let outcome = reload_config(reload, &mut current, broker, urls_tx);
+                service::reloaded(connection, outcome).await;
+                if let Some(notifier) = notifier {
+                    notifier.send("READY=1");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the configuration again and applies what may change while running (see
+/// `aiesimd::reload`); on any mistake nothing is applied. Returns the outcome's summary.
+fn reload_config(
+    reload: &Reload,
+    current: &mut Config,
+    broker: &service::DaemonBroker,
+    urls: &watch::Sender<Vec<String>>,
+) -> Result<String, String> {
+    let mut new = match Config::load_or_default(&reload.path) {
+        Ok(new) => new,
+        Err(e) => {
+            let why = chain(&e);
+            tracing::error!(error = %why, "reload refused; the configuration in effect stays");
+            return Err(why);
+        }
+    };
+    if let Some(bus) = &reload.bus {
+        new.bus = Bus::from_arg(bus);
+    }
+    let mut plan = Plan::new(&reload.started, current, &new);
+    if plan.log {
+        if let Some(handle) = &reload.log {
+            if let Err(e) = handle.reload(tracing_subscriber::EnvFilter::new(new.log_filter())) {
+                tracing::warn!(error = %e, "the log filter could not be replaced");
+            }
+        } else {
+            tracing::info!("log: --log, AIESIMD_LOG or RUST_LOG set the filter; the file's is not used");
+            plan.log = false;
+        }
+    }
+    if plan.endpoints && broker.router().set_configured(&new.endpoints) {
+        urls.send_replace(endpoint_urls(broker));
+    }
+    if plan.budgets {
+        broker.ledger().set_budgets(new.budget.budgets());
+    }
+    let summary = plan.summary();
+    if plan.needs_restart.is_empty() {
+        tracing::info!(result = %summary, "configuration reloaded");
+    } else {
+        tracing::warn!(result = %summary, "configuration reloaded; some changes wait for a restart");
+    }
+    *current = new;
+    Ok(summary)
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, as systemd wants it with `RELOADING=1`.
+fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0) / 1_000
+    })
 }
 
 /// Tells the service manager (if any) that the daemon is ready, and starts petting its

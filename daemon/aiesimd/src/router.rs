@@ -365,6 +365,19 @@ impl<K: Clock> Router<K> {
         true
     }
 
+    /// Replaces the configured endpoints (a reload); an endpoint kept with the same name and
+    /// URL keeps its health and what was learned of it. Returns whether anything changed.
+    pub fn set_configured(&self, endpoints: &[EndpointConfig]) -> bool {
+        let endpoints: Vec<EndpointSpec> = endpoints.iter().map(EndpointSpec::from).collect();
+        let mut registry = self.registry.lock().expect("router lock");
+        if registry.configured == endpoints {
+            return false;
+        }
+        registry.configured = endpoints;
+        registry.rebuild();
+        true
+    }
+
     /// The endpoints in use, nearest tier first.
     pub fn endpoints(&self) -> Vec<EndpointSpec> {
         let registry = self.registry.lock().expect("router lock");
@@ -785,6 +798,27 @@ mod tests {
         assert_eq!(count(&r, 100, |_, _| 0).get("metro"), Some(&1));
         r.report_alive("metro");
         assert_eq!(r.statistics()[0].health, "healthy");
+    }
+
+    #[test]
+    fn a_reload_replaces_the_configured_endpoints_and_keeps_what_was_learned_of_the_rest() {
+        let clock = ManualClock::default();
+        let r = Router::new(
+            &[ep("metro", Tier::Metro, &["m"]), ep("nat", Tier::National, &["m"])],
+            clock.clone(),
+            Duration::from_secs(30),
+        );
+        r.report_failure("nat", "m", None);
+        assert!(!r.set_configured(&[ep("metro", Tier::Metro, &["m"]), ep("nat", Tier::National, &["m"])]));
+        // metro goes, province comes, nat stays as it was: still cooling down.
+        assert!(r.set_configured(&[ep("prov", Tier::Province, &["m"]), ep("nat", Tier::National, &["m"])]));
+        let names: Vec<String> = r.endpoints().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["prov", "nat"]);
+        let nat = r.statistics().into_iter().find(|s| s.endpoint == "nat").unwrap();
+        assert_eq!((nat.health, nat.failures), ("cooling", 1));
+        assert_eq!(r.pick(None).unwrap().endpoint, "prov");
+        assert!(r.set_configured(&[]));
+        assert_eq!(r.pick(None).unwrap_err(), RouterError::NoEndpoints);
     }
 
     #[test]

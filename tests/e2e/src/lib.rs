@@ -244,6 +244,8 @@ pub struct WorldOptions {
     pub fastpath_interface: &'static str,
     /// Extra lines for the configuration's `[fastpath]` table.
     pub fastpath_config: String,
+    /// The daemon's `AIESIMD_LOG`; `None` leaves the filter to the file's `log` key.
+    pub daemon_log: Option<&'static str>,
 }
 
 impl Default for WorldOptions {
@@ -262,6 +264,7 @@ impl Default for WorldOptions {
             modem_config: String::new(),
             fastpath_interface: "wwan0",
             fastpath_config: String::new(),
+            daemon_log: Some("info,aiesimd=debug"),
         }
     }
 }
@@ -281,6 +284,7 @@ pub struct World {
     notify: UnixDatagram,
     pub profile: String,
     daemon_user: Option<&'static str>,
+    daemon_log: Option<&'static str>,
     device: Netns,
     operator: Netns,
     dir: tempfile::TempDir,
@@ -355,7 +359,14 @@ impl World {
                 },
             ),
         )?;
-        let (daemon, ready_after, notify) = start_daemon(&bins, &device, &config, dir.path(), options.daemon_user)?;
+        let (daemon, ready_after, notify) = start_daemon(
+            &bins,
+            &device,
+            &config,
+            dir.path(),
+            options.daemon_user,
+            options.daemon_log,
+        )?;
         // READY does not wait for the modem (it opens in the background); tests do.
         wait_modem_ready(&bus_address, &daemon)?;
 
@@ -371,6 +382,7 @@ impl World {
             notify,
             profile: options.profile.clone(),
             daemon_user: options.daemon_user,
+            daemon_log: options.daemon_log,
             device,
             operator,
             dir,
@@ -528,6 +540,7 @@ impl World {
             &config,
             self.dir.path(),
             self.daemon_user,
+            self.daemon_log,
         )?;
         self.daemon = daemon;
         self.ready_after = ready_after;
@@ -710,6 +723,7 @@ fn start_daemon(
     config: &Path,
     dir: &Path,
     user: Option<&str>,
+    log: Option<&str>,
 ) -> anyhow::Result<(Proc, Duration, UnixDatagram)> {
     let notify_path = dir.join("notify");
     let notify = UnixDatagram::bind(&notify_path).context("cannot bind the notify socket")?;
@@ -736,7 +750,11 @@ fn start_daemon(
         .env("NOTIFY_SOCKET", &notify_path)
         // As systemd's WatchdogSec=: the daemon pets it every second while it is healthy.
         .env("WATCHDOG_USEC", WATCHDOG_USEC)
-        .env("AIESIMD_LOG", "info,aiesimd=debug");
+        .env_remove("AIESIMD_LOG")
+        .env_remove("RUST_LOG");
+    if let Some(log) = log {
+        cmd.env("AIESIMD_LOG", log);
+    }
     let started = Instant::now();
     let mut daemon = Proc::spawn("aiesimd", &mut cmd)?;
     let mut buf = [0u8; 4096];

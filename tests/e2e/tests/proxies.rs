@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use aiesim_dbus::{
     ChatDict as _, ChatOptions, Message,
-    proxy::{BrokerProxy, BudgetProxy, EndpointsProxy, EsimProxy, FastpathProxy, ModemProxy, RequestProxy},
+    proxy::{
+        BrokerProxy, BudgetProxy, DaemonProxy, EndpointsProxy, EsimProxy, FastpathProxy, ModemProxy, RequestProxy,
+    },
 };
 use aiesim_e2e::{World, WorldOptions, skip_unless_ready};
 use zbus::{OwnedVariant, proxy::CacheProperties};
@@ -144,6 +146,16 @@ async fn every_proxy_call_matches_the_running_contract() {
     assert!(is_the_daemons(&refused(
         esim.disable_profile("8988211000000000999").await
     )));
+
+    // Daemon: its three properties, before any reload.
+    let daemon = DaemonProxy::builder(&bus)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(daemon.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
+    assert_eq!(daemon.reloads().await.unwrap(), 0);
+    assert_eq!(daemon.last_reload().await.unwrap(), "");
 
     // Endpoints: the statistics and both properties.
     let endpoints = EndpointsProxy::builder(&bus)

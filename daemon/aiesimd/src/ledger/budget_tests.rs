@@ -182,7 +182,7 @@ fn a_clock_stepped_back_reopens_no_window() {
         // The same state read by a calendar whose clock says yesterday.
         let (cal_back, back_clock) = paris("2026-12-01T10:00:00Z");
         let back = Ledger(Arc::new(Inner {
-            budgets: l.0.budgets,
+            budgets: RwLock::new(l.limits()),
             calendar: cal_back,
             state: Mutex::new(std::mem::take(&mut *l.lock())),
             journal: None,

@@ -35,7 +35,7 @@ pub mod window;
 use std::{
     collections::{HashMap, VecDeque},
     path::Path,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, RwLock},
 };
 
 use aiesim_journal::{Journal, JournalError, Lsn};
@@ -108,7 +108,7 @@ pub enum LedgerError {
 }
 
 /// Budgets the ledger enforces: the defaults for every app, and the device's.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budgets {
     /// Each app's lifetime total (an app's policy may override it).
     pub app_tokens: u64,
@@ -746,7 +746,8 @@ fn app_policy(app: &str, p: &Policy) -> AppPolicy {
 }
 
 struct Inner {
-    budgets: Budgets,
+    /// From the configuration; replaced as a whole on reload.
+    budgets: RwLock<Budgets>,
     calendar: Calendar,
     state: Mutex<State>,
     journal: Option<Journal>,
@@ -768,7 +769,7 @@ impl Ledger {
     /// As [`Ledger::in_memory`], with calendar windows read from `calendar`.
     pub fn in_memory_on(budgets: Budgets, calendar: Calendar) -> Self {
         Self(Arc::new(Inner {
-            budgets,
+            budgets: RwLock::new(budgets),
             calendar,
             state: Mutex::new(State::default()),
             journal: None,
@@ -813,12 +814,23 @@ impl Ledger {
             .compact(records.iter().map(Vec::as_slice))
             .map_err(LedgerError::Open)?;
         Ok(Self(Arc::new(Inner {
-            budgets,
+            budgets: RwLock::new(budgets),
             calendar,
             state: Mutex::new(state),
             journal: Some(journal),
             debits: Notify::new(),
         })))
+    }
+
+    /// The configured budgets as they stand.
+    fn limits(&self) -> Budgets {
+        *self.0.budgets.read().expect("budgets lock")
+    }
+
+    /// Replaces the configured budgets (a reload). What was spent stays spent: a lower limit
+    /// refuses new requests at once, and requests already admitted finish.
+    pub fn set_budgets(&self, budgets: Budgets) {
+        *self.0.budgets.write().expect("budgets lock") = budgets;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -884,7 +896,7 @@ impl Ledger {
         price_per_1k: u64,
         digest: [u8; 32],
     ) -> Result<Reservation, LedgerError> {
-        let budgets = self.0.budgets;
+        let budgets = self.limits();
         let calendar = &self.0.calendar;
         // Read outside the lock: a time zone lookup is not the ledger's critical section.
         let (instant, today) = (calendar.clock().now(), calendar.now());
@@ -995,7 +1007,7 @@ impl Ledger {
         let s = self.lock();
         let a = s.apps.get(app).copied().unwrap_or_default();
         Balance {
-            limit: self.0.budgets.for_app(s.policies.get(app)).total.unwrap_or(u64::MAX),
+            limit: self.limits().for_app(s.policies.get(app)).total.unwrap_or(u64::MAX),
             spent: a.spent,
             reserved: a.reserved,
         }
@@ -1008,7 +1020,7 @@ impl Ledger {
     }
 
     fn budget_locked(&self, s: &mut State, app: &str) -> AppBudget {
-        let budgets = &self.0.budgets;
+        let budgets = &self.limits();
         let calendar = &self.0.calendar;
         let now = calendar.now().latest(s.latest());
         let a = s.apps.get(app).copied().unwrap_or_default();
@@ -1095,8 +1107,7 @@ impl Ledger {
     /// Tokens the device can still spend, outstanding reservations included as spent.
     pub fn device_available(&self) -> u64 {
         let s = self.lock();
-        self.0
-            .budgets
+        self.limits()
             .device_tokens
             .saturating_sub(s.device.spent + s.device.reserved)
     }
@@ -1113,7 +1124,7 @@ impl Ledger {
                 (
                     app.clone(),
                     Balance {
-                        limit: self.0.budgets.for_app(s.policies.get(app)).total.unwrap_or(u64::MAX),
+                        limit: self.limits().for_app(s.policies.get(app)).total.unwrap_or(u64::MAX),
                         spent: a.spent,
                         reserved: a.reserved,
                     },

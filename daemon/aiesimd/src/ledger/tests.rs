@@ -68,6 +68,38 @@ fn reserve_then_commit_charges_usage_and_releases_the_rest() {
 }
 
 #[test]
+fn reloaded_budgets_bind_at_once_and_keep_what_was_spent() {
+    block(async {
+        let l = Ledger::in_memory(budgets(100, 1000));
+        assert_eq!(l.reserve("a", 60, 1000, D).unwrap().commit(60).await, 60);
+        let held = l.reserve("a", 30, 1000, D).unwrap();
+        // Lowered under what is spent and held: new requests are refused, the held one ends.
+        l.set_budgets(budgets(50, 1000));
+        assert!(matches!(
+            l.reserve("a", 1, 1000, D).unwrap_err(),
+            LedgerError::AppExhausted { available: 0, .. }
+        ));
+        assert_eq!(held.commit(30).await, 30);
+        assert_eq!(
+            l.balance("a"),
+            Balance {
+                limit: 50,
+                spent: 90,
+                reserved: 0
+            }
+        );
+        // Raised: the spending carries over.
+        l.set_budgets(budgets(200, 1000));
+        assert!(matches!(
+            l.reserve("a", 111, 1000, D).unwrap_err(),
+            LedgerError::AppExhausted { available: 110, .. }
+        ));
+        let _held = l.reserve("a", 110, 1000, D).unwrap();
+        assert_eq!(l.device_available(), 1000 - 90 - 110);
+    });
+}
+
+#[test]
 fn device_limit_binds_across_apps() {
     let l = Ledger::in_memory(budgets(100, 150));
     let _a = l.reserve("a", 100, 1000, D).unwrap();

@@ -2,12 +2,13 @@
 //! nothing itself.
 //!
 //! Objects follow `dbus/interfaces/*.xml`: the root object carries the `ObjectManager`, the
-//! Broker and the Fastpath; requests live at `Request/N`, modems at `Modem/N`.
+//! Daemon, the Broker, the Budget, the Endpoints and the Fastpath; requests live at `Request/N`, modems at `Modem/N`.
 
 mod authority;
 mod broker;
 mod budget;
 mod changes;
+mod daemon;
 mod endpoints;
 mod error;
 mod esim;
@@ -25,6 +26,7 @@ use std::{
 };
 
 use aiesim_dbus::{MODEM_PATH_PREFIX, ROOT_PATH};
+pub use daemon::reloaded;
 pub use error::DaemonError;
 use zbus::{Connection, fdo::ObjectManager};
 
@@ -124,6 +126,7 @@ pub async fn serve(
     });
     let server = connection.object_server();
     server.at(ROOT_PATH, ObjectManager).await?;
+    server.at(ROOT_PATH, daemon::DaemonObject::default()).await?;
     server
         .at(
             ROOT_PATH,
