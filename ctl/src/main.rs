@@ -464,7 +464,7 @@ enum Answer {
 async fn stream_answer(connection: &Connection, options: &ChatOptions, quiet: bool) -> anyhow::Result<Answer> {
     let broker = BrokerProxy::new(connection).await?;
     let (_path, fd) = broker
-        .chat(options.to_chat_dict())
+        .chat(options.to_chat_dict()?)
         .await
         .map_err(|e| anyhow::anyhow!(describe(&e)))?;
     let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));
