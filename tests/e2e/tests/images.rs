@@ -310,3 +310,64 @@ async fn bad_images_are_refused_charge_nothing_and_another_app_is_served() {
     );
     assert_eq!(in_flight_and_spent(&world).await, (0, spent_before), "nothing charged");
 }
+
+#[test]
+fn aictl_ask_passes_its_image_files() {
+    if skip_unless_ready("aictl_ask_passes_its_image_files") {
+        return;
+    }
+    let world = World::start(&WorldOptions {
+        cloud: CloudOptions {
+            record: true,
+            ..CloudOptions::default()
+        },
+        ..WorldOptions::default()
+    })
+    .unwrap();
+    let (png, jpeg) = (png(), jpeg());
+    let (png_path, jpeg_path, not_image) = (
+        world.dir().join("picture.png"),
+        world.dir().join("picture.jpg"),
+        world.dir().join("notes.txt"),
+    );
+    write(&png_path, &png);
+    write(&jpeg_path, &jpeg);
+    write(&not_image, b"not a picture\n");
+    let ask = |images: &[&Path]| {
+        let mut cmd = world.aictl();
+        cmd.args(["ask", "--max-tokens", "4"]);
+        for image in images {
+            cmd.arg("--image").arg(image);
+        }
+        cmd.arg("What is in these pictures?").output().unwrap()
+    };
+
+    let out = ask(&[&png_path, &jpeg_path]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!out.stdout.is_empty(), "the answer streams to stdout: {}", text(&out));
+    let records = world.cloud_records();
+    assert_eq!(
+        records.last().unwrap()["images"],
+        serde_json::json!([
+            {"mime": "image/png", "bytes": png.len(), "sha256": sha256_hex(&png)},
+            {"mime": "image/jpeg", "bytes": jpeg.len(), "sha256": sha256_hex(&jpeg)},
+        ])
+    );
+
+    let out = ask(&[&not_image]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a PNG, JPEG, WebP or GIF image"), "{stderr}");
+    let out = ask(&[&world.dir().join("missing.png")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot open the image") && stderr.contains("missing.png"),
+        "{stderr}"
+    );
+    assert_eq!(
+        world.cloud_records().len(),
+        records.len(),
+        "refused requests reach no cloud"
+    );
+}
