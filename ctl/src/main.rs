@@ -74,6 +74,10 @@ enum Command {
         /// Print only the answer, not the usage line on stderr.
         #[arg(short, long)]
         quiet: bool,
+        /// An image to ask about (PNG, JPEG, WebP or GIF), after the question; repeatable.
+        /// The open file is passed to the daemon, which reads it.
+        #[arg(long = "image", value_name = "FILE")]
+        images: Vec<std::path::PathBuf>,
     },
     /// Show the modem: state, identity, SIM, signal, registration, data session.
     ///
@@ -265,7 +269,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             system,
             background,
             quiet,
+            images,
         } => {
+            let images = images
+                .iter()
+                .map(|path| {
+                    std::fs::File::open(path).with_context(|| format!("cannot open the image {}", path.display()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let mut messages = Vec::new();
             if let Some(s) = system {
                 messages.push(Message::new("system", s));
@@ -283,7 +294,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 temperature,
                 priority,
             };
-            ask(&connection, &options, quiet).await
+            let images: Vec<_> = images.iter().map(std::os::fd::AsFd::as_fd).collect();
+            ask(&connection, &options, &images, quiet).await
         }
         Command::Modem { json, action } => match action {
             None => modem(&connection, json).await,
@@ -442,8 +454,13 @@ async fn stats(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-async fn ask(connection: &Connection, options: &ChatOptions, quiet: bool) -> anyhow::Result<ExitCode> {
-    Ok(match stream_answer(connection, options, quiet).await? {
+async fn ask(
+    connection: &Connection,
+    options: &ChatOptions,
+    images: &[std::os::fd::BorrowedFd<'_>],
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    Ok(match stream_answer(connection, options, images, quiet).await? {
         Answer::Done(_) => ExitCode::SUCCESS,
         Answer::Failed => ExitCode::FAILURE,
         Answer::Cancelled => ExitCode::from(130),
@@ -461,10 +478,16 @@ enum Answer {
 }
 
 /// Asks, printing the answer as it streams and the usage (unless `quiet`) at the end.
-async fn stream_answer(connection: &Connection, options: &ChatOptions, quiet: bool) -> anyhow::Result<Answer> {
+/// `images` go with the last user message.
+async fn stream_answer(
+    connection: &Connection,
+    options: &ChatOptions,
+    images: &[std::os::fd::BorrowedFd<'_>],
+    quiet: bool,
+) -> anyhow::Result<Answer> {
     let broker = BrokerProxy::new(connection).await?;
     let (_path, fd) = broker
-        .chat(options.to_chat_dict())
+        .chat(options.to_chat_dict_with_images(images)?)
         .await
         .map_err(|e| anyhow::anyhow!(describe(&e)))?;
     let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));

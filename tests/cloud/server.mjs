@@ -2,7 +2,8 @@
 // The test "cloud": a small OpenAI-compatible chat server on a real language model
 // (node-llama-cpp on CPU). Serves one request at a time; see --help.
 
-import { X509Certificate, randomBytes, verify as verifySignature } from "node:crypto";
+import { X509Certificate, createHash, randomBytes, verify as verifySignature } from "node:crypto";
+import { appendFileSync } from "node:fs";
 import http from "node:http";
 import process from "node:process";
 import { parseArgs } from "node:util";
@@ -29,12 +30,17 @@ Options:
                         whose x5c leaf key verifies it, aud = this server's origin, not expired,
                         and whose jti was never accepted before (a token is good for one request);
                         each accepted token is logged as "jwt ok iss=… aud=… jti=…"
+  --record <file>       append one JSON line per chat request to <file>:
+                        {"images":[{"mime":…,"bytes":n,"sha256":hex}, …]}, the images it carried
+                        (image_url parts with data: URLs) in order
   --help                show this text
 
 Endpoints: POST /v1/chat/completions, GET /v1/models, GET /health.
-Temperature defaults to 0 (greedy) so answers are reproducible.`;
+Temperature defaults to 0 (greedy) so answers are reproducible. The model reads text only: each
+image_url part (a data: URL) reaches it as a marker "[image N: MIME, BYTES bytes]".`;
 
-const MAX_BODY_BYTES = 1 << 20;
+// Room for a few images as base64 data URLs.
+const MAX_BODY_BYTES = 32 << 20;
 const DEFAULT_MAX_TOKENS = 256;
 const ROLES = new Set(["system", "user", "assistant"]);
 
@@ -69,6 +75,7 @@ function parseCommandLine() {
                 "break-after": { type: "string" },
                 "stall-after": { type: "string" },
                 "require-jwt": { type: "boolean", default: false },
+                record: { type: "string" },
                 help: { type: "boolean", default: false },
             },
             strict: true,
@@ -96,6 +103,7 @@ function parseCommandLine() {
         breakAfter: intOption(values, "break-after", { min: 1, max: 1 << 30, fallback: null }),
         stallAfter: intOption(values, "stall-after", { min: 1, max: 1 << 30, fallback: null }),
         requireJwt: values["require-jwt"],
+        record: values.record ?? null,
     };
 }
 
@@ -172,17 +180,16 @@ function parseChatRequest(body) {
     if (!Array.isArray(json.messages) || json.messages.length === 0) {
         throw bad("messages", "'messages' is required and must be a non-empty array");
     }
+    const images = [];
     const history = json.messages.map((m, i) => {
         if (m === null || typeof m !== "object") throw bad(`messages[${i}]`, `messages[${i}] must be an object`);
         if (!ROLES.has(m.role)) {
             throw bad(`messages[${i}].role`, `messages[${i}].role must be one of system, user, assistant`);
         }
-        if (typeof m.content !== "string") {
-            throw bad(`messages[${i}].content`, `messages[${i}].content must be a string`);
-        }
-        if (m.role === "system") return { type: "system", text: m.content };
-        if (m.role === "user") return { type: "user", text: m.content };
-        return { type: "model", response: [m.content] };
+        const text = contentText(m.content, `messages[${i}].content`, images, bad);
+        if (m.role === "system") return { type: "system", text };
+        if (m.role === "user") return { type: "user", text };
+        return { type: "model", response: [text] };
     });
     const maxTokens = json.max_completion_tokens ?? json.max_tokens ?? DEFAULT_MAX_TOKENS;
     if (!isInt(maxTokens) || maxTokens < 1) {
@@ -205,7 +212,28 @@ function parseChatRequest(body) {
         throw bad("stream_options.include_usage", "'stream_options.include_usage' must be a boolean");
     }
     if (json.n !== undefined && json.n !== 1) throw bad("n", "only n = 1 is supported");
-    return { history, maxTokens, temperature, seed, stream, includeUsage };
+    return { history, maxTokens, temperature, seed, stream, includeUsage, images };
+}
+
+// A message's content as the text the model reads: a string, or parts whose images become
+// markers (the model reads no images); each image's digest goes into `images`.
+function contentText(content, where, images, bad) {
+    if (typeof content === "string") return content;
+    if (!Array.isArray(content)) throw bad(where, `${where} must be a string or an array of parts`);
+    return content
+        .map((part, j) => {
+            const at = `${where}[${j}]`;
+            if (part?.type === "text" && typeof part.text === "string") return part.text;
+            if (part?.type !== "image_url") throw bad(at, `${at} must be a text or image_url part`);
+            const url = part.image_url?.url;
+            const m = typeof url === "string" && /^data:(image\/[a-z0-9.+-]+);base64,([A-Za-z0-9+/]*={0,2})$/.exec(url);
+            if (!m) throw bad(`${at}.image_url.url`, `${at}.image_url.url must be a base64 data: URL of an image`);
+            const bytes = Buffer.from(m[2], "base64");
+            const sha256 = createHash("sha256").update(bytes).digest("hex");
+            images.push({ mime: m[1], bytes: bytes.length, sha256 });
+            return `[image ${images.length}: ${m[1]}, ${bytes.length} bytes]`;
+        })
+        .join("\n");
 }
 
 const { getLlama, LlamaChat } = await import("node-llama-cpp").catch((e) =>
@@ -358,6 +386,10 @@ async function handleChat(req, res) {
         throw err;
     }
     const request = parseChatRequest(body);
+    if (request.images.length > 0) {
+        log(`images: ${request.images.map((i) => `${i.mime} ${i.bytes} bytes sha256 ${i.sha256}`).join(", ")}`);
+    }
+    if (opts.record !== null) appendFileSync(opts.record, `${JSON.stringify({ images: request.images })}\n`);
     const abort = new AbortController();
     // A closed response before we finished means the client went away: stop generating.
     res.on("close", () => {

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use aiesim_wire::{ChatOptions, ErrorName, Message, StreamEvent, Usage};
+use aiesim_wire::{ChatOptions, Content, ErrorName, Message, Part, StreamEvent, Usage};
 use futures_util::StreamExt;
 
 use crate::{
@@ -549,17 +549,57 @@ fn request_digest(route: &Route, request: &ChatRequest) -> [u8; 32] {
     for m in &request.messages {
         h.update(m.role.as_bytes());
         h.update([0]);
-        h.update(m.content.as_bytes());
+        match &m.content {
+            Content::Text(text) => h.update(text.as_bytes()),
+            // An image as its MIME type between NULs, then its bytes.
+            Content::Parts(parts) => {
+                for part in parts {
+                    match part {
+                        Part::Text(text) => h.update(text.as_bytes()),
+                        Part::Image(image) => {
+                            h.update([0]);
+                            h.update(image.info.kind.mime().as_bytes());
+                            h.update([0]);
+                            h.update(&image.data);
+                        }
+                    }
+                }
+            }
+        }
         h.update([0]);
     }
     h.finalize().into()
 }
 
-/// A pessimistic prompt size: about 3 bytes a token plus per-message overhead.
+/// A pessimistic prompt size: about 3 bytes a token of text plus per-message overhead, and
+/// [`image_tokens`] for each image.
 fn estimate_prompt_tokens(messages: &[Message]) -> u32 {
-    let bytes: usize = messages.iter().map(|m| m.content.len() + m.role.len()).sum();
-    let tokens = bytes.div_ceil(3) + 4 * messages.len() + 2;
+    let bytes: usize = messages.iter().map(|m| m.content.text_len() + m.role.len()).sum();
+    let images: u64 = messages
+        .iter()
+        .flat_map(|m| m.content.images())
+        .map(|i| u64::from(image_tokens(i.info.width, i.info.height)))
+        .sum();
+    let tokens = (bytes.div_ceil(3) + 4 * messages.len() + 2) as u64 + images;
     u32::try_from(tokens).unwrap_or(u32::MAX)
+}
+
+/// The tokens reserved for one image: `OpenAI`'s high-detail tile rule. The image is fitted
+/// within 2048 x 2048, its shorter side brought down to 768, then it costs 85 plus 170 per
+/// 512-pixel tile (rounding up at every step): 85 to 1445 tokens.
+pub fn image_tokens(width: u32, height: u32) -> u32 {
+    let scale = |(w, h): (u64, u64), num: u64, den: u64| ((w * num).div_ceil(den), (h * num).div_ceil(den));
+    let mut size = (u64::from(width.max(1)), u64::from(height.max(1)));
+    let longer = size.0.max(size.1);
+    if longer > 2048 {
+        size = scale(size, 2048, longer);
+    }
+    let shorter = size.0.min(size.1);
+    if shorter > 768 {
+        size = scale(size, 768, shorter);
+    }
+    let tiles = size.0.div_ceil(512) * size.1.div_ceil(512);
+    u32::try_from(85 + 170 * tiles).unwrap_or(u32::MAX)
 }
 
 /// An error and its sources as one line.
@@ -897,7 +937,10 @@ mod tests {
 
     impl Cloud for std::sync::Arc<Held> {
         async fn chat(&self, _base_url: &str, request: &ChatRequest) -> Result<ChatStream, CloudError> {
-            self.asked.lock().unwrap().push(request.messages[0].content.clone());
+            self.asked
+                .lock()
+                .unwrap()
+                .push(request.messages[0].content.texts().collect());
             self.go.acquire().await.unwrap().forget();
             let usage = Usage {
                 prompt_tokens: 5,
@@ -1034,5 +1077,66 @@ mod tests {
             (900..=1_000).contains(&charged),
             "charged {charged} of 1000 before refusing"
         );
+    }
+
+    #[test]
+    fn images_are_reserved_by_their_tiles() {
+        assert_eq!(image_tokens(1, 1), 85 + 170);
+        assert_eq!(image_tokens(512, 512), 85 + 170);
+        assert_eq!(image_tokens(513, 512), 85 + 2 * 170);
+        // 1024 x 1024: shorter side to 768, so 2 x 2 tiles.
+        assert_eq!(image_tokens(1024, 1024), 85 + 4 * 170);
+        // 4096 x 8192: fitted to 1024 x 2048, then 768 x 1536: 2 x 3 tiles.
+        assert_eq!(image_tokens(4096, 8192), 85 + 6 * 170);
+        // A long strip is the worst case: 2048 x 768 is 4 x 2 tiles.
+        assert_eq!(image_tokens(60_000, 2), 85 + 4 * 170);
+        assert_eq!(image_tokens(8192, 3072), 85 + 8 * 170);
+        assert_eq!(image_tokens(u32::MAX, u32::MAX), 85 + 4 * 170);
+    }
+
+    #[tokio::test]
+    async fn an_image_is_reserved_for_and_named_by_the_digest() {
+        use aiesim_wire::{Image, image::samples};
+        let image = Image::new(samples::png(1024, 1024)).unwrap();
+        let text = Message::new("user", "what is this?");
+        let with_image = Message::new(
+            "user",
+            Content::Parts(vec![Part::Text("what is this?".into()), Part::Image(image)]),
+        );
+        assert_eq!(
+            estimate_prompt_tokens(std::slice::from_ref(&with_image)),
+            estimate_prompt_tokens(std::slice::from_ref(&text)) + 85 + 4 * 170
+        );
+        let b = broker(vec![Ok(vec![delta("a cat")])]);
+        let a = b
+            .admit(
+                "app",
+                ChatOptions {
+                    messages: vec![with_image.clone()],
+                    ..ask(Some(10))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            a.estimate(),
+            10 + u64::from(estimate_prompt_tokens(std::slice::from_ref(&with_image)))
+        );
+        let request = |m: Message| ChatRequest {
+            model: "s".into(),
+            messages: vec![m],
+            max_tokens: 10,
+            temperature: None,
+        };
+        let route = a.route().clone();
+        let other = Image::new(samples::png(1024, 1023)).unwrap();
+        let with_other = Message::new(
+            "user",
+            Content::Parts(vec![Part::Text("what is this?".into()), Part::Image(other)]),
+        );
+        let digests = [text, with_image, with_other].map(|m| request_digest(&route, &request(m)));
+        assert_ne!(digests[0], digests[1]);
+        assert_ne!(digests[1], digests[2], "the image's bytes are paid for");
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(out.state, EndState::Done);
     }
 }

@@ -384,6 +384,12 @@ pub struct RequestsConfig {
     pub deadline_s: u64,
     /// The most answer text one request may stream.
     pub max_answer_bytes: usize,
+    /// The largest image one request may carry, in bytes.
+    pub max_image_bytes: usize,
+    /// The most all images of one request may take together, in bytes.
+    pub max_request_image_bytes: usize,
+    /// The most images one request may carry.
+    pub max_images: usize,
 }
 
 impl Default for RequestsConfig {
@@ -395,6 +401,9 @@ impl Default for RequestsConfig {
             stream_buffer_bytes: 64 * 1024,
             deadline_s: 600,
             max_answer_bytes: 1 << 20,
+            max_image_bytes: 4 << 20,
+            max_request_image_bytes: 8 << 20,
+            max_images: 8,
         }
     }
 }
@@ -539,6 +548,14 @@ impl Config {
             ("stream_buffer_bytes", r.stream_buffer_bytes as u64, 4_096, 16 << 20),
             ("deadline_s", r.deadline_s, 1, 86_400),
             ("max_answer_bytes", r.max_answer_bytes as u64, 1_024, 64 << 20),
+            ("max_image_bytes", r.max_image_bytes as u64, 1_024, 64 << 20),
+            (
+                "max_request_image_bytes",
+                r.max_request_image_bytes as u64,
+                1_024,
+                256 << 20,
+            ),
+            ("max_images", r.max_images as u64, 0, 64),
         ];
         for (key, value, low, high) in bounds {
             if !(low..=high).contains(&value) {

@@ -164,6 +164,11 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
             max_objects_per_app: config.requests.max_objects_per_app,
             stall_timeout: Duration::from_millis(config.requests.stall_timeout_ms),
             stream_buffer: config.requests.stream_buffer_bytes,
+            images: aiesim_dbus::ImageLimits {
+                max_image_bytes: config.requests.max_image_bytes,
+                max_request_bytes: config.requests.max_request_image_bytes,
+                max_images: config.requests.max_images,
+            },
         },
         modem
             .clone()

@@ -212,6 +212,8 @@ pub struct CloudOptions {
     pub require_jwt: bool,
     /// With `fail_status`: the `Retry-After` seconds sent with each failure.
     pub retry_after: Option<u32>,
+    /// Record each chat request's images (MIME, size, SHA-256), for [`World::cloud_records`].
+    pub record: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -302,7 +304,7 @@ impl World {
         let device = Netns::create("dev")?;
         netns::link(&device, "wwan0", DEVICE_ADDR, &operator, "core0", OPERATOR_ADDR)?;
 
-        let (cloud, cloud_url) = start_cloud(&operator, &options.cloud)?;
+        let (cloud, cloud_url) = start_cloud(&operator, &options.cloud, &dir.path().join(CLOUD_RECORD))?;
 
         let modem_link = dir.path().join("modem");
         let modem_control = dir.path().join("modem-control");
@@ -451,6 +453,15 @@ impl World {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// What the cloud recorded of each chat request so far, in order (`CloudOptions::record`).
+    pub fn cloud_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join(CLOUD_RECORD))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("the cloud records JSON lines"))
+            .collect()
     }
 
     /// The simulated modem's control port (a link to its pty).
@@ -640,7 +651,10 @@ fn start_bus(dir: &Path) -> anyhow::Result<(Proc, String)> {
     Ok((bus, address.trim().to_owned()))
 }
 
-fn start_cloud(operator: &Netns, options: &CloudOptions) -> anyhow::Result<(Proc, String)> {
+/// The test cloud's record of the requests it got, in the world's directory.
+const CLOUD_RECORD: &str = "cloud-record.jsonl";
+
+fn start_cloud(operator: &Netns, options: &CloudOptions, record: &Path) -> anyhow::Result<(Proc, String)> {
     let root = repo_root();
     let mut cmd = operator.command("node");
     cmd.arg(root.join("tests/cloud/server.mjs"))
@@ -668,6 +682,9 @@ fn start_cloud(operator: &Netns, options: &CloudOptions) -> anyhow::Result<(Proc
     }
     if options.require_jwt {
         cmd.arg("--require-jwt");
+    }
+    if options.record {
+        cmd.arg("--record").arg(record);
     }
     let mut cloud = Proc::spawn("cloud", &mut cmd)?;
     let line = cloud.read_line_until(Duration::from_secs(120), |l| l.starts_with("LISTENING "))?;

@@ -45,6 +45,7 @@ async fn every_proxy_call_matches_the_running_contract() {
         ..ChatOptions::default()
     }
     .to_chat_dict()
+    .unwrap()
     .into_iter()
     .filter(|(k, _)| k != "messages")
     .collect();
@@ -55,7 +56,7 @@ async fn every_proxy_call_matches_the_running_contract() {
         max_tokens: Some(4),
         ..ChatOptions::default()
     };
-    let (request_path, fd) = broker.chat(chat.to_chat_dict()).await.unwrap();
+    let (request_path, fd) = broker.chat(chat.to_chat_dict().unwrap()).await.unwrap();
     let nothing = zbus::ObjectPath::try_from("/org/aiesim/AiEsim1/Request/999999").unwrap();
     assert!(is_the_daemons(&refused(broker.cancel(&nothing).await)));
 

@@ -57,7 +57,7 @@ async fn chat_streams_a_real_answer_and_only_its_owner_hears_of_it() {
     let mut theirs = aiesim_e2e::finished_signals(&other).await;
 
     let broker = BrokerProxy::new(&conn).await.unwrap();
-    let (path, fd) = broker.chat(question(12).to_chat_dict()).await.unwrap();
+    let (path, fd) = broker.chat(question(12).to_chat_dict().unwrap()).await.unwrap();
     assert!(path.as_str().starts_with(aiesim_dbus::REQUEST_PATH_PREFIX), "{path}");
     let events = read_events(fd).await;
 
@@ -367,7 +367,7 @@ async fn closing_the_stream_cancels_and_budgets_refuse_before_the_call() {
     let broker = BrokerProxy::new(&conn).await.unwrap();
 
     // Closing the fd at once cancels the request.
-    let (path, fd) = broker.chat(question(200).to_chat_dict()).await.unwrap();
+    let (path, fd) = broker.chat(question(200).to_chat_dict().unwrap()).await.unwrap();
     drop(fd);
     let msg = tokio::time::timeout(Duration::from_secs(60), finished.next())
         .await

@@ -57,6 +57,8 @@ pub struct RequestLimits {
     pub stall_timeout: std::time::Duration,
     /// The stream socket's send buffer, in bytes.
     pub stream_buffer: usize,
+    /// Bounds on the images of one request.
+    pub images: aiesim_dbus::ImageLimits,
 }
 
 /// One of an app's Request objects; dropping it gives the place back.
