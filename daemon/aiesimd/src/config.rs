@@ -245,6 +245,8 @@ pub enum CredentialChoice {
 pub struct CloudConfig {
     /// Network interface the cloud connections are bound to; empty for none.
     pub bind_interface: String,
+    /// A PEM file of CA certificates trusted for endpoints besides the system's; empty for none.
+    pub ca_file: PathBuf,
     /// Whether requests carry the device credential signed on the eSIM.
     pub credential: CredentialChoice,
     /// The IoT SAFE applet's AID in hex (GSMA's by default; some cards use a vendor's).
@@ -258,6 +260,7 @@ impl Default for CloudConfig {
     fn default() -> Self {
         Self {
             bind_interface: String::new(),
+            ca_file: PathBuf::new(),
             credential: CredentialChoice::Auto,
             iot_safe_aid: "A0000005590010".into(),
             connect_timeout_ms: 5_000,

@@ -8,6 +8,7 @@
 mod cgroups;
 mod netns;
 mod process;
+mod tls;
 
 use std::{
     fmt::Write as _,
@@ -21,6 +22,7 @@ use anyhow::{Context as _, bail};
 pub use cgroups::Cgroups;
 pub use netns::Netns;
 pub use process::Proc;
+pub use tls::TestCa;
 
 /// The operator's side of the device link and the device's side (RFC 2544 benchmark range,
 /// only ever inside namespaces this harness creates).
@@ -212,6 +214,20 @@ pub struct CloudOptions {
     pub require_jwt: bool,
     /// With `fail_status`: the `Retry-After` seconds sent with each failure.
     pub retry_after: Option<u32>,
+    /// Serve HTTPS (HTTP/2 by ALPN) with a certificate from a test CA.
+    pub tls: CloudTls,
+}
+
+/// Whether the world's cloud speaks TLS, and whether the daemon trusts its CA.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CloudTls {
+    /// Plain HTTP.
+    #[default]
+    Off,
+    /// A certificate from the operator's test CA, which the daemon trusts (`cloud.ca_file`).
+    Trusted,
+    /// A certificate from another CA than the one the daemon trusts.
+    Untrusted,
 }
 
 #[derive(Debug, Clone)]
@@ -302,7 +318,8 @@ impl World {
         let device = Netns::create("dev")?;
         netns::link(&device, "wwan0", DEVICE_ADDR, &operator, "core0", OPERATOR_ADDR)?;
 
-        let (cloud, cloud_url) = start_cloud(&operator, &options.cloud)?;
+        let tls = cloud_tls(dir.path(), options.cloud.tls)?;
+        let (cloud, cloud_url) = start_cloud(&operator, &options.cloud, tls.as_ref().map(|t| &t.server))?;
 
         let modem_link = dir.path().join("modem");
         let modem_control = dir.path().join("modem-control");
@@ -355,6 +372,15 @@ impl World {
                 },
             ),
         )?;
+        if let Some(tls) = &tls {
+            // A drop-in, so that a test's own [cloud] table stays its own.
+            let dropins = dir.path().join("aiesimd.toml.d");
+            std::fs::create_dir_all(&dropins)?;
+            std::fs::write(
+                dropins.join("50-ca.toml"),
+                format!("[cloud]\nca_file = \"{}\"\n", tls.trusted.display()),
+            )?;
+        }
         let (daemon, ready_after, notify) = start_daemon(&bins, &device, &config, dir.path(), options.daemon_user)?;
         // READY does not wait for the modem (it opens in the background); tests do.
         wait_modem_ready(&bus_address, &daemon)?;
@@ -640,7 +666,30 @@ fn start_bus(dir: &Path) -> anyhow::Result<(Proc, String)> {
     Ok((bus, address.trim().to_owned()))
 }
 
-fn start_cloud(operator: &Netns, options: &CloudOptions) -> anyhow::Result<(Proc, String)> {
+/// The files of a TLS cloud: its certificate and key, and the CA the daemon trusts.
+struct TlsFiles {
+    server: (PathBuf, PathBuf),
+    trusted: PathBuf,
+}
+
+fn cloud_tls(dir: &Path, tls: CloudTls) -> anyhow::Result<Option<TlsFiles>> {
+    if tls == CloudTls::Off {
+        return Ok(None);
+    }
+    let operator = TestCa::create(dir, "operator")?;
+    let server = operator.issue("cloud", &[OPERATOR_ADDR])?;
+    let trusted = match tls {
+        CloudTls::Untrusted => TestCa::create(dir, "stranger")?.cert,
+        _ => operator.cert,
+    };
+    Ok(Some(TlsFiles { server, trusted }))
+}
+
+fn start_cloud(
+    operator: &Netns,
+    options: &CloudOptions,
+    tls: Option<&(PathBuf, PathBuf)>,
+) -> anyhow::Result<(Proc, String)> {
     let root = repo_root();
     let mut cmd = operator.command("node");
     cmd.arg(root.join("tests/cloud/server.mjs"))
@@ -668,6 +717,9 @@ fn start_cloud(operator: &Netns, options: &CloudOptions) -> anyhow::Result<(Proc
     }
     if options.require_jwt {
         cmd.arg("--require-jwt");
+    }
+    if let Some((cert, key)) = tls {
+        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
     }
     let mut cloud = Proc::spawn("cloud", &mut cmd)?;
     let line = cloud.read_line_until(Duration::from_secs(120), |l| l.starts_with("LISTENING "))?;
