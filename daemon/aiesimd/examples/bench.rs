@@ -11,10 +11,14 @@
 //! - scheduling: interactive TTFT with background work queued, against the same requests in
 //!   one first-come line;
 //! - fast path: classifier cost per packet, and AI round trips under a saturating upload
-//!   (`bench/fastpath.rs`).
+//!   (`bench/fastpath.rs`);
+//! - idle radio: the daemon's own packets per hour on the simulated uplink while no app is
+//!   active (`bench/idle.rs`).
 
 #[path = "bench/fastpath.rs"]
 mod fastpath;
+#[path = "bench/idle.rs"]
+mod idle;
 #[path = "../tests/support/uplink.rs"]
 mod uplink;
 
@@ -319,6 +323,11 @@ fn main() -> anyhow::Result<()> {
         fastpath::main();
         return Ok(());
     }
+    // `bench idle` measures only the radio while no app is active.
+    if std::env::args().nth(1).as_deref() == Some("idle") {
+        idle::main();
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -389,5 +398,6 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     fastpath::main();
+    idle::main();
     Ok(())
 }

@@ -254,6 +254,8 @@ pub struct CloudConfig {
     pub connect_timeout_ms: u64,
     pub first_byte_timeout_ms: u64,
     pub idle_timeout_ms: u64,
+    /// How long a connection to an endpoint stays open after its last request.
+    pub keepalive_window_ms: u64,
 }
 
 impl Default for CloudConfig {
@@ -266,6 +268,7 @@ impl Default for CloudConfig {
             connect_timeout_ms: 5_000,
             first_byte_timeout_ms: 60_000,
             idle_timeout_ms: 30_000,
+            keepalive_window_ms: 30_000,
         }
     }
 }
@@ -284,6 +287,9 @@ impl CloudConfig {
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn keepalive_window(&self) -> Duration {
+        Duration::from_millis(self.keepalive_window_ms)
     }
 }
 
@@ -558,6 +564,12 @@ impl Config {
         }
         if c.connect_timeout_ms == 0 || c.first_byte_timeout_ms == 0 || c.idle_timeout_ms == 0 {
             return invalid("cloud timeouts must be above 0 ms".into());
+        }
+        if c.keepalive_window_ms > 3_600_000 {
+            return invalid(format!(
+                "cloud.keepalive_window_ms must be at most 3600000 (an hour), not {}",
+                c.keepalive_window_ms
+            ));
         }
         let m = &self.modem;
         if !matches!(m.device.as_str(), "" | "auto") && !m.device.starts_with('/') {

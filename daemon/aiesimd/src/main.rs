@@ -238,6 +238,7 @@ fn broker(config: &Config, credentials: Option<SharedCredentials>) -> anyhow::Re
         connect_timeout: config.cloud.connect_timeout(),
         first_byte_timeout: config.cloud.first_byte_timeout(),
         idle_timeout: config.cloud.idle_timeout(),
+        keepalive_window: config.cloud.keepalive_window(),
         credentials,
     })
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;

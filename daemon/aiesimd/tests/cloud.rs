@@ -164,6 +164,7 @@ fn options() -> HttpOptions {
         connect_timeout: Duration::from_secs(5),
         first_byte_timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(30),
+        keepalive_window: Duration::from_secs(30),
         credentials: None,
     }
 }

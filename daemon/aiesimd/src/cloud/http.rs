@@ -43,6 +43,9 @@ pub struct HttpOptions {
     pub first_byte_timeout: Duration,
     /// Bound on the silence between two pieces of the body once it started.
     pub idle_timeout: Duration,
+    /// How long a connection stays open after its last request: a warm connection for the
+    /// next one, and no packets at all once the window has passed (every packet wakes the radio).
+    pub keepalive_window: Duration,
     /// Where each request's `Authorization: Bearer …` comes from; `None` sends none.
     pub credentials: Option<SharedCredentials>,
 }
@@ -55,6 +58,7 @@ impl Default for HttpOptions {
             connect_timeout: Duration::from_secs(5),
             first_byte_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),
+            keepalive_window: Duration::from_secs(30),
             credentials: None,
         }
     }
@@ -68,6 +72,7 @@ impl fmt::Debug for HttpOptions {
             connect_timeout,
             first_byte_timeout,
             idle_timeout,
+            keepalive_window,
             credentials,
         } = self;
         f.debug_struct("HttpOptions")
@@ -76,6 +81,7 @@ impl fmt::Debug for HttpOptions {
             .field("connect_timeout", connect_timeout)
             .field("first_byte_timeout", first_byte_timeout)
             .field("idle_timeout", idle_timeout)
+            .field("keepalive_window", keepalive_window)
             .field("credentials", &credentials.as_ref().map(|_| "<set>"))
             .finish()
     }
@@ -117,6 +123,7 @@ impl HttpCloud {
             connect_timeout,
             first_byte_timeout,
             idle_timeout,
+            keepalive_window,
             credentials,
         } = options;
         install_crypto_provider();
@@ -126,8 +133,15 @@ impl HttpCloud {
             .connect_timeout(connect_timeout)
             // Unacknowledged data for longer than we would wait for a chunk means a dead path.
             .tcp_user_timeout(idle_timeout)
+            // Pings only while a stream is open; an idle connection sends nothing and is closed
+            // once the keep-alive window after its last request has passed.
             .http2_keep_alive_interval(H2_PING_INTERVAL)
             .http2_keep_alive_timeout(H2_PING_TIMEOUT)
+            .http2_keep_alive_while_idle(false)
+            .pool_idle_timeout(keepalive_window)
+            // TCP keep-alive probes (reqwest sends one every 15 s by default) would wake the radio
+            // for an idle connection; a dead path during a stream shows by the timeouts above.
+            .tcp_keepalive(None)
             // A redirected POST would be re-sent, and a chat is not idempotent.
             .redirect(reqwest::redirect::Policy::none())
             // The daemon's traffic must take the cellular path, never an environment's proxy.
