@@ -161,3 +161,35 @@ async fn the_router_prefers_metro_moves_to_province_when_it_dies_and_probes_it_b
     assert_eq!(stat(&world, "metro", "health"), "healthy");
     assert_eq!(stat(&world, "metro", "failures"), 1);
 }
+
+#[tokio::test]
+async fn once_its_keepalive_window_has_passed_the_idle_daemon_sends_nothing_on_the_uplink() {
+    let test = "once_its_keepalive_window_has_passed_the_idle_daemon_sends_nothing_on_the_uplink";
+    if skip_unless_ready(test)
+        || skip_if_missing(test, which("openssl").is_none().then(|| "openssl not installed".into()))
+    {
+        return;
+    }
+    let world = World::start(&WorldOptions {
+        operator_network: true,
+        cloud: CloudOptions {
+            tls: CloudTls::Trusted,
+            ..CloudOptions::default()
+        },
+        extra_config: "[cloud]\nkeepalive_window_ms = 1000\n".into(),
+        ..WorldOptions::default()
+    })
+    .unwrap();
+    let conn = world.connect().await.unwrap();
+    let broker = BrokerProxy::new(&conn).await.unwrap();
+    let sent = || link_packets(world.device_netns(), UPLINK).unwrap().0;
+    let before = sent();
+    ask(&broker).await.unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(sent() > before, "the request went out on {UPLINK}");
+    // Past the window the connection is closed; then nothing at all (a TCP keep-alive probe
+    // would come within 15 s, an HTTP/2 ping within its interval).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_from = sent();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(sent(), idle_from, "packets sent on the idle uplink");
+}

@@ -142,6 +142,8 @@ impl HttpCloud {
             // TCP keep-alive probes (reqwest sends one every 15 s by default) would wake the radio
             // for an idle connection; a dead path during a stream shows by the timeouts above.
             .tcp_keepalive(None)
+            .tcp_keepalive_interval(None)
+            .tcp_keepalive_retries(None)
             // A redirected POST would be re-sent, and a chat is not idempotent.
             .redirect(reqwest::redirect::Policy::none())
             // The daemon's traffic must take the cellular path, never an environment's proxy.
