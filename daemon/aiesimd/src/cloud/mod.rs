@@ -136,6 +136,11 @@ pub enum Blame {
 }
 
 impl CloudError {
+    /// Whether the endpoint said it has too much to do (429 Too Many Requests, 503).
+    pub fn is_overload(&self) -> bool {
+        matches!(self, Self::Status { status: 429 | 503, .. })
+    }
+
     pub fn blame(&self) -> Blame {
         match self {
             Self::Status {
