@@ -3,8 +3,9 @@
 // (node-llama-cpp on CPU). Serves one request at a time; see --help.
 
 import { X509Certificate, createHash, randomBytes, verify as verifySignature } from "node:crypto";
-import { appendFileSync } from "node:fs";
+import { appendFileSync, readFileSync } from "node:fs";
 import http from "node:http";
+import http2 from "node:http2";
 import process from "node:process";
 import { parseArgs } from "node:util";
 
@@ -26,6 +27,10 @@ Options:
   --retry-after <s>     with --fail-status: send "Retry-After: s" with each failure
   --break-after <n>     cut streams after n content deltas, without [DONE]
   --stall-after <n>     stop sending after n content deltas but keep the connection open
+  --tls-cert <pem>      serve HTTPS with this certificate (chain) and --tls-key: HTTP/2 by ALPN
+                        ("h2"), HTTP/1.1 for clients without it; LISTENING then says https://
+                        and every HTTP/2 session is logged as "h2 session N from ADDR"
+  --tls-key <pem>       the private key of --tls-cert
   --require-jwt         refuse chat requests without a valid device credential: an ES256 JWT
                         whose x5c leaf key verifies it, aud = this server's origin, not expired,
                         and whose jti was never accepted before (a token is good for one request);
@@ -76,6 +81,8 @@ function parseCommandLine() {
                 "stall-after": { type: "string" },
                 "require-jwt": { type: "boolean", default: false },
                 record: { type: "string" },
+                "tls-cert": { type: "string" },
+                "tls-key": { type: "string" },
                 help: { type: "boolean", default: false },
             },
             strict: true,
@@ -90,6 +97,7 @@ function parseCommandLine() {
         process.exit(0);
     }
     if (!values.model) fail(`--model is required\n\n${HELP}`);
+    if (!values["tls-cert"] !== !values["tls-key"]) fail("--tls-cert and --tls-key go together");
     return {
         model: values.model,
         host: values.host,
@@ -104,6 +112,7 @@ function parseCommandLine() {
         stallAfter: intOption(values, "stall-after", { min: 1, max: 1 << 30, fallback: null }),
         requireJwt: values["require-jwt"],
         record: values.record ?? null,
+        tls: values["tls-cert"] ? { cert: values["tls-cert"], key: values["tls-key"] } : null,
     };
 }
 
@@ -362,7 +371,7 @@ function checkJwt(req) {
     const signature = Buffer.from(sig, "base64url");
     const ok = verifySignature("sha256", Buffer.from(`${h}.${c}`), { key, dsaEncoding: "ieee-p1363" }, signature);
     if (!ok) throw denied("bad signature");
-    const origin = `http://${req.headers.host}`;
+    const origin = `${opts.tls ? "https" : "http"}://${req.headers.host ?? req.headers[":authority"]}`;
     if (claims.aud !== origin) throw denied(`aud ${claims.aud} is not ${origin}`);
     const now = Math.floor(Date.now() / 1000);
     if (!(claims.exp > now) || !(claims.nbf <= now + 30)) throw denied("outside its validity");
@@ -430,7 +439,8 @@ async function handleChat(req, res) {
         res.writeHead(200, {
             "content-type": "text/event-stream; charset=utf-8",
             "cache-control": "no-cache",
-            connection: "keep-alive",
+            // A connection-specific header, which HTTP/2 forbids.
+            ...(req.httpVersionMajor === 1 ? { connection: "keep-alive" } : {}),
         });
         res.write(chunk(choice({ role: "assistant", content: "" })));
         let cut = false;
@@ -477,12 +487,13 @@ function handleModels(res) {
     });
 }
 
-const server = http.createServer(async (req, res) => {
+async function handleRequest(req, res) {
     const started = performance.now();
+    const connection = connectionOf(req);
     res.on("close", () => {
         const how = res.writableFinished ? "" : " (connection closed early)";
         const ms = Math.round(performance.now() - started);
-        log(`${req.method} ${req.url} ${res.statusCode} ${ms} ms on connection ${connectionIds.get(req.socket)}${how}`);
+        log(`${req.method} ${req.url} ${res.statusCode} ${ms} ms HTTP/${req.httpVersion} on connection ${connection}${how}`);
     });
     try {
         const path = new URL(req.url, "http://localhost").pathname;
@@ -506,23 +517,51 @@ const server = http.createServer(async (req, res) => {
             sendError(res, new ApiError(500, `internal error: ${e.message}`, { type: "server_error" }));
         }
     }
-});
+}
 
 // Numbered connections in the log show whether clients reuse them.
 const connectionIds = new WeakMap();
 let connections = 0;
-server.on("connection", (socket) => connectionIds.set(socket, ++connections));
+
+// Plain HTTP/1.1, or TLS with HTTP/2 preferred by ALPN (HTTP/1.1 still served).
+function makeServer() {
+    if (!opts.tls) return http.createServer(handleRequest);
+    let cert, key;
+    try {
+        cert = readFileSync(opts.tls.cert);
+        key = readFileSync(opts.tls.key);
+    } catch (e) {
+        fail(`cannot read the TLS certificate or key: ${e.message}`);
+    }
+    const secure = http2.createSecureServer({ cert, key, allowHTTP1: true }, handleRequest);
+    secure.on("session", (session) => {
+        connectionIds.set(session, ++connections);
+        log(`h2 session ${connections} from ${session.socket?.remoteAddress}`);
+    });
+    secure.on("tlsClientError", (e) => log(`TLS handshake failed: ${e.message}`));
+    return secure;
+}
+
+// An HTTP/2 request belongs to its session; an HTTP/1.1 one to its socket.
+function connectionOf(req) {
+    return req.stream ? connectionIds.get(req.stream.session) : connectionIds.get(req.socket);
+}
+
+const server = makeServer();
+server.on(opts.tls ? "secureConnection" : "connection", (socket) => {
+    if (!socket.alpnProtocol || socket.alpnProtocol !== "h2") connectionIds.set(socket, ++connections);
+});
 server.on("error", (e) => fail(`cannot listen on ${opts.host}:${opts.port}: ${e.message}`));
 server.listen(opts.port, opts.host, () => {
     const { address, port } = server.address();
     const host = address.includes(":") ? `[${address}]` : address;
-    process.stdout.write(`LISTENING http://${host}:${port}\n`);
+    process.stdout.write(`LISTENING ${opts.tls ? "https" : "http"}://${host}:${port}\n`);
 });
 
 async function shutdown(signal) {
     log(`${signal}: shutting down`);
     server.close();
-    server.closeAllConnections();
+    server.closeAllConnections?.();
     try {
         await context.dispose();
         await model.dispose();

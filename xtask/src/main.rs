@@ -37,7 +37,8 @@ TASKS:
                         cargo-fuzz into .tools on first use. Needs the nightly toolchain.
   bench                 Release build, then measure the daemon's core against baselines taken
                         in the same run, and print the ratios (ledger with its durable journal
-                        vs in memory; commits per fsync).
+                        vs in memory; commits per fsync; the daemon's own packets per idle
+                        hour on the simulated operator network).
   deb [--out DIR] [--debug] [--no-build]
                         A Debian package (dpkg-deb) of the install tree with the /usr prefix:
                         the configuration is a conffile; postinst creates the users and the
@@ -74,7 +75,20 @@ fn main() -> anyhow::Result<()> {
         }
         "test" => test(),
         "fuzz" => fuzz(rest),
-        "bench" => run(cargo().args(["run", "--release", "-p", "aiesimd", "--example", "bench"])),
+        "bench" => {
+            // The idle-radio figure runs the daemon, aictl and the simulator in the simulated world.
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "aiesimd",
+                "-p",
+                "aictl",
+                "-p",
+                "aiesim-modemsim",
+            ]))?;
+            run(cargo().args(["run", "--release", "-p", "aiesimd", "--example", "bench"]))
+        }
         "deb" => deb::run(rest).map(drop),
         "install" => install::run(&install::Options::parse(rest)?).map(drop),
         "help" | "-h" | "--help" => {

@@ -13,12 +13,16 @@
 //! - broker: time to first token through it against direct HTTP to the same (stub) endpoint,
 //!   and streams carried at once (`bench/broker.rs`);
 //! - fast path: classifier cost per packet, and AI round trips under a saturating upload
-//!   (`bench/fastpath.rs`).
+//!   (`bench/fastpath.rs`);
+//! - idle radio: the daemon's own packets per hour on the simulated uplink while no app is
+//!   active (`bench/idle.rs`).
 
 #[path = "bench/broker.rs"]
 mod broker;
 #[path = "bench/fastpath.rs"]
 mod fastpath;
+#[path = "bench/idle.rs"]
+mod idle;
 #[path = "../tests/support/uplink.rs"]
 mod uplink;
 
@@ -323,6 +327,11 @@ fn main() -> anyhow::Result<()> {
         fastpath::main();
         return Ok(());
     }
+    // `bench idle` measures only the radio while no app is active.
+    if std::env::args().nth(1).as_deref() == Some("idle") {
+        idle::main();
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -417,5 +426,6 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     fastpath::main();
+    idle::main();
     Ok(())
 }

@@ -434,7 +434,12 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             )
         };
         let blamed = |e: &CloudError| match e.blame() {
-            Blame::Endpoint { retry_after } => self.router.report_failure(&route.endpoint, &route.model, retry_after),
+            Blame::Endpoint { retry_after } => {
+                if e.is_overload() {
+                    self.router.report_overload(&route.endpoint, &route.model);
+                }
+                self.router.report_failure(&route.endpoint, &route.model, retry_after);
+            }
             Blame::Request => self.router.report_alive(&route.endpoint),
             Blame::Device => {}
         };
@@ -912,6 +917,16 @@ mod tests {
             assert_eq!(
                 b.admit("app", ask(Some(10))).unwrap().route().endpoint,
                 "prov",
+                "{status}"
+            );
+            // Past its cooldown, it is probed with half as many at once when it said it was
+            // overloaded; a plain failure says nothing of its capacity.
+            b.router().clock().advance(Duration::from_secs(31));
+            let route = b.router().pick(None).unwrap();
+            let halved = if status == 500 { 2 } else { 1 };
+            assert_eq!(
+                (route.endpoint.as_str(), route.max_concurrent),
+                ("metro", halved),
                 "{status}"
             );
         }

@@ -245,6 +245,8 @@ pub enum CredentialChoice {
 pub struct CloudConfig {
     /// Network interface the cloud connections are bound to; empty for none.
     pub bind_interface: String,
+    /// A PEM file of CA certificates trusted for endpoints besides the system's; empty for none.
+    pub ca_file: PathBuf,
     /// Whether requests carry the device credential signed on the eSIM.
     pub credential: CredentialChoice,
     /// The IoT SAFE applet's AID in hex (GSMA's by default; some cards use a vendor's).
@@ -252,17 +254,21 @@ pub struct CloudConfig {
     pub connect_timeout_ms: u64,
     pub first_byte_timeout_ms: u64,
     pub idle_timeout_ms: u64,
+    /// How long a connection to an endpoint stays open after its last request.
+    pub keepalive_window_ms: u64,
 }
 
 impl Default for CloudConfig {
     fn default() -> Self {
         Self {
             bind_interface: String::new(),
+            ca_file: PathBuf::new(),
             credential: CredentialChoice::Auto,
             iot_safe_aid: "A0000005590010".into(),
             connect_timeout_ms: 5_000,
             first_byte_timeout_ms: 60_000,
             idle_timeout_ms: 30_000,
+            keepalive_window_ms: 30_000,
         }
     }
 }
@@ -281,6 +287,9 @@ impl CloudConfig {
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn keepalive_window(&self) -> Duration {
+        Duration::from_millis(self.keepalive_window_ms)
     }
 }
 
@@ -572,6 +581,12 @@ impl Config {
         }
         if c.connect_timeout_ms == 0 || c.first_byte_timeout_ms == 0 || c.idle_timeout_ms == 0 {
             return invalid("cloud timeouts must be above 0 ms".into());
+        }
+        if c.keepalive_window_ms > 3_600_000 {
+            return invalid(format!(
+                "cloud.keepalive_window_ms must be at most 3600000 (an hour), not {}",
+                c.keepalive_window_ms
+            ));
         }
         let m = &self.modem;
         if !matches!(m.device.as_str(), "" | "auto") && !m.device.starts_with('/') {

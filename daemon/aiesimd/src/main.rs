@@ -239,9 +239,11 @@ fn announce_ready(connection: &zbus::Connection) -> Option<Arc<service::watchdog
 fn broker(config: &Config, credentials: Option<SharedCredentials>) -> anyhow::Result<service::DaemonBroker> {
     let cloud = HttpCloud::new(HttpOptions {
         bind_interface: Some(config.cloud.bind_interface.clone()).filter(|s| !s.is_empty()),
+        ca_file: Some(config.cloud.ca_file.clone()).filter(|p| !p.as_os_str().is_empty()),
         connect_timeout: config.cloud.connect_timeout(),
         first_byte_timeout: config.cloud.first_byte_timeout(),
         idle_timeout: config.cloud.idle_timeout(),
+        keepalive_window: config.cloud.keepalive_window(),
         credentials,
     })
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;

@@ -39,8 +39,28 @@ pub enum CloudEvent {
 pub enum CloudError {
     #[error("the HTTP client could not be set up")]
     Client(#[source] reqwest::Error),
+    #[error("cannot read the CA file {path}")]
+    CaFileRead {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the CA file {path} holds no PEM certificate")]
+    CaFileInvalid {
+        path: std::path::PathBuf,
+        #[source]
+        source: Option<reqwest::Error>,
+    },
     #[error("the request to {url} could not be built")]
     Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// TLS refused the endpoint: its certificate is not from a trusted CA, expired, or for
+    /// another name. The endpoint's fault as far as routing goes, like any connect error.
+    #[error("{url} presented a certificate that is not trusted")]
+    Certificate {
         url: String,
         #[source]
         source: reqwest::Error,
@@ -116,6 +136,11 @@ pub enum Blame {
 }
 
 impl CloudError {
+    /// Whether the endpoint said it has too much to do (429 Too Many Requests, 503).
+    pub fn is_overload(&self) -> bool {
+        matches!(self, Self::Status { status: 429 | 503, .. })
+    }
+
     pub fn blame(&self) -> Blame {
         match self {
             Self::Status {
@@ -129,7 +154,11 @@ impl CloudError {
             } => Blame::Endpoint {
                 retry_after: *retry_after,
             },
-            Self::Client(_) | Self::Request { .. } | Self::Credential { .. } => Blame::Device,
+            Self::Client(_)
+            | Self::CaFileRead { .. }
+            | Self::CaFileInvalid { .. }
+            | Self::Request { .. }
+            | Self::Credential { .. } => Blame::Device,
             _ => Blame::Endpoint { retry_after: None },
         }
     }
