@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <setup|build|demo|test|install>`.
 
+mod bench;
 mod deb;
 mod demo;
 mod fuzz;
@@ -42,9 +43,12 @@ TASKS:
                         stable toolchain; installs cargo-fuzz into .tools on first use. Builds
                         in target/fuzz, logs in target/fuzz/logs, each run added to
                         target/fuzz/history.tsv. `test` runs the smoke pass when CI is set.
-  bench                 Release build, then measure the daemon's core against baselines taken
-                        in the same run, and print the ratios (ledger with its durable journal
-                        vs in memory; commits per fsync).
+  bench [daemon]        Release build, then measure the daemon's core against baselines taken
+                        in the same run (ledger with its durable journal vs in memory; commits
+                        per fsync; routing; scheduling; the fast path as root), and, as root,
+                        the whole daemon in the simulated world: start to READY=1 against
+                        spawning `true`, idle RSS against ModemManager's on a private bus
+                        (`daemon`: only these).
   deb [--out DIR] [--debug] [--no-build]
                         A Debian package (dpkg-deb) of the install tree with the /usr prefix:
                         the configuration is a conffile; postinst creates the users and the
@@ -81,7 +85,7 @@ fn main() -> anyhow::Result<()> {
         }
         "test" => test(),
         "fuzz" => fuzz::run(&fuzz::Options::parse(rest)?),
-        "bench" => run(cargo().args(["run", "--release", "-p", "aiesimd", "--example", "bench"])),
+        "bench" => bench::run(rest),
         "deb" => deb::run(rest).map(drop),
         "install" => install::run(&install::Options::parse(rest)?).map(drop),
         "help" | "-h" | "--help" => {
