@@ -43,6 +43,13 @@ TASKS:
                         stable toolchain; installs cargo-fuzz into .tools on first use. Builds
                         in target/fuzz, logs in target/fuzz/logs, each run added to
                         target/fuzz/history.tsv. `test` runs the smoke pass when CI is set.
+  faults [--rounds N]   The fault campaign over the simulated world (root): N rounds (default 8,
+                        one per fault), each injecting a fault while an answer streams (modem
+                        reset, function restart, stall, garbage; card removal, failing card
+                        commands; SIGKILL or SIGTERM of aiesimd and a restart), then checking the
+                        invariants (bus answers in 5 s, charges match what the app was told or
+                        received, budget, nothing reserved or running, QMI client ids, fds);
+                        prints a table of rounds, faults, requests and violations.
   bench [daemon]        Release build, then measure the daemon's core against baselines taken
                         in the same run (ledger with its durable journal vs in memory; commits
                         per fsync; routing; scheduling; the fast path as root), and, as root,
@@ -86,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         "test" => test(),
         "fuzz" => fuzz::run(&fuzz::Options::parse(rest)?),
         "bench" => bench::run(rest),
+        "faults" => faults(rest),
         "deb" => deb::run(rest).map(drop),
         "install" => install::run(&install::Options::parse(rest)?).map(drop),
         "help" | "-h" | "--help" => {
@@ -187,6 +195,26 @@ fn test() -> anyhow::Result<()> {
         fuzz::run(&fuzz::Options::parse(&["--smoke".to_owned()])?)?;
     }
     cargo_test()
+}
+
+/// The fault campaign (`tests/e2e/tests/faults.rs`) for `--rounds N` rounds (default: one per
+/// fault), its table printed.
+fn faults(args: &[String]) -> anyhow::Result<()> {
+    let mut c = cargo();
+    c.args(["test", "-p", "aiesim-e2e", "--test", "faults", "--", "--nocapture"]);
+    match args {
+        [] => {}
+        [flag, n] if flag == "--rounds" => {
+            let n: u32 = n.parse().context("--rounds needs a number")?;
+            c.env("AIESIM_FAULT_ROUNDS", n.to_string());
+        }
+        _ => bail!("usage: cargo xtask faults [--rounds N]"),
+    }
+    if !is_root() {
+        bail!("the fault campaign runs the simulated world, which needs root");
+    }
+    build(false)?;
+    run(&mut c)
 }
 
 /// Runs the workspace's tests, echoing their output, and ends with one summary line over all
