@@ -193,6 +193,10 @@ pub struct FastpathConfig {
     pub shape: bool,
     /// The uplink rate in kbit/s the shaper releases packets at.
     pub uplink_kbit: u32,
+    /// Count apps' own AI traffic per app (`cgroup_skb` programs on `apps_cgroup`).
+    pub count_apps: bool,
+    /// The cgroup v2 directory whose apps are counted; empty: the hierarchy's root.
+    pub apps_cgroup: String,
 }
 
 impl Default for FastpathConfig {
@@ -202,6 +206,8 @@ impl Default for FastpathConfig {
             interface: "wwan0".into(),
             shape: false,
             uplink_kbit: 0,
+            count_apps: true,
+            apps_cgroup: String::new(),
         }
     }
 }
@@ -218,6 +224,19 @@ impl FastpathConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The cgroup directory whose apps' AI traffic is counted, when asked for; `None` also when
+    /// no cgroup v2 hierarchy is mounted.
+    pub fn apps_cgroup(&self) -> Option<std::path::PathBuf> {
+        if !self.count_apps {
+            return None;
+        }
+        if self.apps_cgroup.is_empty() {
+            crate::identity::cgroup2_root()
+        } else {
+            Some(self.apps_cgroup.clone().into())
+        }
     }
 
     /// The shaping to install, when asked for.

@@ -178,6 +178,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
             },
             follow_modem,
             shaping: config.fastpath.shaping(),
+            apps_cgroup: config.fastpath.apps_cgroup(),
             destinations,
         },
     )
@@ -331,6 +332,11 @@ fn attach_fastpath(config: &Config) -> Option<Fastpath> {
             if let Some(shaping) = config.fastpath.shaping() {
                 if let Err(e) = fp.shape(shaping) {
                     tracing::warn!(interface = %config.fastpath.interface, error = %chain(&e), "uplink not shaped; AI packets keep their priority only");
+                }
+            }
+            if let Some(cgroup) = config.fastpath.apps_cgroup() {
+                if let Err(e) = fp.watch_apps(&cgroup) {
+                    tracing::warn!(cgroup = %cgroup.display(), error = %chain(&e), "apps' own AI traffic not counted");
                 }
             }
             Some(fp)

@@ -4,8 +4,10 @@
 //! one interface (TCX on kernels that have it, `clsact` + `cls_bpf` before), and detaches it on drop.
 //! It counts packets and bytes per direction, recognises traffic to or from the configured AI
 //! endpoints and gives egress AI packets their own `skb->priority`. [`Classifier`] is the same
-//! program loaded but not attached, for `BPF_PROG_TEST_RUN` tests and benchmarks.
+//! program loaded but not attached, for `BPF_PROG_TEST_RUN` tests and benchmarks. With
+//! [`Fastpath::watch_apps`] it also counts apps' own AI traffic per cgroup (`apps`).
 
+mod apps;
 mod attach;
 mod clsact;
 mod maps;
@@ -14,11 +16,12 @@ mod netlink;
 mod object;
 mod shaper;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::Path};
 
 pub use aiesim_fastpath_common::Direction;
 
 pub use self::{
+    apps::{AppStatistics, AppsError, OVERFLOW_APP},
     attach::{AttachError, AttachMode},
     maps::{AiDestination, EndpointStatistics, MapsError},
     object::{Classifier, ClassifierError, DEFAULT_AI_PRIORITY, TestProgram, TestRunOutcome},
@@ -46,6 +49,14 @@ pub enum FastpathError {
     Maps(#[from] MapsError),
     #[error("failed to shape the uplink")]
     Shape(#[from] ShaperError),
+    #[error("failed to count apps' own AI traffic")]
+    Apps(#[source] Box<AppsError>),
+}
+
+impl From<AppsError> for FastpathError {
+    fn from(error: AppsError) -> Self {
+        Self::Apps(Box::new(error))
+    }
 }
 
 /// Counters since the classifier was attached.
@@ -63,6 +74,8 @@ pub struct Statistics {
 pub struct Fastpath {
     // Declared first so it is dropped first: the hooks go before the programs and maps close.
     attachment: attach::Attachment,
+    /// The per-app counting programs, when a cgroup is watched.
+    apps: Option<apps::AppWatch>,
     /// The root qdisc this fast path installed, if any.
     shaper: Option<shaper::Shaper>,
     classifier: Classifier,
@@ -85,6 +98,7 @@ impl Fastpath {
         tracing::info!(iface, mode = %mode, "fast-path classifier attached");
         Ok(Self {
             attachment,
+            apps: None,
             shaper: None,
             classifier,
             iface: iface.to_owned(),
@@ -106,6 +120,30 @@ impl Fastpath {
     /// The traffic of each AI destination since it was configured.
     pub fn endpoint_statistics(&self) -> Result<Vec<EndpointStatistics>, FastpathError> {
         Ok(self.classifier.endpoint_statistics()?)
+    }
+
+    /// Counts the AI traffic of every socket in the cgroup subtree `cgroup` (a cgroup v2
+    /// directory, e.g. `/sys/fs/cgroup`) per app, against the same destinations.
+    pub fn watch_apps(&mut self, cgroup: &Path) -> Result<(), FastpathError> {
+        if let Some(old) = self.apps.take() {
+            old.detach()?;
+        }
+        self.apps = Some(apps::watch(&mut self.classifier, cgroup)?);
+        Ok(())
+    }
+
+    /// The cgroup subtree whose apps are counted, if any.
+    pub fn watched_cgroup(&self) -> Option<&Path> {
+        self.apps.as_ref().map(apps::AppWatch::cgroup)
+    }
+
+    /// Each app's own AI traffic since counting began, by app id; empty unless a cgroup is
+    /// watched.
+    pub fn app_statistics(&self) -> Result<Vec<AppStatistics>, FastpathError> {
+        match &self.apps {
+            Some(watch) => Ok(watch.statistics(&self.classifier)?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Replaces the set of AI destinations (prefixes with a port); each matches TCP and UDP.
@@ -154,6 +192,7 @@ impl Fastpath {
     pub fn detach(self) -> Result<(), FastpathError> {
         let Self {
             attachment,
+            apps,
             shaper,
             classifier: _,
             iface,
@@ -162,6 +201,8 @@ impl Fastpath {
             iface,
             source: Box::new(source),
         });
+        let unwatched = apps.map_or(Ok(()), apps::AppWatch::detach);
+        let detached = detached.and(unwatched.map_err(FastpathError::from));
         let unshaped = shaper.map_or(Ok(()), shaper::Shaper::remove);
         detached.and(unshaped.map_err(FastpathError::from))
     }

@@ -94,6 +94,8 @@ pub struct FastpathSetup {
     pub follow_modem: bool,
     /// AI-first shaping to install wherever the fast path attaches.
     pub shaping: Option<crate::fastpath::Shaping>,
+    /// The cgroup whose apps' own AI traffic is counted wherever the fast path attaches.
+    pub apps_cgroup: Option<std::path::PathBuf>,
     /// The AI destinations, kept current as endpoints change.
     pub destinations: tokio::sync::watch::Receiver<Vec<std::net::SocketAddr>>,
 }
@@ -112,6 +114,7 @@ pub async fn serve(
         interface: fastpath_interface,
         follow_modem,
         shaping,
+        apps_cgroup,
         destinations,
     } = fastpath;
     let shared = Arc::new(Shared {
@@ -149,7 +152,10 @@ pub async fn serve(
         )
         .await?;
     server
-        .at(ROOT_PATH, fastpath::FastpathObject::new(fastpath, fastpath_interface))
+        .at(
+            ROOT_PATH,
+            fastpath::FastpathObject::new(fastpath, fastpath_interface, Arc::clone(&shared)),
+        )
         .await?;
     tokio::spawn(fastpath::follow_destinations(connection.clone(), destinations.clone()));
     if let Some(Cellular { modem, esim, .. }) = cellular {
@@ -168,7 +174,7 @@ pub async fn serve(
                 connection.clone(),
                 Arc::clone(&modem),
                 destinations.clone(),
-                shaping,
+                fastpath::Setup { shaping, apps_cgroup },
             ));
         }
         tokio::spawn(modem::follow(connection.clone(), path.clone(), modem));
