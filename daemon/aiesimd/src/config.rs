@@ -184,6 +184,10 @@ impl ModemConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each is an independent switch of the configuration file"
+)]
 pub struct FastpathConfig {
     pub enabled: bool,
     /// The cellular network interface, or "modem": the one the modem reports (sysfs or
@@ -197,6 +201,11 @@ pub struct FastpathConfig {
     pub count_apps: bool,
     /// The cgroup v2 directory whose apps are counted; empty: the hierarchy's root.
     pub apps_cgroup: String,
+    /// The bpffs directory the classifier's maps and links are pinned in, so a restart takes
+    /// them over without a gap; empty: nothing is pinned.
+    pub pin_dir: String,
+    /// Leave the classifier attached and pinned on a clean stop too.
+    pub keep_on_stop: bool,
 }
 
 impl Default for FastpathConfig {
@@ -208,6 +217,8 @@ impl Default for FastpathConfig {
             uplink_kbit: 0,
             count_apps: true,
             apps_cgroup: String::new(),
+            pin_dir: "/sys/fs/bpf/aiesim".into(),
+            keep_on_stop: false,
         }
     }
 }
@@ -237,6 +248,11 @@ impl FastpathConfig {
         } else {
             Some(self.apps_cgroup.clone().into())
         }
+    }
+
+    /// Where to pin the classifier, when asked to.
+    pub fn pins(&self) -> Option<crate::fastpath::Pins> {
+        (!self.pin_dir.is_empty()).then(|| crate::fastpath::Pins::new(&self.pin_dir, self.keep_on_stop))
     }
 
     /// The shaping to install, when asked for.

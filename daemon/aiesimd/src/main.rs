@@ -14,7 +14,7 @@ use aiesimd::{
     cloud::{HttpCloud, HttpOptions, SharedCredentials},
     config::{self, Bus, Config, CredentialChoice},
     esim::{Biller, CardCredentials, Esim, Requirement, provision_endpoints},
-    fastpath::{Fastpath, names},
+    fastpath::{AttachMode, Fastpath, names},
     ledger::{Ledger, window::Calendar},
     modem::Modem,
     router::Router,
@@ -179,6 +179,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
             follow_modem,
             shaping: config.fastpath.shaping(),
             apps_cgroup: config.fastpath.apps_cgroup(),
+            pins: config.fastpath.pins(),
             destinations,
         },
     )
@@ -327,7 +328,8 @@ fn attach_fastpath(config: &Config) -> Option<Fastpath> {
     if !config.fastpath.enabled {
         return None;
     }
-    match Fastpath::attach(&config.fastpath.interface) {
+    let mode = AttachMode::detect();
+    match Fastpath::attach_pinned(&config.fastpath.interface, mode, config.fastpath.pins()) {
         Ok(mut fp) => {
             if let Some(shaping) = config.fastpath.shaping() {
                 if let Err(e) = fp.shape(shaping) {

@@ -22,7 +22,11 @@ use aya::{
     util::KernelVersion,
 };
 
-use super::{Classifier, ClassifierError};
+use super::{
+    Classifier, ClassifierError,
+    attach::{AttachError, pin_link, take_over},
+    pins::{self, Pins},
+};
 
 /// App id of the counts of cgroups that found the per-cgroup map full.
 pub const OVERFLOW_APP: &str = "(more apps than the fast path counts apart)";
@@ -67,6 +71,20 @@ pub enum AppsError {
     Layout(#[source] Option<MapError>),
     #[error("failed to access the map {MAP_APP_STATS}")]
     Map(#[source] MapError),
+    #[error("cannot pin the per-app counting programs")]
+    Pin(#[source] Box<AttachError>),
+    #[error("the link of {name} cannot be pinned")]
+    NotPinnable {
+        name: &'static str,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error("failed to unpin {path}")]
+    Unpin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot count the CPUs ({what})")]
     Cpus {
         what: &'static str,
@@ -89,12 +107,20 @@ pub struct AppStatistics {
 /// The counting programs attached to one cgroup subtree; dropping it detaches them.
 pub(super) struct AppWatch {
     cgroup: PathBuf,
-    links: Vec<(&'static str, CgroupSkbLink)>,
+    links: Vec<(&'static str, Hook)>,
+    /// Pinned links stay when this watch is undone.
+    keep_pins: bool,
     /// App ids of the cgroups seen so far, kept after a cgroup is gone so its counts keep a name.
     names: Mutex<HashMap<u64, String>>,
 }
 
-pub(super) fn watch(classifier: &mut Classifier, cgroup: &Path) -> Result<AppWatch, AppsError> {
+/// One hook's link: held by this process, or by a pin in bpffs (which outlives it).
+enum Hook {
+    Owned(CgroupSkbLink),
+    Pinned(PathBuf),
+}
+
+pub(super) fn watch(classifier: &mut Classifier, cgroup: &Path, pins: Option<&Pins>) -> Result<AppWatch, AppsError> {
     let dir = File::open(cgroup).map_err(|source| AppsError::Open {
         path: cgroup.to_owned(),
         source,
@@ -103,12 +129,22 @@ pub(super) fn watch(classifier: &mut Classifier, cgroup: &Path) -> Result<AppWat
     let mut watch = AppWatch {
         cgroup: cgroup.to_owned(),
         links: Vec::with_capacity(2),
+        keep_pins: pins.is_some_and(Pins::keep_on_stop),
         names: Mutex::new(HashMap::new()),
     };
-    for (name, hook) in [
-        (PROGRAM_APP_EGRESS, CgroupSkbAttachType::Egress),
-        (PROGRAM_APP_INGRESS, CgroupSkbAttachType::Ingress),
+    for (name, hook, side) in [
+        (PROGRAM_APP_EGRESS, CgroupSkbAttachType::Egress, "egress"),
+        (PROGRAM_APP_INGRESS, CgroupSkbAttachType::Ingress, "ingress"),
     ] {
+        classifier.cgroup_program(name)?;
+        // Named after the cgroup, so a pin on another cgroup is never taken for this one.
+        let pin = pins.map(|pins| pins.link(&format!("cgroup{}-{side}", cgroup.display()).replace('/', "_")));
+        if let Some(path) = &pin {
+            if take_over(classifier, name, path) {
+                watch.links.push((name, Hook::Pinned(path.clone())));
+                continue;
+            }
+        }
         let program = classifier.cgroup_program(name)?;
         let link = program
             .attach(&dir, hook, attach_mode())
@@ -118,7 +154,16 @@ pub(super) fn watch(classifier: &mut Classifier, cgroup: &Path) -> Result<AppWat
                 path: cgroup.to_owned(),
                 source,
             })?;
-        watch.links.push((name, link));
+        let hooked = match pin {
+            Some(path) => {
+                let link = aya::programs::links::FdLink::try_from(link)
+                    .map_err(|source| AppsError::NotPinnable { name, source })?;
+                pin_link(link, &path).map_err(|e| AppsError::Pin(Box::new(e)))?;
+                Hook::Pinned(path)
+            }
+            None => Hook::Owned(link),
+        };
+        watch.links.push((name, hooked));
     }
     tracing::info!(cgroup = %cgroup.display(), "per-app AI traffic counted");
     Ok(watch)
@@ -146,13 +191,23 @@ impl AppWatch {
 
     fn undo(&mut self) -> Result<(), AppsError> {
         let mut result = Ok(());
-        for (name, link) in self.links.drain(..) {
-            if let Err(source) = link.detach() {
-                result = result.and(Err(AppsError::Detach {
-                    name,
-                    path: self.cgroup.clone(),
-                    source,
-                }));
+        for (name, hook) in self.links.drain(..) {
+            match hook {
+                Hook::Owned(link) => {
+                    if let Err(source) = link.detach() {
+                        result = result.and(Err(AppsError::Detach {
+                            name,
+                            path: self.cgroup.clone(),
+                            source,
+                        }));
+                    }
+                }
+                Hook::Pinned(_) if self.keep_pins => {}
+                Hook::Pinned(path) => {
+                    if let Err(source) = pins::unpin(&path) {
+                        result = result.and(Err(AppsError::Unpin { path, source }));
+                    }
+                }
             }
         }
         result

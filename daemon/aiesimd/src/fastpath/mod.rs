@@ -14,6 +14,7 @@ mod maps;
 pub mod names;
 mod netlink;
 mod object;
+mod pins;
 mod shaper;
 
 use std::{net::SocketAddr, path::Path};
@@ -25,6 +26,7 @@ pub use self::{
     attach::{AttachError, AttachMode},
     maps::{AiDestination, EndpointStatistics, MapsError},
     object::{Classifier, ClassifierError, DEFAULT_AI_PRIORITY, TestProgram, TestRunOutcome},
+    pins::Pins,
     shaper::{BULK_CLASS, INTERACTIVE_CLASS, ShaperError, Shaping, UPLINK_KBIT_RANGE},
 };
 
@@ -76,6 +78,8 @@ pub struct Fastpath {
     attachment: attach::Attachment,
     /// The per-app counting programs, when a cgroup is watched.
     apps: Option<apps::AppWatch>,
+    /// Unpins the maps once the hooks are gone (declared after them), unless they are kept.
+    pinned_maps: Option<PinnedMaps>,
     /// The root qdisc this fast path installed, if any.
     shaper: Option<shaper::Shaper>,
     classifier: Classifier,
@@ -90,15 +94,38 @@ impl Fastpath {
 
     /// Like [`Fastpath::attach`], with the attachment mechanism chosen by the caller.
     pub fn attach_with(iface: &str, mode: AttachMode) -> Result<Self, FastpathError> {
-        let mut classifier = Classifier::load()?;
-        let attachment = attach::attach(&mut classifier, iface, mode).map_err(|source| FastpathError::Attach {
-            iface: iface.to_owned(),
-            source: Box::new(source),
-        })?;
+        Self::attach_pinned(iface, mode, None)
+    }
+
+    /// Like [`Fastpath::attach_with`], pinning maps and links under `pins` when given: what a
+    /// previous run (of the same BPF object) pinned is taken over without a gap, counters and
+    /// all; a clean stop unpins everything unless `pins` says to keep it.
+    pub fn attach_pinned(iface: &str, mode: AttachMode, pins: Option<Pins>) -> Result<Self, FastpathError> {
+        let (mut classifier, pins) = match pins {
+            Some(pins) => match Classifier::load_pinned(&pins) {
+                Ok(classifier) => (classifier, Some(pins)),
+                // No bpffs there, or not ours to write: run unpinned rather than not at all.
+                Err(e @ ClassifierError::PinDirectory { .. }) => {
+                    tracing::warn!(error = %crate::broker::chain(&e), "the fast path is not pinned: a restart will re-attach it");
+                    (Classifier::load()?, None)
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => (Classifier::load()?, None),
+        };
+        let pinned_maps = pins.map(PinnedMaps);
+        let attachment =
+            attach::attach(&mut classifier, iface, mode, pinned_maps.as_ref().map(|p| &p.0)).map_err(|source| {
+                FastpathError::Attach {
+                    iface: iface.to_owned(),
+                    source: Box::new(source),
+                }
+            })?;
         tracing::info!(iface, mode = %mode, "fast-path classifier attached");
         Ok(Self {
             attachment,
             apps: None,
+            pinned_maps,
             shaper: None,
             classifier,
             iface: iface.to_owned(),
@@ -128,7 +155,8 @@ impl Fastpath {
         if let Some(old) = self.apps.take() {
             old.detach()?;
         }
-        self.apps = Some(apps::watch(&mut self.classifier, cgroup)?);
+        let pins = self.pinned_maps.as_ref().map(|p| &p.0);
+        self.apps = Some(apps::watch(&mut self.classifier, cgroup, pins)?);
         Ok(())
     }
 
@@ -193,6 +221,7 @@ impl Fastpath {
         let Self {
             attachment,
             apps,
+            pinned_maps,
             shaper,
             classifier: _,
             iface,
@@ -203,8 +232,23 @@ impl Fastpath {
         });
         let unwatched = apps.map_or(Ok(()), apps::AppWatch::detach);
         let detached = detached.and(unwatched.map_err(FastpathError::from));
+        drop(pinned_maps);
         let unshaped = shaper.map_or(Ok(()), shaper::Shaper::remove);
         detached.and(unshaped.map_err(FastpathError::from))
+    }
+}
+
+/// The pinned maps of a fast path; dropping it unpins them, unless they are to be kept.
+struct PinnedMaps(Pins);
+
+impl Drop for PinnedMaps {
+    fn drop(&mut self) {
+        if self.0.keep_on_stop() {
+            return;
+        }
+        if let Err(error) = Classifier::unpin_maps(&self.0) {
+            tracing::warn!(dir = %self.0.dir().display(), %error, "cannot unpin the fast-path maps");
+        }
     }
 }
 

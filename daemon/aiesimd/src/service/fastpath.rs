@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     broker::{Relayed, chain},
-    fastpath::{AppStatistics, Fastpath, Shaping},
+    fastpath::{AppStatistics, AttachMode, Fastpath, Pins, Shaping},
     identity::Identify as _,
     modem::Modem,
 };
@@ -45,6 +45,7 @@ impl FastpathObject {
 pub struct Setup {
     pub shaping: Option<Shaping>,
     pub apps_cgroup: Option<PathBuf>,
+    pub pins: Option<Pins>,
 }
 
 /// Keeps the attached classifier's AI destinations equal to the endpoints in use (the card's
@@ -88,8 +89,15 @@ pub async fn follow_modem(
         let wanted = states.borrow_and_update().interface.clone();
         let current = object.get().await.interface.clone();
         if !wanted.is_empty() && wanted != current {
+            // Off the old interface first: both would share the pinned maps.
+            let old = object.get_mut().await.fastpath.take();
+            if let Some(old) = old {
+                if let Err(e) = old.detach() {
+                    tracing::warn!(error = %chain(&e), "the old fast path did not detach cleanly");
+                }
+            }
             let endpoints = destinations.borrow().clone();
-            let attached = Fastpath::attach(&wanted).and_then(|mut fp| {
+            let attached = Fastpath::attach_pinned(&wanted, AttachMode::detect(), setup.pins.clone()).and_then(|mut fp| {
                 fp.set_ai_endpoints(&endpoints)?;
                 if let Some(shaping) = setup.shaping {
                     if let Err(e) = fp.shape(shaping) {
@@ -113,15 +121,10 @@ pub async fn follow_modem(
                     None
                 }
             };
-            let old = {
+            {
                 let mut guard = object.get_mut().await;
                 guard.interface.clone_from(&wanted);
-                std::mem::replace(&mut guard.fastpath, fastpath)
-            };
-            if let Some(old) = old {
-                if let Err(e) = old.detach() {
-                    tracing::warn!(error = %chain(&e), "the old fast path did not detach cleanly");
-                }
+                guard.fastpath = fastpath;
             }
             let guard = object.get().await;
             let emitter = object.signal_emitter();

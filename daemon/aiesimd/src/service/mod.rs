@@ -96,6 +96,8 @@ pub struct FastpathSetup {
     pub shaping: Option<crate::fastpath::Shaping>,
     /// The cgroup whose apps' own AI traffic is counted wherever the fast path attaches.
     pub apps_cgroup: Option<std::path::PathBuf>,
+    /// Where the fast path pins its maps and links, if it does.
+    pub pins: Option<crate::fastpath::Pins>,
     /// The AI destinations, kept current as endpoints change.
     pub destinations: tokio::sync::watch::Receiver<Vec<std::net::SocketAddr>>,
 }
@@ -115,6 +117,7 @@ pub async fn serve(
         follow_modem,
         shaping,
         apps_cgroup,
+        pins,
         destinations,
     } = fastpath;
     let shared = Arc::new(Shared {
@@ -174,7 +177,11 @@ pub async fn serve(
                 connection.clone(),
                 Arc::clone(&modem),
                 destinations.clone(),
-                fastpath::Setup { shaping, apps_cgroup },
+                fastpath::Setup {
+                    shaping,
+                    apps_cgroup,
+                    pins,
+                },
             ));
         }
         tokio::spawn(modem::follow(connection.clone(), path.clone(), modem));
