@@ -42,11 +42,16 @@ enum Command {
         json: bool,
     },
     /// Show each AI endpoint's traffic through the fast path since it was configured
-    /// (administrators).
+    /// (administrators); with --apps, each app's AI traffic (an app sees its own).
     ///
     /// With --json: [{"destination", "egress_packets", "egress_bytes", "ingress_packets",
-    /// "ingress_bytes"}].
+    /// "ingress_bytes"}]; with --apps --json: [{"app", "egress_packets", "egress_bytes",
+    /// "ingress_packets", "ingress_bytes" (the app's own sockets), "relayed_requests",
+    /// "relayed_sent_bytes", "relayed_received_bytes" (its requests through aiesimd)}].
     Stats {
+        /// Per app instead of per endpoint.
+        #[arg(long)]
+        apps: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -260,7 +265,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let connection = connect(&cli.bus).await?;
     match cli.command {
         Command::Status { json } => status(&connection, json).await,
-        Command::Stats { json } => stats(&connection, json).await,
+        Command::Stats { apps: false, json } => stats(&connection, json).await,
+        Command::Stats { apps: true, json } => app_stats(&connection, json).await,
         Command::Ask {
             prompt,
             model,
@@ -449,6 +455,39 @@ async fn stats(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCod
             n("egress_bytes"),
             n("ingress_packets"),
             n("ingress_bytes")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn app_stats(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCode> {
+    let apps = match FastpathProxy::new(connection).await?.get_app_statistics().await {
+        Ok(apps) => apps,
+        Err(e) => {
+            eprintln!("aictl: {}", describe(&e));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let docs: Vec<_> = apps.iter().map(dict_json).collect();
+    if as_json {
+        let list: Vec<serde_json::Value> = docs.into_iter().map(Into::into).collect();
+        println!("{:#}", serde_json::Value::from(list));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<40} {:>12} {:>12} {:>9} {:>12} {:>12}",
+        "app", "own out B", "own in B", "requests", "relayed out", "relayed in"
+    );
+    for d in &docs {
+        let n = |k: &str| d.get(k).map(ToString::to_string).unwrap_or_default();
+        println!(
+            "{:<40} {:>12} {:>12} {:>9} {:>12} {:>12}",
+            d.get("app").and_then(|v| v.as_str()).unwrap_or_default(),
+            n("egress_bytes"),
+            n("ingress_bytes"),
+            n("relayed_requests"),
+            n("relayed_sent_bytes"),
+            n("relayed_received_bytes")
         );
     }
     Ok(ExitCode::SUCCESS)

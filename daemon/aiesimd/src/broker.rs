@@ -6,14 +6,18 @@
 //! cover at all. Plain Rust: the D-Bus front end translates into [`Broker::admit`] and
 //! [`Broker::run`] and never decides anything itself.
 
-use std::future::Future;
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex, atomic::Ordering},
+};
 
 use aiesim_wire::{ChatOptions, Content, ErrorName, Message, Part, StreamEvent, Usage};
 use futures_util::StreamExt;
 
 use crate::{
     clock::Clock,
-    cloud::{Blame, ChatRequest, Cloud, CloudError, CloudEvent},
+    cloud::{Blame, CARRIED, Carried, ChatRequest, Cloud, CloudError, CloudEvent},
     ledger::{Ledger, LedgerError, Reservation},
     router::{Route, Router, RouterError},
     scheduler::{Lane, Scheduler, SchedulerError, Ticket},
@@ -142,6 +146,18 @@ pub struct Broker<C, K> {
     /// Per (endpoint, model): how many tokens the endpoint's chat template adds beyond the
     /// prompt estimate, learnt from its reported usage, so reservations cover real prompts.
     prompt_overhead: std::sync::Mutex<std::collections::HashMap<(String, String), u32>>,
+    /// What the requests of each app carried to and from the cloud, by app id.
+    relayed: Mutex<HashMap<String, Relayed>>,
+}
+
+/// The cloud traffic the daemon relayed for one app: HTTP body bytes of its requests, which
+/// share pooled connections with other apps' (so only the broker can tell them apart).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Relayed {
+    /// Requests sent to an endpoint (admitted ones refused before that carry nothing).
+    pub requests: u64,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
 }
 
 /// The most template overhead learnt for one model; more is a misbehaving endpoint.
@@ -155,6 +171,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             router,
             scheduler: Scheduler::new(limits.max_in_flight),
             prompt_overhead: std::sync::Mutex::default(),
+            relayed: Mutex::default(),
             limits,
         }
     }
@@ -169,6 +186,11 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
 
     pub fn router(&self) -> &Router<K> {
         &self.router
+    }
+
+    /// What each app's requests carried since the daemon started, by app id.
+    pub fn relayed(&self) -> HashMap<String, Relayed> {
+        self.relayed.lock().expect("relayed lock").clone()
     }
 
     /// Routes the request, checks that the budget could cover its bounded cost, and puts it
@@ -316,14 +338,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             }
         };
         sink.dispatched();
-        let mut meter = Meter {
-            prompt_estimate,
-            deltas: 0,
-            reported: None,
-            admitted_at,
-            first_delta: None,
-            last_delta: None,
-        };
+        let mut meter = Meter::new(prompt_estimate, admitted_at);
         let ended = {
             let deadline = self.limits.deadline;
             let streamed = async {
@@ -348,6 +363,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                 r = &mut streamed => r,
             }
         };
+        self.record_relayed(&app, &meter.carried);
         let usage = meter.usage();
         self.learn_prompt_overhead(&route, &meter);
         // Nothing reached the app and nothing was generated: nothing to bill.
@@ -385,6 +401,14 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             model: route.model,
             error,
         }
+    }
+
+    fn record_relayed(&self, app: &str, carried: &Carried) {
+        let mut relayed = self.relayed.lock().expect("relayed lock");
+        let entry = relayed.entry(app.to_owned()).or_default();
+        entry.requests += 1;
+        entry.sent_bytes += carried.sent.load(Ordering::Relaxed);
+        entry.received_bytes += carried.received.load(Ordering::Relaxed);
     }
 
     /// Waits in line until the request's turn, then reserves its tokens; or says why not.
@@ -444,7 +468,12 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             Blame::Device => {}
         };
         let mut answer_bytes = 0usize;
-        let mut events = match self.cloud.chat(&route.url, request).await {
+        // The transport counts the bytes it carries into the task-local the scope sets.
+        let carried = Arc::clone(&meter.carried);
+        let mut events = match CARRIED
+            .scope(Arc::clone(&carried), self.cloud.chat(&route.url, request))
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 // A refused content is the caller's error: it says nothing of the endpoint's health.
@@ -459,7 +488,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                 return Err(upstream(e));
             }
         };
-        while let Some(event) = events.next().await {
+        while let Some(event) = CARRIED.scope(Arc::clone(&carried), events.next()).await {
             match event {
                 Ok(CloudEvent::Delta(text)) => {
                     if text.is_empty() {
@@ -509,9 +538,23 @@ struct Meter {
     admitted_at: std::time::Instant,
     first_delta: Option<std::time::Instant>,
     last_delta: Option<std::time::Instant>,
+    /// The HTTP body bytes the request carried, which the transport counts.
+    carried: Arc<Carried>,
 }
 
 impl Meter {
+    fn new(prompt_estimate: u32, admitted_at: std::time::Instant) -> Self {
+        Self {
+            prompt_estimate,
+            deltas: 0,
+            reported: None,
+            admitted_at,
+            first_delta: None,
+            last_delta: None,
+            carried: Arc::default(),
+        }
+    }
+
     /// Time to the first token from admission, and the mean gap between the tokens after it.
     fn latency(&self, ended: std::time::Instant) -> (std::time::Duration, Option<std::time::Duration>) {
         let first = self.first_delta.unwrap_or(ended);

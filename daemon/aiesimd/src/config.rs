@@ -184,6 +184,10 @@ impl ModemConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each is an independent switch of the configuration file"
+)]
 pub struct FastpathConfig {
     pub enabled: bool,
     /// The cellular network interface, or "modem": the one the modem reports (sysfs or
@@ -193,6 +197,15 @@ pub struct FastpathConfig {
     pub shape: bool,
     /// The uplink rate in kbit/s the shaper releases packets at.
     pub uplink_kbit: u32,
+    /// Count apps' own AI traffic per app (`cgroup_skb` programs on `apps_cgroup`).
+    pub count_apps: bool,
+    /// The cgroup v2 directory whose apps are counted; empty: the hierarchy's root.
+    pub apps_cgroup: String,
+    /// The bpffs directory the classifier's maps and links are pinned in, so a restart takes
+    /// them over without a gap; empty: nothing is pinned.
+    pub pin_dir: String,
+    /// Leave the classifier attached and pinned on a clean stop too.
+    pub keep_on_stop: bool,
 }
 
 impl Default for FastpathConfig {
@@ -202,6 +215,10 @@ impl Default for FastpathConfig {
             interface: "wwan0".into(),
             shape: false,
             uplink_kbit: 0,
+            count_apps: true,
+            apps_cgroup: String::new(),
+            pin_dir: "/sys/fs/bpf/aiesim".into(),
+            keep_on_stop: false,
         }
     }
 }
@@ -218,6 +235,24 @@ impl FastpathConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The cgroup directory whose apps' AI traffic is counted, when asked for; `None` also when
+    /// no cgroup v2 hierarchy is mounted.
+    pub fn apps_cgroup(&self) -> Option<std::path::PathBuf> {
+        if !self.count_apps {
+            return None;
+        }
+        if self.apps_cgroup.is_empty() {
+            crate::identity::cgroup2_root()
+        } else {
+            Some(self.apps_cgroup.clone().into())
+        }
+    }
+
+    /// Where to pin the classifier, when asked to.
+    pub fn pins(&self) -> Option<crate::fastpath::Pins> {
+        (!self.pin_dir.is_empty()).then(|| crate::fastpath::Pins::new(&self.pin_dir, self.keep_on_stop))
     }
 
     /// The shaping to install, when asked for.

@@ -14,7 +14,7 @@ use aiesimd::{
     cloud::{HttpCloud, HttpOptions, SharedCredentials},
     config::{self, Bus, Config, CredentialChoice},
     esim::{Biller, CardCredentials, Esim, Requirement, provision_endpoints},
-    fastpath::{Fastpath, names},
+    fastpath::{AttachMode, Fastpath, names},
     ledger::{Ledger, window::Calendar},
     modem::Modem,
     router::Router,
@@ -183,6 +183,8 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
             },
             follow_modem,
             shaping: config.fastpath.shaping(),
+            apps_cgroup: config.fastpath.apps_cgroup(),
+            pins: config.fastpath.pins(),
             destinations,
         },
     )
@@ -333,11 +335,17 @@ fn attach_fastpath(config: &Config) -> Option<Fastpath> {
     if !config.fastpath.enabled {
         return None;
     }
-    match Fastpath::attach(&config.fastpath.interface) {
+    let mode = AttachMode::detect();
+    match Fastpath::attach_pinned(&config.fastpath.interface, mode, config.fastpath.pins()) {
         Ok(mut fp) => {
             if let Some(shaping) = config.fastpath.shaping() {
                 if let Err(e) = fp.shape(shaping) {
                     tracing::warn!(interface = %config.fastpath.interface, error = %chain(&e), "uplink not shaped; AI packets keep their priority only");
+                }
+            }
+            if let Some(cgroup) = config.fastpath.apps_cgroup() {
+                if let Err(e) = fp.watch_apps(&cgroup) {
+                    tracing::warn!(cgroup = %cgroup.display(), error = %chain(&e), "apps' own AI traffic not counted");
                 }
             }
             Some(fp)

@@ -388,7 +388,12 @@ impl World {
                 protocol = options.modem_protocol,
                 modem_extra = options.modem_config,
                 fastpath = options.fastpath_interface,
-                fastpath_extra = options.fastpath_config,
+                // Worlds run side by side: none pins in the machine's bpffs unless a test says where.
+                fastpath_extra = if options.fastpath_config.contains("pin_dir") {
+                    options.fastpath_config.clone()
+                } else {
+                    format!("pin_dir = \"\"\n{}", options.fastpath_config)
+                },
                 app = options.app_tokens,
                 journal = state_dir.join("ledger.journal").display(),
                 budget_extra = options.budget_config,

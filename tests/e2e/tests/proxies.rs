@@ -164,6 +164,7 @@ async fn every_proxy_call_matches_the_running_contract() {
         .unwrap();
     assert!(fastpath.get_statistics().await.unwrap().contains_key("egress_packets"));
     let _ = fastpath.get_endpoint_statistics().await.unwrap();
+    let _ = fastpath.get_app_statistics().await.unwrap();
     assert!(fastpath.attached().await.unwrap());
     assert_eq!(fastpath.interface().await.unwrap(), "wwan0");
 }

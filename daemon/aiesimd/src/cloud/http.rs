@@ -13,7 +13,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::{
-    ChatRequest, ChatStream, Cloud, CloudError, CloudEvent, SharedCredentials,
+    ChatRequest, ChatStream, Cloud, CloudError, CloudEvent, SharedCredentials, carried,
     openai::{self, Chunk},
     sse::{SseEvent, SseParser},
 };
@@ -187,12 +187,14 @@ impl HttpCloud {
 impl Cloud for HttpCloud {
     async fn chat(&self, base_url: &str, request: &ChatRequest) -> Result<ChatStream, CloudError> {
         let url = base_url.to_owned();
+        let body = openai::request_body(request);
+        let body_len = body.len();
         let mut builder = self
             .client
             .post(format!("{}/chat/completions", base_url.trim_end_matches('/')))
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream")
-            .body(openai::request_body(request));
+            .body(body);
         if let Some(credentials) = &self.credentials {
             let token = credentials
                 .bearer(base_url)
@@ -224,6 +226,8 @@ impl Cloud for HttpCloud {
             Ok(Err(e)) => return Err(self.classify(&url, e)),
             Ok(Ok(response)) => response,
         };
+        // Answered: the body went out whole.
+        carried(body_len, 0);
         let status = response.status();
         if !status.is_success() {
             let retry_after = retry_after(response.headers());
@@ -327,6 +331,7 @@ async fn read_error_body(mut response: reqwest::Response, wait: Duration) -> Vec
     let mut body = Vec::new();
     let _ = timeout(wait, async {
         while let Ok(Some(chunk)) = response.chunk().await {
+            carried(0, chunk.len());
             let room = MAX_ERROR_BODY - body.len();
             body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if body.len() == MAX_ERROR_BODY {
@@ -420,6 +425,7 @@ impl Reader {
                 if bytes.is_empty() {
                     return;
                 }
+                carried(0, bytes.len());
                 if self.first_byte.take().is_some() {
                     tracing::debug!(
                         url = self.url,
@@ -493,6 +499,7 @@ impl Reader {
         let mut seen = 0;
         let _ = timeout(DRAIN_WAIT, async {
             while let Ok(Some(chunk)) = self.response.chunk().await {
+                carried(0, chunk.len());
                 seen += chunk.len();
                 if seen > DRAIN_MAX {
                     break;

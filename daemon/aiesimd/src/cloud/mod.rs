@@ -3,7 +3,15 @@
 //! `sse` and `openai` are pure codecs (bytes in, typed values out); `http` is the transport
 //! the daemon uses. The broker sees only the [`Cloud`] trait, so its tests can script a cloud.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use aiesim_wire::{Message, Usage};
 use futures_util::Stream;
@@ -21,6 +29,29 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     pub max_tokens: u32,
     pub temperature: Option<f64>,
+}
+
+/// The HTTP body bytes one request carried each way (request body out; response body in,
+/// error bodies and what is drained after `[DONE]` included). The broker attributes them to
+/// the request's app; the fast path's per-endpoint counts are the same traffic plus headers.
+#[derive(Debug, Default)]
+pub struct Carried {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+}
+
+tokio::task_local! {
+    /// Set by the broker around one request: the transport counts into it without the
+    /// [`Cloud`] trait, and every scripted cloud, having to carry it.
+    pub static CARRIED: Arc<Carried>;
+}
+
+/// Counts body bytes against the request being served, if the caller set one.
+fn carried(sent: usize, received: usize) {
+    let _ = CARRIED.try_with(|c| {
+        c.sent.fetch_add(sent as u64, Ordering::Relaxed);
+        c.received.fetch_add(received as u64, Ordering::Relaxed);
+    });
 }
 
 /// What an endpoint streams back.

@@ -96,6 +96,10 @@ pub struct FastpathSetup {
     pub follow_modem: bool,
     /// AI-first shaping to install wherever the fast path attaches.
     pub shaping: Option<crate::fastpath::Shaping>,
+    /// The cgroup whose apps' own AI traffic is counted wherever the fast path attaches.
+    pub apps_cgroup: Option<std::path::PathBuf>,
+    /// Where the fast path pins its maps and links, if it does.
+    pub pins: Option<crate::fastpath::Pins>,
     /// The AI destinations, kept current as endpoints change.
     pub destinations: tokio::sync::watch::Receiver<Vec<std::net::SocketAddr>>,
 }
@@ -114,6 +118,8 @@ pub async fn serve(
         interface: fastpath_interface,
         follow_modem,
         shaping,
+        apps_cgroup,
+        pins,
         destinations,
     } = fastpath;
     let shared = Arc::new(Shared {
@@ -151,7 +157,10 @@ pub async fn serve(
         )
         .await?;
     server
-        .at(ROOT_PATH, fastpath::FastpathObject::new(fastpath, fastpath_interface))
+        .at(
+            ROOT_PATH,
+            fastpath::FastpathObject::new(fastpath, fastpath_interface, Arc::clone(&shared)),
+        )
         .await?;
     tokio::spawn(fastpath::follow_destinations(connection.clone(), destinations.clone()));
     if let Some(Cellular { modem, esim, .. }) = cellular {
@@ -170,7 +179,11 @@ pub async fn serve(
                 connection.clone(),
                 Arc::clone(&modem),
                 destinations.clone(),
-                shaping,
+                fastpath::Setup {
+                    shaping,
+                    apps_cgroup,
+                    pins,
+                },
             ));
         }
         tokio::spawn(modem::follow(connection.clone(), path.clone(), modem));
