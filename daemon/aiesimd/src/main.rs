@@ -160,16 +160,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     service::serve(
         &connection,
         broker,
-        service::RequestLimits {
-            max_objects_per_app: config.requests.max_objects_per_app,
-            stall_timeout: Duration::from_millis(config.requests.stall_timeout_ms),
-            stream_buffer: config.requests.stream_buffer_bytes,
-            images: aiesim_dbus::ImageLimits {
-                max_image_bytes: config.requests.max_image_bytes,
-                max_request_bytes: config.requests.max_request_image_bytes,
-                max_images: config.requests.max_images,
-            },
-        },
+        request_limits(&config),
         modem
             .clone()
             .zip(biller)
@@ -219,6 +210,21 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The bounds on one app's requests and what they carry.
+fn request_limits(config: &Config) -> service::RequestLimits {
+    let r = &config.requests;
+    service::RequestLimits {
+        max_objects_per_app: r.max_objects_per_app,
+        stall_timeout: Duration::from_millis(r.stall_timeout_ms),
+        stream_buffer: r.stream_buffer_bytes,
+        images: aiesim_dbus::ImageLimits {
+            max_image_bytes: r.max_image_bytes,
+            max_request_bytes: r.max_request_image_bytes,
+            max_images: r.max_images,
+        },
+    }
 }
 
 /// Tells the service manager (if any) that the daemon is ready, and starts petting its
