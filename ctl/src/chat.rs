@@ -60,7 +60,7 @@ pub async fn run(connection: &Connection, options: Options) -> anyhow::Result<Ex
             temperature: None,
             priority: Priority::Interactive,
         };
-        match stream_answer(connection, &request, options.quiet).await? {
+        match stream_answer(connection, &request, &[], options.quiet).await? {
             Answer::Done(answer) => {
                 history.push((line.to_owned(), answer));
                 if history.len() > MAX_TURNS {

@@ -44,11 +44,16 @@ enum Command {
         json: bool,
     },
     /// Show each AI endpoint's traffic through the fast path since it was configured
-    /// (administrators).
+    /// (administrators); with --apps, each app's AI traffic (an app sees its own).
     ///
     /// With --json: [{"destination", "egress_packets", "egress_bytes", "ingress_packets",
-    /// "ingress_bytes"}].
+    /// "ingress_bytes"}]; with --apps --json: [{"app", "egress_packets", "egress_bytes",
+    /// "ingress_packets", "ingress_bytes" (the app's own sockets), "relayed_requests",
+    /// "relayed_sent_bytes", "relayed_received_bytes" (its requests through aiesimd)}].
     Stats {
+        /// Per app instead of per endpoint.
+        #[arg(long)]
+        apps: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -76,6 +81,10 @@ enum Command {
         /// Print only the answer, not the usage line on stderr.
         #[arg(short, long)]
         quiet: bool,
+        /// An image to ask about (PNG, JPEG, WebP or GIF), after the question; repeatable.
+        /// The open file is passed to the daemon, which reads it.
+        #[arg(long = "image", value_name = "FILE")]
+        images: Vec<std::path::PathBuf>,
     },
     /// Show the modem: state, identity, SIM, signal, registration, data session.
     ///
@@ -258,7 +267,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let connection = connect(&cli.bus).await?;
     match cli.command {
         Command::Status { json } => status(&connection, json).await,
-        Command::Stats { json } => stats(&connection, json).await,
+        Command::Stats { apps: false, json } => stats(&connection, json).await,
+        Command::Stats { apps: true, json } => app_stats(&connection, json).await,
         Command::Ask {
             prompt,
             model,
@@ -267,7 +277,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             system,
             background,
             quiet,
+            images,
         } => {
+            let images = images
+                .iter()
+                .map(|path| {
+                    std::fs::File::open(path).with_context(|| format!("cannot open the image {}", path.display()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let mut messages = Vec::new();
             if let Some(s) = system {
                 messages.push(Message::new("system", s));
@@ -285,7 +302,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 temperature,
                 priority,
             };
-            ask(&connection, &options, quiet).await
+            let images: Vec<_> = images.iter().map(std::os::fd::AsFd::as_fd).collect();
+            ask(&connection, &options, &images, quiet).await
         }
         Command::Modem { json, action } => match action {
             None => modem(&connection, json).await,
@@ -455,8 +473,46 @@ async fn stats(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-async fn ask(connection: &Connection, options: &ChatOptions, quiet: bool) -> anyhow::Result<ExitCode> {
-    Ok(match stream_answer(connection, options, quiet).await? {
+async fn app_stats(connection: &Connection, as_json: bool) -> anyhow::Result<ExitCode> {
+    let apps = match FastpathProxy::new(connection).await?.get_app_statistics().await {
+        Ok(apps) => apps,
+        Err(e) => {
+            eprintln!("aictl: {}", describe(&e));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let docs: Vec<_> = apps.iter().map(dict_json).collect();
+    if as_json {
+        let list: Vec<serde_json::Value> = docs.into_iter().map(Into::into).collect();
+        println!("{:#}", serde_json::Value::from(list));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<40} {:>12} {:>12} {:>9} {:>12} {:>12}",
+        "app", "own out B", "own in B", "requests", "relayed out", "relayed in"
+    );
+    for d in &docs {
+        let n = |k: &str| d.get(k).map(ToString::to_string).unwrap_or_default();
+        println!(
+            "{:<40} {:>12} {:>12} {:>9} {:>12} {:>12}",
+            d.get("app").and_then(|v| v.as_str()).unwrap_or_default(),
+            n("egress_bytes"),
+            n("ingress_bytes"),
+            n("relayed_requests"),
+            n("relayed_sent_bytes"),
+            n("relayed_received_bytes")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ask(
+    connection: &Connection,
+    options: &ChatOptions,
+    images: &[std::os::fd::BorrowedFd<'_>],
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    Ok(match stream_answer(connection, options, images, quiet).await? {
         Answer::Done(_) => ExitCode::SUCCESS,
         Answer::Failed => ExitCode::FAILURE,
         Answer::Cancelled => ExitCode::from(130),
@@ -474,10 +530,16 @@ enum Answer {
 }
 
 /// Asks, printing the answer as it streams and the usage (unless `quiet`) at the end.
-async fn stream_answer(connection: &Connection, options: &ChatOptions, quiet: bool) -> anyhow::Result<Answer> {
+/// `images` go with the last user message.
+async fn stream_answer(
+    connection: &Connection,
+    options: &ChatOptions,
+    images: &[std::os::fd::BorrowedFd<'_>],
+    quiet: bool,
+) -> anyhow::Result<Answer> {
     let broker = BrokerProxy::new(connection).await?;
     let (_path, fd) = broker
-        .chat(options.to_chat_dict())
+        .chat(options.to_chat_dict_with_images(images)?)
         .await
         .map_err(|e| anyhow::anyhow!(describe(&e)))?;
     let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));

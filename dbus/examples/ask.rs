@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..ChatOptions::default()
     };
     // The answer arrives on a socket as newline-delimited JSON events; closing it cancels.
-    let (_request, fd) = broker.chat(options.to_chat_dict()).await?;
+    let (_request, fd) = broker.chat(options.to_chat_dict()?).await?;
     let socket = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));
     socket.set_nonblocking(true)?;
     let mut events = BufReader::new(tokio::net::UnixStream::from_std(socket)?).lines();

@@ -60,9 +60,9 @@ fn main() -> io::Result<()> {
         messages: vec![Message::new("user", "hi")],
         ..ChatOptions::default()
     };
-    seed("options", "chat-le", &body(false, &sorted(full.to_chat_dict())))?;
-    seed("options", "chat-be", &body(true, &sorted(full.to_chat_dict())))?;
-    seed("options", "chat-minimal", &body(false, &sorted(minimal.to_chat_dict())))?;
+    seed("options", "chat-le", &body(false, &sorted(full.to_chat_dict().expect("a text request encodes"))))?;
+    seed("options", "chat-be", &body(true, &sorted(full.to_chat_dict().expect("a text request encodes"))))?;
+    seed("options", "chat-minimal", &body(false, &sorted(minimal.to_chat_dict().expect("a text request encodes"))))?;
     seed(
         "options",
         "ask",
@@ -104,5 +104,12 @@ fn main() -> io::Result<()> {
     for (name, event) in ["delta", "done", "error"].into_iter().zip(&events) {
         seed("event", name, event.to_line().as_bytes())?;
     }
+
+    seed("image", "png", &aiesim_wire::image::samples::png(640, 480))?;
+    seed("image", "jpeg", &aiesim_wire::image::samples::jpeg(1024, 768))?;
+    seed("image", "gif", b"GIF89a\x20\x01\x10\x00\x00\x00\x00")?;
+    seed("image", "webp-lossy", b"RIFF\0\0\0\0WEBPVP8 \x0a\0\0\0\0\0\0\x9d\x01\x2a\x80\x02\xe0\x01")?;
+    seed("image", "webp-lossless", b"RIFF\0\0\0\0WEBPVP8L\x05\0\0\0\x2f\x63\xc0\x0c\x00")?;
+    seed("image", "webp-extended", b"RIFF\0\0\0\0WEBPVP8X\x0a\0\0\0\x10\0\0\0\xff\x0f\0\xff\x1f\0")?;
     Ok(())
 }

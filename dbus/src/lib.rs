@@ -6,11 +6,15 @@
 //! The introspection XML under `dbus/interfaces/` is the single source of truth; the tests of
 //! this crate check the proxies against it.
 
+pub mod image_fd;
 pub mod options;
 pub mod proxy;
 
-pub use aiesim_wire::{ChatOptions, ErrorName, Message, Priority, StreamEvent, Usage, error, event};
-pub use options::{ChatDict, OptionsError};
+pub use aiesim_wire::{
+    ChatOptions, Content, ErrorName, Image, ImageError, ImageInfo, ImageKind, Message, Part, Priority, StreamEvent,
+    Usage, error, event, image,
+};
+pub use options::{ChatDict, ImageLimits, OptionsError};
 
 /// Well-known bus name of the daemon.
 pub const BUS_NAME: &str = "org.aiesim.AiEsim1";

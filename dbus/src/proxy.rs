@@ -180,6 +180,7 @@ pub trait Endpoints {
 pub trait Fastpath {
     fn get_statistics(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
     fn get_endpoint_statistics(&self) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+    fn get_app_statistics(&self) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
 
     #[zbus(property)]
     fn interface(&self) -> zbus::Result<String>;

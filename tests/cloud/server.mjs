@@ -2,8 +2,10 @@
 // The test "cloud": a small OpenAI-compatible chat server on a real language model
 // (node-llama-cpp on CPU). Serves one request at a time; see --help.
 
-import { X509Certificate, randomBytes, verify as verifySignature } from "node:crypto";
+import { X509Certificate, createHash, randomBytes, verify as verifySignature } from "node:crypto";
+import { appendFileSync, readFileSync } from "node:fs";
 import http from "node:http";
+import http2 from "node:http2";
 import process from "node:process";
 import { parseArgs } from "node:util";
 
@@ -25,16 +27,25 @@ Options:
   --retry-after <s>     with --fail-status: send "Retry-After: s" with each failure
   --break-after <n>     cut streams after n content deltas, without [DONE]
   --stall-after <n>     stop sending after n content deltas but keep the connection open
+  --tls-cert <pem>      serve HTTPS with this certificate (chain) and --tls-key: HTTP/2 by ALPN
+                        ("h2"), HTTP/1.1 for clients without it; LISTENING then says https://
+                        and every HTTP/2 session is logged as "h2 session N from ADDR"
+  --tls-key <pem>       the private key of --tls-cert
   --require-jwt         refuse chat requests without a valid device credential: an ES256 JWT
                         whose x5c leaf key verifies it, aud = this server's origin, not expired,
                         and whose jti was never accepted before (a token is good for one request);
                         each accepted token is logged as "jwt ok iss=… aud=… jti=…"
+  --record <file>       append one JSON line per chat request to <file>:
+                        {"images":[{"mime":…,"bytes":n,"sha256":hex}, …]}, the images it carried
+                        (image_url parts with data: URLs) in order
   --help                show this text
 
 Endpoints: POST /v1/chat/completions, GET /v1/models, GET /health.
-Temperature defaults to 0 (greedy) so answers are reproducible.`;
+Temperature defaults to 0 (greedy) so answers are reproducible. The model reads text only: each
+image_url part (a data: URL) reaches it as a marker "[image N: MIME, BYTES bytes]".`;
 
-const MAX_BODY_BYTES = 1 << 20;
+// Room for a few images as base64 data URLs.
+const MAX_BODY_BYTES = 32 << 20;
 const DEFAULT_MAX_TOKENS = 256;
 const ROLES = new Set(["system", "user", "assistant"]);
 
@@ -69,6 +80,9 @@ function parseCommandLine() {
                 "break-after": { type: "string" },
                 "stall-after": { type: "string" },
                 "require-jwt": { type: "boolean", default: false },
+                record: { type: "string" },
+                "tls-cert": { type: "string" },
+                "tls-key": { type: "string" },
                 help: { type: "boolean", default: false },
             },
             strict: true,
@@ -83,6 +97,7 @@ function parseCommandLine() {
         process.exit(0);
     }
     if (!values.model) fail(`--model is required\n\n${HELP}`);
+    if (!values["tls-cert"] !== !values["tls-key"]) fail("--tls-cert and --tls-key go together");
     return {
         model: values.model,
         host: values.host,
@@ -96,6 +111,8 @@ function parseCommandLine() {
         breakAfter: intOption(values, "break-after", { min: 1, max: 1 << 30, fallback: null }),
         stallAfter: intOption(values, "stall-after", { min: 1, max: 1 << 30, fallback: null }),
         requireJwt: values["require-jwt"],
+        record: values.record ?? null,
+        tls: values["tls-cert"] ? { cert: values["tls-cert"], key: values["tls-key"] } : null,
     };
 }
 
@@ -172,17 +189,16 @@ function parseChatRequest(body) {
     if (!Array.isArray(json.messages) || json.messages.length === 0) {
         throw bad("messages", "'messages' is required and must be a non-empty array");
     }
+    const images = [];
     const history = json.messages.map((m, i) => {
         if (m === null || typeof m !== "object") throw bad(`messages[${i}]`, `messages[${i}] must be an object`);
         if (!ROLES.has(m.role)) {
             throw bad(`messages[${i}].role`, `messages[${i}].role must be one of system, user, assistant`);
         }
-        if (typeof m.content !== "string") {
-            throw bad(`messages[${i}].content`, `messages[${i}].content must be a string`);
-        }
-        if (m.role === "system") return { type: "system", text: m.content };
-        if (m.role === "user") return { type: "user", text: m.content };
-        return { type: "model", response: [m.content] };
+        const text = contentText(m.content, `messages[${i}].content`, images, bad);
+        if (m.role === "system") return { type: "system", text };
+        if (m.role === "user") return { type: "user", text };
+        return { type: "model", response: [text] };
     });
     const maxTokens = json.max_completion_tokens ?? json.max_tokens ?? DEFAULT_MAX_TOKENS;
     if (!isInt(maxTokens) || maxTokens < 1) {
@@ -205,7 +221,28 @@ function parseChatRequest(body) {
         throw bad("stream_options.include_usage", "'stream_options.include_usage' must be a boolean");
     }
     if (json.n !== undefined && json.n !== 1) throw bad("n", "only n = 1 is supported");
-    return { history, maxTokens, temperature, seed, stream, includeUsage };
+    return { history, maxTokens, temperature, seed, stream, includeUsage, images };
+}
+
+// A message's content as the text the model reads: a string, or parts whose images become
+// markers (the model reads no images); each image's digest goes into `images`.
+function contentText(content, where, images, bad) {
+    if (typeof content === "string") return content;
+    if (!Array.isArray(content)) throw bad(where, `${where} must be a string or an array of parts`);
+    return content
+        .map((part, j) => {
+            const at = `${where}[${j}]`;
+            if (part?.type === "text" && typeof part.text === "string") return part.text;
+            if (part?.type !== "image_url") throw bad(at, `${at} must be a text or image_url part`);
+            const url = part.image_url?.url;
+            const m = typeof url === "string" && /^data:(image\/[a-z0-9.+-]+);base64,([A-Za-z0-9+/]*={0,2})$/.exec(url);
+            if (!m) throw bad(`${at}.image_url.url`, `${at}.image_url.url must be a base64 data: URL of an image`);
+            const bytes = Buffer.from(m[2], "base64");
+            const sha256 = createHash("sha256").update(bytes).digest("hex");
+            images.push({ mime: m[1], bytes: bytes.length, sha256 });
+            return `[image ${images.length}: ${m[1]}, ${bytes.length} bytes]`;
+        })
+        .join("\n");
 }
 
 const { getLlama, LlamaChat } = await import("node-llama-cpp").catch((e) =>
@@ -334,7 +371,7 @@ function checkJwt(req) {
     const signature = Buffer.from(sig, "base64url");
     const ok = verifySignature("sha256", Buffer.from(`${h}.${c}`), { key, dsaEncoding: "ieee-p1363" }, signature);
     if (!ok) throw denied("bad signature");
-    const origin = `http://${req.headers.host}`;
+    const origin = `${opts.tls ? "https" : "http"}://${req.headers.host ?? req.headers[":authority"]}`;
     if (claims.aud !== origin) throw denied(`aud ${claims.aud} is not ${origin}`);
     const now = Math.floor(Date.now() / 1000);
     if (!(claims.exp > now) || !(claims.nbf <= now + 30)) throw denied("outside its validity");
@@ -358,6 +395,10 @@ async function handleChat(req, res) {
         throw err;
     }
     const request = parseChatRequest(body);
+    if (request.images.length > 0) {
+        log(`images: ${request.images.map((i) => `${i.mime} ${i.bytes} bytes sha256 ${i.sha256}`).join(", ")}`);
+    }
+    if (opts.record !== null) appendFileSync(opts.record, `${JSON.stringify({ images: request.images })}\n`);
     const abort = new AbortController();
     // A closed response before we finished means the client went away: stop generating.
     res.on("close", () => {
@@ -398,7 +439,8 @@ async function handleChat(req, res) {
         res.writeHead(200, {
             "content-type": "text/event-stream; charset=utf-8",
             "cache-control": "no-cache",
-            connection: "keep-alive",
+            // A connection-specific header, which HTTP/2 forbids.
+            ...(req.httpVersionMajor === 1 ? { connection: "keep-alive" } : {}),
         });
         res.write(chunk(choice({ role: "assistant", content: "" })));
         let cut = false;
@@ -445,12 +487,13 @@ function handleModels(res) {
     });
 }
 
-const server = http.createServer(async (req, res) => {
+async function handleRequest(req, res) {
     const started = performance.now();
+    const connection = connectionOf(req);
     res.on("close", () => {
         const how = res.writableFinished ? "" : " (connection closed early)";
         const ms = Math.round(performance.now() - started);
-        log(`${req.method} ${req.url} ${res.statusCode} ${ms} ms on connection ${connectionIds.get(req.socket)}${how}`);
+        log(`${req.method} ${req.url} ${res.statusCode} ${ms} ms HTTP/${req.httpVersion} on connection ${connection}${how}`);
     });
     try {
         const path = new URL(req.url, "http://localhost").pathname;
@@ -474,23 +517,51 @@ const server = http.createServer(async (req, res) => {
             sendError(res, new ApiError(500, `internal error: ${e.message}`, { type: "server_error" }));
         }
     }
-});
+}
 
 // Numbered connections in the log show whether clients reuse them.
 const connectionIds = new WeakMap();
 let connections = 0;
-server.on("connection", (socket) => connectionIds.set(socket, ++connections));
+
+// Plain HTTP/1.1, or TLS with HTTP/2 preferred by ALPN (HTTP/1.1 still served).
+function makeServer() {
+    if (!opts.tls) return http.createServer(handleRequest);
+    let cert, key;
+    try {
+        cert = readFileSync(opts.tls.cert);
+        key = readFileSync(opts.tls.key);
+    } catch (e) {
+        fail(`cannot read the TLS certificate or key: ${e.message}`);
+    }
+    const secure = http2.createSecureServer({ cert, key, allowHTTP1: true }, handleRequest);
+    secure.on("session", (session) => {
+        connectionIds.set(session, ++connections);
+        log(`h2 session ${connections} from ${session.socket?.remoteAddress}`);
+    });
+    secure.on("tlsClientError", (e) => log(`TLS handshake failed: ${e.message}`));
+    return secure;
+}
+
+// An HTTP/2 request belongs to its session; an HTTP/1.1 one to its socket.
+function connectionOf(req) {
+    return req.stream ? connectionIds.get(req.stream.session) : connectionIds.get(req.socket);
+}
+
+const server = makeServer();
+server.on(opts.tls ? "secureConnection" : "connection", (socket) => {
+    if (!socket.alpnProtocol || socket.alpnProtocol !== "h2") connectionIds.set(socket, ++connections);
+});
 server.on("error", (e) => fail(`cannot listen on ${opts.host}:${opts.port}: ${e.message}`));
 server.listen(opts.port, opts.host, () => {
     const { address, port } = server.address();
     const host = address.includes(":") ? `[${address}]` : address;
-    process.stdout.write(`LISTENING http://${host}:${port}\n`);
+    process.stdout.write(`LISTENING ${opts.tls ? "https" : "http"}://${host}:${port}\n`);
 });
 
 async function shutdown(signal) {
     log(`${signal}: shutting down`);
     server.close();
-    server.closeAllConnections();
+    server.closeAllConnections?.();
     try {
         await context.dispose();
         await model.dispose();

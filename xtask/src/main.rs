@@ -1,7 +1,9 @@
 //! Project tasks: `cargo xtask <setup|build|demo|test|install>`.
 
+mod bench;
 mod deb;
 mod demo;
+mod fuzz;
 mod install;
 mod setup;
 mod world;
@@ -32,12 +34,29 @@ TASKS:
                         Ctrl-C; prints the one line that points aictl, busctl, gdbus and
                         qmicli/mbimcli at it. Cleans up after itself.
   test                  setup + format check + clippy + build + the whole test suite (unit and
-                        end-to-end; end-to-end tests need root).
-  fuzz [--seconds N]    Run every cargo-fuzz target for N seconds each (default 60); installs
-                        cargo-fuzz into .tools on first use. Needs the nightly toolchain.
-  bench                 Release build, then measure the daemon's core against baselines taken
-                        in the same run, and print the ratios (ledger with its durable journal
-                        vs in memory; commits per fsync).
+                        end-to-end; end-to-end tests need root); with CI set, the fuzz smoke
+                        pass too.
+  fuzz [--seconds N | --runs N | --smoke] [--only CRATE[/TARGET]]...
+                        Run every cargo-fuzz target (or those named) for N seconds each (default
+                        60), N inputs each, or in the smoke pass (its corpus, then 4000 inputs),
+                        and print executions, coverage and findings per target. Works on the
+                        stable toolchain; installs cargo-fuzz into .tools on first use. Builds
+                        in target/fuzz, logs in target/fuzz/logs, each run added to
+                        target/fuzz/history.tsv. `test` runs the smoke pass when CI is set.
+  faults [--rounds N]   The fault campaign over the simulated world (root): N rounds (default 8,
+                        one per fault), each injecting a fault while an answer streams (modem
+                        reset, function restart, stall, garbage; card removal, failing card
+                        commands; SIGKILL or SIGTERM of aiesimd and a restart), then checking the
+                        invariants (bus answers in 5 s, charges match what the app was told or
+                        received, budget, nothing reserved or running, QMI client ids, fds);
+                        prints a table of rounds, faults, requests and violations.
+  bench [daemon]        Release build, then measure the daemon's core against baselines taken
+                        in the same run (ledger with its durable journal vs in memory; commits
+                        per fsync; routing; scheduling; the fast path as root; the daemon's own
+                        packets per idle hour on the simulated operator network), and, as root,
+                        the whole daemon in the simulated world: start to READY=1 against
+                        spawning `true`, idle RSS against ModemManager's on a private bus
+                        (`daemon`: only these).
   deb [--out DIR] [--debug] [--no-build]
                         A Debian package (dpkg-deb) of the install tree with the /usr prefix:
                         the configuration is a conffile; postinst creates the users and the
@@ -73,8 +92,9 @@ fn main() -> anyhow::Result<()> {
             world::run(&options)
         }
         "test" => test(),
-        "fuzz" => fuzz(rest),
-        "bench" => run(cargo().args(["run", "--release", "-p", "aiesimd", "--example", "bench"])),
+        "fuzz" => fuzz::run(&fuzz::Options::parse(rest)?),
+        "bench" => bench::run(rest),
+        "faults" => faults(rest),
         "deb" => deb::run(rest).map(drop),
         "install" => install::run(&install::Options::parse(rest)?).map(drop),
         "help" | "-h" | "--help" => {
@@ -170,7 +190,32 @@ fn test() -> anyhow::Result<()> {
     build(false)?;
     // The API examples run against a live daemon in the end-to-end tests.
     run(cargo().args(["build", "-p", "aiesim-dbus", "--examples"]))?;
+    if ci {
+        // Every fuzz target over its corpus and a few thousand fresh inputs; before the tests so
+        // that their summary stays the last line.
+        fuzz::run(&fuzz::Options::parse(&["--smoke".to_owned()])?)?;
+    }
     cargo_test()
+}
+
+/// The fault campaign (`tests/e2e/tests/faults.rs`) for `--rounds N` rounds (default: one per
+/// fault), its table printed.
+fn faults(args: &[String]) -> anyhow::Result<()> {
+    let mut c = cargo();
+    c.args(["test", "-p", "aiesim-e2e", "--test", "faults", "--", "--nocapture"]);
+    match args {
+        [] => {}
+        [flag, n] if flag == "--rounds" => {
+            let n: u32 = n.parse().context("--rounds needs a number")?;
+            c.env("AIESIM_FAULT_ROUNDS", n.to_string());
+        }
+        _ => bail!("usage: cargo xtask faults [--rounds N]"),
+    }
+    if !is_root() {
+        bail!("the fault campaign runs the simulated world, which needs root");
+    }
+    build(false)?;
+    run(&mut c)
 }
 
 /// Runs the workspace's tests, echoing their output, and ends with one summary line over all
@@ -225,66 +270,6 @@ fn cargo_test() -> anyhow::Result<()> {
     }
     if passed == 0 {
         bail!("cargo test ran no test");
-    }
-    Ok(())
-}
-
-/// Crates with a cargo-fuzz directory.
-const FUZZED: &[&str] = &[
-    "daemon/qmi",
-    "daemon/mbim",
-    "daemon/apdu",
-    "daemon/es10",
-    "daemon/iot-safe",
-    "daemon/ai-applet",
-    "daemon/journal",
-    "daemon/credential",
-    "daemon/aiesimd",
-    "dbus",
-];
-
-fn fuzz(args: &[String]) -> anyhow::Result<()> {
-    let seconds: u32 = match args.iter().position(|a| a == "--seconds") {
-        Some(i) => args
-            .get(i + 1)
-            .context("--seconds needs a number")?
-            .parse()
-            .context("--seconds needs a number")?,
-        None => 60,
-    };
-    let tools = root().join(".tools");
-    let cargo_fuzz = tools.join("bin/cargo-fuzz");
-    if !cargo_fuzz.exists() {
-        run(cargo()
-            .args(["install", "cargo-fuzz", "--locked", "--root"])
-            .arg(&tools))?;
-    }
-    for krate in FUZZED {
-        let dir = root().join(krate);
-        let list = Command::new(&cargo_fuzz).arg("list").current_dir(&dir).output()?;
-        for target in String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
-            let mut fuzz = Command::new("cargo");
-            without_cargo_run_env(&mut fuzz);
-            run(fuzz
-                .args(["+nightly"])
-                .arg("fuzz")
-                .args(["run", target, "--", &format!("-max_total_time={seconds}")])
-                .current_dir(&dir)
-                // The nested BPF build must not inherit the sanitizer flags; parsers need no BPF.
-                .env("AYA_BUILD_SKIP", "1")
-                .env(
-                    "PATH",
-                    format!(
-                        "{}:{}",
-                        tools.join("bin").display(),
-                        std::env::var("PATH").unwrap_or_default()
-                    ),
-                ))?;
-        }
     }
     Ok(())
 }

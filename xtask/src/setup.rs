@@ -30,6 +30,8 @@ const PACKAGES: &[&str] = &[
     "libqmi-utils",
     "libmbim-utils",
     "tshark",
+    // `cargo xtask bench` compares the daemon's idle memory with ModemManager's.
+    "modemmanager",
     // The test cloud: the model comes from a PyPI wheel, its runtime from npm.
     "python3-pip",
 ];

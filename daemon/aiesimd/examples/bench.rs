@@ -10,11 +10,19 @@
 //!   oracle that knows every endpoint's true TTFT, in simulated time under changing load;
 //! - scheduling: interactive TTFT with background work queued, against the same requests in
 //!   one first-come line;
+//! - broker: time to first token through it against direct HTTP to the same (stub) endpoint,
+//!   and streams carried at once (`bench/broker.rs`);
 //! - fast path: classifier cost per packet, and AI round trips under a saturating upload
-//!   (`bench/fastpath.rs`).
+//!   (`bench/fastpath.rs`);
+//! - idle radio: the daemon's own packets per hour on the simulated uplink while no app is
+//!   active (`bench/idle.rs`).
 
+#[path = "bench/broker.rs"]
+mod broker;
 #[path = "bench/fastpath.rs"]
 mod fastpath;
+#[path = "bench/idle.rs"]
+mod idle;
 #[path = "../tests/support/uplink.rs"]
 mod uplink;
 
@@ -319,6 +327,11 @@ fn main() -> anyhow::Result<()> {
         fastpath::main();
         return Ok(());
     }
+    // `bench idle` measures only the radio while no app is active.
+    if std::env::args().nth(1).as_deref() == Some("idle") {
+        idle::main();
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -386,8 +399,11 @@ fn main() -> anyhow::Result<()> {
             "  background queued behind interactive         {scheduled:>8.1} ms = {:.3} x baseline  (target <= 0.2)",
             scheduled / fifo
         );
+
+        broker::report().await;
         anyhow::Ok(())
     })?;
     fastpath::main();
+    idle::main();
     Ok(())
 }

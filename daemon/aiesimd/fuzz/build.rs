@@ -48,6 +48,80 @@ fn sse(limit: u8, sizes: &[u8], body: &[u8]) -> Vec<u8> {
     input
 }
 
+/// A qmicli session through `qmi-proxy`: open, allocate a DMS id (the fuzz modem hands out 2
+/// first), ask with it, release it, and a Sync; then the same before the handshake.
+fn qmi_proxy_session() -> (Vec<u8>, Vec<u8>) {
+    use aiesim_qmi::{Message as _, Service, ctl, dms};
+    let frames = [
+        ctl::InternalProxyOpen {
+            device_path: "/dev/cdc-wdm0".into(),
+        }
+        .to_frame(0, 1),
+        ctl::AllocateCid { service: Service::DMS }.to_frame(0, 2),
+        dms::GetIds.to_frame(2, 1),
+        ctl::ReleaseCid {
+            service: Service::DMS,
+            client_id: 2,
+        }
+        .to_frame(0, 3),
+        ctl::Sync.to_frame(0, 4),
+    ];
+    let bytes: Vec<Vec<u8>> = frames
+        .into_iter()
+        .map(|f| f.and_then(|f| f.encode()).expect("a seed frame encodes"))
+        .collect();
+    (bytes.concat(), bytes[1..].concat())
+}
+
+/// An mbimcli session through `mbim-proxy`: OPEN, the configuration, a subscription list, a
+/// command and CLOSE; and the same cut into the smallest fragments MBIM allows.
+fn mbim_proxy_session() -> (Vec<u8>, Vec<u8>) {
+    use aiesim_mbim::{
+        Body, ControlMessage, MIN_CONTROL_TRANSFER, Message as _, Uuid, basic_connect as bc, proxy_control,
+    };
+    let command = |tid, command: Result<_, _>| ControlMessage::new(tid, Body::Command(command.expect("a seed encodes")));
+    let messages = [
+        ControlMessage::new(1, Body::Open { max_control_transfer: 4096 }),
+        command(
+            2,
+            proxy_control::ConfigurationSet {
+                device_path: "/dev/cdc-wdm0".into(),
+                timeout: 30,
+            }
+            .to_command(),
+        ),
+        command(
+            3,
+            bc::DeviceServiceSubscribeListSet {
+                events: vec![
+                    bc::EventEntry {
+                        service: Uuid::BASIC_CONNECT,
+                        cids: vec![bc::SIGNAL_STATE, bc::REGISTER_STATE],
+                    },
+                    bc::EventEntry {
+                        service: Uuid::MS_UICC_LOW_LEVEL_ACCESS,
+                        cids: vec![1],
+                    },
+                ],
+            }
+            .to_command(),
+        ),
+        command(4, bc::DeviceCapsQuery {}.to_command()),
+        ControlMessage::new(5, Body::Close),
+    ];
+    let whole = messages
+        .iter()
+        .map(|m| m.encode().expect("a seed encodes"))
+        .collect::<Vec<_>>()
+        .concat();
+    let fragments = messages
+        .iter()
+        .flat_map(|m| m.encode_fragments(MIN_CONTROL_TRANSFER).expect("a seed encodes"))
+        .collect::<Vec<_>>()
+        .concat();
+    (whole, fragments)
+}
+
 fn main() -> io::Result<()> {
     let dir = env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let dir = Path::new(&dir);
@@ -107,6 +181,13 @@ fn main() -> io::Result<()> {
     ] {
         seed("chunk", name, payload.as_bytes())?;
     }
+
+    let (session, unopened) = qmi_proxy_session();
+    seed("qmi_proxy", "session", &session)?;
+    seed("qmi_proxy", "not-opened", &unopened)?;
+    let (whole, fragments) = mbim_proxy_session();
+    seed("mbim_proxy", "session", &whole)?;
+    seed("mbim_proxy", "fragments", &fragments)?;
 
     seed("config", "packaged", &fs::read(&packaged_config)?)?;
     seed(

@@ -6,14 +6,18 @@
 //! cover at all. Plain Rust: the D-Bus front end translates into [`Broker::admit`] and
 //! [`Broker::run`] and never decides anything itself.
 
-use std::future::Future;
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex, atomic::Ordering},
+};
 
-use aiesim_wire::{ChatOptions, ErrorName, Message, StreamEvent, Usage};
+use aiesim_wire::{ChatOptions, Content, ErrorName, Message, Part, StreamEvent, Usage};
 use futures_util::StreamExt;
 
 use crate::{
     clock::Clock,
-    cloud::{Blame, ChatRequest, Cloud, CloudError, CloudEvent},
+    cloud::{Blame, CARRIED, Carried, ChatRequest, Cloud, CloudError, CloudEvent},
     ledger::{Ledger, LedgerError, Reservation},
     router::{Route, Router, RouterError},
     scheduler::{Lane, Scheduler, SchedulerError, Ticket},
@@ -142,6 +146,18 @@ pub struct Broker<C, K> {
     /// Per (endpoint, model): how many tokens the endpoint's chat template adds beyond the
     /// prompt estimate, learnt from its reported usage, so reservations cover real prompts.
     prompt_overhead: std::sync::Mutex<std::collections::HashMap<(String, String), u32>>,
+    /// What the requests of each app carried to and from the cloud, by app id.
+    relayed: Mutex<HashMap<String, Relayed>>,
+}
+
+/// The cloud traffic the daemon relayed for one app: HTTP body bytes of its requests, which
+/// share pooled connections with other apps' (so only the broker can tell them apart).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Relayed {
+    /// Requests sent to an endpoint (admitted ones refused before that carry nothing).
+    pub requests: u64,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
 }
 
 /// The most template overhead learnt for one model; more is a misbehaving endpoint.
@@ -155,6 +171,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             router,
             scheduler: Scheduler::new(limits.max_in_flight),
             prompt_overhead: std::sync::Mutex::default(),
+            relayed: Mutex::default(),
             limits,
         }
     }
@@ -169,6 +186,11 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
 
     pub fn router(&self) -> &Router<K> {
         &self.router
+    }
+
+    /// What each app's requests carried since the daemon started, by app id.
+    pub fn relayed(&self) -> HashMap<String, Relayed> {
+        self.relayed.lock().expect("relayed lock").clone()
     }
 
     /// Routes the request, checks that the budget could cover its bounded cost, and puts it
@@ -316,14 +338,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             }
         };
         sink.dispatched();
-        let mut meter = Meter {
-            prompt_estimate,
-            deltas: 0,
-            reported: None,
-            admitted_at,
-            first_delta: None,
-            last_delta: None,
-        };
+        let mut meter = Meter::new(prompt_estimate, admitted_at);
         let ended = {
             let deadline = self.limits.deadline;
             let streamed = async {
@@ -348,6 +363,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                 r = &mut streamed => r,
             }
         };
+        self.record_relayed(&app, &meter.carried);
         let usage = meter.usage();
         self.learn_prompt_overhead(&route, &meter);
         // Nothing reached the app and nothing was generated: nothing to bill.
@@ -385,6 +401,14 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             model: route.model,
             error,
         }
+    }
+
+    fn record_relayed(&self, app: &str, carried: &Carried) {
+        let mut relayed = self.relayed.lock().expect("relayed lock");
+        let entry = relayed.entry(app.to_owned()).or_default();
+        entry.requests += 1;
+        entry.sent_bytes += carried.sent.load(Ordering::Relaxed);
+        entry.received_bytes += carried.received.load(Ordering::Relaxed);
     }
 
     /// Waits in line until the request's turn, then reserves its tokens; or says why not.
@@ -434,12 +458,22 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             )
         };
         let blamed = |e: &CloudError| match e.blame() {
-            Blame::Endpoint { retry_after } => self.router.report_failure(&route.endpoint, &route.model, retry_after),
+            Blame::Endpoint { retry_after } => {
+                if e.is_overload() {
+                    self.router.report_overload(&route.endpoint, &route.model);
+                }
+                self.router.report_failure(&route.endpoint, &route.model, retry_after);
+            }
             Blame::Request => self.router.report_alive(&route.endpoint),
             Blame::Device => {}
         };
         let mut answer_bytes = 0usize;
-        let mut events = match self.cloud.chat(&route.url, request).await {
+        // The transport counts the bytes it carries into the task-local the scope sets.
+        let carried = Arc::clone(&meter.carried);
+        let mut events = match CARRIED
+            .scope(Arc::clone(&carried), self.cloud.chat(&route.url, request))
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 // A refused content is the caller's error: it says nothing of the endpoint's health.
@@ -454,7 +488,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                 return Err(upstream(e));
             }
         };
-        while let Some(event) = events.next().await {
+        while let Some(event) = CARRIED.scope(Arc::clone(&carried), events.next()).await {
             match event {
                 Ok(CloudEvent::Delta(text)) => {
                     if text.is_empty() {
@@ -504,9 +538,23 @@ struct Meter {
     admitted_at: std::time::Instant,
     first_delta: Option<std::time::Instant>,
     last_delta: Option<std::time::Instant>,
+    /// The HTTP body bytes the request carried, which the transport counts.
+    carried: Arc<Carried>,
 }
 
 impl Meter {
+    fn new(prompt_estimate: u32, admitted_at: std::time::Instant) -> Self {
+        Self {
+            prompt_estimate,
+            deltas: 0,
+            reported: None,
+            admitted_at,
+            first_delta: None,
+            last_delta: None,
+            carried: Arc::default(),
+        }
+    }
+
     /// Time to the first token from admission, and the mean gap between the tokens after it.
     fn latency(&self, ended: std::time::Instant) -> (std::time::Duration, Option<std::time::Duration>) {
         let first = self.first_delta.unwrap_or(ended);
@@ -549,17 +597,57 @@ fn request_digest(route: &Route, request: &ChatRequest) -> [u8; 32] {
     for m in &request.messages {
         h.update(m.role.as_bytes());
         h.update([0]);
-        h.update(m.content.as_bytes());
+        match &m.content {
+            Content::Text(text) => h.update(text.as_bytes()),
+            // An image as its MIME type between NULs, then its bytes.
+            Content::Parts(parts) => {
+                for part in parts {
+                    match part {
+                        Part::Text(text) => h.update(text.as_bytes()),
+                        Part::Image(image) => {
+                            h.update([0]);
+                            h.update(image.info.kind.mime().as_bytes());
+                            h.update([0]);
+                            h.update(&image.data);
+                        }
+                    }
+                }
+            }
+        }
         h.update([0]);
     }
     h.finalize().into()
 }
 
-/// A pessimistic prompt size: about 3 bytes a token plus per-message overhead.
+/// A pessimistic prompt size: about 3 bytes a token of text plus per-message overhead, and
+/// [`image_tokens`] for each image.
 fn estimate_prompt_tokens(messages: &[Message]) -> u32 {
-    let bytes: usize = messages.iter().map(|m| m.content.len() + m.role.len()).sum();
-    let tokens = bytes.div_ceil(3) + 4 * messages.len() + 2;
+    let bytes: usize = messages.iter().map(|m| m.content.text_len() + m.role.len()).sum();
+    let images: u64 = messages
+        .iter()
+        .flat_map(|m| m.content.images())
+        .map(|i| u64::from(image_tokens(i.info.width, i.info.height)))
+        .sum();
+    let tokens = (bytes.div_ceil(3) + 4 * messages.len() + 2) as u64 + images;
     u32::try_from(tokens).unwrap_or(u32::MAX)
+}
+
+/// The tokens reserved for one image: `OpenAI`'s high-detail tile rule. The image is fitted
+/// within 2048 x 2048, its shorter side brought down to 768, then it costs 85 plus 170 per
+/// 512-pixel tile (rounding up at every step): 85 to 1445 tokens.
+pub fn image_tokens(width: u32, height: u32) -> u32 {
+    let scale = |(w, h): (u64, u64), num: u64, den: u64| ((w * num).div_ceil(den), (h * num).div_ceil(den));
+    let mut size = (u64::from(width.max(1)), u64::from(height.max(1)));
+    let longer = size.0.max(size.1);
+    if longer > 2048 {
+        size = scale(size, 2048, longer);
+    }
+    let shorter = size.0.min(size.1);
+    if shorter > 768 {
+        size = scale(size, 768, shorter);
+    }
+    let tiles = size.0.div_ceil(512) * size.1.div_ceil(512);
+    u32::try_from(85 + 170 * tiles).unwrap_or(u32::MAX)
 }
 
 /// An error and its sources as one line.
@@ -874,6 +962,16 @@ mod tests {
                 "prov",
                 "{status}"
             );
+            // Past its cooldown, it is probed with half as many at once when it said it was
+            // overloaded; a plain failure says nothing of its capacity.
+            b.router().clock().advance(Duration::from_secs(31));
+            let route = b.router().pick(None).unwrap();
+            let halved = if status == 500 { 2 } else { 1 };
+            assert_eq!(
+                (route.endpoint.as_str(), route.max_concurrent),
+                ("metro", halved),
+                "{status}"
+            );
         }
     }
 
@@ -897,7 +995,10 @@ mod tests {
 
     impl Cloud for std::sync::Arc<Held> {
         async fn chat(&self, _base_url: &str, request: &ChatRequest) -> Result<ChatStream, CloudError> {
-            self.asked.lock().unwrap().push(request.messages[0].content.clone());
+            self.asked
+                .lock()
+                .unwrap()
+                .push(request.messages[0].content.texts().collect());
             self.go.acquire().await.unwrap().forget();
             let usage = Usage {
                 prompt_tokens: 5,
@@ -1034,5 +1135,66 @@ mod tests {
             (900..=1_000).contains(&charged),
             "charged {charged} of 1000 before refusing"
         );
+    }
+
+    #[test]
+    fn images_are_reserved_by_their_tiles() {
+        assert_eq!(image_tokens(1, 1), 85 + 170);
+        assert_eq!(image_tokens(512, 512), 85 + 170);
+        assert_eq!(image_tokens(513, 512), 85 + 2 * 170);
+        // 1024 x 1024: shorter side to 768, so 2 x 2 tiles.
+        assert_eq!(image_tokens(1024, 1024), 85 + 4 * 170);
+        // 4096 x 8192: fitted to 1024 x 2048, then 768 x 1536: 2 x 3 tiles.
+        assert_eq!(image_tokens(4096, 8192), 85 + 6 * 170);
+        // A long strip is the worst case: 2048 x 768 is 4 x 2 tiles.
+        assert_eq!(image_tokens(60_000, 2), 85 + 4 * 170);
+        assert_eq!(image_tokens(8192, 3072), 85 + 8 * 170);
+        assert_eq!(image_tokens(u32::MAX, u32::MAX), 85 + 4 * 170);
+    }
+
+    #[tokio::test]
+    async fn an_image_is_reserved_for_and_named_by_the_digest() {
+        use aiesim_wire::{Image, image::samples};
+        let image = Image::new(samples::png(1024, 1024)).unwrap();
+        let text = Message::new("user", "what is this?");
+        let with_image = Message::new(
+            "user",
+            Content::Parts(vec![Part::Text("what is this?".into()), Part::Image(image)]),
+        );
+        assert_eq!(
+            estimate_prompt_tokens(std::slice::from_ref(&with_image)),
+            estimate_prompt_tokens(std::slice::from_ref(&text)) + 85 + 4 * 170
+        );
+        let b = broker(vec![Ok(vec![delta("a cat")])]);
+        let a = b
+            .admit(
+                "app",
+                ChatOptions {
+                    messages: vec![with_image.clone()],
+                    ..ask(Some(10))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            a.estimate(),
+            10 + u64::from(estimate_prompt_tokens(std::slice::from_ref(&with_image)))
+        );
+        let request = |m: Message| ChatRequest {
+            model: "s".into(),
+            messages: vec![m],
+            max_tokens: 10,
+            temperature: None,
+        };
+        let route = a.route().clone();
+        let other = Image::new(samples::png(1024, 1023)).unwrap();
+        let with_other = Message::new(
+            "user",
+            Content::Parts(vec![Part::Text("what is this?".into()), Part::Image(other)]),
+        );
+        let digests = [text, with_image, with_other].map(|m| request_digest(&route, &request(m)));
+        assert_ne!(digests[0], digests[1]);
+        assert_ne!(digests[1], digests[2], "the image's bytes are paid for");
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(out.state, EndState::Done);
     }
 }

@@ -246,6 +246,10 @@ impl ModemConfig {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each is an independent switch of the configuration file"
+)]
 pub struct FastpathConfig {
     pub enabled: bool,
     /// The cellular network interface, or "modem": the one the modem reports (sysfs or
@@ -255,6 +259,15 @@ pub struct FastpathConfig {
     pub shape: bool,
     /// The uplink rate in kbit/s the shaper releases packets at.
     pub uplink_kbit: u32,
+    /// Count apps' own AI traffic per app (`cgroup_skb` programs on `apps_cgroup`).
+    pub count_apps: bool,
+    /// The cgroup v2 directory whose apps are counted; empty: the hierarchy's root.
+    pub apps_cgroup: String,
+    /// The bpffs directory the classifier's maps and links are pinned in, so a restart takes
+    /// them over without a gap; empty: nothing is pinned.
+    pub pin_dir: String,
+    /// Leave the classifier attached and pinned on a clean stop too.
+    pub keep_on_stop: bool,
 }
 
 impl Default for FastpathConfig {
@@ -264,6 +277,10 @@ impl Default for FastpathConfig {
             interface: "wwan0".into(),
             shape: false,
             uplink_kbit: 0,
+            count_apps: true,
+            apps_cgroup: String::new(),
+            pin_dir: "/sys/fs/bpf/aiesim".into(),
+            keep_on_stop: false,
         }
     }
 }
@@ -283,6 +300,24 @@ impl FastpathConfig {
             );
         }
         Ok(())
+    }
+
+    /// The cgroup directory whose apps' AI traffic is counted, when asked for; `None` also when
+    /// no cgroup v2 hierarchy is mounted.
+    pub fn apps_cgroup(&self) -> Option<std::path::PathBuf> {
+        if !self.count_apps {
+            return None;
+        }
+        if self.apps_cgroup.is_empty() {
+            crate::identity::cgroup2_root()
+        } else {
+            Some(self.apps_cgroup.clone().into())
+        }
+    }
+
+    /// Where to pin the classifier, when asked to.
+    pub fn pins(&self) -> Option<crate::fastpath::Pins> {
+        (!self.pin_dir.is_empty()).then(|| crate::fastpath::Pins::new(&self.pin_dir, self.keep_on_stop))
     }
 
     /// The shaping to install, when asked for.
@@ -310,6 +345,8 @@ pub enum CredentialChoice {
 pub struct CloudConfig {
     /// Network interface the cloud connections are bound to; empty for none.
     pub bind_interface: String,
+    /// A PEM file of CA certificates trusted for endpoints besides the system's; empty for none.
+    pub ca_file: PathBuf,
     /// Whether requests carry the device credential signed on the eSIM.
     pub credential: CredentialChoice,
     /// The IoT SAFE applet's AID in hex (GSMA's by default; some cards use a vendor's).
@@ -317,17 +354,21 @@ pub struct CloudConfig {
     pub connect_timeout_ms: u64,
     pub first_byte_timeout_ms: u64,
     pub idle_timeout_ms: u64,
+    /// How long a connection to an endpoint stays open after its last request.
+    pub keepalive_window_ms: u64,
 }
 
 impl Default for CloudConfig {
     fn default() -> Self {
         Self {
             bind_interface: String::new(),
+            ca_file: PathBuf::new(),
             credential: CredentialChoice::Auto,
             iot_safe_aid: "A0000005590010".into(),
             connect_timeout_ms: 5_000,
             first_byte_timeout_ms: 60_000,
             idle_timeout_ms: 30_000,
+            keepalive_window_ms: 30_000,
         }
     }
 }
@@ -346,6 +387,9 @@ impl CloudConfig {
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn keepalive_window(&self) -> Duration {
+        Duration::from_millis(self.keepalive_window_ms)
     }
 }
 
@@ -449,6 +493,12 @@ pub struct RequestsConfig {
     pub deadline_s: u64,
     /// The most answer text one request may stream.
     pub max_answer_bytes: usize,
+    /// The largest image one request may carry, in bytes.
+    pub max_image_bytes: usize,
+    /// The most all images of one request may take together, in bytes.
+    pub max_request_image_bytes: usize,
+    /// The most images one request may carry.
+    pub max_images: usize,
 }
 
 impl Default for RequestsConfig {
@@ -460,6 +510,9 @@ impl Default for RequestsConfig {
             stream_buffer_bytes: 64 * 1024,
             deadline_s: 600,
             max_answer_bytes: 1 << 20,
+            max_image_bytes: 4 << 20,
+            max_request_image_bytes: 8 << 20,
+            max_images: 8,
         }
     }
 }
@@ -646,6 +699,14 @@ impl Config {
             ("stream_buffer_bytes", r.stream_buffer_bytes as u64, 4_096, 16 << 20),
             ("deadline_s", r.deadline_s, 1, 86_400),
             ("max_answer_bytes", r.max_answer_bytes as u64, 1_024, 64 << 20),
+            ("max_image_bytes", r.max_image_bytes as u64, 1_024, 64 << 20),
+            (
+                "max_request_image_bytes",
+                r.max_request_image_bytes as u64,
+                1_024,
+                256 << 20,
+            ),
+            ("max_images", r.max_images as u64, 0, 64),
         ];
         for (key, value, low, high) in bounds {
             if !(low..=high).contains(&value) {
@@ -674,6 +735,15 @@ impl Config {
             if value == 0 {
                 return rule(format!("cloud.{key}"), format!("cloud.{key} must be above 0 ms"));
             }
+        }
+        if c.keepalive_window_ms > 3_600_000 {
+            return rule(
+                "cloud.keepalive_window_ms",
+                format!(
+                    "cloud.keepalive_window_ms must be at most 3600000 (an hour), not {}",
+                    c.keepalive_window_ms
+                ),
+            );
         }
         self.modem.validate()?;
         if self.fastpath.enabled && self.fastpath.interface.is_empty() {

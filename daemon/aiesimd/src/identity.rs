@@ -218,11 +218,8 @@ const MAX_CGROUPS: usize = 20_000;
 impl Cgroups {
     /// Finds where cgroup v2 is mounted (`/sys/fs/cgroup`, or `…/unified` on a hybrid system).
     fn find() -> Self {
-        let root = std::fs::read_to_string("/proc/self/mountinfo")
-            .ok()
-            .and_then(|text| cgroup2_mount(&text));
         Self {
-            root,
+            root: cgroup2_root(),
             known: Mutex::new(HashMap::new()),
         }
     }
@@ -268,6 +265,39 @@ fn walk(root: &Path) -> Result<HashMap<u64, String>, String> {
         }
     }
     Ok(found)
+}
+
+/// Where the cgroup v2 hierarchy is mounted, if it is.
+pub(crate) fn cgroup2_root() -> Option<PathBuf> {
+    cgroup2_mount(&std::fs::read_to_string("/proc/self/mountinfo").ok()?)
+}
+
+/// The app id of every cgroup under `root` (a cgroup v2 directory) by cgroup id: the fast path
+/// names the cgroups whose traffic it counted with it.
+pub(crate) fn cgroup_apps(root: &Path) -> Result<HashMap<u64, String>, String> {
+    let base = root.to_string_lossy();
+    let base = base.trim_end_matches('/');
+    Ok(walk(root)?
+        .into_iter()
+        .map(|(id, rel)| {
+            let path = format!("{base}{rel}");
+            let app = app_id(&path, owner_uid(&path));
+            (id, app)
+        })
+        .collect())
+}
+
+/// The user whose tree a cgroup path is in (`user-1000.slice`, `user@1000.service`); root
+/// outside the users' trees.
+fn owner_uid(path: &str) -> u32 {
+    path.split('/')
+        .find_map(|part| {
+            part.strip_prefix("user-")
+                .and_then(|p| p.strip_suffix(".slice"))
+                .or_else(|| part.strip_prefix("user@").and_then(|p| p.strip_suffix(".service")))
+                .and_then(|uid| uid.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// The mount point of the cgroup2 file system in a mountinfo text.
@@ -328,6 +358,16 @@ mod tests {
         assert_eq!(app_id("/user.slice/user-1000.slice/session-3.scope", 1000), "uid-1000");
         assert_eq!(app_id("/", 0), "uid-0");
         assert_eq!(app_id("", 7), "uid-7");
+    }
+
+    #[test]
+    fn a_cgroup_path_names_its_user() {
+        let path = "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice/a.scope";
+        assert_eq!(owner_uid(path), 1000);
+        assert_eq!(app_id(path, owner_uid(path)), "uid-1000/a.scope");
+        assert_eq!(owner_uid("/user.slice/user@1001.service/x.service"), 1001);
+        assert_eq!(owner_uid("/system.slice/user-x.slice/b.service"), 0);
+        assert_eq!(app_id("/sys/fs/cgroup/system.slice/b.service", 0), "b.service");
     }
 
     #[test]

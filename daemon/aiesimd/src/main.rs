@@ -14,7 +14,7 @@ use aiesimd::{
     cloud::{HttpCloud, HttpOptions, SharedCredentials},
     config::{self, Bus, Config, CredentialChoice},
     esim::{Biller, CardCredentials, Esim, Requirement, provision_endpoints},
-    fastpath::{Fastpath, names},
+    fastpath::{AttachMode, Fastpath, names},
     ledger::{Ledger, window::Calendar},
     modem::Modem,
     reload::Plan,
@@ -189,11 +189,7 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
     service::serve(
         &connection,
         Arc::clone(&broker),
-        service::RequestLimits {
-            max_objects_per_app: config.requests.max_objects_per_app,
-            stall_timeout: Duration::from_millis(config.requests.stall_timeout_ms),
-            stream_buffer: config.requests.stream_buffer_bytes,
-        },
+        request_limits(&config),
         modem
             .clone()
             .zip(biller)
@@ -207,6 +203,8 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
             },
             follow_modem,
             shaping: config.fastpath.shaping(),
+            apps_cgroup: config.fastpath.apps_cgroup(),
+            pins: config.fastpath.pins(),
             destinations,
         },
     )
@@ -323,6 +321,21 @@ fn monotonic_usec() -> u64 {
     })
 }
 
+/// The bounds on one app's requests and what they carry.
+fn request_limits(config: &Config) -> service::RequestLimits {
+    let r = &config.requests;
+    service::RequestLimits {
+        max_objects_per_app: r.max_objects_per_app,
+        stall_timeout: Duration::from_millis(r.stall_timeout_ms),
+        stream_buffer: r.stream_buffer_bytes,
+        images: aiesim_dbus::ImageLimits {
+            max_image_bytes: r.max_image_bytes,
+            max_request_bytes: r.max_request_image_bytes,
+            max_images: r.max_images,
+        },
+    }
+}
+
 /// Tells the service manager (if any) that the daemon is ready, and starts petting its
 /// watchdog when it asked for one.
 fn announce_ready(connection: &zbus::Connection) -> Option<Arc<service::watchdog::Notifier>> {
@@ -343,9 +356,11 @@ fn announce_ready(connection: &zbus::Connection) -> Option<Arc<service::watchdog
 fn broker(config: &Config, credentials: Option<SharedCredentials>) -> anyhow::Result<service::DaemonBroker> {
     let cloud = HttpCloud::new(HttpOptions {
         bind_interface: Some(config.cloud.bind_interface.clone()).filter(|s| !s.is_empty()),
+        ca_file: Some(config.cloud.ca_file.clone()).filter(|p| !p.as_os_str().is_empty()),
         connect_timeout: config.cloud.connect_timeout(),
         first_byte_timeout: config.cloud.first_byte_timeout(),
         idle_timeout: config.cloud.idle_timeout(),
+        keepalive_window: config.cloud.keepalive_window(),
         credentials,
     })
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
@@ -435,11 +450,17 @@ fn attach_fastpath(config: &Config) -> Option<Fastpath> {
     if !config.fastpath.enabled {
         return None;
     }
-    match Fastpath::attach(&config.fastpath.interface) {
+    let mode = AttachMode::detect();
+    match Fastpath::attach_pinned(&config.fastpath.interface, mode, config.fastpath.pins()) {
         Ok(mut fp) => {
             if let Some(shaping) = config.fastpath.shaping() {
                 if let Err(e) = fp.shape(shaping) {
                     tracing::warn!(interface = %config.fastpath.interface, error = %chain(&e), "uplink not shaped; AI packets keep their priority only");
+                }
+            }
+            if let Some(cgroup) = config.fastpath.apps_cgroup() {
+                if let Err(e) = fp.watch_apps(&cgroup) {
+                    tracing::warn!(cgroup = %cgroup.display(), error = %chain(&e), "apps' own AI traffic not counted");
                 }
             }
             Some(fp)

@@ -213,6 +213,19 @@ impl PeakEwma {
     }
 }
 
+impl Learned {
+    /// Requests served at once: the learned limit, within 1 and the configured one.
+    fn concurrency(&self, configured: usize) -> usize {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a positive limit of at most 1024"
+        )]
+        self.limit
+            .map_or(configured, |l| (l.floor() as usize).clamp(1, configured.max(1)))
+    }
+}
+
 /// What the router learned of one model on one endpoint.
 #[derive(Debug, Clone, Copy)]
 struct Learned {
@@ -221,6 +234,9 @@ struct Learned {
     picks: u64,
     successes: u64,
     failures: u64,
+    /// Requests it serves at once, learned (AIMD) below the configured `max_concurrent`;
+    /// `None` until it first said it was overloaded.
+    limit: Option<f64>,
 }
 
 impl Learned {
@@ -237,6 +253,7 @@ impl Learned {
             picks: 0,
             successes: 0,
             failures: 0,
+            limit: None,
         }
     }
 }
@@ -422,9 +439,10 @@ impl<K: Clock> Router<K> {
                 continue;
             }
             let spec = &entry.spec.models[m];
-            let (name, price, limit) = (spec.name.clone(), spec.price_per_1k, entry.spec.max_concurrent);
+            let (name, price, configured) = (spec.name.clone(), spec.price_per_1k, entry.spec.max_concurrent);
             let outstanding = load(&entry.spec.name, &name);
             let learned = entry.learned(&name);
+            let limit = learned.concurrency(configured);
             candidates.push((i, m, score(learned, now, outstanding, limit, price)));
         }
         let chosen = match candidates.len() {
@@ -447,12 +465,15 @@ impl<K: Clock> Router<K> {
             }
         };
         let entry = &mut registry.merged[chosen.0];
+        let configured = entry.spec.max_concurrent;
         if entry.health != Health::Healthy {
             entry.health = Health::Probing { since: now };
             tracing::info!(endpoint = %entry.spec.name, "probing an endpoint after its cooldown");
         }
         let spec = entry.spec.models[chosen.1].clone();
-        entry.learned(&spec.name).picks += 1;
+        let learned = entry.learned(&spec.name);
+        learned.picks += 1;
+        let max_concurrent = learned.concurrency(configured);
         let e = &entry.spec;
         Ok(Route {
             endpoint: e.name.clone(),
@@ -460,7 +481,7 @@ impl<K: Clock> Router<K> {
             model: spec.name,
             max_output: spec.max_output,
             price_per_1k: spec.price_per_1k,
-            max_concurrent: e.max_concurrent,
+            max_concurrent,
         })
     }
 
@@ -475,6 +496,24 @@ impl<K: Clock> Router<K> {
         });
     }
 
+    /// The endpoint said it is overloaded for `model` (429 or 503): it serves half as many at
+    /// once from now on (multiplicative decrease; at least one).
+    pub fn report_overload(&self, endpoint: &str, model: &str) {
+        self.with_entry(endpoint, |entry| {
+            let configured = entry.spec.max_concurrent;
+            let learned = entry.learned(model);
+            #[expect(clippy::cast_precision_loss, reason = "limits are at most 1024")]
+            let now = learned.limit.unwrap_or(configured as f64);
+            learned.limit = Some((now / 2.0).max(1.0));
+            tracing::info!(
+                endpoint,
+                model,
+                limit = learned.concurrency(configured),
+                "endpoint overloaded: fewer requests at once"
+            );
+        });
+    }
+
     /// A request was answered: `ttft` from admission (queue time included) to the first
     /// token, and the mean gap between tokens after it when there were several.
     pub fn report_success(&self, endpoint: &str, model: &str, ttft: Duration, inter_token: Option<Duration>) {
@@ -483,6 +522,10 @@ impl<K: Clock> Router<K> {
             entry.health = Health::Healthy;
             let learned = entry.learned(model);
             learned.successes += 1;
+            // Additive increase: one more at once after about a limit's worth of answers.
+            if let Some(limit) = learned.limit {
+                learned.limit = Some(limit + 1.0 / limit);
+            }
             learned.ttft.observe(now, ttft);
             if let Some(gap) = inter_token {
                 learned.itl.observe(now, gap);
@@ -762,6 +805,35 @@ mod tests {
             "metro",
             "1.6 times slower is too slow"
         );
+    }
+
+    #[test]
+    fn concurrency_halves_on_overload_and_grows_back_one_at_a_time_to_the_configured_limit() {
+        let mut wide = ep("metro", Tier::Metro, &["m"]);
+        wide.max_concurrent = 8;
+        let r = Router::new(&[wide], ManualClock::default(), Duration::from_secs(1));
+        let limit = |r: &Router<ManualClock>| r.pick(None).unwrap().max_concurrent;
+        assert_eq!(limit(&r), 8, "the configured limit until told otherwise");
+        r.report_success("metro", "m", ms(50), None);
+        assert_eq!(limit(&r), 8, "never above the configured limit");
+        r.report_overload("metro", "m");
+        assert_eq!(limit(&r), 4);
+        r.report_overload("metro", "m");
+        r.report_overload("metro", "m");
+        r.report_overload("metro", "m");
+        assert_eq!(limit(&r), 1, "at least one");
+        // About `limit` answers add one (+1/limit each): 1 → 2 after one, → 3 after three more.
+        let mut grown = Vec::new();
+        for _ in 0..6 {
+            r.report_success("metro", "m", ms(50), None);
+            grown.push(limit(&r));
+        }
+        assert_eq!(grown, [2, 2, 2, 3, 3, 3]);
+        for _ in 0..100 {
+            r.report_success("metro", "m", ms(50), None);
+        }
+        assert_eq!(limit(&r), 8, "back to the configured limit, not past it");
+        assert_eq!(r.pick(None).unwrap().endpoint, "metro");
     }
 
     #[test]

@@ -160,9 +160,11 @@ impl Drop for ModelServer {
 fn options() -> HttpOptions {
     HttpOptions {
         bind_interface: None,
+        ca_file: None,
         connect_timeout: Duration::from_secs(5),
         first_byte_timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(30),
+        keepalive_window: Duration::from_secs(30),
         credentials: None,
     }
 }
@@ -773,4 +775,31 @@ async fn refusals_carry_status_message_and_retry_after() {
         panic!("JSON is not a stream")
     };
     assert!(matches!(error, CloudError::NotEventStream { .. }), "{error:?}");
+}
+
+#[test]
+fn a_ca_file_that_is_missing_or_holds_no_certificate_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let e = HttpCloud::new(HttpOptions {
+        ca_file: Some(missing.clone()),
+        ..options()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&e, CloudError::CaFileRead { path, .. } if *path == missing),
+        "{e:?}"
+    );
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let e = HttpCloud::new(HttpOptions {
+        ca_file: Some(empty.clone()),
+        ..options()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&e, CloudError::CaFileInvalid { path, .. } if *path == empty),
+        "{e:?}"
+    );
+    assert!(chain(&e).contains("holds no PEM certificate"), "{}", chain(&e));
 }

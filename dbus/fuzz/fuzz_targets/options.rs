@@ -6,7 +6,7 @@
 use aiesim_dbus::ChatDict as _;
 use std::collections::HashMap;
 
-use aiesim_dbus::ChatOptions;
+use aiesim_dbus::{ChatOptions, ImageLimits};
 use libfuzzer_sys::fuzz_target;
 use zbus::{
     OwnedVariant,
@@ -19,6 +19,13 @@ use zbus::{
 
 type Dict = HashMap<String, OwnedVariant>;
 
+/// The daemon's defaults; bodies without file descriptors never reach them.
+const LIMITS: ImageLimits = ImageLimits {
+    max_image_bytes: 4 << 20,
+    max_request_bytes: 8 << 20,
+    max_images: 8,
+};
+
 fuzz_target!(|data: &[u8]| {
     // Header byte: bit 0 picks the byte order, as the message header's first byte does.
     let Some((&header, body)) = data.split_first() else {
@@ -28,9 +35,9 @@ fuzz_target!(|data: &[u8]| {
     let body = Data::new(body, context);
 
     if let Ok((dict, _)) = body.deserialize::<Dict>() {
-        if let Ok(opts) = ChatOptions::from_chat(&dict) {
-            let again = wire_trip(context, &opts.to_chat_dict());
-            assert_eq!(ChatOptions::from_chat(&again), Ok(opts));
+        if let Ok(opts) = ChatOptions::from_chat(&dict, &LIMITS) {
+            let again = wire_trip(context, &opts.to_chat_dict().expect("parsed options encode"));
+            assert_eq!(ChatOptions::from_chat(&again, &LIMITS), Ok(opts));
         }
         check_ask("What is the capital of France?", &dict, context);
     }
@@ -40,9 +47,9 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check_ask(prompt: &str, dict: &Dict, context: Context) {
-    if let Ok(opts) = ChatOptions::from_ask(prompt, dict) {
+    if let Ok(opts) = ChatOptions::from_ask(prompt, dict, &LIMITS) {
         let again = wire_trip(context, &opts.to_ask_dict());
-        assert_eq!(ChatOptions::from_ask(prompt, &again), Ok(opts));
+        assert_eq!(ChatOptions::from_ask(prompt, &again, &LIMITS), Ok(opts));
     }
 }
 

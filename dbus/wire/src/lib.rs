@@ -6,7 +6,9 @@
 mod chat;
 pub mod error;
 pub mod event;
+pub mod image;
 
-pub use chat::{ChatOptions, Message, Priority};
+pub use chat::{ChatOptions, Content, Message, Part, Priority};
 pub use error::ErrorName;
 pub use event::{StreamEvent, Usage};
+pub use image::{Image, ImageError, ImageInfo, ImageKind};

@@ -10,6 +10,10 @@ pub const PROGRAM_EGRESS: &str = "aiesim_egress";
 pub const PROGRAM_INGRESS: &str = "aiesim_ingress";
 /// Program that returns at once: the reference cost when benchmarking the classifier.
 pub const PROGRAM_BASELINE: &str = "aiesim_baseline";
+/// `cgroup_skb` program counting apps' own AI traffic as their sockets send it.
+pub const PROGRAM_APP_EGRESS: &str = "aiesim_app_egress";
+/// `cgroup_skb` program counting apps' own AI traffic as their sockets receive it.
+pub const PROGRAM_APP_INGRESS: &str = "aiesim_app_ingress";
 
 /// Per-CPU array of [`Counters`], indexed by [`stats_index`]: traffic that is not AI.
 pub const MAP_STATS: &str = "STATS";
@@ -21,6 +25,13 @@ pub const MAP_ENDPOINT_STATS: &str = "ENDPOINT_STATS";
 pub const MAP_AI_FILTER: &str = "AI_FILTER";
 /// Single-entry array holding the [`Config`].
 pub const MAP_CONFIG: &str = "CONFIG";
+/// Per-CPU hash from a cgroup id to its [`AppCounters`]: AI traffic of the sockets in it.
+pub const MAP_APP_STATS: &str = "APP_STATS";
+
+/// Capacity of [`MAP_APP_STATS`]; once full, new cgroups count under [`OVERFLOW_CGROUP`].
+pub const MAX_APP_CGROUPS: u32 = 4096;
+/// The [`MAP_APP_STATS`] key counting cgroups that found the map full; no cgroup has id 0.
+pub const OVERFLOW_CGROUP: u64 = 0;
 
 /// Capacity of [`MAP_AI_DESTINATIONS`]; each endpoint takes one entry per protocol.
 pub const MAX_AI_DESTINATIONS: u32 = 1024;
@@ -92,6 +103,14 @@ pub struct Counters {
     pub packets: u64,
     /// `skb->len`: the bytes the interface carried, including any L2 header.
     pub bytes: u64,
+}
+
+/// One cgroup's AI traffic on one CPU, both directions in one 32-byte value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppCounters {
+    /// Indexed by [`Direction`].
+    pub directions: [Counters; Direction::COUNT as usize],
 }
 
 /// Where a packet goes (egress) or comes from (ingress), as the data of an LPM key: port and
@@ -198,9 +217,12 @@ mod user {
     unsafe impl aya::Pod for super::Destination {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AppCounters {}
 }
 
 // Layouts the BPF program and userspace both rely on; a change must be deliberate.
 const _: () = assert!(core::mem::size_of::<Destination>() == 20);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 4);
+const _: () = assert!(core::mem::size_of::<AppCounters>() == 32);

@@ -5,23 +5,29 @@
 //! count it per endpoint and direction, and on egress give it the configured `skb->priority`;
 //! count everything else per direction and class. Each packet updates one counter pair. It never drops or redirects: it returns `TC_ACT_UNSPEC`, which is
 //! `TCX_NEXT` under TCX, so programs attached after it still run.
+//!
+//! Two `cgroup_skb` programs count apps' own AI traffic per cgroup, with the same parser and the
+//! same destinations: TC sees no socket on ingress, the cgroup hooks see the receiving socket's
+//! cgroup on both sides. They always let the packet through.
 #![no_std]
 #![no_main]
 
 mod parse;
 
 use aiesim_fastpath_common::{
-    AI_FILTER_WORDS, Class, Config, Counters, Destination, Direction, ENDPOINT_STATS_ENTRIES, EndpointIndex,
-    MAX_AI_DESTINATIONS, STATS_ENTRIES, endpoint_stats_index, stats_index,
+    AI_FILTER_WORDS, AppCounters, Class, Config, Counters, Destination, Direction, ENDPOINT_STATS_ENTRIES,
+    EndpointIndex, MAX_AI_DESTINATIONS, MAX_APP_CGROUPS, OVERFLOW_CGROUP, STATS_ENTRIES, endpoint_stats_index,
+    stats_index,
 };
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC,
-    macros::{classifier, map},
+    bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
+    helpers::bpf_skb_cgroup_id,
+    macros::{cgroup_skb, classifier, map},
     maps::{
-        Array, PerCpuArray,
+        Array, PerCpuArray, PerCpuHashMap,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::TcContext,
+    programs::{SkBuffContext, TcContext, sk_buff::SkBuff},
 };
 
 use crate::parse::Remote;
@@ -41,6 +47,12 @@ static AI_FILTER: Array<u64> = Array::with_max_entries(AI_FILTER_WORDS, 0);
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
+#[map]
+static APP_STATS: PerCpuHashMap<u64, AppCounters> = PerCpuHashMap::with_max_entries(MAX_APP_CGROUPS, 0);
+
+/// A `cgroup_skb` verdict letting the packet through.
+const CGROUP_SKB_PASS: i32 = 1;
+
 #[classifier]
 pub fn aiesim_egress(ctx: TcContext) -> i32 {
     classify(&ctx, Direction::Egress)
@@ -57,9 +69,49 @@ pub fn aiesim_baseline(_ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+#[cgroup_skb(egress)]
+pub fn aiesim_app_egress(ctx: SkBuffContext) -> i32 {
+    account_app(&ctx.skb, Direction::Egress)
+}
+
+#[cgroup_skb(ingress)]
+pub fn aiesim_app_ingress(ctx: SkBuffContext) -> i32 {
+    account_app(&ctx.skb, Direction::Ingress)
+}
+
+/// Counts an AI packet of a socket against the socket's cgroup.
+#[inline(always)]
+fn account_app(skb: &SkBuff, direction: Direction) -> i32 {
+    let Remote::Endpoint(destination) = parse::remote(skb, direction) else {
+        return CGROUP_SKB_PASS;
+    };
+    if ai_endpoint(&destination).is_none() {
+        return CGROUP_SKB_PASS;
+    }
+    // SAFETY: the kernel hands every cgroup_skb program a valid __sk_buff; the helper (not
+    // GPL-only) reads the cgroup of the socket that owns it.
+    let cgroup = unsafe { bpf_skb_cgroup_id(skb.skb) };
+    let counters = APP_STATS.get_ptr_mut(cgroup).or_else(|| {
+        // First packet of this cgroup: zeroes on every CPU. A full map counts it under the
+        // overflow key, which userspace creates before attaching.
+        // Failing is fine: another CPU may have added it just now.
+        let _ = APP_STATS.insert(cgroup, AppCounters::default(), u64::from(BPF_NOEXIST));
+        APP_STATS
+            .get_ptr_mut(cgroup)
+            .or_else(|| APP_STATS.get_ptr_mut(OVERFLOW_CGROUP))
+    });
+    if let Some(counters) = counters {
+        // SAFETY: a per-CPU value is only touched by this CPU; the indexes are constants.
+        let counters = unsafe { &mut (*counters).directions[direction as usize] };
+        counters.packets = counters.packets.wrapping_add(1);
+        counters.bytes = counters.bytes.wrapping_add(u64::from(skb.len()));
+    }
+    CGROUP_SKB_PASS
+}
+
 #[inline(always)]
 fn classify(ctx: &TcContext, direction: Direction) -> i32 {
-    let counters = match parse::remote(ctx, direction) {
+    let counters = match parse::remote(&ctx.skb, direction) {
         Remote::Endpoint(destination) => match ai_endpoint(&destination) {
             Some(endpoint) => {
                 if direction == Direction::Egress {

@@ -12,7 +12,7 @@ use core::{
 
 use aiesim_fastpath_common::{Direction, Destination, PROTOCOL_TCP, PROTOCOL_UDP};
 use aya_ebpf::{
-    bindings::bpf_hdr_start_off::BPF_HDR_START_NET, helpers::bpf_skb_load_bytes_relative, programs::TcContext,
+    bindings::bpf_hdr_start_off::BPF_HDR_START_NET, helpers::bpf_skb_load_bytes_relative, programs::sk_buff::SkBuff,
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -113,24 +113,24 @@ pub enum Remote {
 }
 
 #[inline(always)]
-pub fn remote(ctx: &TcContext, direction: Direction) -> Remote {
+pub fn remote(skb: &SkBuff, direction: Direction) -> Remote {
     // SAFETY: the kernel hands every classifier a valid __sk_buff.
-    let protocol = unsafe { (*ctx.skb.skb).protocol };
+    let protocol = unsafe { (*skb.skb).protocol };
     // skb->protocol holds the EtherType in network byte order in its low 16 bits.
     #[expect(clippy::cast_possible_truncation, reason = "the field is a __be16")]
     let ethertype = u16::from_be(protocol as u16);
     match ethertype {
-        ETH_P_IP => ipv4(ctx, direction),
-        ETH_P_IPV6 => ipv6(ctx, direction),
+        ETH_P_IP => ipv4(skb, direction),
+        ETH_P_IPV6 => ipv6(skb, direction),
         _ => Remote::Unparsed,
     }
 }
 
 #[inline(always)]
-fn ipv4(ctx: &TcContext, direction: Direction) -> Remote {
-    let (header, ports) = match load::<Ipv4WithPorts>(ctx, 0) {
+fn ipv4(skb: &SkBuff, direction: Direction) -> Remote {
+    let (header, ports) = match load::<Ipv4WithPorts>(skb, 0) {
         Some(Ipv4WithPorts { ip, ports }) => (ip, Some(ports)),
-        None => match load::<Ipv4Header>(ctx, 0) {
+        None => match load::<Ipv4Header>(skb, 0) {
             Some(ip) => (ip, None),
             None => return Remote::Unparsed,
         },
@@ -151,7 +151,7 @@ fn ipv4(ctx: &TcContext, direction: Direction) -> Remote {
     let ports = if header_len == size_of::<Ipv4Header>() as u32 {
         ports
     } else {
-        load::<Ports>(ctx, header_len)
+        load::<Ports>(skb, header_len)
     };
     let Some(ports) = ports else {
         return Remote::Unparsed;
@@ -164,10 +164,10 @@ fn ipv4(ctx: &TcContext, direction: Direction) -> Remote {
 }
 
 #[inline(always)]
-fn ipv6(ctx: &TcContext, direction: Direction) -> Remote {
-    let (header, ports) = match load::<Ipv6WithPorts>(ctx, 0) {
+fn ipv6(skb: &SkBuff, direction: Direction) -> Remote {
+    let (header, ports) = match load::<Ipv6WithPorts>(skb, 0) {
         Some(Ipv6WithPorts { ip, ports }) => (ip, Some(ports)),
-        None => match load::<Ipv6Header>(ctx, 0) {
+        None => match load::<Ipv6Header>(skb, 0) {
             Some(ip) => (ip, None),
             None => return Remote::Unparsed,
         },
@@ -188,7 +188,7 @@ fn ipv6(ctx: &TcContext, direction: Direction) -> Remote {
     let mut offset = size_of::<Ipv6Header>() as u32;
     for _ in 0..=MAX_IPV6_EXTENSION_HEADERS {
         if next == PROTOCOL_TCP || next == PROTOCOL_UDP {
-            return match load::<Ports>(ctx, offset) {
+            return match load::<Ports>(skb, offset) {
                 Some(ports) => Remote::Endpoint(endpoint(direction, addr, next, ports)),
                 None => Remote::Unparsed,
             };
@@ -199,7 +199,7 @@ fn ipv6(ctx: &TcContext, direction: Direction) -> Remote {
         ) {
             return Remote::NoPorts;
         }
-        let Some(extension) = load::<ExtensionHeader>(ctx, offset) else {
+        let Some(extension) = load::<ExtensionHeader>(skb, offset) else {
             return Remote::Unparsed;
         };
         offset += match next {
@@ -225,12 +225,12 @@ fn endpoint(direction: Direction, addr: [u32; 4], protocol: u8, ports: Ports) ->
 
 /// Copies a `T` from `offset` past the network header, or `None` if the packet is shorter.
 #[inline(always)]
-fn load<T: Header>(ctx: &TcContext, offset: u32) -> Option<T> {
+fn load<T: Header>(skb: &SkBuff, offset: u32) -> Option<T> {
     let mut buf = MaybeUninit::<T>::uninit();
     // SAFETY: `buf` has room for a T; the helper fills all of it or fails.
     let ret = unsafe {
         bpf_skb_load_bytes_relative(
-            ctx.skb.skb as *const c_void,
+            skb.skb as *const c_void,
             offset,
             buf.as_mut_ptr().cast(),
             size_of::<T>() as u32,

@@ -7,7 +7,9 @@
 
 mod cgroups;
 mod netns;
+pub mod opnet;
 mod process;
+mod tls;
 
 use std::{
     fmt::Write as _,
@@ -21,6 +23,7 @@ use anyhow::{Context as _, bail};
 pub use cgroups::Cgroups;
 pub use netns::Netns;
 pub use process::Proc;
+pub use tls::TestCa;
 
 /// The operator's side of the device link and the device's side (RFC 2544 benchmark range,
 /// only ever inside namespaces this harness creates).
@@ -212,6 +215,22 @@ pub struct CloudOptions {
     pub require_jwt: bool,
     /// With `fail_status`: the `Retry-After` seconds sent with each failure.
     pub retry_after: Option<u32>,
+    /// Record each chat request's images (MIME, size, SHA-256), for [`World::cloud_records`].
+    pub record: bool,
+    /// Serve HTTPS (HTTP/2 by ALPN) with a certificate from a test CA.
+    pub tls: CloudTls,
+}
+
+/// Whether the world's cloud speaks TLS, and whether the daemon trusts its CA.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CloudTls {
+    /// Plain HTTP.
+    #[default]
+    Off,
+    /// A certificate from the operator's test CA, which the daemon trusts (`cloud.ca_file`).
+    Trusted,
+    /// A certificate from another CA than the one the daemon trusts.
+    Untrusted,
 }
 
 #[derive(Debug, Clone)]
@@ -246,6 +265,10 @@ pub struct WorldOptions {
     pub fastpath_config: String,
     /// The daemon's `AIESIMD_LOG`; `None` leaves the filter to the file's `log` key.
     pub daemon_log: Option<&'static str>,
+    /// The simulated operator network ([`opnet`]): three tiers of clouds behind a delayed,
+    /// rate-limited `wwan0` that the daemon binds to (`cloud.bind_interface`); `cloud` is
+    /// then the metro one and `tier_clouds` the others.
+    pub operator_network: bool,
 }
 
 impl Default for WorldOptions {
@@ -265,6 +288,7 @@ impl Default for WorldOptions {
             fastpath_interface: "wwan0",
             fastpath_config: String::new(),
             daemon_log: Some("info,aiesimd=debug"),
+            operator_network: false,
         }
     }
 }
@@ -274,6 +298,8 @@ pub struct World {
     pub daemon: Proc,
     pub polkit: Option<Proc>,
     pub cloud: Proc,
+    /// With `operator_network`: the province and national clouds.
+    pub tier_clouds: Vec<Proc>,
     pub sim: Proc,
     pub bus: Proc,
     pub bus_address: String,
@@ -285,6 +311,9 @@ pub struct World {
     pub profile: String,
     daemon_user: Option<&'static str>,
     daemon_log: Option<&'static str>,
+    /// How `cloud` was started, to start it again.
+    cloud_spawn: CloudSpawn,
+    opnet: Option<opnet::OperatorNetwork>,
     device: Netns,
     operator: Netns,
     dir: tempfile::TempDir,
@@ -304,26 +333,29 @@ impl World {
         let polkit = options.polkit.then(|| start_polkit(&bus_address)).transpose()?;
         let operator = Netns::create("op")?;
         let device = Netns::create("dev")?;
-        netns::link(&device, "wwan0", DEVICE_ADDR, &operator, "core0", OPERATOR_ADDR)?;
+        let opnet = if options.operator_network {
+            Some(opnet::OperatorNetwork::build(&device, &operator)?)
+        } else {
+            netns::link(&device, "wwan0", DEVICE_ADDR, &operator, "core0", OPERATOR_ADDR)?;
+            None
+        };
 
-        let (cloud, cloud_url) = start_cloud(&operator, &options.cloud)?;
-
-        let modem_link = dir.path().join("modem");
-        let modem_control = dir.path().join("modem-control");
-        let mut sim = Proc::spawn(
-            "aiesim-modemsim",
-            Command::new(bins.join("aiesim-modemsim"))
-                .args(["--protocol", options.modem_protocol, "--imei", SIM_IMEI, "--link"])
-                .arg(&modem_link)
-                .arg("--control")
-                .arg(&modem_control)
-                .args(options.sim_args.iter().map(|a| a.replace("{cloud_url}", &cloud_url)))
-                .stdout(Stdio::piped()),
+        let tls = cloud_tls(dir.path(), options.cloud.tls)?;
+        let CloudSet {
+            spawn: cloud_spawn,
+            cloud,
+            cloud_url,
+            tier_clouds,
+            tier_urls,
+        } = start_clouds(
+            options,
+            &operator,
+            opnet.as_ref(),
+            tls.as_ref(),
+            &dir.path().join(CLOUD_RECORD),
         )?;
-        let line = sim.read_line_until(Duration::from_secs(10), |l| l.starts_with("PTY "))?;
-        if !modem_link.exists() {
-            bail!("the simulator said {line:?} but made no {}", modem_link.display());
-        }
+
+        let (sim, modem_link) = start_sim(&bins, options, dir.path(), &cloud_url)?;
 
         // What the daemon writes (systemd's StateDirectory=), its user's own.
         let state_dir = dir.path().join("state");
@@ -345,20 +377,19 @@ impl World {
                 protocol = options.modem_protocol,
                 modem_extra = options.modem_config,
                 fastpath = options.fastpath_interface,
-                fastpath_extra = options.fastpath_config,
+                // Worlds run side by side: none pins in the machine's bpffs unless a test says where.
+                fastpath_extra = if options.fastpath_config.contains("pin_dir") {
+                    options.fastpath_config.clone()
+                } else {
+                    format!("pin_dir = \"\"\n{}", options.fastpath_config)
+                },
                 app = options.app_tokens,
                 journal = state_dir.join("ledger.journal").display(),
                 budget_extra = options.budget_config,
-                endpoints = if options.config_endpoints {
-                    format!(
-                        // The test cloud serves one request at a time; the daemon queues the rest.
-                        "[[endpoint]]\nname = \"metro\"\nurl = \"{cloud_url}\"\ntier = \"metro\"\nmodels = [\"{MODEL_NAME}\"]\nmax_concurrent = 1\n"
-                    )
-                } else {
-                    String::new()
-                },
+                endpoints = endpoints_config(options, opnet.is_some(), &cloud_url, &tier_urls),
             ),
         )?;
+        write_dropins(dir.path(), tls.as_ref(), opnet.is_some())?;
         let (daemon, ready_after, notify) = start_daemon(
             &bins,
             &device,
@@ -374,6 +405,7 @@ impl World {
             daemon,
             polkit,
             cloud,
+            tier_clouds,
             sim,
             bus,
             bus_address,
@@ -383,6 +415,8 @@ impl World {
             profile: options.profile.clone(),
             daemon_user: options.daemon_user,
             daemon_log: options.daemon_log,
+            cloud_spawn,
+            opnet,
             device,
             operator,
             dir,
@@ -465,6 +499,15 @@ impl World {
         self.dir.path()
     }
 
+    /// What the cloud recorded of each chat request so far, in order (`CloudOptions::record`).
+    pub fn cloud_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join(CLOUD_RECORD))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("the cloud records JSON lines"))
+            .collect()
+    }
+
     /// The simulated modem's control port (a link to its pty).
     pub fn modem_link(&self) -> PathBuf {
         self.dir.path().join("modem")
@@ -491,6 +534,25 @@ impl World {
             lines.push(reply);
         }
         bail!("the simulator closed its control socket without answering {line:?}")
+    }
+
+    /// Starts the (metro) cloud again where it was, after a test stopped or killed it; returns
+    /// once it listens.
+    pub fn restart_cloud(&mut self) -> anyhow::Result<()> {
+        self.cloud.terminate()?;
+        let (cloud, url) = wait_cloud(self.cloud_spawn.spawn()?)?;
+        anyhow::ensure!(
+            url == self.cloud_url,
+            "the cloud came back at {url}, not {}",
+            self.cloud_url
+        );
+        self.cloud = cloud;
+        Ok(())
+    }
+
+    /// The simulated operator network, when the world has one.
+    pub fn operator_network(&self) -> Option<&opnet::OperatorNetwork> {
+        self.opnet.as_ref()
     }
 
     pub fn device_netns(&self) -> &Netns {
@@ -653,17 +715,174 @@ fn start_bus(dir: &Path) -> anyhow::Result<(Proc, String)> {
     Ok((bus, address.trim().to_owned()))
 }
 
-fn start_cloud(operator: &Netns, options: &CloudOptions) -> anyhow::Result<(Proc, String)> {
+/// The test cloud's record of the requests it got, in the world's directory.
+const CLOUD_RECORD: &str = "cloud-record.jsonl";
+
+/// The files of a TLS cloud: its certificate and key, and the CA the daemon trusts.
+struct TlsFiles {
+    server: (PathBuf, PathBuf),
+    trusted: PathBuf,
+}
+
+fn cloud_tls(dir: &Path, tls: CloudTls) -> anyhow::Result<Option<TlsFiles>> {
+    if tls == CloudTls::Off {
+        return Ok(None);
+    }
+    let operator = TestCa::create(dir, "operator")?;
+    let mut addresses = vec![OPERATOR_ADDR.to_owned()];
+    addresses.extend(opnet::TIERS.iter().map(|t| t.addr.to_string()));
+    let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    let server = operator.issue("cloud", &addresses)?;
+    let trusted = match tls {
+        CloudTls::Untrusted => TestCa::create(dir, "stranger")?.cert,
+        _ => operator.cert,
+    };
+    Ok(Some(TlsFiles { server, trusted }))
+}
+
+/// The world's clouds: the (metro) one, and with an operator network the other tiers'.
+struct CloudSet {
+    spawn: CloudSpawn,
+    cloud: Proc,
+    cloud_url: String,
+    tier_clouds: Vec<Proc>,
+    tier_urls: Vec<String>,
+}
+
+fn start_clouds(
+    options: &WorldOptions,
+    operator: &Netns,
+    opnet: Option<&opnet::OperatorNetwork>,
+    tls: Option<&TlsFiles>,
+    record: &Path,
+) -> anyhow::Result<CloudSet> {
+    let spawn = |netns: &Netns, host: String, port: u16| CloudSpawn {
+        netns: netns.name().to_owned(),
+        host,
+        port,
+        options: options.cloud.clone(),
+        tls: tls.map(|t| t.server.clone()),
+        record: record.to_owned(),
+    };
+    let mut spawns = match opnet {
+        Some(net) => opnet::TIERS
+            .iter()
+            .map(|tier| spawn(net.tier_netns(tier.name), tier.addr.to_string(), opnet::ENDPOINT_PORT))
+            .collect(),
+        None => vec![spawn(operator, OPERATOR_ADDR.to_owned(), 0)],
+    };
+    // The models load side by side: start every cloud, then wait for each.
+    let starting = spawns
+        .iter()
+        .map(CloudSpawn::spawn)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let started = starting
+        .into_iter()
+        .map(wait_cloud)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (mut tier_clouds, mut tier_urls): (Vec<Proc>, Vec<String>) = started.into_iter().unzip();
+    Ok(CloudSet {
+        spawn: spawns.remove(0),
+        cloud: tier_clouds.remove(0),
+        cloud_url: tier_urls.remove(0),
+        tier_clouds,
+        tier_urls,
+    })
+}
+
+/// The configuration's `[[endpoint]]` tables.
+fn endpoints_config(options: &WorldOptions, tiers: bool, cloud_url: &str, tier_urls: &[String]) -> String {
+    // The test cloud serves one request at a time; the daemon queues the rest.
+    let endpoint = |name: &str, url: &str| {
+        format!(
+            "[[endpoint]]\nname = \"{name}\"\nurl = \"{url}\"\ntier = \"{name}\"\nmodels = [\"{MODEL_NAME}\"]\nmax_concurrent = 1\n"
+        )
+    };
+    if tiers {
+        // The same model on every tier.
+        std::iter::once(cloud_url)
+            .chain(tier_urls.iter().map(String::as_str))
+            .zip(opnet::TIERS)
+            .map(|(url, tier)| endpoint(tier.name, url))
+            .collect::<Vec<_>>()
+            .concat()
+    } else if options.config_endpoints {
+        endpoint("metro", cloud_url)
+    } else {
+        String::new()
+    }
+}
+
+/// Drop-ins, so that a test's own `[cloud]` table stays its own.
+fn write_dropins(dir: &Path, tls: Option<&TlsFiles>, opnet: bool) -> anyhow::Result<()> {
+    let dropins = dir.join("aiesimd.toml.d");
+    std::fs::create_dir_all(&dropins)?;
+    if let Some(tls) = tls {
+        std::fs::write(
+            dropins.join("50-ca.toml"),
+            format!("[cloud]\nca_file = \"{}\"\n", tls.trusted.display()),
+        )?;
+    }
+    if opnet {
+        std::fs::write(
+            dropins.join("50-uplink.toml"),
+            format!("[cloud]\nbind_interface = \"{}\"\n", opnet::UPLINK),
+        )?;
+    }
+    Ok(())
+}
+
+/// Where and how a cloud runs.
+struct CloudSpawn {
+    netns: String,
+    host: String,
+    /// 0 for any free port.
+    port: u16,
+    options: CloudOptions,
+    tls: Option<(PathBuf, PathBuf)>,
+    /// With `options.record`: the JSON-lines file the cloud appends to.
+    record: PathBuf,
+}
+
+impl CloudSpawn {
+    /// Starts it; [`wait_cloud`] waits for it to listen.
+    fn spawn(&self) -> anyhow::Result<Proc> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns, "node"]);
+        add_cloud_args(&mut cmd, self);
+        Proc::spawn("cloud", &mut cmd)
+    }
+}
+
+/// Waits for a cloud to listen; returns it with its base URL.
+fn wait_cloud(mut cloud: Proc) -> anyhow::Result<(Proc, String)> {
+    let line = cloud.read_line_until(Duration::from_secs(120), |l| l.starts_with("LISTENING "))?;
+    let base = line
+        .trim()
+        .trim_start_matches("LISTENING ")
+        .trim_end_matches('/')
+        .to_owned();
+    Ok((cloud, format!("{base}/v1")))
+}
+
+fn add_cloud_args(cmd: &mut Command, spawn: &CloudSpawn) {
+    let CloudSpawn {
+        netns: _,
+        host,
+        port,
+        options,
+        tls,
+        record,
+    } = spawn;
     let root = repo_root();
-    let mut cmd = operator.command("node");
     cmd.arg(root.join("tests/cloud/server.mjs"))
         .arg("--model")
         .arg(model_path())
         .args([
             "--host",
-            OPERATOR_ADDR,
+            host,
             "--port",
-            "0",
+            &port.to_string(),
             "--threads",
             "1",
             "--model-name",
@@ -682,14 +901,12 @@ fn start_cloud(operator: &Netns, options: &CloudOptions) -> anyhow::Result<(Proc
     if options.require_jwt {
         cmd.arg("--require-jwt");
     }
-    let mut cloud = Proc::spawn("cloud", &mut cmd)?;
-    let line = cloud.read_line_until(Duration::from_secs(120), |l| l.starts_with("LISTENING "))?;
-    let base = line
-        .trim()
-        .trim_start_matches("LISTENING ")
-        .trim_end_matches('/')
-        .to_owned();
-    Ok((cloud, format!("{base}/v1")))
+    if options.record {
+        cmd.arg("--record").arg(record);
+    }
+    if let Some((cert, key)) = tls {
+        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+    }
 }
 
 /// Polls the Modem object's State with real busctl until it says "ready" (10 s at most).
@@ -712,6 +929,27 @@ fn wait_modem_ready(bus_address: &str, daemon: &Proc) -> anyhow::Result<()> {
         "the modem never became ready (last State: {last}); aiesimd's log:\n{}",
         daemon.log()
     )
+}
+
+/// The modem simulator, its pty linked at `DIR/modem`; returns it and the link.
+fn start_sim(bins: &Path, options: &WorldOptions, dir: &Path, cloud_url: &str) -> anyhow::Result<(Proc, PathBuf)> {
+    let modem_link = dir.join("modem");
+    let modem_control = dir.join("modem-control");
+    let mut sim = Proc::spawn(
+        "aiesim-modemsim",
+        Command::new(bins.join("aiesim-modemsim"))
+            .args(["--protocol", options.modem_protocol, "--imei", SIM_IMEI, "--link"])
+            .arg(&modem_link)
+            .arg("--control")
+            .arg(&modem_control)
+            .args(options.sim_args.iter().map(|a| a.replace("{cloud_url}", cloud_url)))
+            .stdout(Stdio::piped()),
+    )?;
+    let line = sim.read_line_until(Duration::from_secs(10), |l| l.starts_with("PTY "))?;
+    if !modem_link.exists() {
+        bail!("the simulator said {line:?} but made no {}", modem_link.display());
+    }
+    Ok((sim, modem_link))
 }
 
 /// The unit's `AmbientCapabilities=`, as setpriv names them.

@@ -67,7 +67,7 @@ async fn a_reader_that_never_reads_is_cancelled_and_billed_for_what_was_sent() {
     let broker = BrokerProxy::new(&conn).await.unwrap();
     let started = Instant::now();
     // The fd is held and never read.
-    let (_path, _fd) = broker.chat(long_question(600).to_chat_dict()).await.unwrap();
+    let (_path, _fd) = broker.chat(long_question(600).to_chat_dict().unwrap()).await.unwrap();
     let msg = tokio::time::timeout(Duration::from_secs(90), finished.next())
         .await
         .expect("the stalled request never ended")
@@ -99,7 +99,7 @@ async fn ten_thousand_chats_opened_and_closed_are_bounded_and_cost_nothing() {
     let spent_before = in_flight_and_spent(&world).await.1;
     let (mut admitted, mut refused) = (0u32, 0u32);
     for _ in 0..10_000 {
-        match broker.chat(long_question(16).to_chat_dict()).await {
+        match broker.chat(long_question(16).to_chat_dict().unwrap()).await {
             Ok((_path, fd)) => {
                 drop(fd);
                 admitted += 1;

@@ -173,7 +173,7 @@ async fn without_the_card_spending_stops_at_the_offline_allowance_and_reconciles
             max_tokens: Some(16),
             ..aiesim_dbus::ChatOptions::default()
         };
-        let (_path, fd) = broker.chat(question.to_chat_dict()).await.unwrap();
+        let (_path, fd) = broker.chat(question.to_chat_dict().unwrap()).await.unwrap();
         let socket = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));
         socket
             .set_read_timeout(Some(std::time::Duration::from_secs(60)))

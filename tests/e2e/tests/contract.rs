@@ -130,7 +130,8 @@ async fn the_daemon_serves_the_contract() {
                 max_tokens: Some(1),
                 ..Default::default()
             }
-            .to_chat_dict(),
+            .to_chat_dict()
+            .unwrap(),
         )
         .await
         .unwrap();

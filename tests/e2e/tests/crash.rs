@@ -59,7 +59,7 @@ struct Delivered {
 async fn stream_then(world: &World, first: u64, crash: impl FnOnce()) -> Delivered {
     let conn = world.connect().await.unwrap();
     let broker = BrokerProxy::new(&conn).await.unwrap();
-    let (_path, fd) = broker.chat(question().to_chat_dict()).await.unwrap();
+    let (_path, fd) = broker.chat(question().to_chat_dict().unwrap()).await.unwrap();
     let socket = UnixStream::from(std::os::fd::OwnedFd::from(fd));
     socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut lines = BufReader::new(socket);

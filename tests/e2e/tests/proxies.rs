@@ -47,6 +47,7 @@ async fn every_proxy_call_matches_the_running_contract() {
         ..ChatOptions::default()
     }
     .to_chat_dict()
+    .unwrap()
     .into_iter()
     .filter(|(k, _)| k != "messages")
     .collect();
@@ -57,7 +58,7 @@ async fn every_proxy_call_matches_the_running_contract() {
         max_tokens: Some(4),
         ..ChatOptions::default()
     };
-    let (request_path, fd) = broker.chat(chat.to_chat_dict()).await.unwrap();
+    let (request_path, fd) = broker.chat(chat.to_chat_dict().unwrap()).await.unwrap();
     let nothing = zbus::ObjectPath::try_from("/org/aiesim/AiEsim1/Request/999999").unwrap();
     assert!(is_the_daemons(&refused(broker.cancel(&nothing).await)));
 
@@ -175,6 +176,7 @@ async fn every_proxy_call_matches_the_running_contract() {
         .unwrap();
     assert!(fastpath.get_statistics().await.unwrap().contains_key("egress_packets"));
     let _ = fastpath.get_endpoint_statistics().await.unwrap();
+    let _ = fastpath.get_app_statistics().await.unwrap();
     assert!(fastpath.attached().await.unwrap());
     assert_eq!(fastpath.interface().await.unwrap(), "wwan0");
 }

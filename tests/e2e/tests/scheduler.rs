@@ -102,6 +102,7 @@ fn chat(text: &str, max_tokens: u32, priority: Priority) -> HashMap<String, Owne
         ..ChatOptions::default()
     }
     .to_chat_dict()
+    .unwrap()
 }
 
 async fn state(conn: &zbus::Connection, path: &zbus::OwnedObjectPath) -> String {

@@ -57,7 +57,7 @@ async fn chat_streams_a_real_answer_and_only_its_owner_hears_of_it() {
     let mut theirs = aiesim_e2e::finished_signals(&other).await;
 
     let broker = BrokerProxy::new(&conn).await.unwrap();
-    let (path, fd) = broker.chat(question(12).to_chat_dict()).await.unwrap();
+    let (path, fd) = broker.chat(question(12).to_chat_dict().unwrap()).await.unwrap();
     assert!(path.as_str().starts_with(aiesim_dbus::REQUEST_PATH_PREFIX), "{path}");
     let events = read_events(fd).await;
 
@@ -136,6 +136,49 @@ async fn chat_streams_a_real_answer_and_only_its_owner_hears_of_it() {
     assert!(stat("ingress_packets") > 0, "{stats:?}");
 
     endpoint_figures_are_for_administrators(&world, &apps, &fastpath, stat("ai_bytes")).await;
+    relayed_figures_agree_with_the_classifier(&world, &apps, &fastpath).await;
+}
+
+/// The broker's per-app view of the daemon's cloud traffic (HTTP body bytes per request) and
+/// the classifier's per-endpoint view of the same packets agree: the classifier sees the bodies
+/// plus per-packet link, IP and TCP headers (at most 100 bytes each, options included) and
+/// per-request HTTP headers (at most 2 KiB each way: the eSIM's bearer token is most of it).
+/// An app sees only its own figures.
+async fn relayed_figures_agree_with_the_classifier(world: &World, apps: &Account, fastpath: &FastpathProxy<'_>) {
+    let n = |d: &HashMap<String, OwnedVariant>, k: &str| u64::try_from(&d[k]).unwrap();
+    let per_app = fastpath.get_app_statistics().await.unwrap();
+    let relayed: Vec<_> = per_app.iter().filter(|a| n(a, "relayed_requests") > 0).collect();
+    let [mine] = relayed.as_slice() else {
+        panic!("one app made requests: {per_app:?}")
+    };
+    let me = String::try_from(mine["app"].clone()).unwrap();
+    let (requests, sent, received) = (
+        n(mine, "relayed_requests"),
+        n(mine, "relayed_sent_bytes"),
+        n(mine, "relayed_received_bytes"),
+    );
+    assert!(sent > 0 && received > 0, "{per_app:?}");
+    let endpoints = fastpath.get_endpoint_statistics().await.unwrap();
+    let total = |k: &str| endpoints.iter().map(|e| n(e, k)).sum::<u64>();
+    for (body, packets, bytes) in [
+        (sent, total("egress_packets"), total("egress_bytes")),
+        (received, total("ingress_packets"), total("ingress_bytes")),
+    ] {
+        assert!(
+            body <= bytes && bytes <= body + 100 * packets + 2048 * requests,
+            "bodies {body} B vs {bytes} B in {packets} packets for {requests} requests: {per_app:?} {endpoints:?}"
+        );
+    }
+    // An app is no administrator: it gets its own figures (none here), not this one's.
+    let asked = world.gdbus_as(
+        65534,
+        Some(apps.gid),
+        "/org/aiesim/AiEsim1",
+        "org.aiesim.AiEsim1.Fastpath.GetAppStatistics",
+        &[],
+    );
+    let said = text(&asked);
+    assert!(asked.status.success() && !said.contains(&me), "{said}");
 }
 
 /// Per endpoint, for the administrator: the answer came from the one endpoint in use; an app
@@ -367,7 +410,7 @@ async fn closing_the_stream_cancels_and_budgets_refuse_before_the_call() {
     let broker = BrokerProxy::new(&conn).await.unwrap();
 
     // Closing the fd at once cancels the request.
-    let (path, fd) = broker.chat(question(200).to_chat_dict()).await.unwrap();
+    let (path, fd) = broker.chat(question(200).to_chat_dict().unwrap()).await.unwrap();
     drop(fd);
     let msg = tokio::time::timeout(Duration::from_secs(60), finished.next())
         .await

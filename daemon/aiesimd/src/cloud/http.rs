@@ -1,13 +1,19 @@
 //! The daemon's cloud: streamed chat completions over HTTP (HTTP/2 with TLS in the field) with
 //! reqwest and rustls, optionally bound to the cellular interface.
 
-use std::{collections::VecDeque, fmt, sync::Once, time::Duration};
+use std::{
+    collections::VecDeque,
+    fmt,
+    path::{Path, PathBuf},
+    sync::Once,
+    time::Duration,
+};
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::{
-    ChatRequest, ChatStream, Cloud, CloudError, CloudEvent, SharedCredentials,
+    ChatRequest, ChatStream, Cloud, CloudError, CloudEvent, SharedCredentials, carried,
     openai::{self, Chunk},
     sse::{SseEvent, SseParser},
 };
@@ -29,12 +35,17 @@ pub struct HttpOptions {
     /// The network interface to bind every connection to (`SO_BINDTODEVICE`), e.g. the cellular
     /// `wwan0`; `None` follows the routing table.
     pub bind_interface: Option<String>,
+    /// A PEM file of CA certificates trusted besides the system's (an operator's private CA).
+    pub ca_file: Option<PathBuf>,
     /// Bound on TCP connect (and TLS set-up, which reqwest counts in it).
     pub connect_timeout: Duration,
     /// Bound from sending the request to the first bytes of the response body.
     pub first_byte_timeout: Duration,
     /// Bound on the silence between two pieces of the body once it started.
     pub idle_timeout: Duration,
+    /// How long a connection stays open after its last request: a warm connection for the
+    /// next one, and no packets at all once the window has passed (every packet wakes the radio).
+    pub keepalive_window: Duration,
     /// Where each request's `Authorization: Bearer …` comes from; `None` sends none.
     pub credentials: Option<SharedCredentials>,
 }
@@ -43,9 +54,11 @@ impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             bind_interface: None,
+            ca_file: None,
             connect_timeout: Duration::from_secs(5),
             first_byte_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),
+            keepalive_window: Duration::from_secs(30),
             credentials: None,
         }
     }
@@ -55,16 +68,20 @@ impl fmt::Debug for HttpOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self {
             bind_interface,
+            ca_file,
             connect_timeout,
             first_byte_timeout,
             idle_timeout,
+            keepalive_window,
             credentials,
         } = self;
         f.debug_struct("HttpOptions")
             .field("bind_interface", bind_interface)
+            .field("ca_file", ca_file)
             .field("connect_timeout", connect_timeout)
             .field("first_byte_timeout", first_byte_timeout)
             .field("idle_timeout", idle_timeout)
+            .field("keepalive_window", keepalive_window)
             .field("credentials", &credentials.as_ref().map(|_| "<set>"))
             .finish()
     }
@@ -102,9 +119,11 @@ impl HttpCloud {
     pub fn new(options: HttpOptions) -> Result<Self, CloudError> {
         let HttpOptions {
             bind_interface,
+            ca_file,
             connect_timeout,
             first_byte_timeout,
             idle_timeout,
+            keepalive_window,
             credentials,
         } = options;
         install_crypto_provider();
@@ -114,14 +133,26 @@ impl HttpCloud {
             .connect_timeout(connect_timeout)
             // Unacknowledged data for longer than we would wait for a chunk means a dead path.
             .tcp_user_timeout(idle_timeout)
+            // Pings only while a stream is open; an idle connection sends nothing and is closed
+            // once the keep-alive window after its last request has passed.
             .http2_keep_alive_interval(H2_PING_INTERVAL)
             .http2_keep_alive_timeout(H2_PING_TIMEOUT)
+            .http2_keep_alive_while_idle(false)
+            .pool_idle_timeout(keepalive_window)
+            // TCP keep-alive probes (reqwest sends one every 15 s by default) would wake the radio
+            // for an idle connection; a dead path during a stream shows by the timeouts above.
+            .tcp_keepalive(None)
+            .tcp_keepalive_interval(None)
+            .tcp_keepalive_retries(None)
             // A redirected POST would be re-sent, and a chat is not idempotent.
             .redirect(reqwest::redirect::Policy::none())
             // The daemon's traffic must take the cellular path, never an environment's proxy.
             .no_proxy();
         if let Some(interface) = &bind_interface {
             builder = builder.interface(interface);
+        }
+        if let Some(path) = &ca_file {
+            builder = builder.tls_certs_merge(read_ca_file(path)?);
         }
         let client = builder.build().map_err(CloudError::Client)?;
         Ok(Self {
@@ -138,6 +169,8 @@ impl HttpCloud {
         let source = error.without_url();
         if source.is_builder() {
             CloudError::Request { url, source }
+        } else if source.is_connect() && is_certificate_error(&source) {
+            CloudError::Certificate { url, source }
         } else if source.is_connect() && source.is_timeout() {
             CloudError::ConnectTimeout {
                 url,
@@ -154,12 +187,14 @@ impl HttpCloud {
 impl Cloud for HttpCloud {
     async fn chat(&self, base_url: &str, request: &ChatRequest) -> Result<ChatStream, CloudError> {
         let url = base_url.to_owned();
+        let body = openai::request_body(request);
+        let body_len = body.len();
         let mut builder = self
             .client
             .post(format!("{}/chat/completions", base_url.trim_end_matches('/')))
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream")
-            .body(openai::request_body(request));
+            .body(body);
         if let Some(credentials) = &self.credentials {
             let token = credentials
                 .bearer(base_url)
@@ -191,6 +226,8 @@ impl Cloud for HttpCloud {
             Ok(Err(e)) => return Err(self.classify(&url, e)),
             Ok(Ok(response)) => response,
         };
+        // Answered: the body went out whole.
+        carried(body_len, 0);
         let status = response.status();
         if !status.is_success() {
             let retry_after = retry_after(response.headers());
@@ -247,6 +284,42 @@ impl Cloud for HttpCloud {
     }
 }
 
+/// The certificates of a PEM bundle, at least one.
+fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, CloudError> {
+    let pem = std::fs::read(path).map_err(|source| CloudError::CaFileRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    let invalid = |source| CloudError::CaFileInvalid {
+        path: path.to_owned(),
+        source,
+    };
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| invalid(Some(e)))?;
+    if certs.is_empty() {
+        return Err(invalid(None));
+    }
+    Ok(certs)
+}
+
+/// Whether rustls refused the peer's certificate somewhere in the error's chain.
+fn is_certificate_error(error: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+        ) {
+            return true;
+        }
+        // An io::Error's source() skips the error it wraps (which may be another io::Error).
+        cause = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
+}
+
 /// `Retry-After` in its delay-seconds form; the HTTP-date form is rare from APIs and ignored.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
@@ -258,6 +331,7 @@ async fn read_error_body(mut response: reqwest::Response, wait: Duration) -> Vec
     let mut body = Vec::new();
     let _ = timeout(wait, async {
         while let Ok(Some(chunk)) = response.chunk().await {
+            carried(0, chunk.len());
             let room = MAX_ERROR_BODY - body.len();
             body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if body.len() == MAX_ERROR_BODY {
@@ -351,6 +425,7 @@ impl Reader {
                 if bytes.is_empty() {
                     return;
                 }
+                carried(0, bytes.len());
                 if self.first_byte.take().is_some() {
                     tracing::debug!(
                         url = self.url,
@@ -424,6 +499,7 @@ impl Reader {
         let mut seen = 0;
         let _ = timeout(DRAIN_WAIT, async {
             while let Ok(Some(chunk)) = self.response.chunk().await {
+                carried(0, chunk.len());
                 seen += chunk.len();
                 if seen > DRAIN_MAX {
                     break;

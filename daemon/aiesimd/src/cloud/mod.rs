@@ -3,7 +3,15 @@
 //! `sse` and `openai` are pure codecs (bytes in, typed values out); `http` is the transport
 //! the daemon uses. The broker sees only the [`Cloud`] trait, so its tests can script a cloud.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use aiesim_wire::{Message, Usage};
 use futures_util::Stream;
@@ -23,6 +31,29 @@ pub struct ChatRequest {
     pub temperature: Option<f64>,
 }
 
+/// The HTTP body bytes one request carried each way (request body out; response body in,
+/// error bodies and what is drained after `[DONE]` included). The broker attributes them to
+/// the request's app; the fast path's per-endpoint counts are the same traffic plus headers.
+#[derive(Debug, Default)]
+pub struct Carried {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+}
+
+tokio::task_local! {
+    /// Set by the broker around one request: the transport counts into it without the
+    /// [`Cloud`] trait, and every scripted cloud, having to carry it.
+    pub static CARRIED: Arc<Carried>;
+}
+
+/// Counts body bytes against the request being served, if the caller set one.
+fn carried(sent: usize, received: usize) {
+    let _ = CARRIED.try_with(|c| {
+        c.sent.fetch_add(sent as u64, Ordering::Relaxed);
+        c.received.fetch_add(received as u64, Ordering::Relaxed);
+    });
+}
+
 /// What an endpoint streams back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloudEvent {
@@ -39,8 +70,28 @@ pub enum CloudEvent {
 pub enum CloudError {
     #[error("the HTTP client could not be set up")]
     Client(#[source] reqwest::Error),
+    #[error("cannot read the CA file {path}")]
+    CaFileRead {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the CA file {path} holds no PEM certificate")]
+    CaFileInvalid {
+        path: std::path::PathBuf,
+        #[source]
+        source: Option<reqwest::Error>,
+    },
     #[error("the request to {url} could not be built")]
     Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// TLS refused the endpoint: its certificate is not from a trusted CA, expired, or for
+    /// another name. The endpoint's fault as far as routing goes, like any connect error.
+    #[error("{url} presented a certificate that is not trusted")]
+    Certificate {
         url: String,
         #[source]
         source: reqwest::Error,
@@ -116,6 +167,11 @@ pub enum Blame {
 }
 
 impl CloudError {
+    /// Whether the endpoint said it has too much to do (429 Too Many Requests, 503).
+    pub fn is_overload(&self) -> bool {
+        matches!(self, Self::Status { status: 429 | 503, .. })
+    }
+
     pub fn blame(&self) -> Blame {
         match self {
             Self::Status {
@@ -129,7 +185,11 @@ impl CloudError {
             } => Blame::Endpoint {
                 retry_after: *retry_after,
             },
-            Self::Client(_) | Self::Request { .. } | Self::Credential { .. } => Blame::Device,
+            Self::Client(_)
+            | Self::CaFileRead { .. }
+            | Self::CaFileInvalid { .. }
+            | Self::Request { .. }
+            | Self::Credential { .. } => Blame::Device,
             _ => Blame::Endpoint { retry_after: None },
         }
     }

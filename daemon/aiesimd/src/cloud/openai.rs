@@ -1,7 +1,8 @@
 //! The `OpenAI` chat-completions wire format: the request body, the streamed chunks and error
 //! bodies. Pure functions, no I/O.
 
-use aiesim_wire::Usage;
+use aiesim_wire::{Content, Part, Usage};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::ChatRequest;
@@ -45,7 +46,10 @@ pub fn request_body(request: &ChatRequest) -> Vec<u8> {
             .iter()
             .map(|m| WireMessage {
                 role: &m.role,
-                content: &m.content,
+                content: match &m.content {
+                    Content::Text(text) => WireContent::Text(text),
+                    Content::Parts(parts) => WireContent::Parts(parts.iter().map(WirePart::from).collect()),
+                },
             })
             .collect(),
         max_tokens: *max_tokens,
@@ -70,7 +74,45 @@ struct Body<'a> {
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'a str,
-    content: &'a str,
+    content: WireContent<'a>,
+}
+
+/// A string, or an array of parts when the message carries images.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(&'a str),
+    Parts(Vec<WirePart<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WirePart<'a> {
+    Text { text: &'a str },
+    ImageUrl { image_url: ImageUrl },
+}
+
+#[derive(Serialize)]
+struct ImageUrl {
+    url: String,
+}
+
+impl<'a> From<&'a Part> for WirePart<'a> {
+    fn from(part: &'a Part) -> Self {
+        match part {
+            Part::Text(text) => Self::Text { text },
+            // The bytes as the app sent them, in a data URL.
+            Part::Image(image) => Self::ImageUrl {
+                image_url: ImageUrl {
+                    url: format!(
+                        "data:{};base64,{}",
+                        image.info.kind.mime(),
+                        base64::engine::general_purpose::STANDARD.encode(&image.data)
+                    ),
+                },
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -225,6 +267,36 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_slice(&request_body(&with_t)).unwrap();
         assert_eq!(v["temperature"], 0.5);
+    }
+
+    #[test]
+    fn images_go_as_data_url_parts() {
+        use aiesim_wire::{Image, image::samples};
+        let png = samples::png(2, 3);
+        let request = ChatRequest {
+            model: "m".into(),
+            messages: vec![Message::new(
+                "user",
+                Content::Parts(vec![
+                    Part::Text("what is it?".into()),
+                    Part::Image(Image::new(png.clone()).unwrap()),
+                ]),
+            )],
+            max_tokens: 16,
+            temperature: None,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&request_body(&request)).unwrap();
+        let url = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&png)
+        );
+        assert_eq!(
+            v["messages"],
+            serde_json::json!([{"role": "user", "content": [
+                {"type": "text", "text": "what is it?"},
+                {"type": "image_url", "image_url": {"url": url}},
+            ]}])
+        );
     }
 
     #[test]

@@ -100,6 +100,29 @@ impl AiDestination {
         Key::new(L4_PREFIX_BITS + prefix_len, Destination::new(addr, self.port, protocol))
     }
 
+    /// The destination a trie key was made from.
+    fn from_key(key: &Key<Destination>) -> Self {
+        let data = key.data();
+        let bits = key.prefix_len().saturating_sub(L4_PREFIX_BITS);
+        let (addr, prefix_len) = if data.is_ipv4() {
+            (
+                IpAddr::V4(Ipv4Addr::from(data.addr[3].to_ne_bytes())),
+                bits.saturating_sub(96),
+            )
+        } else {
+            let mut octets = [0u8; 16];
+            for (chunk, word) in octets.chunks_exact_mut(4).zip(data.addr) {
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+            (IpAddr::V6(Ipv6Addr::from(octets)), bits)
+        };
+        Self {
+            addr,
+            prefix_len: u8::try_from(prefix_len).unwrap_or(u8::MAX),
+            port: u16::from_be_bytes(data.port),
+        }
+    }
+
     /// The address as the classifier sees it (IPv4-mapped) and the prefix length over it.
     fn mapped(&self) -> ([u32; 4], u32) {
         match self.addr {
@@ -312,6 +335,31 @@ impl Classifier {
         self.write_filter(&union, &target)
     }
 
+    /// The destinations a previous run left in the pinned trie, in their counter slots. Counted
+    /// from zero, so their figures go on from that run's.
+    pub(super) fn pinned_slots(&mut self) -> Result<Vec<Option<Slot>>, MapsError> {
+        let trie = self.trie()?;
+        let mut slots: Vec<Option<Slot>> = Vec::new();
+        for entry in &trie {
+            let (key, index) = entry.map_err(|source| MapsError::Read {
+                name: MAP_AI_DESTINATIONS,
+                source,
+            })?;
+            let Ok(index) = usize::try_from(index) else { continue };
+            if index >= MAX_AI_ENDPOINTS as usize {
+                continue;
+            }
+            if slots.len() <= index {
+                slots.resize(index + 1, None);
+            }
+            slots[index] = Some(Slot {
+                destination: AiDestination::from_key(&key),
+                base: [Counters::default(); Direction::COUNT as usize],
+            });
+        }
+        Ok(slots)
+    }
+
     /// Sets the `skb->priority` given to egress AI packets; 0 leaves it alone.
     pub fn set_ai_priority(&mut self, priority: u32) -> Result<(), MapsError> {
         let mut config: Array<_, Config> =
@@ -509,6 +557,18 @@ mod tests {
         // A /4 would need 4096+ bits: the filter opens instead.
         assert!(destination("0.0.0.0", 0, 443).filter_bits(PROTOCOL_TCP).is_none());
         assert_eq!(filter_of(&[destination("0.0.0.0", 0, 443)])[7], u64::MAX);
+    }
+
+    #[test]
+    fn a_destination_is_read_back_from_its_key() {
+        for d in [
+            destination("10.9.0.0", 16, 443),
+            destination("10.9.0.1", 32, 8443),
+            destination("fd00:1:2::", 48, 443),
+            AiDestination::host("[fd00::1]:8443".parse().unwrap()),
+        ] {
+            assert_eq!(AiDestination::from_key(&d.key(PROTOCOL_UDP)), d);
+        }
     }
 
     #[test]

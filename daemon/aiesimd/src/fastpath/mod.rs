@@ -4,24 +4,29 @@
 //! one interface (TCX on kernels that have it, `clsact` + `cls_bpf` before), and detaches it on drop.
 //! It counts packets and bytes per direction, recognises traffic to or from the configured AI
 //! endpoints and gives egress AI packets their own `skb->priority`. [`Classifier`] is the same
-//! program loaded but not attached, for `BPF_PROG_TEST_RUN` tests and benchmarks.
+//! program loaded but not attached, for `BPF_PROG_TEST_RUN` tests and benchmarks. With
+//! [`Fastpath::watch_apps`] it also counts apps' own AI traffic per cgroup (`apps`).
 
+mod apps;
 mod attach;
 mod clsact;
 mod maps;
 pub mod names;
 mod netlink;
 mod object;
+mod pins;
 mod shaper;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::Path};
 
 pub use aiesim_fastpath_common::Direction;
 
 pub use self::{
+    apps::{AppStatistics, AppsError, OVERFLOW_APP},
     attach::{AttachError, AttachMode},
     maps::{AiDestination, EndpointStatistics, MapsError},
     object::{Classifier, ClassifierError, DEFAULT_AI_PRIORITY, TestProgram, TestRunOutcome},
+    pins::Pins,
     shaper::{BULK_CLASS, INTERACTIVE_CLASS, ShaperError, Shaping, UPLINK_KBIT_RANGE},
 };
 
@@ -46,6 +51,14 @@ pub enum FastpathError {
     Maps(#[from] MapsError),
     #[error("failed to shape the uplink")]
     Shape(#[from] ShaperError),
+    #[error("failed to count apps' own AI traffic")]
+    Apps(#[source] Box<AppsError>),
+}
+
+impl From<AppsError> for FastpathError {
+    fn from(error: AppsError) -> Self {
+        Self::Apps(Box::new(error))
+    }
 }
 
 /// Counters since the classifier was attached.
@@ -63,6 +76,10 @@ pub struct Statistics {
 pub struct Fastpath {
     // Declared first so it is dropped first: the hooks go before the programs and maps close.
     attachment: attach::Attachment,
+    /// The per-app counting programs, when a cgroup is watched.
+    apps: Option<apps::AppWatch>,
+    /// Unpins the maps once the hooks are gone (declared after them), unless they are kept.
+    pinned_maps: Option<PinnedMaps>,
     /// The root qdisc this fast path installed, if any.
     shaper: Option<shaper::Shaper>,
     classifier: Classifier,
@@ -77,14 +94,38 @@ impl Fastpath {
 
     /// Like [`Fastpath::attach`], with the attachment mechanism chosen by the caller.
     pub fn attach_with(iface: &str, mode: AttachMode) -> Result<Self, FastpathError> {
-        let mut classifier = Classifier::load()?;
-        let attachment = attach::attach(&mut classifier, iface, mode).map_err(|source| FastpathError::Attach {
-            iface: iface.to_owned(),
-            source: Box::new(source),
-        })?;
+        Self::attach_pinned(iface, mode, None)
+    }
+
+    /// Like [`Fastpath::attach_with`], pinning maps and links under `pins` when given: what a
+    /// previous run (of the same BPF object) pinned is taken over without a gap, counters and
+    /// all; a clean stop unpins everything unless `pins` says to keep it.
+    pub fn attach_pinned(iface: &str, mode: AttachMode, pins: Option<Pins>) -> Result<Self, FastpathError> {
+        let (mut classifier, pins) = match pins {
+            Some(pins) => match Classifier::load_pinned(&pins) {
+                Ok(classifier) => (classifier, Some(pins)),
+                // No bpffs there, or not ours to write: run unpinned rather than not at all.
+                Err(e @ ClassifierError::PinDirectory { .. }) => {
+                    tracing::warn!(error = %crate::broker::chain(&e), "the fast path is not pinned: a restart will re-attach it");
+                    (Classifier::load()?, None)
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => (Classifier::load()?, None),
+        };
+        let pinned_maps = pins.map(PinnedMaps);
+        let attachment =
+            attach::attach(&mut classifier, iface, mode, pinned_maps.as_ref().map(|p| &p.0)).map_err(|source| {
+                FastpathError::Attach {
+                    iface: iface.to_owned(),
+                    source: Box::new(source),
+                }
+            })?;
         tracing::info!(iface, mode = %mode, "fast-path classifier attached");
         Ok(Self {
             attachment,
+            apps: None,
+            pinned_maps,
             shaper: None,
             classifier,
             iface: iface.to_owned(),
@@ -106,6 +147,31 @@ impl Fastpath {
     /// The traffic of each AI destination since it was configured.
     pub fn endpoint_statistics(&self) -> Result<Vec<EndpointStatistics>, FastpathError> {
         Ok(self.classifier.endpoint_statistics()?)
+    }
+
+    /// Counts the AI traffic of every socket in the cgroup subtree `cgroup` (a cgroup v2
+    /// directory, e.g. `/sys/fs/cgroup`) per app, against the same destinations.
+    pub fn watch_apps(&mut self, cgroup: &Path) -> Result<(), FastpathError> {
+        if let Some(old) = self.apps.take() {
+            old.detach()?;
+        }
+        let pins = self.pinned_maps.as_ref().map(|p| &p.0);
+        self.apps = Some(apps::watch(&mut self.classifier, cgroup, pins)?);
+        Ok(())
+    }
+
+    /// The cgroup subtree whose apps are counted, if any.
+    pub fn watched_cgroup(&self) -> Option<&Path> {
+        self.apps.as_ref().map(apps::AppWatch::cgroup)
+    }
+
+    /// Each app's own AI traffic since counting began, by app id; empty unless a cgroup is
+    /// watched.
+    pub fn app_statistics(&self) -> Result<Vec<AppStatistics>, FastpathError> {
+        match &self.apps {
+            Some(watch) => Ok(watch.statistics(&self.classifier)?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Replaces the set of AI destinations (prefixes with a port); each matches TCP and UDP.
@@ -154,6 +220,8 @@ impl Fastpath {
     pub fn detach(self) -> Result<(), FastpathError> {
         let Self {
             attachment,
+            apps,
+            pinned_maps,
             shaper,
             classifier: _,
             iface,
@@ -162,8 +230,25 @@ impl Fastpath {
             iface,
             source: Box::new(source),
         });
+        let unwatched = apps.map_or(Ok(()), apps::AppWatch::detach);
+        let detached = detached.and(unwatched.map_err(FastpathError::from));
+        drop(pinned_maps);
         let unshaped = shaper.map_or(Ok(()), shaper::Shaper::remove);
         detached.and(unshaped.map_err(FastpathError::from))
+    }
+}
+
+/// The pinned maps of a fast path; dropping it unpins them, unless they are to be kept.
+struct PinnedMaps(Pins);
+
+impl Drop for PinnedMaps {
+    fn drop(&mut self) {
+        if self.0.keep_on_stop() {
+            return;
+        }
+        if let Err(error) = Classifier::unpin_maps(&self.0) {
+            tracing::warn!(dir = %self.0.dir().display(), %error, "cannot unpin the fast-path maps");
+        }
     }
 }
 

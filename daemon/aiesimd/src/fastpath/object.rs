@@ -2,13 +2,29 @@
 
 use std::time::Duration;
 
-use aiesim_fastpath_common::{PROGRAM_BASELINE, PROGRAM_EGRESS, PROGRAM_INGRESS};
+use aiesim_fastpath_common::{
+    MAP_AI_DESTINATIONS, MAP_AI_FILTER, MAP_APP_STATS, MAP_CONFIG, MAP_ENDPOINT_STATS, MAP_STATS, PROGRAM_BASELINE,
+    PROGRAM_EGRESS, PROGRAM_INGRESS,
+};
 use aya::{
-    Ebpf, EbpfError, TestRun as _, TestRunOptions,
+    Ebpf, EbpfError, EbpfLoader, TestRun as _, TestRunOptions,
     programs::{ProgramError, SchedClassifier},
 };
 
-use super::maps::{MapsError, Slot};
+use super::{
+    maps::{MapsError, Slot},
+    pins::Pins,
+};
+
+/// Every map of the object: all are pinned when the fast path pins.
+const MAPS: [&str; 6] = [
+    MAP_STATS,
+    MAP_AI_DESTINATIONS,
+    MAP_ENDPOINT_STATS,
+    MAP_AI_FILTER,
+    MAP_CONFIG,
+    MAP_APP_STATS,
+];
 
 /// The classifier object, built from `ebpf/program` by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/aiesim-fastpath"));
@@ -43,6 +59,12 @@ pub enum ClassifierError {
     },
     #[error("failed to configure the classifier")]
     Configure(#[source] MapsError),
+    #[error("cannot make the pin directory {path}")]
+    PinDirectory {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("BPF_PROG_TEST_RUN of {name} failed")]
     TestRun {
         name: &'static str,
@@ -95,6 +117,41 @@ impl Classifier {
             return Err(ClassifierError::NotBuilt);
         }
         let ebpf = Ebpf::load(OBJECT).map_err(ClassifierError::Parse)?;
+        Self::with(ebpf)
+    }
+
+    /// Like [`Classifier::load`], with the maps pinned under `pins`: those a previous run of the
+    /// same object pinned are taken over, counters, destinations and all.
+    pub fn load_pinned(pins: &Pins) -> Result<Self, ClassifierError> {
+        if OBJECT.is_empty() {
+            return Err(ClassifierError::NotBuilt);
+        }
+        let dir = pins.maps(OBJECT);
+        let reused = dir.is_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| ClassifierError::PinDirectory {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut loader = EbpfLoader::new();
+        for name in MAPS {
+            loader.map_pin_path(name, dir.join(name));
+        }
+        let ebpf = loader.load(OBJECT).map_err(ClassifierError::Parse)?;
+        let mut classifier = Self::with(ebpf)?;
+        if reused {
+            classifier.slots = classifier.pinned_slots().map_err(ClassifierError::Configure)?;
+            tracing::info!(maps = %dir.display(), destinations = classifier.slots.iter().flatten().count(), "fast-path maps taken over from the last run");
+        }
+        pins.remove_other_maps(&dir);
+        Ok(classifier)
+    }
+
+    /// Removes the pinned maps of this object (the classifier keeps its own references).
+    pub(super) fn unpin_maps(pins: &Pins) -> std::io::Result<()> {
+        pins.remove_maps(OBJECT)
+    }
+
+    fn with(ebpf: Ebpf) -> Result<Self, ClassifierError> {
         let mut classifier = Self {
             ebpf,
             slots: Vec::new(),
@@ -140,6 +197,16 @@ impl Classifier {
             priority,
             duration: result.duration,
         })
+    }
+
+    /// The file descriptor of a loaded program, for pointing a pinned link at it.
+    pub(super) fn program_fd(&self, name: &'static str) -> Result<std::os::fd::BorrowedFd<'_>, ClassifierError> {
+        use std::os::fd::AsFd as _;
+        let program = self.ebpf.program(name).ok_or(ClassifierError::MissingProgram(name))?;
+        program
+            .fd()
+            .map(|fd| fd.as_fd())
+            .map_err(|source| ClassifierError::LoadProgram { name, source })
     }
 
     pub(super) fn program_mut(&mut self, name: &'static str) -> Result<&mut SchedClassifier, ClassifierError> {

@@ -18,9 +18,9 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 pub use self::{
     discovery::{Port, Roots, discover},
-    mbim::MbimError,
+    mbim::{MbimError, proxy_replay_for_fuzzing as mbim_proxy_replay_for_fuzzing},
     proxy::{ProxyError, ProxyOptions},
-    qmi::QmiError,
+    qmi::{QmiError, proxy_replay_for_fuzzing as qmi_proxy_replay_for_fuzzing},
     session::Modem,
     state::{Availability, DataSession, IpSettings, ModemInfo, ModemState, Registration, Signal, SimState},
     transport::{CharDevice, Transport, TransportError},

@@ -17,7 +17,7 @@ pub enum Action {
     ManageBudgets,
     /// `Esim.EnableProfile`, `Esim.DisableProfile`.
     ManageEsim,
-    /// `Fastpath.GetEndpointStatistics`.
+    /// `Fastpath.GetEndpointStatistics`; every app's `Fastpath.GetAppStatistics`.
     ReadTraffic,
 }
 

@@ -42,7 +42,7 @@ impl BrokerObject {
         #[zbus(connection)] connection: &Connection,
         request: HashMap<String, OwnedVariant>,
     ) -> Result<(OwnedObjectPath, OwnedFd), DaemonError> {
-        let options = ChatOptions::from_chat(&request)?;
+        let options = ChatOptions::from_chat(&request, &self.shared.requests.images)?;
         let caller = self.caller(&header).await?;
         // Counted from before admission to the object's removal, lingering included.
         let slot = self.shared.object_slot(&caller.app)?;
@@ -123,7 +123,7 @@ impl BrokerObject {
         prompt: String,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(String, HashMap<String, OwnedVariant>), DaemonError> {
-        let options = ChatOptions::from_ask(&prompt, &options)?;
+        let options = ChatOptions::from_ask(&prompt, &options, &self.shared.requests.images)?;
         let caller = self.caller(&header).await?;
         let admitted = self.admit(connection, &caller, options).await?;
         let mut sink = TextSink(String::new());

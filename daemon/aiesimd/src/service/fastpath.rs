@@ -1,31 +1,51 @@
 //! `org.aiesim.AiEsim1.Fastpath` on the root object.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+};
 
 use aiesim_dbus::ROOT_PATH;
 use tokio::sync::watch;
 use zbus::{Connection, OwnedVariant, interface, message::Header};
 
 use super::{
-    DaemonError,
+    DaemonError, Shared,
     authority::{Action, authorize},
     broker::{owned_str, sender_of},
 };
 use crate::{
-    broker::chain,
-    fastpath::{Fastpath, Shaping},
+    broker::{Relayed, chain},
+    fastpath::{AppStatistics, AttachMode, Fastpath, Pins, Shaping},
+    identity::Identify as _,
     modem::Modem,
 };
 
 pub struct FastpathObject {
     fastpath: Option<Fastpath>,
     interface: String,
+    /// Who is calling, for the per-app figures.
+    shared: Arc<Shared>,
 }
 
 impl FastpathObject {
-    pub fn new(fastpath: Option<Fastpath>, interface: String) -> Self {
-        Self { fastpath, interface }
+    pub fn new(fastpath: Option<Fastpath>, interface: String, shared: Arc<Shared>) -> Self {
+        Self {
+            fastpath,
+            interface,
+            shared,
+        }
     }
+}
+
+/// What to set up wherever the fast path attaches.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    pub shaping: Option<Shaping>,
+    pub apps_cgroup: Option<PathBuf>,
+    pub pins: Option<Pins>,
 }
 
 /// Keeps the attached classifier's AI destinations equal to the endpoints in use (the card's
@@ -55,7 +75,7 @@ pub async fn follow_modem(
     connection: Connection,
     modem: Arc<Modem>,
     destinations: watch::Receiver<Vec<SocketAddr>>,
-    shaping: Option<Shaping>,
+    setup: Setup,
 ) {
     let Ok(object) = connection
         .object_server()
@@ -69,12 +89,24 @@ pub async fn follow_modem(
         let wanted = states.borrow_and_update().interface.clone();
         let current = object.get().await.interface.clone();
         if !wanted.is_empty() && wanted != current {
+            // Off the old interface first: both would share the pinned maps.
+            let old = object.get_mut().await.fastpath.take();
+            if let Some(old) = old {
+                if let Err(e) = old.detach() {
+                    tracing::warn!(error = %chain(&e), "the old fast path did not detach cleanly");
+                }
+            }
             let endpoints = destinations.borrow().clone();
-            let attached = Fastpath::attach(&wanted).and_then(|mut fp| {
+            let attached = Fastpath::attach_pinned(&wanted, AttachMode::detect(), setup.pins.clone()).and_then(|mut fp| {
                 fp.set_ai_endpoints(&endpoints)?;
-                if let Some(shaping) = shaping {
+                if let Some(shaping) = setup.shaping {
                     if let Err(e) = fp.shape(shaping) {
                         tracing::warn!(interface = %wanted, error = %chain(&e), "uplink not shaped; AI packets keep their priority only");
+                    }
+                }
+                if let Some(cgroup) = &setup.apps_cgroup {
+                    if let Err(e) = fp.watch_apps(cgroup) {
+                        tracing::warn!(cgroup = %cgroup.display(), error = %chain(&e), "apps' own AI traffic not counted");
                     }
                 }
                 Ok(fp)
@@ -89,15 +121,10 @@ pub async fn follow_modem(
                     None
                 }
             };
-            let old = {
+            {
                 let mut guard = object.get_mut().await;
                 guard.interface.clone_from(&wanted);
-                std::mem::replace(&mut guard.fastpath, fastpath)
-            };
-            if let Some(old) = old {
-                if let Err(e) = old.detach() {
-                    tracing::warn!(error = %chain(&e), "the old fast path did not detach cleanly");
-                }
+                guard.fastpath = fastpath;
             }
             let guard = object.get().await;
             let emitter = object.signal_emitter();
@@ -170,6 +197,41 @@ impl FastpathObject {
             .collect())
     }
 
+    async fn get_app_statistics(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<HashMap<String, OwnedVariant>>, DaemonError> {
+        let sender = sender_of(&header)?;
+        let caller = self.shared.identity.identify(&sender).await?;
+        // Administrators see every app; anyone else only their own (and what nests under it).
+        let all = authorize(connection, &sender, Action::ReadTraffic).await.is_ok();
+        let own = match &self.fastpath {
+            Some(fp) => fp.app_statistics().map_err(|e| DaemonError::Failed(chain(&e)))?,
+            None => Vec::new(),
+        };
+        let mut apps: BTreeMap<String, (AppStatistics, Relayed)> = own
+            .into_iter()
+            .map(|a| (a.app.clone(), (a, Relayed::default())))
+            .collect();
+        for (app, relayed) in self.shared.broker.relayed() {
+            apps.entry(app.clone())
+                .or_insert_with(|| {
+                    let own = AppStatistics {
+                        app,
+                        ..AppStatistics::default()
+                    };
+                    (own, Relayed::default())
+                })
+                .1 = relayed;
+        }
+        Ok(apps
+            .into_values()
+            .filter(|(a, _)| all || owns(&caller.app, &a.app))
+            .map(|(a, r)| app_dict(&a, r))
+            .collect())
+    }
+
     #[zbus(property)]
     fn interface(&self) -> &str {
         &self.interface
@@ -178,5 +240,42 @@ impl FastpathObject {
     #[zbus(property)]
     fn attached(&self) -> bool {
         self.fastpath.is_some()
+    }
+}
+
+/// Whether figures kept under `app` are `caller`'s: its own, or nested under it
+/// (`uid-1000` owns `uid-1000/app-x.scope`).
+fn owns(caller: &str, app: &str) -> bool {
+    app == caller || app.strip_prefix(caller).is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn app_dict(a: &AppStatistics, r: Relayed) -> HashMap<String, OwnedVariant> {
+    let mut entry: HashMap<String, OwnedVariant> = [
+        ("egress_packets", a.egress_packets),
+        ("egress_bytes", a.egress_bytes),
+        ("ingress_packets", a.ingress_packets),
+        ("ingress_bytes", a.ingress_bytes),
+        ("relayed_requests", r.requests),
+        ("relayed_sent_bytes", r.sent_bytes),
+        ("relayed_received_bytes", r.received_bytes),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), OwnedVariant::from(v)))
+    .collect();
+    entry.insert("app".into(), owned_str(&a.app));
+    entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owns;
+
+    #[test]
+    fn an_app_owns_its_figures_and_those_nested_under_it() {
+        assert!(owns("uid-1000", "uid-1000"));
+        assert!(owns("uid-1000", "uid-1000/app-x.scope"));
+        assert!(!owns("uid-1000", "uid-10000"));
+        assert!(!owns("uid-1000/app-x.scope", "uid-1000"));
+        assert!(!owns("a.service", "b.service"));
     }
 }

@@ -59,6 +59,8 @@ pub struct RequestLimits {
     pub stall_timeout: std::time::Duration,
     /// The stream socket's send buffer, in bytes.
     pub stream_buffer: usize,
+    /// Bounds on the images of one request.
+    pub images: aiesim_dbus::ImageLimits,
 }
 
 /// One of an app's Request objects; dropping it gives the place back.
@@ -96,6 +98,10 @@ pub struct FastpathSetup {
     pub follow_modem: bool,
     /// AI-first shaping to install wherever the fast path attaches.
     pub shaping: Option<crate::fastpath::Shaping>,
+    /// The cgroup whose apps' own AI traffic is counted wherever the fast path attaches.
+    pub apps_cgroup: Option<std::path::PathBuf>,
+    /// Where the fast path pins its maps and links, if it does.
+    pub pins: Option<crate::fastpath::Pins>,
     /// The AI destinations, kept current as endpoints change.
     pub destinations: tokio::sync::watch::Receiver<Vec<std::net::SocketAddr>>,
 }
@@ -114,6 +120,8 @@ pub async fn serve(
         interface: fastpath_interface,
         follow_modem,
         shaping,
+        apps_cgroup,
+        pins,
         destinations,
     } = fastpath;
     let shared = Arc::new(Shared {
@@ -152,7 +160,10 @@ pub async fn serve(
         )
         .await?;
     server
-        .at(ROOT_PATH, fastpath::FastpathObject::new(fastpath, fastpath_interface))
+        .at(
+            ROOT_PATH,
+            fastpath::FastpathObject::new(fastpath, fastpath_interface, Arc::clone(&shared)),
+        )
         .await?;
     tokio::spawn(fastpath::follow_destinations(connection.clone(), destinations.clone()));
     if let Some(Cellular { modem, esim, .. }) = cellular {
@@ -171,7 +182,11 @@ pub async fn serve(
                 connection.clone(),
                 Arc::clone(&modem),
                 destinations.clone(),
-                shaping,
+                fastpath::Setup {
+                    shaping,
+                    apps_cgroup,
+                    pins,
+                },
             ));
         }
         tokio::spawn(modem::follow(connection.clone(), path.clone(), modem));

@@ -18,7 +18,10 @@ use aiesim_mbim::{
 use tokio::sync::{broadcast, watch};
 
 use self::client::Event;
-pub use self::client::{MbimClient, MbimError};
+pub use self::{
+    client::{MbimClient, MbimError},
+    proxy::replay_for_fuzzing as proxy_replay_for_fuzzing,
+};
 use super::{
     Availability, Channel, DataSession, IpSettings, ModemError, ModemInfo, ModemOptions, ModemState, Registration,
     Signal, SimState,

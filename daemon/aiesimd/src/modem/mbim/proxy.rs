@@ -141,28 +141,19 @@ async fn serve_inner(
                         }
                     };
                     let tid = message.transaction_id;
-                    match message.body {
-                        Body::Open { .. } => write(stream, ControlMessage::new(tid, Body::OpenDone(Status::None))).await?,
-                        Body::Close => write(stream, ControlMessage::new(tid, Body::CloseDone(Status::None))).await?,
-                        Body::Command(command) if command.service == Uuid::PROXY_CONTROL => {
-                            let status = configure(&command);
-                            configured |= status.is_success();
-                            write(stream, done(tid, &command, status, Vec::new())).await?;
-                        }
-                        Body::Command(_) if !configured => {
-                            write(stream, ControlMessage::new(tid, Body::FunctionError(ProtocolError::NotOpened))).await?;
-                        }
-                        Body::Command(command) if command.service == Uuid::BASIC_CONNECT && command.cid == bc::DEVICE_SERVICE_SUBSCRIBE_LIST => {
+                    match local_answer(message, &mut configured) {
+                        Local::Answer(answer) => write(stream, answer).await?,
+                        Local::Subscribe(command) => {
                             let answer = subscribe(client, subscriptions, party, &command).await;
                             write(stream, answer.map_or_else(
                                 |status| done(tid, &command, status, Vec::new()),
                                 |info| done(tid, &command, Status::None, info),
                             )).await?;
                         }
-                        Body::Command(command) => {
+                        Local::Forward(command) => {
                             in_flight.push(async move { (tid, client.command_raw(command, "proxied MBIM command").await) });
                         }
-                        _ => tracing::debug!("ignoring a non-host message from an mbim-proxy client"),
+                        Local::Ignore => tracing::debug!("ignoring a non-host message from an mbim-proxy client"),
                     }
                 }
             }
@@ -192,6 +183,104 @@ async fn serve_inner(
     }
 }
 
+/// What the proxy does with one message from its client.
+enum Local {
+    Answer(ControlMessage),
+    Subscribe(Command),
+    Forward(Command),
+    Ignore,
+}
+
+/// OPEN, CLOSE and the `PROXY_CONTROL` handshake are answered here; no command goes further
+/// before the handshake; a subscription list is merged, not forwarded.
+fn local_answer(message: ControlMessage, configured: &mut bool) -> Local {
+    let tid = message.transaction_id;
+    match message.body {
+        Body::Open { .. } => Local::Answer(ControlMessage::new(tid, Body::OpenDone(Status::None))),
+        Body::Close => Local::Answer(ControlMessage::new(tid, Body::CloseDone(Status::None))),
+        Body::Command(command) if command.service == Uuid::PROXY_CONTROL => {
+            let status = configure(&command);
+            *configured |= status.is_success();
+            Local::Answer(done(tid, &command, status, Vec::new()))
+        }
+        Body::Command(_) if !*configured => {
+            Local::Answer(ControlMessage::new(tid, Body::FunctionError(ProtocolError::NotOpened)))
+        }
+        Body::Command(command)
+            if command.service == Uuid::BASIC_CONNECT && command.cid == bc::DEVICE_SERVICE_SUBSCRIBE_LIST =>
+        {
+            Local::Subscribe(command)
+        }
+        Body::Command(command) => Local::Forward(command),
+        _ => Local::Ignore,
+    }
+}
+
+/// A client's bytes through the proxy's own rules, a second client and the daemon holding
+/// wishes beside it: what the `mbim_proxy` fuzz target drives. Panics if a command would reach
+/// the modem before the handshake, if the merged list lost another party's wish, or if an
+/// answer the proxy makes cannot be sent.
+pub fn replay_for_fuzzing(bytes: &[u8]) {
+    let daemon = [bc::EventEntry {
+        service: Uuid::BASIC_CONNECT,
+        cids: vec![bc::SUBSCRIBER_READY_STATUS, bc::PACKET_SERVICE],
+    }];
+    let subscriptions = Subscriptions::new(&daemon);
+    let (other, party) = (subscriptions.join(), subscriptions.join());
+    subscriptions.set(
+        other,
+        &[bc::EventEntry {
+            service: Uuid::MS_UICC_LOW_LEVEL_ACCESS,
+            cids: vec![1],
+        }],
+    );
+    let mut splitter = Splitter::new();
+    let mut reassembler = Reassembler::new();
+    let mut configured = false;
+    let mut rest = bytes;
+    loop {
+        let taken = splitter.push(rest);
+        rest = &rest[taken..];
+        while let Some(transfer) = splitter.next_transfer() {
+            let Ok(Ok(Some(message))) = transfer.map(|t| reassembler.push(&t)) else {
+                continue;
+            };
+            let tid = message.transaction_id;
+            let answer = match local_answer(message, &mut configured) {
+                Local::Answer(answer) => answer,
+                Local::Subscribe(command) => {
+                    assert!(configured, "subscribed before the handshake");
+                    let answer = record_wishes(&subscriptions, party, &command);
+                    let merged = subscriptions.merged();
+                    let has =
+                        |service: Uuid, cid: u32| merged.iter().any(|e| e.service == service && e.cids.contains(&cid));
+                    assert!(
+                        has(Uuid::BASIC_CONNECT, bc::PACKET_SERVICE),
+                        "the daemon's wish was lost"
+                    );
+                    assert!(has(Uuid::MS_UICC_LOW_LEVEL_ACCESS, 1), "another client's wish was lost");
+                    answer.map_or_else(
+                        |status| done(tid, &command, status, Vec::new()),
+                        |info| done(tid, &command, Status::None, info),
+                    )
+                }
+                Local::Forward(command) => {
+                    assert!(configured, "forwarded before the handshake");
+                    assert_ne!(command.service, Uuid::PROXY_CONTROL);
+                    continue;
+                }
+                Local::Ignore => continue,
+            };
+            answer
+                .encode_fragments(DEFAULT_MAX_CONTROL_TRANSFER)
+                .expect("a local answer encodes");
+        }
+        if taken == 0 {
+            break;
+        }
+    }
+}
+
 /// The answer to `PROXY_CONTROL`: only a `CONFIGURATION` set is understood; any device path is
 /// this modem, the one the daemon serves.
 fn configure(command: &Command) -> Status {
@@ -211,9 +300,15 @@ async fn subscribe(
     party: u64,
     command: &Command,
 ) -> Result<Vec<u8>, Status> {
+    let answer = record_wishes(subscriptions, party, command)?;
+    push_subscriptions(client, subscriptions).await;
+    Ok(answer)
+}
+
+/// Records the client's wishes and makes the echo of its own list.
+fn record_wishes(subscriptions: &Subscriptions, party: u64, command: &Command) -> Result<Vec<u8>, Status> {
     let set = bc::DeviceServiceSubscribeListSet::from_command(command).map_err(|_| Status::InvalidParameters)?;
     subscriptions.set(party, &set.events);
-    push_subscriptions(client, subscriptions).await;
     bc::DeviceServiceSubscribeListResponse { events: set.events }
         .to_info()
         .map_err(|_| Status::Failure)

@@ -17,7 +17,10 @@ use aiesim_qmi::{
 };
 use tokio::sync::broadcast;
 
-pub use self::client::{QmiClient, QmiError};
+pub use self::{
+    client::{QmiClient, QmiError},
+    proxy::replay_for_fuzzing as proxy_replay_for_fuzzing,
+};
 use super::{
     Availability, Channel, DataSession, IpSettings, ModemError, ModemOptions, ModemState, Registration, Signal,
     SimState,

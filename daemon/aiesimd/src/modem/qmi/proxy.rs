@@ -168,6 +168,74 @@ fn is_for(frame: &Frame, owned: &BTreeSet<(Service, u8)>) -> bool {
         || (frame.client_id == BROADCAST_CLIENT_ID && owned.iter().any(|(service, _)| *service == frame.service))
 }
 
+/// A client's bytes through the proxy's own rules, the modem granting every Allocate CID: what
+/// the `qmi_proxy` fuzz target drives. Panics if a request the rules keep from the modem would
+/// reach it, or if an answer the proxy makes cannot be sent.
+pub fn replay_for_fuzzing(bytes: &[u8]) {
+    let mut splitter = Splitter::new();
+    let (mut opened, mut owned, mut next_id) = (false, BTreeSet::new(), 1u8);
+    let mut rest = bytes;
+    loop {
+        let taken = splitter.push(rest);
+        rest = &rest[taken..];
+        while let Some(frame) = splitter.next_frame() {
+            let Ok(request) = frame.and_then(|f| Frame::decode(&f)) else {
+                continue;
+            };
+            if request.kind != MessageKind::Request {
+                continue;
+            }
+            match local_answer(&request, &mut opened, &mut owned) {
+                Local::Answer(answer) => {
+                    answer.encode().expect("a local answer encodes");
+                }
+                Local::Forward => {
+                    assert!(opened, "forwarded before the handshake");
+                    if request.service == Service::CTL {
+                        if let Some(answer) = modem_answer(&request, &mut next_id) {
+                            track(&answer, &mut owned);
+                        }
+                    } else {
+                        assert!(
+                            owned.contains(&(request.service, request.client_id)),
+                            "another's client id"
+                        );
+                    }
+                }
+            }
+        }
+        if taken == 0 {
+            break;
+        }
+    }
+}
+
+/// The modem's answer to a forwarded CTL request, as far as the id bookkeeping needs one.
+fn modem_answer(request: &Frame, next_id: &mut u8) -> Option<Frame> {
+    match request.message_id {
+        ctl::ALLOCATE_CID => {
+            let allocate = ctl::AllocateCid::from_frame(request).ok()?;
+            *next_id = next_id.wrapping_add(1).max(1);
+            ctl::AllocateCidResponse {
+                service: allocate.service,
+                client_id: *next_id,
+            }
+            .to_response(request)
+            .ok()
+        }
+        ctl::RELEASE_CID => {
+            let release = ctl::ReleaseCid::from_frame(request).ok()?;
+            ctl::ReleaseCidResponse {
+                service: release.service,
+                client_id: release.client_id,
+            }
+            .to_response(request)
+            .ok()
+        }
+        _ => None,
+    }
+}
+
 async fn write(stream: &mut UnixStream, frame: &Frame) -> std::io::Result<()> {
     match frame.encode() {
         Ok(bytes) => stream.write_all(&bytes).await,
