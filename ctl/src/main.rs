@@ -202,7 +202,8 @@ enum BudgetAction {
     /// Redeem an operator voucher (hex) on the eSIM's token account, as `aictl esim top-up`.
     TopUp { voucher: String },
     /// Change APP's limits (administrators: root or polkit manage-budgets); APP as `list`
-    /// shows it, `uid-N` for all of a user's apps. Takes effect at once, survives restarts.
+    /// shows it, `uid-N` for all of a user's apps, `device` for the whole device (no
+    /// --per-minute). Takes effect at once, survives restarts.
     Set {
         app: String,
         /// Tokens per local day (0 refuses every request).

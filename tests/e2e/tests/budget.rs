@@ -221,6 +221,59 @@ async fn an_administrators_set_applies_at_once_and_bad_policies_change_nothing()
     );
 }
 
+#[tokio::test]
+async fn the_devices_budget_is_set_like_an_apps_and_binds_every_app() {
+    if skip_unless_ready("the_devices_budget_is_set_like_an_apps_and_binds_every_app") {
+        return;
+    }
+    let world = World::start(&WorldOptions::default()).unwrap();
+    // The device's own budget: no rate, a day that binds every app.
+    let out = world
+        .aictl()
+        .args(["budget", "set", "device", "--per-minute", "5"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("the device has no per_minute rate"),
+        "{}",
+        text(&out)
+    );
+    let app = world.connect().await.unwrap();
+    let broker = aiesim_dbus::proxy::BrokerProxy::new(&app).await.unwrap();
+    broker
+        .ask("Say hi.", std::collections::HashMap::new())
+        .await
+        .expect("an answer before the device's day is set");
+    let device = |list: &serde_json::Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["app"] == "device")
+            .cloned()
+            .unwrap_or_else(|| panic!("the device is listed: {list:#}"))
+    };
+    // Without a daily limit there is no daily row; all of this world's spending was today.
+    let spent_today = device(&world.aictl_json(&["budget", "list"]))["spent"]
+        .as_u64()
+        .unwrap();
+    let day = spent_today + 30;
+    let set = world.aictl_json(&["budget", "set", "device", "--daily", &day.to_string()]);
+    assert_eq!(set["daily_limit"], day, "{set:#}");
+    let (answered, error) = ask_until_refused(&broker, "the device's day never ran out").await;
+    assert!(answered >= 1, "{error}");
+    let said = error.to_string();
+    assert!(
+        said.contains("BudgetExceeded") && said.contains("the device has") && said.contains("today"),
+        "{said}"
+    );
+    let after = device(&world.aictl_json(&["budget", "list"]));
+    assert!(after["daily_spent"].as_u64().unwrap() <= day, "{after:#}");
+    assert_eq!(
+        world.aictl_json(&["budget"])["available"].as_u64(),
+        after["daily_available"].as_u64()
+    );
+}
+
 /// Asks short questions until the daemon refuses one (at most 20): how many were answered, and
 /// the refusal.
 async fn ask_until_refused(broker: &aiesim_dbus::proxy::BrokerProxy<'_>, never: &str) -> (u32, zbus::Error) {

@@ -519,3 +519,59 @@ async fn stream(l: &Ledger, app: &str, n: u64) -> Result<u64, String> {
         Err(other) => panic!("a refusal that is not for want of budget: {other}"),
     }
 }
+
+#[test]
+fn the_devices_policy_binds_every_app_is_listed_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.journal");
+    let budgets = Budgets {
+        device_daily: Some(1_000),
+        ..unlimited()
+    };
+    let (cal, _clock) = paris("2026-12-02T09:00:00Z");
+    block(async {
+        let l = Ledger::open_on(&path, budgets, cal.clone()).unwrap();
+        // The device has no rate, and a refused change changes nothing.
+        let e = l
+            .set_policy(DEVICE, &[(Key::Daily, Some(100)), (Key::PerMinute, Some(60))])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LedgerError::Policy(PolicyError::DeviceRate)), "{e}");
+        assert_eq!(l.policy(DEVICE), Policy::default());
+
+        l.set_policy(DEVICE, &[(Key::Daily, Some(100))]).await.unwrap();
+        assert_eq!(l.reserve("a.service", 60, 1000, D).unwrap().commit(60).await, 60);
+        let e = l.reserve("b.service", 41, 1000, D).unwrap_err();
+        assert!(
+            matches!(&e, LedgerError::WindowExhausted { who, available: 40, .. } if who == "the device"),
+            "{e}"
+        );
+        assert_eq!(
+            l.budget("b.service").available,
+            40,
+            "an app's available is the device's"
+        );
+        let list = l.budgets();
+        let device = list.iter().find(|b| b.app == DEVICE).expect("the device is listed");
+        assert_eq!(device.total.spent, 60);
+        let day = device.windows.iter().find(|w| w.period == Period::Day).unwrap();
+        assert_eq!((day.limit, day.spent), (100, 60));
+        assert_eq!(device.available, 40);
+        assert!(
+            list.iter().all(|b| b.app != "b.service"),
+            "b spent nothing and has no policy"
+        );
+    });
+    // Journalled: the policy holds after a restart; cleared, the configured limit is back.
+    let l = Ledger::open_on(&path, budgets, cal).unwrap();
+    assert!(l.reserve("c.service", 41, 1000, D).is_err());
+    block(l.set_policy(DEVICE, &[(Key::Daily, None)])).unwrap();
+    let held = l
+        .reserve("c.service", 900, 1000, D)
+        .expect("back to the configured 1000 a day");
+    assert!(
+        l.reserve("c.service", 41, 1000, D).is_err(),
+        "60 spent and 900 held of 1000"
+    );
+    drop(held);
+}

@@ -24,8 +24,9 @@
 //! in the configured time zone); a request must fit all of them. A request counts in the windows
 //! it was admitted in ([`window`]), so a window rolls over without touching spend still landing
 //! in the one before. A tokens-per-minute limit per app ([`rate`]) is a separate thing: a rate,
-//! not a budget, kept in memory only. Administrators override an app's limits ([`policy`]); the
-//! overrides are journalled.
+//! not a budget, kept in memory only. Administrators override an app's limits ([`policy`]), and
+//! the device's under the name [`DEVICE`] (total and windows; a rate is per app); the overrides
+//! are journalled.
 
 pub mod policy;
 pub mod rate;
@@ -139,7 +140,22 @@ impl Default for Budgets {
     }
 }
 
+/// The account name `Budget.Set` and `List` give the device: no app id is a bare word (apps
+/// are units, `NAME.service`, or users' `uid-N`).
+pub const DEVICE: &str = "device";
+
 impl Budgets {
+    /// The device's limits under its `policy` (set with [`DEVICE`]); it has no rate limit.
+    fn for_device(&self, policy: Option<&Policy>) -> Policy {
+        let p = policy.copied().unwrap_or_default();
+        Policy {
+            total: Some(p.total.unwrap_or(self.device_tokens)),
+            daily: p.daily.or(self.device_daily),
+            monthly: p.monthly.or(self.device_monthly),
+            per_minute: None,
+        }
+    }
+
     /// The limits that apply to account `name` under `policy`.
     fn for_app(&self, policy: Option<&Policy>) -> Policy {
         let p = policy.copied().unwrap_or_default();
@@ -148,13 +164,6 @@ impl Budgets {
             daily: p.daily.or(self.app_daily),
             monthly: p.monthly.or(self.app_monthly),
             per_minute: p.per_minute.or(self.app_per_minute),
-        }
-    }
-
-    fn device_window(&self, period: Period) -> Option<u64> {
-        match period {
-            Period::Day => self.device_daily,
-            Period::Month => self.device_monthly,
         }
     }
 }
@@ -652,8 +661,22 @@ impl State {
                 free = free.min(available);
             }
         }
-        let device_free = budgets
-            .device_tokens
+        self.device_free(budgets, calendar, now, needed)
+            .map(|device| free.min(device))
+    }
+
+    /// Tokens one more request may reserve under the device's budgets.
+    fn device_free(
+        &self,
+        budgets: &Budgets,
+        calendar: &Calendar,
+        now: Windows,
+        needed: u64,
+    ) -> Result<u64, LedgerError> {
+        let limits = budgets.for_device(self.policies.get(DEVICE));
+        let device_free = limits
+            .total
+            .unwrap_or(u64::MAX)
             .saturating_sub(self.device.spent.saturating_add(self.device.reserved));
         if needed > device_free {
             return Err(LedgerError::DeviceExhausted {
@@ -661,9 +684,9 @@ impl State {
                 needed,
             });
         }
-        free = free.min(device_free);
+        let mut free = device_free;
         for period in Period::ALL {
-            let Some(limit) = budgets.device_window(period) else {
+            let Some(limit) = window_limit(&limits, period) else {
                 continue;
             };
             let available = self.device.window_free(period, now, limit);
@@ -1023,8 +1046,17 @@ impl Ledger {
         let budgets = &self.limits();
         let calendar = &self.0.calendar;
         let now = calendar.now().latest(s.latest());
-        let a = s.apps.get(app).copied().unwrap_or_default();
-        let limits = budgets.for_app(s.policies.get(app));
+        let device = app == DEVICE;
+        let a = if device {
+            s.device
+        } else {
+            s.apps.get(app).copied().unwrap_or_default()
+        };
+        let limits = if device {
+            budgets.for_device(s.policies.get(app))
+        } else {
+            budgets.for_app(s.policies.get(app))
+        };
         let windows = Period::ALL
             .into_iter()
             .filter_map(|period| {
@@ -1049,7 +1081,12 @@ impl Ledger {
                 .map_or(per_minute, |b| b.available(instant)),
         });
         // The least left of every budget: probing with 0 never refuses.
-        let available = s.free(budgets, calendar, app, now, 0).unwrap_or(0);
+        let available = if device {
+            s.device_free(budgets, calendar, now, 0)
+        } else {
+            s.free(budgets, calendar, app, now, 0)
+        }
+        .unwrap_or(0);
         AppBudget {
             app: app.to_owned(),
             total: Balance {
@@ -1059,7 +1096,7 @@ impl Ledger {
             },
             windows,
             rate,
-            in_flight: s.open.values().filter(|o| o.app == app).count(),
+            in_flight: s.open.values().filter(|o| device || o.app == app).count(),
             available,
         }
     }
@@ -1074,6 +1111,7 @@ impl Ledger {
             .map(|(app, _)| app.clone())
             .chain(s.policies.keys().cloned())
             .collect();
+        names.push(DEVICE.to_owned());
         names.sort();
         names.dedup();
         names.iter().map(|app| self.budget_locked(&mut s, app)).collect()
@@ -1088,6 +1126,9 @@ impl Ledger {
     /// effective at once and durable when this returns; returns the policy now in force.
     pub async fn set_policy(&self, app: &str, changes: &[(Key, Option<u64>)]) -> Result<Policy, LedgerError> {
         policy::check_app(app)?;
+        if app == DEVICE && changes.iter().any(|(key, _)| *key == Key::PerMinute) {
+            return Err(PolicyError::DeviceRate.into());
+        }
         let (policy, lsn) = {
             let mut s = self.lock();
             let policy = s.policies.get(app).copied().unwrap_or_default().with(changes)?;
@@ -1108,7 +1149,9 @@ impl Ledger {
     pub fn device_available(&self) -> u64 {
         let s = self.lock();
         self.limits()
-            .device_tokens
+            .for_device(s.policies.get(DEVICE))
+            .total
+            .unwrap_or(u64::MAX)
             .saturating_sub(s.device.spent + s.device.reserved)
     }
 

@@ -19,6 +19,8 @@ pub enum PolicyError {
     TooLarge { key: Key, value: u64, max: u64 },
     #[error("per_minute = 0 would refuse every request; clear per_minute to lift the rate limit")]
     ZeroRate,
+    #[error("the device has no per_minute rate: a rate limits an app")]
+    DeviceRate,
 }
 
 /// One limit of a policy.
