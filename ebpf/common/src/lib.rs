@@ -207,7 +207,17 @@ pub const fn endpoint_stats_index(endpoint: EndpointIndex, direction: Direction)
 pub struct Config {
     /// `skb->priority` given to egress AI packets; 0 leaves the priority alone.
     pub ai_priority: u32,
+    /// The DSCP written into egress AI packets' IP headers, plus [`DSCP_ENABLED`]; 0 leaves
+    /// them alone.
+    pub ai_dscp: u32,
+    /// Bytes before the IP header where TC sees packets: 14 on Ethernet, 0 on raw-IP devices.
+    pub l2_len: u32,
 }
+
+/// Set in [`Config::ai_dscp`] when marking is on (DSCP 0 is a valid mark).
+pub const DSCP_ENABLED: u32 = 1 << 8;
+/// `l2_len` of Ethernet devices, and of the frames `BPF_PROG_TEST_RUN` builds.
+pub const ETHERNET_HEADER_LEN: u32 = 14;
 
 #[cfg(feature = "user")]
 mod user {
@@ -224,5 +234,5 @@ mod user {
 // Layouts the BPF program and userspace both rely on; a change must be deliberate.
 const _: () = assert!(core::mem::size_of::<Destination>() == 20);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 12);
 const _: () = assert!(core::mem::size_of::<AppCounters>() == 32);

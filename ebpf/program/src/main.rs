@@ -2,7 +2,8 @@
 //!
 //! One classifier per direction, sharing one code path: recognise traffic to or from a
 //! configured AI endpoint (an address prefix with a port, in an LPM trie behind a bit filter),
-//! count it per endpoint and direction, and on egress give it the configured `skb->priority`;
+//! count it per endpoint and direction, and on egress give it the configured `skb->priority`
+//! (and, when configured, a DSCP in its IP header);
 //! count everything else per direction and class. Each packet updates one counter pair. It never drops or redirects: it returns `TC_ACT_UNSPEC`, which is
 //! `TCX_NEXT` under TCX, so programs attached after it still run.
 //!
@@ -15,7 +16,7 @@
 mod parse;
 
 use aiesim_fastpath_common::{
-    AI_FILTER_WORDS, AppCounters, Class, Config, Counters, Destination, Direction, ENDPOINT_STATS_ENTRIES,
+    AI_FILTER_WORDS, AppCounters, Class, Config, Counters, DSCP_ENABLED, Destination, Direction, ENDPOINT_STATS_ENTRIES,
     EndpointIndex, MAX_AI_DESTINATIONS, MAX_APP_CGROUPS, OVERFLOW_CGROUP, STATS_ENTRIES, endpoint_stats_index,
     stats_index,
 };
@@ -115,7 +116,7 @@ fn classify(ctx: &TcContext, direction: Direction) -> i32 {
         Remote::Endpoint(destination) => match ai_endpoint(&destination) {
             Some(endpoint) => {
                 if direction == Direction::Egress {
-                    prioritise(ctx);
+                    prioritise(ctx, &destination);
                 }
                 ENDPOINT_STATS.get_ptr_mut(endpoint_stats_index(endpoint, direction))
             }
@@ -151,14 +152,56 @@ fn ai_endpoint(destination: &Destination) -> Option<EndpointIndex> {
 const FULL_PREFIX: u32 = (core::mem::size_of::<Destination>() * 8) as u32;
 
 #[inline(always)]
-fn prioritise(ctx: &TcContext) {
+fn prioritise(ctx: &TcContext, destination: &Destination) {
     let Some(config) = CONFIG.get(0) else { return };
-    let Config { ai_priority } = *config;
+    let Config {
+        ai_priority,
+        ai_dscp,
+        l2_len,
+    } = *config;
     if ai_priority != 0 {
         // SAFETY: the kernel hands every classifier a valid __sk_buff whose priority is writable.
         unsafe { (*ctx.skb.skb).priority = ai_priority };
     }
+    if ai_dscp & DSCP_ENABLED != 0 {
+        // The DS field, not skb->mark: rmnet picks bearer queues from the mark.
+        #[expect(clippy::cast_possible_truncation, reason = "masked to six bits")]
+        mark_dscp(ctx, destination.is_ipv4(), (ai_dscp & 0x3f) as u8, l2_len as usize);
+    }
 }
+
+/// Writes `dscp` into the IP header, keeping the ECN bits; IPv4's header checksum follows.
+/// A failure leaves the packet as it was.
+#[inline(always)]
+fn mark_dscp(ctx: &TcContext, ipv4: bool, dscp: u8, l2_len: usize) {
+    // IPv4: version and IHL, then TOS. IPv6: version, the traffic class across both bytes, then
+    // the flow label.
+    let Ok(old) = ctx.load::<[u8; 2]>(l2_len) else { return };
+    // A wrong l2_len would put the write elsewhere: the version must be the one parsed.
+    if old[0] >> 4 != if ipv4 { 4 } else { 6 } {
+        return;
+    }
+    let new = if ipv4 {
+        [old[0], (dscp << 2) | (old[1] & 0x03)]
+    } else {
+        let class = (dscp << 2) | ((old[1] >> 4) & 0x03);
+        [(old[0] & 0xf0) | (class >> 4), (class << 4) | (old[1] & 0x0f)]
+    };
+    if new == old {
+        return;
+    }
+    if ipv4 {
+        // The helper takes both 16-bit words as they lie in the packet.
+        let [from, to] = [old, new].map(|bytes| u64::from(u16::from_ne_bytes(bytes)));
+        if ctx.l3_csum_replace(l2_len + IPV4_CHECKSUM_OFFSET, from, to, 2).is_err() {
+            return;
+        }
+    }
+    let _ = ctx.store(l2_len, &new, 0);
+}
+
+/// Offset of the header checksum in an IPv4 header.
+const IPV4_CHECKSUM_OFFSET: usize = 10;
 
 /// The kernel-visible licence of the object; this program calls no GPL-only helper.
 #[unsafe(link_section = "license")]

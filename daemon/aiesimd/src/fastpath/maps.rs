@@ -7,9 +7,9 @@ use std::{
 };
 
 use aiesim_fastpath_common::{
-    AI_FILTER_WORDS, Class, Config, Counters, Destination, Direction, EndpointIndex, FILTER_BITS_V4, FILTER_BITS_V6,
-    L4_PREFIX_BITS, MAP_AI_DESTINATIONS, MAP_AI_FILTER, MAP_CONFIG, MAP_ENDPOINT_STATS, MAP_STATS, MAX_AI_DESTINATIONS,
-    MAX_AI_ENDPOINTS, PROTOCOL_TCP, PROTOCOL_UDP, endpoint_stats_index, stats_index,
+    AI_FILTER_WORDS, Class, Config, Counters, DSCP_ENABLED, Destination, Direction, EndpointIndex, FILTER_BITS_V4,
+    FILTER_BITS_V6, L4_PREFIX_BITS, MAP_AI_DESTINATIONS, MAP_AI_FILTER, MAP_CONFIG, MAP_ENDPOINT_STATS, MAP_STATS,
+    MAX_AI_DESTINATIONS, MAX_AI_ENDPOINTS, PROTOCOL_TCP, PROTOCOL_UDP, endpoint_stats_index, stats_index,
 };
 use aya::maps::{
     Array, Map, MapError, PerCpuArray,
@@ -362,13 +362,33 @@ impl Classifier {
 
     /// Sets the `skb->priority` given to egress AI packets; 0 leaves it alone.
     pub fn set_ai_priority(&mut self, priority: u32) -> Result<(), MapsError> {
-        let mut config: Array<_, Config> =
+        self.update_config(|config| config.ai_priority = priority)
+    }
+
+    /// Sets the DSCP written into egress AI packets (IPv4 TOS with its checksum, IPv6 traffic
+    /// class; ECN bits kept); `None` leaves the headers alone.
+    pub fn set_ai_dscp(&mut self, dscp: Option<u8>) -> Result<(), MapsError> {
+        let value = dscp.map_or(0, |dscp| DSCP_ENABLED | u32::from(dscp & 0x3f));
+        self.update_config(|config| config.ai_dscp = value)
+    }
+
+    /// Tells the classifier how many bytes precede the IP header on its device.
+    pub(super) fn set_l2_len(&mut self, l2_len: u32) -> Result<(), MapsError> {
+        self.update_config(|config| config.l2_len = l2_len)
+    }
+
+    fn update_config(&mut self, change: impl FnOnce(&mut Config)) -> Result<(), MapsError> {
+        let mut map: Array<_, Config> =
             Array::try_from(self.map_mut(MAP_CONFIG)?).map_err(|source| MapsError::Layout {
                 name: MAP_CONFIG,
                 source,
             })?;
-        let value = Config { ai_priority: priority };
-        config.set(0, value, 0).map_err(|source| MapsError::Write {
+        let mut config = map.get(&0, 0).map_err(|source| MapsError::Read {
+            name: MAP_CONFIG,
+            source,
+        })?;
+        change(&mut config);
+        map.set(0, config, 0).map_err(|source| MapsError::Write {
             name: MAP_CONFIG,
             source,
         })
