@@ -5,6 +5,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use aiesim_fastpath_common::Destination;
 use aiesimd::fastpath::{AiDestination, Classifier, DEFAULT_AI_PRIORITY, EndpointStatistics, Statistics, TestProgram};
 
 const TC_ACT_UNSPEC: i32 = -1;
@@ -453,6 +454,50 @@ fn traffic_is_counted_per_endpoint_and_direction() {
     assert_eq!(
         (third_stats.egress_packets, third_stats.egress_bytes),
         (1, size(&to_third))
+    );
+}
+
+#[test]
+fn addresses_sharing_an_exact_slot_are_each_found_and_counted_apart() {
+    if !privileged() {
+        return;
+    }
+    let slot = |addr: Ipv4Addr, port: u16| {
+        Destination::new(Destination::ipv4_mapped(u32::from_ne_bytes(addr.octets())), port, TCP).exact_slot()
+    };
+    // Another address and port whose TCP key hashes to the first one's slot: it goes to the trie.
+    let neighbour_addr = Ipv4Addr::new(10, 9, 0, 2);
+    let port = (1..=u16::MAX)
+        .find(|&port| port != AI_PORT && slot(neighbour_addr, port) == slot(AI_V4, AI_PORT))
+        .expect("4096 slots, 65535 ports");
+    let first = SocketAddr::new(AI_V4.into(), AI_PORT);
+    let neighbour = SocketAddr::new(neighbour_addr.into(), port);
+    let mut classifier = Classifier::load().unwrap();
+    classifier.set_ai_endpoints(&[first, neighbour]).unwrap();
+    for remote in [first, neighbour, first, neighbour] {
+        assert_eq!(
+            run(&mut classifier, TestProgram::Egress, &towards(remote, TCP)),
+            DEFAULT_AI_PRIORITY,
+            "{remote}"
+        );
+    }
+    // Neither stands in for the other.
+    let crossed = SocketAddr::new(AI_V4.into(), port);
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &towards(crossed, TCP)), 0);
+    let by_endpoint = classifier.endpoint_statistics().unwrap();
+    for remote in [first, neighbour] {
+        let stats = by_endpoint
+            .iter()
+            .find(|e| e.destination == AiDestination::host(remote))
+            .unwrap();
+        assert_eq!(stats.egress_packets, 2, "{remote}");
+    }
+    // The one left takes the slot.
+    classifier.set_ai_endpoints(&[neighbour]).unwrap();
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &towards(first, TCP)), 0);
+    assert_eq!(
+        run(&mut classifier, TestProgram::Egress, &towards(neighbour, TCP)),
+        DEFAULT_AI_PRIORITY
     );
 }
 

@@ -17,7 +17,7 @@ mod parse;
 
 use aiesim_fastpath_common::{
     AI_FILTER_WORDS, AppCounters, Class, Config, Counters, DSCP_ENABLED, Destination, Direction, ENDPOINT_STATS_ENTRIES,
-    EndpointIndex, MAX_AI_DESTINATIONS, MAX_APP_CGROUPS, OVERFLOW_CGROUP, STATS_ENTRIES, endpoint_stats_index,
+    EXACT_ENTRIES, EndpointIndex, ExactEntry, MAX_AI_DESTINATIONS, MAX_APP_CGROUPS, OVERFLOW_CGROUP, STATS_ENTRIES, endpoint_stats_index,
     stats_index,
 };
 use aya_ebpf::{
@@ -41,6 +41,9 @@ static AI_DESTINATIONS: LpmTrie<Destination, EndpointIndex> = LpmTrie::with_max_
 
 #[map]
 static ENDPOINT_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(ENDPOINT_STATS_ENTRIES, 0);
+
+#[map]
+static AI_EXACT: Array<ExactEntry> = Array::with_max_entries(EXACT_ENTRIES, 0);
 
 #[map]
 static AI_FILTER: Array<u64> = Array::with_max_entries(AI_FILTER_WORDS, 0);
@@ -83,7 +86,7 @@ pub fn aiesim_app_ingress(ctx: SkBuffContext) -> i32 {
 /// Counts an AI packet of a socket against the socket's cgroup.
 #[inline(always)]
 fn account_app(skb: &SkBuff, direction: Direction) -> i32 {
-    let Remote::Endpoint(destination) = parse::remote(skb, direction) else {
+    let Remote::Endpoint(destination) = parse::remote(skb, direction, None) else {
         return CGROUP_SKB_PASS;
     };
     if ai_endpoint(&destination).is_none() {
@@ -112,11 +115,13 @@ fn account_app(skb: &SkBuff, direction: Direction) -> i32 {
 
 #[inline(always)]
 fn classify(ctx: &TcContext, direction: Direction) -> i32 {
-    let counters = match parse::remote(&ctx.skb, direction) {
+    let config = CONFIG.get(0);
+    let l2_len = config.map(|config| config.l2_len);
+    let counters = match parse::remote(&ctx.skb, direction, l2_len) {
         Remote::Endpoint(destination) => match ai_endpoint(&destination) {
             Some(endpoint) => {
-                if direction == Direction::Egress {
-                    prioritise(ctx, &destination);
+                if let (Direction::Egress, Some(config)) = (direction, config) {
+                    prioritise(ctx, config, &destination);
                 }
                 ENDPOINT_STATS.get_ptr_mut(endpoint_stats_index(endpoint, direction))
             }
@@ -145,15 +150,29 @@ fn ai_endpoint(destination: &Destination) -> Option<EndpointIndex> {
     if !maybe {
         return None;
     }
+    // Single addresses first: an inlined array read where the trie is a helper call. A full
+    // match is the longest prefix there is.
+    if let Some(entry) = AI_EXACT.get(destination.exact_slot()) {
+        if entry.endpoint != 0 && same(&entry.destination, destination) {
+            return Some(entry.endpoint - 1);
+        }
+    }
     AI_DESTINATIONS.get(Key::new(FULL_PREFIX, *destination)).copied()
+}
+
+/// Word by word: BPF has no memcmp to call.
+#[inline(always)]
+fn same(a: &Destination, b: &Destination) -> bool {
+    let l4 = |d: &Destination| u32::from_ne_bytes([d.port[0], d.port[1], d.protocol, d.reserved]);
+    let ([a0, a1, a2, a3], [b0, b1, b2, b3]) = (a.addr, b.addr);
+    l4(a) == l4(b) && a0 == b0 && a1 == b1 && a2 == b2 && a3 == b3
 }
 
 /// A full-length key: port, protocol and the whole address.
 const FULL_PREFIX: u32 = (core::mem::size_of::<Destination>() * 8) as u32;
 
 #[inline(always)]
-fn prioritise(ctx: &TcContext, destination: &Destination) {
-    let Some(config) = CONFIG.get(0) else { return };
+fn prioritise(ctx: &TcContext, config: &Config, destination: &Destination) {
     let Config {
         ai_priority,
         ai_dscp,

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use aiesim_fastpath_common::{
-    ETHERNET_HEADER_LEN, MAP_AI_DESTINATIONS, MAP_AI_FILTER, MAP_APP_STATS, MAP_CONFIG, MAP_ENDPOINT_STATS, MAP_STATS,
-    PROGRAM_BASELINE, PROGRAM_EGRESS, PROGRAM_INGRESS,
+    ETHERNET_HEADER_LEN, MAP_AI_DESTINATIONS, MAP_AI_EXACT, MAP_AI_FILTER, MAP_APP_STATS, MAP_CONFIG,
+    MAP_ENDPOINT_STATS, MAP_STATS, PROGRAM_BASELINE, PROGRAM_EGRESS, PROGRAM_INGRESS,
 };
 use aya::{
     Ebpf, EbpfError, EbpfLoader, TestRun as _, TestRunOptions,
@@ -17,9 +17,10 @@ use super::{
 };
 
 /// Every map of the object: all are pinned when the fast path pins.
-const MAPS: [&str; 6] = [
+const MAPS: [&str; 7] = [
     MAP_STATS,
     MAP_AI_DESTINATIONS,
+    MAP_AI_EXACT,
     MAP_ENDPOINT_STATS,
     MAP_AI_FILTER,
     MAP_CONFIG,
