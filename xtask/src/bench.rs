@@ -21,8 +21,21 @@ const READY_TARGET_MS: f64 = 150.0;
 const RSS_TARGET_KIB: u64 = 6 * 1024;
 const MODEM_MANAGER: &str = "/usr/sbin/ModemManager";
 
-/// Everything, or with `daemon` only the whole daemon's figures.
+/// Everything, with `daemon` only the whole daemon's figures, with `classifier` only the fast-path
+/// classifier's cost per packet.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
+    if args.first().map(String::as_str) == Some("classifier") {
+        return crate::run(crate::cargo().args([
+            "run",
+            "--release",
+            "-p",
+            "aiesimd",
+            "--example",
+            "bench",
+            "--",
+            "classifier",
+        ]));
+    }
     // Before the example too: its idle-radio figure runs the daemon, aictl and the simulator in
     // the simulated world.
     crate::build(true)?;

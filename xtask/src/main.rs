@@ -50,13 +50,15 @@ TASKS:
                         invariants (bus answers in 5 s, charges match what the app was told or
                         received, budget, nothing reserved or running, QMI client ids, fds);
                         prints a table of rounds, faults, requests and violations.
-  bench [daemon]        Release build, then measure the daemon's core against baselines taken
+  bench [daemon|classifier]
+                        Release build, then measure the daemon's core against baselines taken
                         in the same run (ledger with its durable journal vs in memory; commits
                         per fsync; routing; scheduling; the fast path as root; the daemon's own
                         packets per idle hour on the simulated operator network), and, as root,
                         the whole daemon in the simulated world: start to READY=1 against
                         spawning `true`, idle RSS against ModemManager's on a private bus
-                        (`daemon`: only these).
+                        (`daemon`: only these; `classifier`: only the fast-path classifier's
+                        cost per packet against an empty TC program, as root).
   deb [--out DIR] [--debug] [--no-build]
                         A Debian package (dpkg-deb) of the install tree with the /usr prefix:
                         the configuration is a conffile; postinst creates the users and the

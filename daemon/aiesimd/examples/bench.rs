@@ -327,6 +327,11 @@ fn main() -> anyhow::Result<()> {
         fastpath::main();
         return Ok(());
     }
+    // `bench classifier` measures only the classifier's cost per packet.
+    if std::env::args().nth(1).as_deref() == Some("classifier") {
+        fastpath::classifier_cost();
+        return Ok(());
+    }
     // `bench idle` measures only the radio while no app is active.
     if std::env::args().nth(1).as_deref() == Some("idle") {
         idle::main();

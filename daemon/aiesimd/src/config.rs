@@ -268,6 +268,8 @@ pub struct FastpathConfig {
     pub pin_dir: String,
     /// Leave the classifier attached and pinned on a clean stop too.
     pub keep_on_stop: bool,
+    /// The DSCP marked on egress AI packets: a name (`EF`, `AF41`, `CS3`) or 0–63; empty: off.
+    pub dscp: String,
 }
 
 impl Default for FastpathConfig {
@@ -281,12 +283,22 @@ impl Default for FastpathConfig {
             apps_cgroup: String::new(),
             pin_dir: "/sys/fs/bpf/aiesim".into(),
             keep_on_stop: false,
+            dscp: String::new(),
         }
     }
 }
 
 impl FastpathConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        if !self.dscp.is_empty() && dscp_value(&self.dscp).is_none() {
+            return rule(
+                "fastpath.dscp",
+                format!(
+                    "fastpath.dscp must be EF, AFxy (x 1-4, y 1-3), CSx (x 0-7) or 0-63, not {:?}",
+                    self.dscp
+                ),
+            );
+        }
         let range = crate::fastpath::UPLINK_KBIT_RANGE;
         if self.shape && !range.contains(&self.uplink_kbit) {
             return rule(
@@ -315,6 +327,11 @@ impl FastpathConfig {
         }
     }
 
+    /// The DSCP to mark egress AI packets with, when asked for.
+    pub fn dscp(&self) -> Option<u8> {
+        dscp_value(&self.dscp)
+    }
+
     /// Where to pin the classifier, when asked to.
     pub fn pins(&self) -> Option<crate::fastpath::Pins> {
         (!self.pin_dir.is_empty()).then(|| crate::fastpath::Pins::new(&self.pin_dir, self.keep_on_stop))
@@ -326,6 +343,30 @@ impl FastpathConfig {
             uplink_kbit: self.uplink_kbit,
         })
     }
+}
+
+/// A DSCP by its RFC 2474/2597/3246 name or its number.
+fn dscp_value(name: &str) -> Option<u8> {
+    let name = name.trim().to_ascii_uppercase();
+    let digit = |c: Option<char>, range: std::ops::RangeInclusive<u8>| {
+        c.and_then(|c| c.to_digit(10))
+            .and_then(|d| u8::try_from(d).ok())
+            .filter(|d| range.contains(d))
+    };
+    if name == "EF" {
+        return Some(46);
+    }
+    if let Some(rest) = name.strip_prefix("AF") {
+        let mut chars = rest.chars();
+        let (class, drop) = (digit(chars.next(), 1..=4)?, digit(chars.next(), 1..=3)?);
+        return chars.next().is_none().then_some(class * 8 + drop * 2);
+    }
+    if let Some(rest) = name.strip_prefix("CS") {
+        let mut chars = rest.chars();
+        let class = digit(chars.next(), 0..=7)?;
+        return chars.next().is_none().then_some(class * 8);
+    }
+    name.parse::<u8>().ok().filter(|v| *v < 64)
 }
 
 /// `cloud.credential`: whether requests carry a bearer token signed by the eSIM.
@@ -982,6 +1023,24 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad} must be refused");
         }
+    }
+
+    #[test]
+    fn dscp_names_and_numbers_are_understood() {
+        assert_eq!(dscp_value("AF41"), Some(34));
+        assert_eq!(dscp_value("af11"), Some(10));
+        assert_eq!(dscp_value("ef"), Some(46));
+        assert_eq!(dscp_value("CS3"), Some(24));
+        assert_eq!(dscp_value("CS0"), Some(0));
+        assert_eq!(dscp_value("10"), Some(10));
+        assert_eq!(dscp_value("63"), Some(63));
+        for bad in ["AF51", "AF14", "AF4", "AF413", "CS8", "64", "-1", "fast", ""] {
+            assert_eq!(dscp_value(bad), None, "{bad}");
+        }
+        let e = parse("[fastpath]\ndscp = \"AF51\"").unwrap_err();
+        assert!(e.to_string().contains("fastpath.dscp must be"), "{e}");
+        assert_eq!(parse("[fastpath]\ndscp = \"AF41\"").unwrap().fastpath.dscp(), Some(34));
+        assert_eq!(Config::default().fastpath.dscp(), None);
     }
 
     #[test]

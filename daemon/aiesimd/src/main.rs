@@ -205,6 +205,7 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
             shaping: config.fastpath.shaping(),
             apps_cgroup: config.fastpath.apps_cgroup(),
             pins: config.fastpath.pins(),
+            dscp: config.fastpath.dscp(),
             destinations,
         },
     )
@@ -457,6 +458,9 @@ fn attach_fastpath(config: &Config) -> Option<Fastpath> {
                 if let Err(e) = fp.shape(shaping) {
                     tracing::warn!(interface = %config.fastpath.interface, error = %chain(&e), "uplink not shaped; AI packets keep their priority only");
                 }
+            }
+            if let Err(e) = fp.set_ai_dscp(config.fastpath.dscp()) {
+                tracing::warn!(error = %chain(&e), "AI packets not marked with a DSCP");
             }
             if let Some(cgroup) = config.fastpath.apps_cgroup() {
                 if let Err(e) = fp.watch_apps(&cgroup) {

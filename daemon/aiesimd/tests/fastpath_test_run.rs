@@ -5,6 +5,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use aiesim_fastpath_common::Destination;
 use aiesimd::fastpath::{AiDestination, Classifier, DEFAULT_AI_PRIORITY, EndpointStatistics, Statistics, TestProgram};
 
 const TC_ACT_UNSPEC: i32 = -1;
@@ -454,6 +455,255 @@ fn traffic_is_counted_per_endpoint_and_direction() {
         (third_stats.egress_packets, third_stats.egress_bytes),
         (1, size(&to_third))
     );
+}
+
+#[test]
+fn addresses_sharing_an_exact_slot_are_each_found_and_counted_apart() {
+    if !privileged() {
+        return;
+    }
+    let slot = |addr: Ipv4Addr, port: u16| {
+        Destination::new(Destination::ipv4_mapped(u32::from_ne_bytes(addr.octets())), port, TCP).exact_slot()
+    };
+    // Another address and port whose TCP key hashes to the first one's slot: it goes to the trie.
+    let neighbour_addr = Ipv4Addr::new(10, 9, 0, 2);
+    let port = (1..=u16::MAX)
+        .find(|&port| port != AI_PORT && slot(neighbour_addr, port) == slot(AI_V4, AI_PORT))
+        .expect("4096 slots, 65535 ports");
+    let first = SocketAddr::new(AI_V4.into(), AI_PORT);
+    let neighbour = SocketAddr::new(neighbour_addr.into(), port);
+    let mut classifier = Classifier::load().unwrap();
+    classifier.set_ai_endpoints(&[first, neighbour]).unwrap();
+    for remote in [first, neighbour, first, neighbour] {
+        assert_eq!(
+            run(&mut classifier, TestProgram::Egress, &towards(remote, TCP)),
+            DEFAULT_AI_PRIORITY,
+            "{remote}"
+        );
+    }
+    // Neither stands in for the other.
+    let crossed = SocketAddr::new(AI_V4.into(), port);
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &towards(crossed, TCP)), 0);
+    let by_endpoint = classifier.endpoint_statistics().unwrap();
+    for remote in [first, neighbour] {
+        let stats = by_endpoint
+            .iter()
+            .find(|e| e.destination == AiDestination::host(remote))
+            .unwrap();
+        assert_eq!(stats.egress_packets, 2, "{remote}");
+    }
+    // The one left takes the slot.
+    classifier.set_ai_endpoints(&[neighbour]).unwrap();
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &towards(first, TCP)), 0);
+    assert_eq!(
+        run(&mut classifier, TestProgram::Egress, &towards(neighbour, TCP)),
+        DEFAULT_AI_PRIORITY
+    );
+}
+
+/// AF41 (RFC 2597): class 4, low drop precedence.
+const AF41: u8 = 34;
+/// EF (RFC 3246).
+const EF: u8 = 46;
+const ECN_CE: u8 = 0b11;
+const ECN_ECT1: u8 = 0b01;
+
+/// The RFC 1071 checksum of an IPv4 header, its checksum field taken as zero.
+fn ipv4_header_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .enumerate()
+        .filter(|&(i, _)| i != 5)
+        .map(|(_, word)| u32::from(u16::from_be_bytes([word[0], word[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "folded to 16 bits above")]
+    let folded = sum as u16;
+    !folded
+}
+
+/// An IPv4 frame's header, after the Ethernet header.
+fn ipv4_header(frame: &[u8]) -> &[u8] {
+    let header_len = usize::from(frame[14] & 0x0f) * 4;
+    &frame[14..14 + header_len]
+}
+
+/// `frame` (IPv4) with a TOS byte of `dscp` and `ecn` and a correct header checksum.
+fn with_tos(mut frame: Vec<u8>, dscp: u8, ecn: u8) -> Vec<u8> {
+    frame[15] = dscp << 2 | ecn;
+    let checksum = ipv4_header_checksum(ipv4_header(&frame));
+    frame[24..26].copy_from_slice(&checksum.to_be_bytes());
+    frame
+}
+
+/// `frame` (IPv6) with a traffic class of `dscp` and `ecn` and a flow label of `flow`.
+fn with_traffic_class(mut frame: Vec<u8>, dscp: u8, ecn: u8, flow: u32) -> Vec<u8> {
+    let word = 6 << 28 | u32::from(dscp << 2 | ecn) << 20 | (flow & 0xf_ffff);
+    frame[14..18].copy_from_slice(&word.to_be_bytes());
+    frame
+}
+
+/// The DSCP and ECN of an IPv4 or IPv6 frame.
+fn ds_field(frame: &[u8]) -> (u8, u8) {
+    let class = match frame[14] >> 4 {
+        4 => frame[15],
+        6 => (frame[14] << 4) | (frame[15] >> 4),
+        version => panic!("IP version {version}"),
+    };
+    (class >> 2, class & 0b11)
+}
+
+/// Runs `frame` once through `program` and returns the packet as the program left it.
+fn run_packet(classifier: &mut Classifier, program: TestProgram, frame: &[u8]) -> Vec<u8> {
+    let outcome = classifier.test_run(program, frame, 1).expect("BPF_PROG_TEST_RUN");
+    assert_eq!(outcome.verdict, TC_ACT_UNSPEC, "{program:?} must pass every packet on");
+    assert_eq!(outcome.packet.len(), frame.len(), "the packet keeps its length");
+    outcome.packet
+}
+
+/// The bytes where two frames differ.
+fn changed(before: &[u8], after: &[u8]) -> Vec<usize> {
+    (0..before.len()).filter(|&i| before[i] != after[i]).collect()
+}
+
+#[test]
+fn egress_ai_packets_get_the_configured_dscp_with_ecn_and_checksum_kept_right() {
+    if !privileged() {
+        return;
+    }
+    let mut classifier = classifier();
+    classifier.set_ai_dscp(Some(AF41)).unwrap();
+
+    let v4 = [
+        with_tos(ipv4(DEVICE_V4, AI_V4, TCP, &l4(TCP, 40000, AI_PORT, 100)), 0, ECN_CE),
+        with_tos(ipv4(DEVICE_V4, AI_V4, UDP, &l4(UDP, 40000, AI_PORT, 30)), EF, ECN_ECT1),
+        // Options: the header is longer, the DS field and the checksum where they always are.
+        with_tos(
+            ipv4_with(DEVICE_V4, AI_V4, UDP, &[1, 1, 1, 0], 0, &l4(UDP, 1, AI_PORT, 0)),
+            CS1,
+            0,
+        ),
+    ];
+    for frame in &v4 {
+        let out = run_packet(&mut classifier, TestProgram::Egress, frame);
+        let ecn = ds_field(frame).1;
+        assert_eq!(ds_field(&out), (AF41, ecn), "{out:02x?}");
+        let checksum = u16::from_be_bytes([out[24], out[25]]);
+        assert_eq!(checksum, ipv4_header_checksum(ipv4_header(&out)), "{out:02x?}");
+        let changed = changed(frame, &out);
+        assert!(
+            changed.contains(&15) && changed.iter().all(|i| [15, 24, 25].contains(i)),
+            "only the TOS and the checksum change: {changed:?}"
+        );
+    }
+
+    let v6 = [
+        with_traffic_class(
+            ipv6(DEVICE_V6, AI_V6, TCP, &l4(TCP, 40000, AI_PORT, 0)),
+            0,
+            ECN_CE,
+            0xabcde,
+        ),
+        with_traffic_class(
+            ipv6(DEVICE_V6, AI_V6, UDP, &l4(UDP, 40000, AI_PORT, 50)),
+            EF,
+            ECN_ECT1,
+            1,
+        ),
+    ];
+    for frame in &v6 {
+        let out = run_packet(&mut classifier, TestProgram::Egress, frame);
+        assert_eq!(ds_field(&out), (AF41, ds_field(frame).1), "{out:02x?}");
+        assert_eq!(
+            u32::from_be_bytes([out[14], out[15], out[16], out[17]]) & 0xf_ffff,
+            u32::from_be_bytes([frame[14], frame[15], frame[16], frame[17]]) & 0xf_ffff,
+            "the flow label is kept"
+        );
+        assert!(changed(frame, &out).iter().all(|&i| i == 14 || i == 15), "{out:02x?}");
+    }
+
+    // DSCP 0 (CS0) is a mark too: it clears another one.
+    classifier.set_ai_dscp(Some(0)).unwrap();
+    let out = run_packet(&mut classifier, TestProgram::Egress, &v4[1]);
+    assert_eq!(ds_field(&out), (0, ECN_ECT1));
+    assert_eq!(
+        u16::from_be_bytes([out[24], out[25]]),
+        ipv4_header_checksum(ipv4_header(&out))
+    );
+    let out = run_packet(&mut classifier, TestProgram::Egress, &v6[1]);
+    assert_eq!(ds_field(&out), (0, ECN_ECT1));
+
+    // The priority is given as before, and every packet counted once.
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &v4[0]), DEFAULT_AI_PRIORITY);
+    assert_eq!(classifier.statistics().unwrap().ai_packets, 8);
+}
+
+/// CS1 (RFC 2474 class selector 1).
+const CS1: u8 = 8;
+
+#[test]
+fn other_packets_ingress_and_an_unset_dscp_leave_headers_alone() {
+    if !privileged() {
+        return;
+    }
+    let mut classifier = classifier();
+    let ai_v4 = with_tos(ipv4(DEVICE_V4, AI_V4, TCP, &l4(TCP, 40000, AI_PORT, 10)), EF, ECN_CE);
+    let ai_v6 = with_traffic_class(
+        ipv6(DEVICE_V6, AI_V6, UDP, &l4(UDP, 40000, AI_PORT, 10)),
+        CS1,
+        ECN_ECT1,
+        7,
+    );
+    let other = [
+        with_tos(ipv4(DEVICE_V4, AI_V4, TCP, &l4(TCP, 40000, 443, 10)), CS1, ECN_CE),
+        with_tos(
+            ipv4(DEVICE_V4, Ipv4Addr::new(10, 9, 0, 2), UDP, &l4(UDP, 40000, AI_PORT, 10)),
+            0,
+            0,
+        ),
+        with_traffic_class(ipv6(DEVICE_V6, AI_V6, UDP, &l4(UDP, 40000, 53, 10)), EF, ECN_CE, 3),
+        ai_v4.clone(),
+        ai_v6.clone(),
+    ];
+    let ingress = [
+        with_tos(ipv4(AI_V4, DEVICE_V4, TCP, &l4(TCP, AI_PORT, 40000, 10)), CS1, ECN_CE),
+        with_traffic_class(
+            ipv6(AI_V6, DEVICE_V6, UDP, &l4(UDP, AI_PORT, 40000, 10)),
+            0,
+            ECN_ECT1,
+            9,
+        ),
+    ];
+
+    // Off (the default): AI packets keep their DS field too.
+    for dscp in [None, Some(AF41)] {
+        classifier.set_ai_dscp(dscp).unwrap();
+        let egress_other = if dscp.is_some() { &other[..3] } else { &other[..] };
+        for frame in egress_other {
+            assert_eq!(
+                &run_packet(&mut classifier, TestProgram::Egress, frame),
+                frame,
+                "{dscp:?}"
+            );
+        }
+        for frame in &ingress {
+            assert_eq!(
+                &run_packet(&mut classifier, TestProgram::Ingress, frame),
+                frame,
+                "{dscp:?}"
+            );
+        }
+    }
+    // Six of those were AI (both directions with marking off, ingress with it on): recognised,
+    // only not marked.
+    assert_eq!(classifier.statistics().unwrap().ai_packets, 2 + 2 + 2);
+    // An AI packet that already carries the mark is left as it is.
+    classifier.set_ai_dscp(Some(EF)).unwrap();
+    assert_eq!(run_packet(&mut classifier, TestProgram::Egress, &ai_v4), ai_v4);
+    classifier.set_ai_dscp(Some(CS1)).unwrap();
+    assert_eq!(run_packet(&mut classifier, TestProgram::Egress, &ai_v6), ai_v6);
 }
 
 /// Prints the classifier's cost against an empty program; `cargo xtask bench` does the same.

@@ -23,6 +23,9 @@ pub const MAP_AI_DESTINATIONS: &str = "AI_DESTINATIONS";
 pub const MAP_ENDPOINT_STATS: &str = "ENDPOINT_STATS";
 /// Array of [`AI_FILTER_WORDS`] `u64`s: a bitmap of [`Destination::filter_bit`]s.
 pub const MAP_AI_FILTER: &str = "AI_FILTER";
+/// Array of [`EXACT_ENTRIES`] [`ExactEntry`]s at their [`Destination::exact_slot`]: the AI
+/// destinations that are single addresses, found without the trie.
+pub const MAP_AI_EXACT: &str = "AI_EXACT";
 /// Single-entry array holding the [`Config`].
 pub const MAP_CONFIG: &str = "CONFIG";
 /// Per-CPU hash from a cgroup id to its [`AppCounters`]: AI traffic of the sockets in it.
@@ -42,6 +45,10 @@ pub const ENDPOINT_STATS_ENTRIES: u32 = MAX_AI_ENDPOINTS * Direction::COUNT;
 
 /// Size of [`MAP_AI_FILTER`]: 65536 bits, so even a full destination map sets under 2 % of them.
 pub const AI_FILTER_WORDS: u32 = 1024;
+
+/// Size of [`MAP_AI_EXACT`], a power of two: every destination fits with room to spare, so
+/// few share a slot (those that do are found through the trie).
+pub const EXACT_ENTRIES: u32 = 4096;
 
 /// Bits of a [`Destination`] before its address: port, protocol and a reserved byte.
 pub const L4_PREFIX_BITS: u32 = 32;
@@ -116,7 +123,7 @@ pub struct AppCounters {
 /// Where a packet goes (egress) or comes from (ingress), as the data of an LPM key: port and
 /// protocol first, so that a prefix of the key is a port, a protocol and an address prefix.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Destination {
     /// Network byte order, like everything the trie compares.
     pub port: [u8; 2],
@@ -166,6 +173,18 @@ impl Destination {
         (prefix ^ l4.rotate_left(16)).wrapping_mul(0x9e37_79b1) >> 16
     }
 
+    /// This destination's slot in [`MAP_AI_EXACT`], from all of it.
+    #[inline]
+    #[must_use]
+    pub const fn exact_slot(&self) -> u32 {
+        let [a, b, c, d] = self.addr;
+        let [p0, p1] = self.port;
+        let l4 = u32::from_ne_bytes([p0, p1, self.protocol, 0]);
+        // Fibonacci hashing again, on a fold of every word.
+        (a ^ b.rotate_left(8) ^ c.rotate_left(16) ^ d ^ l4.rotate_left(24)).wrapping_mul(0x9e37_79b1)
+            >> (32 - EXACT_ENTRIES.trailing_zeros())
+    }
+
     /// The key form of an IPv6 address.
     #[inline]
     #[must_use]
@@ -193,6 +212,15 @@ const V4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 /// The first 16 bits of an IPv4 address in its key word.
 const V4_FILTER_MASK: u32 = u32::from_ne_bytes([0xff, 0xff, 0, 0]);
 
+/// An entry of [`MAP_AI_EXACT`]: an AI destination that is one address, port and protocol.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExactEntry {
+    pub destination: Destination,
+    /// The endpoint's index plus one; 0: the slot is empty.
+    pub endpoint: u32,
+}
+
 /// Index of one endpoint's counters for one direction in [`MAP_ENDPOINT_STATS`]: both
 /// directions of an endpoint side by side, 32 bytes, one cache line.
 #[inline]
@@ -207,7 +235,17 @@ pub const fn endpoint_stats_index(endpoint: EndpointIndex, direction: Direction)
 pub struct Config {
     /// `skb->priority` given to egress AI packets; 0 leaves the priority alone.
     pub ai_priority: u32,
+    /// The DSCP written into egress AI packets' IP headers, plus [`DSCP_ENABLED`]; 0 leaves
+    /// them alone.
+    pub ai_dscp: u32,
+    /// Bytes before the IP header where TC sees packets: 14 on Ethernet, 0 on raw-IP devices.
+    pub l2_len: u32,
 }
+
+/// Set in [`Config::ai_dscp`] when marking is on (DSCP 0 is a valid mark).
+pub const DSCP_ENABLED: u32 = 1 << 8;
+/// `l2_len` of Ethernet devices, and of the frames `BPF_PROG_TEST_RUN` builds.
+pub const ETHERNET_HEADER_LEN: u32 = 14;
 
 #[cfg(feature = "user")]
 mod user {
@@ -219,10 +257,14 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AppCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExactEntry {}
 }
 
 // Layouts the BPF program and userspace both rely on; a change must be deliberate.
 const _: () = assert!(core::mem::size_of::<Destination>() == 20);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 12);
 const _: () = assert!(core::mem::size_of::<AppCounters>() == 32);
+const _: () = assert!(core::mem::size_of::<ExactEntry>() == 24);
+const _: () = assert!(EXACT_ENTRIES.is_power_of_two());

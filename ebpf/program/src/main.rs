@@ -2,7 +2,8 @@
 //!
 //! One classifier per direction, sharing one code path: recognise traffic to or from a
 //! configured AI endpoint (an address prefix with a port, in an LPM trie behind a bit filter),
-//! count it per endpoint and direction, and on egress give it the configured `skb->priority`;
+//! count it per endpoint and direction, and on egress give it the configured `skb->priority`
+//! (and, when configured, a DSCP in its IP header);
 //! count everything else per direction and class. Each packet updates one counter pair. It never drops or redirects: it returns `TC_ACT_UNSPEC`, which is
 //! `TCX_NEXT` under TCX, so programs attached after it still run.
 //!
@@ -15,8 +16,8 @@
 mod parse;
 
 use aiesim_fastpath_common::{
-    AI_FILTER_WORDS, AppCounters, Class, Config, Counters, Destination, Direction, ENDPOINT_STATS_ENTRIES,
-    EndpointIndex, MAX_AI_DESTINATIONS, MAX_APP_CGROUPS, OVERFLOW_CGROUP, STATS_ENTRIES, endpoint_stats_index,
+    AI_FILTER_WORDS, AppCounters, Class, Config, Counters, DSCP_ENABLED, Destination, Direction, ENDPOINT_STATS_ENTRIES,
+    EXACT_ENTRIES, EndpointIndex, ExactEntry, MAX_AI_DESTINATIONS, MAX_APP_CGROUPS, OVERFLOW_CGROUP, STATS_ENTRIES, endpoint_stats_index,
     stats_index,
 };
 use aya_ebpf::{
@@ -40,6 +41,9 @@ static AI_DESTINATIONS: LpmTrie<Destination, EndpointIndex> = LpmTrie::with_max_
 
 #[map]
 static ENDPOINT_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(ENDPOINT_STATS_ENTRIES, 0);
+
+#[map]
+static AI_EXACT: Array<ExactEntry> = Array::with_max_entries(EXACT_ENTRIES, 0);
 
 #[map]
 static AI_FILTER: Array<u64> = Array::with_max_entries(AI_FILTER_WORDS, 0);
@@ -82,7 +86,7 @@ pub fn aiesim_app_ingress(ctx: SkBuffContext) -> i32 {
 /// Counts an AI packet of a socket against the socket's cgroup.
 #[inline(always)]
 fn account_app(skb: &SkBuff, direction: Direction) -> i32 {
-    let Remote::Endpoint(destination) = parse::remote(skb, direction) else {
+    let Remote::Endpoint(destination) = parse::remote(skb, direction, None) else {
         return CGROUP_SKB_PASS;
     };
     if ai_endpoint(&destination).is_none() {
@@ -111,11 +115,13 @@ fn account_app(skb: &SkBuff, direction: Direction) -> i32 {
 
 #[inline(always)]
 fn classify(ctx: &TcContext, direction: Direction) -> i32 {
-    let counters = match parse::remote(&ctx.skb, direction) {
+    let config = CONFIG.get(0);
+    let l2_len = config.map(|config| config.l2_len);
+    let counters = match parse::remote(&ctx.skb, direction, l2_len) {
         Remote::Endpoint(destination) => match ai_endpoint(&destination) {
             Some(endpoint) => {
-                if direction == Direction::Egress {
-                    prioritise(ctx);
+                if let (Direction::Egress, Some(config)) = (direction, config) {
+                    prioritise(ctx, config, &destination);
                 }
                 ENDPOINT_STATS.get_ptr_mut(endpoint_stats_index(endpoint, direction))
             }
@@ -144,21 +150,77 @@ fn ai_endpoint(destination: &Destination) -> Option<EndpointIndex> {
     if !maybe {
         return None;
     }
+    // Single addresses first: an inlined array read where the trie is a helper call. A full
+    // match is the longest prefix there is.
+    if let Some(entry) = AI_EXACT.get(destination.exact_slot()) {
+        if entry.endpoint != 0 && same(&entry.destination, destination) {
+            return Some(entry.endpoint - 1);
+        }
+    }
     AI_DESTINATIONS.get(Key::new(FULL_PREFIX, *destination)).copied()
+}
+
+/// Word by word: BPF has no memcmp to call.
+#[inline(always)]
+fn same(a: &Destination, b: &Destination) -> bool {
+    let l4 = |d: &Destination| u32::from_ne_bytes([d.port[0], d.port[1], d.protocol, d.reserved]);
+    let ([a0, a1, a2, a3], [b0, b1, b2, b3]) = (a.addr, b.addr);
+    l4(a) == l4(b) && a0 == b0 && a1 == b1 && a2 == b2 && a3 == b3
 }
 
 /// A full-length key: port, protocol and the whole address.
 const FULL_PREFIX: u32 = (core::mem::size_of::<Destination>() * 8) as u32;
 
 #[inline(always)]
-fn prioritise(ctx: &TcContext) {
-    let Some(config) = CONFIG.get(0) else { return };
-    let Config { ai_priority } = *config;
+fn prioritise(ctx: &TcContext, config: &Config, destination: &Destination) {
+    let Config {
+        ai_priority,
+        ai_dscp,
+        l2_len,
+    } = *config;
     if ai_priority != 0 {
         // SAFETY: the kernel hands every classifier a valid __sk_buff whose priority is writable.
         unsafe { (*ctx.skb.skb).priority = ai_priority };
     }
+    if ai_dscp & DSCP_ENABLED != 0 {
+        // The DS field, not skb->mark: rmnet picks bearer queues from the mark.
+        #[expect(clippy::cast_possible_truncation, reason = "masked to six bits")]
+        mark_dscp(ctx, destination.is_ipv4(), (ai_dscp & 0x3f) as u8, l2_len as usize);
+    }
 }
+
+/// Writes `dscp` into the IP header, keeping the ECN bits; IPv4's header checksum follows.
+/// A failure leaves the packet as it was.
+#[inline(always)]
+fn mark_dscp(ctx: &TcContext, ipv4: bool, dscp: u8, l2_len: usize) {
+    // IPv4: version and IHL, then TOS. IPv6: version, the traffic class across both bytes, then
+    // the flow label.
+    let Ok(old) = ctx.load::<[u8; 2]>(l2_len) else { return };
+    // A wrong l2_len would put the write elsewhere: the version must be the one parsed.
+    if old[0] >> 4 != if ipv4 { 4 } else { 6 } {
+        return;
+    }
+    let new = if ipv4 {
+        [old[0], (dscp << 2) | (old[1] & 0x03)]
+    } else {
+        let class = (dscp << 2) | ((old[1] >> 4) & 0x03);
+        [(old[0] & 0xf0) | (class >> 4), (class << 4) | (old[1] & 0x0f)]
+    };
+    if new == old {
+        return;
+    }
+    if ipv4 {
+        // The helper takes both 16-bit words as they lie in the packet.
+        let [from, to] = [old, new].map(|bytes| u64::from(u16::from_ne_bytes(bytes)));
+        if ctx.l3_csum_replace(l2_len + IPV4_CHECKSUM_OFFSET, from, to, 2).is_err() {
+            return;
+        }
+    }
+    let _ = ctx.store(l2_len, &new, 0);
+}
+
+/// Offset of the header checksum in an IPv4 header.
+const IPV4_CHECKSUM_OFFSET: usize = 10;
 
 /// The kernel-visible licence of the object; this program calls no GPL-only helper.
 #[unsafe(link_section = "license")]

@@ -1,9 +1,12 @@
 //! Finding the remote endpoint of a packet.
 //!
-//! Headers are read with `bpf_skb_load_bytes_relative(.., BPF_HDR_START_NET)`: offsets count from
-//! the network header, so one path serves Ethernet devices and raw-IP ones (TUN, rmnet) alike, and
-//! non-linear skbs need no pull. Helper calls dominate the cost, so the common case (no IPv4
-//! options, no IPv6 extension headers) reads the IP header and the ports in one call.
+//! The TC classifier reads the common case (IPv4 without options, IPv6 without extension
+//! headers, TCP or UDP) straight from the skb's linear data, at the link header length userspace
+//! configured: a helper call costs more than the rest of the classifier. Everything else, and
+//! packets whose headers are not all in the linear part, goes through
+//! `bpf_skb_load_bytes_relative(.., BPF_HDR_START_NET)`: offsets count from the network header, so
+//! one path serves Ethernet devices and raw-IP ones (TUN, rmnet) alike, and non-linear skbs need
+//! no pull. That path reads the IP header and the ports in one call where it can.
 
 use core::{
     ffi::c_void,
@@ -112,17 +115,124 @@ pub enum Remote {
     Unparsed,
 }
 
+/// Bytes before the IP header in the linear data of the skbs TC sees on an Ethernet device.
+const ETHERNET_HEADER_LEN: u32 = 14;
+
+/// The remote end of a packet. `l2_len`: where the IP header starts in the skb's linear data,
+/// when the caller knows (TC: 0 or 14); `None` reads through the helper only.
 #[inline(always)]
-pub fn remote(skb: &SkBuff, direction: Direction) -> Remote {
+pub fn remote(skb: &SkBuff, direction: Direction, l2_len: Option<u32>) -> Remote {
     // SAFETY: the kernel hands every classifier a valid __sk_buff.
     let protocol = unsafe { (*skb.skb).protocol };
     // skb->protocol holds the EtherType in network byte order in its low 16 bits.
     #[expect(clippy::cast_possible_truncation, reason = "the field is a __be16")]
     let ethertype = u16::from_be(protocol as u16);
     match ethertype {
-        ETH_P_IP => ipv4(skb, direction),
-        ETH_P_IPV6 => ipv6(skb, direction),
+        ETH_P_IP => match l2_len {
+            // Constant offsets, one copy per link type: what the verifier checks most simply.
+            Some(0) => ipv4_linear(skb, direction, 0),
+            Some(ETHERNET_HEADER_LEN) => ipv4_linear(skb, direction, ETHERNET_HEADER_LEN as usize),
+            _ => None,
+        }
+        .unwrap_or_else(|| ipv4(skb, direction)),
+        ETH_P_IPV6 => match l2_len {
+            Some(0) => ipv6_linear(skb, direction, 0),
+            Some(ETHERNET_HEADER_LEN) => ipv6_linear(skb, direction, ETHERNET_HEADER_LEN as usize),
+            _ => None,
+        }
+        .unwrap_or_else(|| ipv6(skb, direction)),
         _ => Remote::Unparsed,
+    }
+}
+
+/// The common IPv4 case, from the linear data: no options, not a later fragment, TCP or UDP,
+/// all of it linear. `None` for anything else, which [`ipv4`] then reads in full.
+#[inline(always)]
+fn ipv4_linear(skb: &SkBuff, direction: Direction, l2_len: usize) -> Option<Remote> {
+    let header = Linear::at(skb, l2_len, size_of::<Ipv4WithPorts>())?;
+    if header.byte(0) != 0x45 || u16::from_be_bytes([header.byte(6), header.byte(7)]) & 0x1fff != 0 {
+        return None;
+    }
+    let protocol = header.byte(9);
+    if protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP {
+        return None;
+    }
+    let (addr, port) = match direction {
+        Direction::Egress => (header.word(16), 22),
+        Direction::Ingress => (header.word(12), 20),
+    };
+    Some(Remote::Endpoint(Destination::new(
+        Destination::ipv4_mapped(addr),
+        u16::from_be_bytes([header.byte(port), header.byte(port + 1)]),
+        protocol,
+    )))
+}
+
+/// The common IPv6 case, from the linear data: TCP or UDP right after the fixed header, all
+/// of it linear. `None` for anything else, which [`ipv6`] then reads in full.
+#[inline(always)]
+fn ipv6_linear(skb: &SkBuff, direction: Direction, l2_len: usize) -> Option<Remote> {
+    let header = Linear::at(skb, l2_len, size_of::<Ipv6WithPorts>())?;
+    let protocol = header.byte(6);
+    if header.byte(0) >> 4 != 6 || (protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP) {
+        return None;
+    }
+    let (addr, port) = match direction {
+        Direction::Egress => (24, 42),
+        Direction::Ingress => (8, 40),
+    };
+    let addr = [
+        header.word(addr),
+        header.word(addr + 4),
+        header.word(addr + 8),
+        header.word(addr + 12),
+    ];
+    Some(Remote::Endpoint(Destination::new(
+        addr,
+        u16::from_be_bytes([header.byte(port), header.byte(port + 1)]),
+        protocol,
+    )))
+}
+
+/// Bytes of the skb's linear data that the verifier has seen bounds-checked.
+#[derive(Clone, Copy)]
+struct Linear {
+    start: *const u8,
+}
+
+impl Linear {
+    /// `len` bytes from `offset` in the linear data, if they are all there.
+    #[inline(always)]
+    fn at(skb: &SkBuff, offset: usize, len: usize) -> Option<Self> {
+        // SAFETY: the kernel hands every classifier a valid __sk_buff; the verifier turns these
+        // two fields into the packet's bounds.
+        let (data, data_end) = unsafe { ((*skb.skb).data as usize, (*skb.skb).data_end as usize) };
+        // The comparison the verifier learns the packet's length from: keep it in this form.
+        if data + offset + len > data_end {
+            return None;
+        }
+        Some(Self {
+            start: (data + offset) as *const u8,
+        })
+    }
+
+    /// The byte at `offset`, which must be below the length `at` checked (the verifier refuses
+    /// the program otherwise).
+    #[inline(always)]
+    fn byte(self, offset: usize) -> u8 {
+        // SAFETY: `at` checked that `len` bytes from `start` lie inside the packet.
+        unsafe { *self.start.add(offset) }
+    }
+
+    /// Four bytes at `offset` as a word in memory order, as [`Destination`] keeps addresses.
+    #[inline(always)]
+    fn word(self, offset: usize) -> u32 {
+        u32::from_ne_bytes([
+            self.byte(offset),
+            self.byte(offset + 1),
+            self.byte(offset + 2),
+            self.byte(offset + 3),
+        ])
     }
 }
 

@@ -49,7 +49,7 @@ pub fn main() {
     in_network_namespace(rtt_under_upload);
 }
 
-fn classifier_cost() {
+pub fn classifier_cost() {
     let mut classifier = match Classifier::load() {
         Ok(classifier) => classifier,
         Err(error) => {

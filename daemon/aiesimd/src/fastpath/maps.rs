@@ -7,9 +7,10 @@ use std::{
 };
 
 use aiesim_fastpath_common::{
-    AI_FILTER_WORDS, Class, Config, Counters, Destination, Direction, EndpointIndex, FILTER_BITS_V4, FILTER_BITS_V6,
-    L4_PREFIX_BITS, MAP_AI_DESTINATIONS, MAP_AI_FILTER, MAP_CONFIG, MAP_ENDPOINT_STATS, MAP_STATS, MAX_AI_DESTINATIONS,
-    MAX_AI_ENDPOINTS, PROTOCOL_TCP, PROTOCOL_UDP, endpoint_stats_index, stats_index,
+    AI_FILTER_WORDS, Class, Config, Counters, DSCP_ENABLED, Destination, Direction, EXACT_ENTRIES, EndpointIndex,
+    ExactEntry, FILTER_BITS_V4, FILTER_BITS_V6, L4_PREFIX_BITS, MAP_AI_DESTINATIONS, MAP_AI_EXACT, MAP_AI_FILTER,
+    MAP_CONFIG, MAP_ENDPOINT_STATS, MAP_STATS, MAX_AI_DESTINATIONS, MAX_AI_ENDPOINTS, PROTOCOL_TCP, PROTOCOL_UDP,
+    endpoint_stats_index, stats_index,
 };
 use aya::maps::{
     Array, Map, MapError, PerCpuArray,
@@ -20,6 +21,8 @@ use super::{Classifier, Statistics};
 
 /// Each endpoint is matched over TCP (HTTP/1, HTTP/2) and UDP (QUIC).
 const PROTOCOLS: [u8; 2] = [PROTOCOL_TCP, PROTOCOL_UDP];
+/// The prefix length of a trie key that is one address, port and protocol.
+const FULL_KEY_BITS: u32 = L4_PREFIX_BITS + 128;
 /// A prefix shorter than the filter looks at sets one filter bit per value of the missing bits,
 /// up to this many; beyond, the filter lets everything through to the trie (correct, slower).
 const MAX_FILTER_EXPANSION: u32 = 1 << 12;
@@ -314,6 +317,12 @@ impl Classifier {
                 None => later.push(*destination),
             }
         }
+        // Removed destinations leave the exact table before their slots can be reused below.
+        let live: Vec<Option<Slot>> = slots
+            .iter()
+            .map(|slot| slot.filter(|slot| wanted.contains(&slot.destination)))
+            .collect();
+        self.write_exact(&live)?;
         let wanted_keys: HashSet<_> = wanted
             .iter()
             .flat_map(|destination| PROTOCOLS.map(|protocol| KeyBytes::of(&destination.key(protocol))))
@@ -330,9 +339,63 @@ impl Classifier {
             slots[free] = Some(self.new_slot(destination, free)?);
             self.insert(destination, free)?;
         }
+        self.write_exact(&slots)?;
         self.slots = slots;
 
         self.write_filter(&union, &target)
+    }
+
+    /// Makes the exact table hold the single-address destinations of `slots` (both protocols),
+    /// each in its [`Destination::exact_slot`] unless another took it first: that one is found
+    /// through the trie, as are prefixes.
+    fn write_exact(&mut self, slots: &[Option<Slot>]) -> Result<(), MapsError> {
+        let mut target = vec![ExactEntry::default(); EXACT_ENTRIES as usize];
+        for (index, slot) in slots.iter().enumerate() {
+            let Some(slot) = slot else { continue };
+            let endpoint = EndpointIndex::try_from(index + 1).expect("below MAX_AI_ENDPOINTS");
+            for protocol in PROTOCOLS {
+                let key = slot.destination.key(protocol);
+                if key.prefix_len() != FULL_KEY_BITS {
+                    continue;
+                }
+                let destination = key.data();
+                let entry = &mut target[destination.exact_slot() as usize];
+                if entry.endpoint == 0 {
+                    *entry = ExactEntry { destination, endpoint };
+                }
+            }
+        }
+        let mut exact: Array<_, ExactEntry> =
+            Array::try_from(self.map_mut(MAP_AI_EXACT)?).map_err(|source| MapsError::Layout {
+                name: MAP_AI_EXACT,
+                source,
+            })?;
+        let current = exact
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| MapsError::Read {
+                name: MAP_AI_EXACT,
+                source,
+            })?;
+        let changed: Vec<usize> = (0..target.len()).filter(|&i| current[i] != target[i]).collect();
+        // Changed entries are emptied first, then filled (endpoint last in memory): a packet
+        // never pairs one destination with another's endpoint.
+        let empty = changed
+            .iter()
+            .filter(|&&i| current[i].endpoint != 0)
+            .map(|&i| (i, ExactEntry::default()));
+        let fill = changed
+            .iter()
+            .filter(|&&i| target[i].endpoint != 0)
+            .map(|&i| (i, target[i]));
+        for (index, value) in empty.chain(fill) {
+            let index = u32::try_from(index).expect("below EXACT_ENTRIES");
+            exact.set(index, value, 0).map_err(|source| MapsError::Write {
+                name: MAP_AI_EXACT,
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     /// The destinations a previous run left in the pinned trie, in their counter slots. Counted
@@ -362,13 +425,33 @@ impl Classifier {
 
     /// Sets the `skb->priority` given to egress AI packets; 0 leaves it alone.
     pub fn set_ai_priority(&mut self, priority: u32) -> Result<(), MapsError> {
-        let mut config: Array<_, Config> =
+        self.update_config(|config| config.ai_priority = priority)
+    }
+
+    /// Sets the DSCP written into egress AI packets (IPv4 TOS with its checksum, IPv6 traffic
+    /// class; ECN bits kept); `None` leaves the headers alone.
+    pub fn set_ai_dscp(&mut self, dscp: Option<u8>) -> Result<(), MapsError> {
+        let value = dscp.map_or(0, |dscp| DSCP_ENABLED | u32::from(dscp & 0x3f));
+        self.update_config(|config| config.ai_dscp = value)
+    }
+
+    /// Tells the classifier how many bytes precede the IP header on its device.
+    pub(super) fn set_l2_len(&mut self, l2_len: u32) -> Result<(), MapsError> {
+        self.update_config(|config| config.l2_len = l2_len)
+    }
+
+    fn update_config(&mut self, change: impl FnOnce(&mut Config)) -> Result<(), MapsError> {
+        let mut map: Array<_, Config> =
             Array::try_from(self.map_mut(MAP_CONFIG)?).map_err(|source| MapsError::Layout {
                 name: MAP_CONFIG,
                 source,
             })?;
-        let value = Config { ai_priority: priority };
-        config.set(0, value, 0).map_err(|source| MapsError::Write {
+        let mut config = map.get(&0, 0).map_err(|source| MapsError::Read {
+            name: MAP_CONFIG,
+            source,
+        })?;
+        change(&mut config);
+        map.set(0, config, 0).map_err(|source| MapsError::Write {
             name: MAP_CONFIG,
             source,
         })

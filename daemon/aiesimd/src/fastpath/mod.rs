@@ -121,7 +121,15 @@ impl Fastpath {
                     source: Box::new(source),
                 }
             })?;
-        tracing::info!(iface, mode = %mode, "fast-path classifier attached");
+        let l2_len = link_header_len(iface).map_err(|source| FastpathError::Attach {
+            iface: iface.to_owned(),
+            source: Box::new(AttachError::NoInterface {
+                iface: iface.to_owned(),
+                source,
+            }),
+        })?;
+        classifier.set_l2_len(l2_len)?;
+        tracing::info!(iface, mode = %mode, l2_len, "fast-path classifier attached");
         Ok(Self {
             attachment,
             apps: None,
@@ -182,6 +190,11 @@ impl Fastpath {
     /// Replaces the set of AI endpoints; each address matches both TCP and UDP.
     pub fn set_ai_endpoints(&mut self, endpoints: &[SocketAddr]) -> Result<(), FastpathError> {
         Ok(self.classifier.set_ai_endpoints(endpoints)?)
+    }
+
+    /// Sets the DSCP of egress AI packets (e.g. 34, AF41); `None` leaves it alone.
+    pub fn set_ai_dscp(&mut self, dscp: Option<u8>) -> Result<(), FastpathError> {
+        Ok(self.classifier.set_ai_dscp(dscp)?)
     }
 
     /// Sets the `skb->priority` of egress AI packets (an HTB class id, or a `TC_PRIO_*` band);
@@ -257,3 +270,36 @@ const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Fastpath>();
 };
+
+/// The bytes before the IP header on `iface`: an Ethernet header, or none on raw-IP devices
+/// (TUN, rmnet, wwan). Asked of the kernel through a socket, which sees the calling thread's
+/// network namespace (sysfs may show another).
+fn link_header_len(iface: &str) -> Result<u32, nix::Error> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+
+    let socket = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    // SAFETY: ifreq is plain data; zero is a valid value for all of it.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    if iface.len() >= request.ifr_name.len() {
+        return Err(nix::Error::ENODEV);
+    }
+    for (dst, src) in request.ifr_name.iter_mut().zip(iface.bytes()) {
+        *dst = src.cast_signed();
+    }
+    // SAFETY: SIOCGIFHWADDR reads and fills an ifreq, which `request` is.
+    let ret = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SIOCGIFHWADDR,
+            &raw mut request,
+        )
+    };
+    nix::Error::result(ret)?;
+    // SAFETY: the ioctl filled the hardware address member.
+    let family = unsafe { request.ifr_ifru.ifru_hwaddr.sa_family };
+    Ok(if family == libc::ARPHRD_ETHER {
+        aiesim_fastpath_common::ETHERNET_HEADER_LEN
+    } else {
+        0
+    })
+}

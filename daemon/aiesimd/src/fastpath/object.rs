@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use aiesim_fastpath_common::{
-    MAP_AI_DESTINATIONS, MAP_AI_FILTER, MAP_APP_STATS, MAP_CONFIG, MAP_ENDPOINT_STATS, MAP_STATS, PROGRAM_BASELINE,
-    PROGRAM_EGRESS, PROGRAM_INGRESS,
+    ETHERNET_HEADER_LEN, MAP_AI_DESTINATIONS, MAP_AI_EXACT, MAP_AI_FILTER, MAP_APP_STATS, MAP_CONFIG,
+    MAP_ENDPOINT_STATS, MAP_STATS, PROGRAM_BASELINE, PROGRAM_EGRESS, PROGRAM_INGRESS,
 };
 use aya::{
     Ebpf, EbpfError, EbpfLoader, TestRun as _, TestRunOptions,
@@ -17,9 +17,10 @@ use super::{
 };
 
 /// Every map of the object: all are pinned when the fast path pins.
-const MAPS: [&str; 6] = [
+const MAPS: [&str; 7] = [
     MAP_STATS,
     MAP_AI_DESTINATIONS,
+    MAP_AI_EXACT,
     MAP_ENDPOINT_STATS,
     MAP_AI_FILTER,
     MAP_CONFIG,
@@ -93,7 +94,7 @@ impl TestProgram {
 }
 
 /// What one `BPF_PROG_TEST_RUN` reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestRunOutcome {
     /// The program's return value (`TC_ACT_UNSPEC` is -1).
     pub verdict: i32,
@@ -101,6 +102,8 @@ pub struct TestRunOutcome {
     pub priority: u32,
     /// Mean time per run, as measured by the kernel.
     pub duration: Duration,
+    /// The packet as the program left it.
+    pub packet: Vec<u8>,
 }
 
 /// The classifier loaded into the kernel, with its maps, attached nowhere.
@@ -161,6 +164,7 @@ impl Classifier {
         }
         classifier
             .set_ai_priority(DEFAULT_AI_PRIORITY)
+            .and_then(|()| classifier.set_l2_len(ETHERNET_HEADER_LEN))
             .map_err(ClassifierError::Configure)?;
         Ok(classifier)
     }
@@ -179,8 +183,11 @@ impl Classifier {
         }
         let classifier = self.program(name)?;
         let mut context = [0u8; SKB_CONTEXT_LEN];
+        // The classifier never grows a packet; the kernel checks the room anyway.
+        let mut packet = vec![0u8; frame.len()];
         let options = TestRunOptions {
             data_in: Some(frame),
+            data_out: Some(&mut packet),
             ctx_out: Some(&mut context),
             repeat,
             ..TestRunOptions::default()
@@ -196,6 +203,7 @@ impl Classifier {
             verdict: result.return_value.cast_signed(),
             priority,
             duration: result.duration,
+            packet,
         })
     }
 

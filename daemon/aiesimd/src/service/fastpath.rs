@@ -46,6 +46,7 @@ pub struct Setup {
     pub shaping: Option<Shaping>,
     pub apps_cgroup: Option<PathBuf>,
     pub pins: Option<Pins>,
+    pub dscp: Option<u8>,
 }
 
 /// Keeps the attached classifier's AI destinations equal to the endpoints in use (the card's
@@ -103,6 +104,9 @@ pub async fn follow_modem(
                     if let Err(e) = fp.shape(shaping) {
                         tracing::warn!(interface = %wanted, error = %chain(&e), "uplink not shaped; AI packets keep their priority only");
                     }
+                }
+                if let Err(e) = fp.set_ai_dscp(setup.dscp) {
+                    tracing::warn!(error = %chain(&e), "AI packets not marked with a DSCP");
                 }
                 if let Some(cgroup) = &setup.apps_cgroup {
                     if let Err(e) = fp.watch_apps(cgroup) {

@@ -102,6 +102,8 @@ pub struct FastpathSetup {
     pub apps_cgroup: Option<std::path::PathBuf>,
     /// Where the fast path pins its maps and links, if it does.
     pub pins: Option<crate::fastpath::Pins>,
+    /// The DSCP egress AI packets are marked with, if any.
+    pub dscp: Option<u8>,
     /// The AI destinations, kept current as endpoints change.
     pub destinations: tokio::sync::watch::Receiver<Vec<std::net::SocketAddr>>,
 }
@@ -122,6 +124,7 @@ pub async fn serve(
         shaping,
         apps_cgroup,
         pins,
+        dscp,
         destinations,
     } = fastpath;
     let shared = Arc::new(Shared {
@@ -186,6 +189,7 @@ pub async fn serve(
                     shaping,
                     apps_cgroup,
                     pins,
+                    dscp,
                 },
             ));
         }
