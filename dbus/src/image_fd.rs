@@ -88,7 +88,7 @@ pub fn memfd_with(data: &[u8]) -> std::io::Result<OwnedFd> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::os::fd::AsFd as _;
 
     use super::*;
@@ -98,7 +98,7 @@ mod tests {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let fd = memfd_with(&data).unwrap();
         assert_eq!(read_image(fd.as_fd(), 10_000).unwrap(), data);
-        let mut file = tempfile_in_tmp();
+        let mut file = tempfile_in_tmp("image");
         file.write_all(&data).unwrap();
         // The file position is at the end; the read starts at 0 anyway.
         assert_eq!(read_image(file.as_fd(), 1 << 20).unwrap(), data);
@@ -128,9 +128,10 @@ mod tests {
         assert_eq!(read_image(big.as_fd(), 101).unwrap().len(), 101);
     }
 
-    /// An unlinked temporary file, open for reading and writing.
-    fn tempfile_in_tmp() -> std::fs::File {
-        let path = std::env::temp_dir().join(format!("aiesim-image-{}", std::process::id()));
+    /// An unlinked temporary file, open for reading and writing (`tag` keeps the names of
+    /// tests running at once apart).
+    pub(crate) fn tempfile_in_tmp(tag: &str) -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("aiesim-{tag}-{}", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -656,7 +656,7 @@ mod tests {
     fn file_descriptors_join_the_last_user_message() {
         use std::io::Write as _;
         let png = aiesim_wire::image::samples::png(3, 2);
-        let mut file = tempfile();
+        let mut file = crate::image_fd::tests::tempfile_in_tmp("options");
         file.write_all(&png).unwrap();
         let opts = ChatOptions {
             messages: vec![
@@ -785,19 +785,5 @@ mod tests {
             ChatOptions::from_chat(&d, &limits),
             Err(OptionsError::WrongType { key: "messages", .. })
         ));
-    }
-
-    /// An unlinked temporary file, open for reading and writing.
-    fn tempfile() -> std::fs::File {
-        let path = std::env::temp_dir().join(format!("aiesim-options-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
-        file
     }
 }

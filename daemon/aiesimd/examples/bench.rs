@@ -32,9 +32,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aiesim_wire::{ChatOptions, Message, Priority, StreamEvent};
+use aiesim_wire::{ChatOptions, Message, Priority};
 use aiesimd::{
-    broker::{Broker, EventSink, Limits, SinkClosed},
+    broker::{Broker, Limits},
     clock::ManualClock,
     cloud::{ChatRequest, ChatStream, Cloud, CloudError, CloudEvent},
     config::EndpointConfig,
@@ -253,18 +253,6 @@ impl Cloud for Sleepy {
     }
 }
 
-/// Notes when the first delta came.
-struct FirstDelta(Option<Instant>);
-
-impl EventSink for FirstDelta {
-    async fn send(&mut self, event: &StreamEvent) -> Result<(), SinkClosed> {
-        if matches!(event, StreamEvent::Delta { .. }) {
-            self.0.get_or_insert_with(Instant::now);
-        }
-        Ok(())
-    }
-}
-
 /// Median TTFT of 10 interactive requests arriving while 40 background ones are queued on a
 /// one-at-a-time endpoint; `background` says how the 40 are marked.
 async fn interactive_ttft(background: Priority) -> f64 {
@@ -298,16 +286,16 @@ async fn interactive_ttft(background: Priority) -> f64 {
         let broker = Arc::clone(&broker);
         tokio::spawn(async move {
             let started = Instant::now();
-            let mut sink = FirstDelta(None);
+            let mut sink = broker::FirstDelta(None);
             broker.run(admitted, &mut sink, std::future::pending()).await;
             sink.0.map_or(Duration::MAX, |first| first - started)
         })
     };
     // One app, so only the priority orders the line (apps take turns otherwise).
-    let queued: Vec<_> = (0..40).map(|_| run("device", background)).collect();
+    let queued: Vec<_> = (0..40).map(|_| run("app.service", background)).collect();
     let mut interactive = Vec::new();
     for _ in 0..10 {
-        interactive.push(run("device", Priority::Interactive));
+        interactive.push(run("app.service", Priority::Interactive));
         tokio::time::sleep(FIRST_TOKEN * 2).await;
     }
     let mut ttfts = Vec::new();

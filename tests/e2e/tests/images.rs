@@ -147,6 +147,19 @@ fn jpeg() -> Vec<u8> {
     d
 }
 
+/// A world whose cloud records each request's images; `extra_config` for the daemon.
+fn recording_world(extra_config: &str) -> World {
+    World::start(&WorldOptions {
+        extra_config: extra_config.into(),
+        cloud: CloudOptions {
+            record: true,
+            ..CloudOptions::default()
+        },
+        ..WorldOptions::default()
+    })
+    .unwrap()
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data).iter().fold(String::new(), |mut hex, b| {
         let _ = write!(hex, "{b:02x}");
@@ -199,14 +212,7 @@ async fn a_png_in_a_memfd_and_a_jpeg_in_a_file_reach_the_cloud_byte_for_byte() {
     if skip("a_png_in_a_memfd_and_a_jpeg_in_a_file_reach_the_cloud_byte_for_byte") {
         return;
     }
-    let world = World::start(&WorldOptions {
-        cloud: CloudOptions {
-            record: true,
-            ..CloudOptions::default()
-        },
-        ..WorldOptions::default()
-    })
-    .unwrap();
+    let world = recording_world("");
     let (png, jpeg) = (png(), jpeg());
     let (png_path, jpeg_path) = (world.dir().join("picture.png"), world.dir().join("picture.jpg"));
     write(&png_path, &png);
@@ -245,15 +251,7 @@ async fn bad_images_are_refused_charge_nothing_and_another_app_is_served() {
         return;
     }
     let group = Account::group("aiesim-apps").unwrap();
-    let world = World::start(&WorldOptions {
-        extra_config: "[requests]\nmax_image_bytes = 65536\n".into(),
-        cloud: CloudOptions {
-            record: true,
-            ..CloudOptions::default()
-        },
-        ..WorldOptions::default()
-    })
-    .unwrap();
+    let world = recording_world("[requests]\nmax_image_bytes = 65536\n");
     let png = png();
     let (png_path, write_only, oversized) = (
         world.dir().join("picture.png"),
@@ -316,14 +314,7 @@ fn aictl_ask_passes_its_image_files() {
     if skip_unless_ready("aictl_ask_passes_its_image_files") {
         return;
     }
-    let world = World::start(&WorldOptions {
-        cloud: CloudOptions {
-            record: true,
-            ..CloudOptions::default()
-        },
-        ..WorldOptions::default()
-    })
-    .unwrap();
+    let world = recording_world("");
     let (png, jpeg) = (png(), jpeg());
     let (png_path, jpeg_path, not_image) = (
         world.dir().join("picture.png"),

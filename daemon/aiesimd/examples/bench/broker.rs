@@ -118,7 +118,7 @@ async fn stub_endpoint() -> String {
 }
 
 /// Notes when the first delta came.
-struct FirstDelta(Option<Instant>);
+pub struct FirstDelta(pub Option<Instant>);
 
 impl EventSink for FirstDelta {
     async fn send(&mut self, event: &StreamEvent) -> Result<(), SinkClosed> {
