@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The test "cloud": a small OpenAI-compatible chat server on a real language model
-// (node-llama-cpp on CPU). Serves one request at a time; see --help.
+// (node-llama-cpp on CPU). Serves one request at a time; see --help. --stub-tokens replaces the
+// model with canned tokens served concurrently, for load tests the model is far too slow for.
 
 import { X509Certificate, createHash, randomBytes, verify as verifySignature } from "node:crypto";
 import { appendFileSync, readFileSync } from "node:fs";
@@ -16,7 +17,7 @@ An OpenAI-compatible chat server on a real model, for tests. Prints exactly one 
 logs go to stderr.
 
 Options:
-  --model <path>        GGUF model file (required)
+  --model <path>        GGUF model file (required unless --stub-tokens)
   --host <addr>         address to listen on (default 127.0.0.1)
   --port <n>            port, 0 for any free one (default 0)
   --threads <n>         CPU threads for inference (default 1; more is far slower on 2 cores)
@@ -38,6 +39,10 @@ Options:
   --record <file>       append one JSON line per chat request to <file>:
                         {"images":[{"mime":…,"bytes":n,"sha256":hex}, …]}, the images it carried
                         (image_url parts with data: URLs) in order
+  --stub-tokens <n>     no model: answer every chat with n canned tokens (fewer if max_tokens
+                        says so), all requests at once, with real usage (the prompt counted as
+                        one token per 4 characters, plus 4 per message); for load tests
+  --stub-interval-ms <n> with --stub-tokens: the time between two tokens (default 20)
   --help                show this text
 
 Endpoints: POST /v1/chat/completions, GET /v1/models, GET /health.
@@ -83,6 +88,8 @@ function parseCommandLine() {
                 record: { type: "string" },
                 "tls-cert": { type: "string" },
                 "tls-key": { type: "string" },
+                "stub-tokens": { type: "string" },
+                "stub-interval-ms": { type: "string" },
                 help: { type: "boolean", default: false },
             },
             strict: true,
@@ -96,7 +103,7 @@ function parseCommandLine() {
         process.stdout.write(`${HELP}\n`);
         process.exit(0);
     }
-    if (!values.model) fail(`--model is required\n\n${HELP}`);
+    if (!values.model && values["stub-tokens"] === undefined) fail(`--model is required\n\n${HELP}`);
     if (!values["tls-cert"] !== !values["tls-key"]) fail("--tls-cert and --tls-key go together");
     return {
         model: values.model,
@@ -113,6 +120,8 @@ function parseCommandLine() {
         requireJwt: values["require-jwt"],
         record: values.record ?? null,
         tls: values["tls-cert"] ? { cert: values["tls-cert"], key: values["tls-key"] } : null,
+        stubTokens: intOption(values, "stub-tokens", { min: 1, max: 1 << 20, fallback: null }),
+        stubIntervalMs: intOption(values, "stub-interval-ms", { min: 0, max: 60000, fallback: 20 }),
     };
 }
 
@@ -245,98 +254,141 @@ function contentText(content, where, images, bad) {
         .join("\n");
 }
 
-const { getLlama, LlamaChat } = await import("node-llama-cpp").catch((e) =>
-    fail(`cannot load node-llama-cpp (run tests/cloud/setup.sh): ${e.message}`),
-);
+const engine = opts.stubTokens === null ? await modelEngine() : stubEngine();
+const { enqueue, checkFits, generate } = engine;
 
-const loadStart = performance.now();
-// llama.cpp's own messages go to stderr: stdout carries only the LISTENING line.
-const llama = await getLlama({
-    gpu: false,
-    build: "never",
-    logLevel: "error",
-    logger: (level, message) => log(`llama.cpp ${level}: ${message.trimEnd()}`),
-}).catch((e) =>
-    fail(`cannot start llama.cpp from the prebuilt binaries: ${e.message}`),
-);
-const model = await llama
-    .loadModel({ modelPath: opts.model })
-    .catch((e) => fail(`cannot load the model ${opts.model}: ${e.message}`));
-const context = await model
-    .createContext({ threads: opts.threads, contextSize: opts.contextSize, sequences: 1 })
-    .catch((e) => fail(`cannot create a ${opts.contextSize}-token context: ${e.message}`));
-const chat = new LlamaChat({ contextSequence: context.getSequence() });
-log(
-    `loaded ${opts.model} in ${Math.round(performance.now() - loadStart)} ms ` +
-        `(chat template ${chat.chatWrapper.wrapperName}, ${opts.threads} thread(s), context ${context.contextSize})`,
-);
-
-// One model context on a small CPU: requests run strictly one after another.
-let queueTail = Promise.resolve();
-function enqueue(job) {
-    const run = queueTail.then(job);
-    queueTail = run.catch(() => {});
-    return run;
-}
-
-function promptTokenCount(history) {
-    const state = chat.chatWrapper.generateContextState({ chatHistory: [...history, { type: "model", response: [] }] });
-    return state.contextText.tokenize(model.tokenizer).length;
-}
-
-// The prompt's size in tokens, refused (before any header goes out) when the answer cannot fit.
-function checkFits(request) {
-    const promptTokens = promptTokenCount(request.history);
-    if (promptTokens + request.maxTokens > context.contextSize) {
-        throw new ApiError(
-            400,
-            `this model's context is ${context.contextSize} tokens, but the request needs ` +
-                `${promptTokens} prompt + ${request.maxTokens} completion tokens`,
-            { param: "messages", code: "context_length_exceeded" },
-        );
-    }
-    return promptTokens;
-}
-
-// Runs one generation, passing each non-empty piece of text to onDelta.
-async function generate(request, promptTokens, signal, onDelta) {
-    let completionTokens = 0;
-    let deltas = 0;
-    const started = performance.now();
-    let firstTokenMs = null;
-    const result = await chat.generateResponse(request.history, {
-        maxTokens: request.maxTokens,
-        temperature: request.temperature,
-        seed: request.seed,
-        signal,
-        stopOnAbortSignal: true,
-        onToken: (tokens) => {
-            completionTokens += tokens.length;
-            firstTokenMs ??= performance.now() - started;
-        },
-        onTextChunk: (text) => {
-            if (text.length > 0) {
-                deltas += 1;
-                onDelta(text, deltas);
-            }
-        },
-    });
-    const stop = result.metadata.stopReason;
-    const ms = performance.now() - started;
-    log(
-        `generated ${completionTokens} tokens (prompt ${promptTokens}) in ${Math.round(ms)} ms, ` +
-            `first token ${firstTokenMs === null ? "-" : Math.round(firstTokenMs)} ms, stop ${stop}`,
+// The real model: one context, one request at a time.
+async function modelEngine() {
+    const { getLlama, LlamaChat } = await import("node-llama-cpp").catch((e) =>
+        fail(`cannot load node-llama-cpp (run tests/cloud/setup.sh): ${e.message}`),
     );
-    return {
-        text: result.response,
-        finishReason: stop === "maxTokens" ? "length" : "stop",
-        aborted: stop === "abort",
-        usage: {
-            prompt_tokens: promptTokens,
-            completion_tokens: completionTokens,
-            total_tokens: promptTokens + completionTokens,
-        },
-    };
+
+    const loadStart = performance.now();
+    // llama.cpp's own messages go to stderr: stdout carries only the LISTENING line.
+    const llama = await getLlama({
+        gpu: false,
+        build: "never",
+        logLevel: "error",
+        logger: (level, message) => log(`llama.cpp ${level}: ${message.trimEnd()}`),
+    }).catch((e) =>
+        fail(`cannot start llama.cpp from the prebuilt binaries: ${e.message}`),
+    );
+    const model = await llama
+        .loadModel({ modelPath: opts.model })
+        .catch((e) => fail(`cannot load the model ${opts.model}: ${e.message}`));
+    const context = await model
+        .createContext({ threads: opts.threads, contextSize: opts.contextSize, sequences: 1 })
+        .catch((e) => fail(`cannot create a ${opts.contextSize}-token context: ${e.message}`));
+    const chat = new LlamaChat({ contextSequence: context.getSequence() });
+    log(
+        `loaded ${opts.model} in ${Math.round(performance.now() - loadStart)} ms ` +
+            `(chat template ${chat.chatWrapper.wrapperName}, ${opts.threads} thread(s), context ${context.contextSize})`,
+    );
+
+    // One model context on a small CPU: requests run strictly one after another.
+    let queueTail = Promise.resolve();
+    function enqueue(job) {
+        const run = queueTail.then(job);
+        queueTail = run.catch(() => {});
+        return run;
+    }
+
+    function promptTokenCount(history) {
+        const state = chat.chatWrapper.generateContextState({ chatHistory: [...history, { type: "model", response: [] }] });
+        return state.contextText.tokenize(model.tokenizer).length;
+    }
+
+    // The prompt's size in tokens, refused (before any header goes out) when the answer cannot fit.
+    function checkFits(request) {
+        const promptTokens = promptTokenCount(request.history);
+        if (promptTokens + request.maxTokens > context.contextSize) {
+            throw new ApiError(
+                400,
+                `this model's context is ${context.contextSize} tokens, but the request needs ` +
+                    `${promptTokens} prompt + ${request.maxTokens} completion tokens`,
+                { param: "messages", code: "context_length_exceeded" },
+            );
+        }
+        return promptTokens;
+    }
+
+    // Runs one generation, passing each non-empty piece of text to onDelta.
+    async function generate(request, promptTokens, signal, onDelta) {
+        let completionTokens = 0;
+        let deltas = 0;
+        const started = performance.now();
+        let firstTokenMs = null;
+        const result = await chat.generateResponse(request.history, {
+            maxTokens: request.maxTokens,
+            temperature: request.temperature,
+            seed: request.seed,
+            signal,
+            stopOnAbortSignal: true,
+            onToken: (tokens) => {
+                completionTokens += tokens.length;
+                firstTokenMs ??= performance.now() - started;
+            },
+            onTextChunk: (text) => {
+                if (text.length > 0) {
+                    deltas += 1;
+                    onDelta(text, deltas);
+                }
+            },
+        });
+        const stop = result.metadata.stopReason;
+        const ms = performance.now() - started;
+        log(
+            `generated ${completionTokens} tokens (prompt ${promptTokens}) in ${Math.round(ms)} ms, ` +
+                `first token ${firstTokenMs === null ? "-" : Math.round(firstTokenMs)} ms, stop ${stop}`,
+        );
+        return {
+            text: result.response,
+            finishReason: stop === "maxTokens" ? "length" : "stop",
+            aborted: stop === "abort",
+            usage: {
+                prompt_tokens: promptTokens,
+                completion_tokens: completionTokens,
+                total_tokens: promptTokens + completionTokens,
+            },
+        };
+    }
+    return { enqueue, checkFits, generate, dispose };
+
+    async function dispose() {
+        await context.dispose();
+        await model.dispose();
+        await llama.dispose();
+    }
+}
+
+// Canned tokens at a fixed pace, every request at once: what a load test needs of a cloud.
+function stubEngine() {
+    log(`stub: ${opts.stubTokens} tokens per answer, one every ${opts.stubIntervalMs} ms`);
+    const checkFits = (request) =>
+        request.history.reduce(
+            (n, m) => n + 4 + Math.ceil((m.text ?? m.response.join("")).length / 4),
+            0,
+        );
+    async function generate(request, promptTokens, signal, onDelta) {
+        const completionTokens = Math.min(opts.stubTokens, request.maxTokens);
+        let text = "";
+        let sent = 0;
+        while (sent < completionTokens && !signal.aborted) {
+            await new Promise((resolve) => setTimeout(resolve, opts.stubIntervalMs));
+            if (signal.aborted) break;
+            const piece = `t${sent} `;
+            text += piece;
+            sent += 1;
+            onDelta(piece, sent);
+        }
+        return {
+            text,
+            finishReason: completionTokens < opts.stubTokens ? "length" : "stop",
+            aborted: signal.aborted,
+            usage: { prompt_tokens: promptTokens, completion_tokens: sent, total_tokens: promptTokens + sent },
+        };
+    }
+    return { enqueue: (job) => job(), checkFits, generate, dispose: async () => {} };
 }
 
 function completionId() {
@@ -563,9 +615,7 @@ async function shutdown(signal) {
     server.close();
     server.closeAllConnections?.();
     try {
-        await context.dispose();
-        await model.dispose();
-        await llama.dispose();
+        await engine.dispose();
     } finally {
         process.exit(0);
     }

@@ -50,6 +50,15 @@ TASKS:
                         invariants (bus answers in 5 s, charges match what the app was told or
                         received, budget, nothing reserved or running, QMI client ids, fds);
                         prints a table of rounds, faults, requests and violations.
+  load [--seconds N] [--apps N] [--streams N]
+                        Load through the real bus (root): N apps (default 50), each a process in
+                        a cgroup of its own, keep N streams (default 500) open at once in waves
+                        for N seconds (default 180) against the release daemon, the test cloud's
+                        stub standing in for the model; prints samples of the daemon's RSS, fds,
+                        D-Bus objects and streams in flight, then checks that every stream ended
+                        with its answer or a named error, each app's charges are what it was
+                        told and the device's their sum, nothing stays reserved, fds and objects
+                        come back to idle and RSS stays bounded.
   bench [daemon|classifier]
                         Release build, then measure the daemon's core against baselines taken
                         in the same run (ledger with its durable journal vs in memory; commits
@@ -97,6 +106,7 @@ fn main() -> anyhow::Result<()> {
         "fuzz" => fuzz::run(&fuzz::Options::parse(rest)?),
         "bench" => bench::run(rest),
         "faults" => faults(rest),
+        "load" => load(rest),
         "deb" => deb::run(rest).map(drop),
         "install" => install::run(&install::Options::parse(rest)?).map(drop),
         "help" | "-h" | "--help" => {
@@ -217,6 +227,33 @@ fn faults(args: &[String]) -> anyhow::Result<()> {
         bail!("the fault campaign runs the simulated world, which needs root");
     }
     build(false)?;
+    run(&mut c)
+}
+
+/// The load run (`tests/e2e/tests/load.rs`) for minutes against the release daemon.
+fn load(args: &[String]) -> anyhow::Result<()> {
+    let mut c = cargo();
+    c.args(["test", "-p", "aiesim-e2e", "--test", "load", "--", "--nocapture"])
+        .env("AIESIM_LOAD_PROFILE", "release")
+        .env("AIESIM_LOAD_SECONDS", "180");
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let var = match flag.as_str() {
+            "--seconds" => "AIESIM_LOAD_SECONDS",
+            "--apps" => "AIESIM_LOAD_APPS",
+            "--streams" => "AIESIM_LOAD_STREAMS",
+            _ => bail!("usage: cargo xtask load [--seconds N] [--apps N] [--streams N]"),
+        };
+        let n: u32 = rest
+            .next()
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("{flag} needs a number"))?;
+        c.env(var, n.to_string());
+    }
+    if !is_root() {
+        bail!("the load run uses the simulated world, which needs root");
+    }
+    build(true)?;
     run(&mut c)
 }
 

@@ -524,8 +524,10 @@ impl Default for BudgetConfig {
 pub struct RequestsConfig {
     /// Requests one app may have in flight at once.
     pub max_in_flight_per_app: usize,
-    /// Request objects one app may hold; finished ones linger a minute for their owner.
+    /// Request objects one app may hold; finished ones linger `linger_s` for their owner.
     pub max_objects_per_app: usize,
+    /// How long a finished request's object stays for its owner to read.
+    pub linger_s: u64,
     /// A stream whose app has not read for this long is cancelled (and billed for what was sent).
     pub stall_timeout_ms: u64,
     /// The send buffer of each stream socket: what an app that does not read can hold up.
@@ -547,6 +549,7 @@ impl Default for RequestsConfig {
         Self {
             max_in_flight_per_app: 8,
             max_objects_per_app: 64,
+            linger_s: 60,
             stall_timeout_ms: 10_000,
             stream_buffer_bytes: 64 * 1024,
             deadline_s: 600,
@@ -736,6 +739,7 @@ impl Config {
         let bounds = [
             ("max_in_flight_per_app", r.max_in_flight_per_app as u64, 1, 1_000),
             ("max_objects_per_app", r.max_objects_per_app as u64, 1, 10_000),
+            ("linger_s", r.linger_s, 0, 3_600),
             ("stall_timeout_ms", r.stall_timeout_ms, 100, 600_000),
             ("stream_buffer_bytes", r.stream_buffer_bytes as u64, 4_096, 16 << 20),
             ("deadline_s", r.deadline_s, 1, 86_400),

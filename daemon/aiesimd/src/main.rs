@@ -90,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let log = init_logging(args.log.as_deref(), config.log_filter());
+    raise_fd_limit();
     // One thread: the daemon waits on I/O, and a small device has little memory to spare.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -102,6 +103,22 @@ fn main() -> anyhow::Result<()> {
         started: config.clone(),
     };
     runtime.block_on(run(config, started, reload))
+}
+
+/// Raises the soft limit on open files to the hard one: systemd gives services 1024 (for
+/// `select()`, which the daemon never uses), and each stream holds two (the app's socket and
+/// its cloud connection), so 500 concurrent streams would not fit.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the limit on open files");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the limit on open files"),
+    }
 }
 
 /// Swaps the log filter on reload.
@@ -327,6 +344,7 @@ fn request_limits(config: &Config) -> service::RequestLimits {
     let r = &config.requests;
     service::RequestLimits {
         max_objects_per_app: r.max_objects_per_app,
+        linger: Duration::from_secs(r.linger_s),
         stall_timeout: Duration::from_millis(r.stall_timeout_ms),
         stream_buffer: r.stream_buffer_bytes,
         images: aiesim_dbus::ImageLimits {

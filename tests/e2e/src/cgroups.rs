@@ -1,6 +1,6 @@
 //! Real cgroups for callers, so the daemon knows them as distinct apps.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, process::Command};
 
 /// A cgroup v2 tree the test makes and removes.
 pub struct Cgroups {
@@ -30,6 +30,20 @@ impl Cgroups {
     /// The `cgroup.procs` file of `path`: a process that writes its pid there moves in.
     pub fn procs(&self, path: &str) -> PathBuf {
         self.root.join(path.trim_start_matches('/')).join("cgroup.procs")
+    }
+
+    /// A command that moves into the cgroup `path`, then runs `program` as `uid` with the
+    /// supplementary group `gid` (an app's user in aiesim-apps): the daemon knows it by that
+    /// cgroup's unit.
+    pub fn command_as(&self, path: &str, uid: u32, gid: u32, program: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(format!(
+                "echo $$ > '{}' && exec setpriv --reuid={uid} --regid={uid} --groups={gid} -- \"$0\" \"$@\"",
+                self.procs(path).display()
+            ))
+            .arg(program);
+        c
     }
 }
 

@@ -219,6 +219,16 @@ pub struct CloudOptions {
     pub record: bool,
     /// Serve HTTPS (HTTP/2 by ALPN) with a certificate from a test CA.
     pub tls: CloudTls,
+    /// Canned tokens instead of the model, every request at once (`--stub-tokens`): only for
+    /// load, which the one-request-at-a-time model on this CPU cannot carry.
+    pub stub: Option<CloudStub>,
+}
+
+/// The test cloud's stand-in for the model: `tokens` per answer, one every `interval_ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct CloudStub {
+    pub tokens: u32,
+    pub interval_ms: u32,
 }
 
 /// Whether the world's cloud speaks TLS, and whether the daemon trusts its CA.
@@ -269,6 +279,8 @@ pub struct WorldOptions {
     /// rate-limited `wwan0` that the daemon binds to (`cloud.bind_interface`); `cloud` is
     /// then the metro one and `tier_clouds` the others.
     pub operator_network: bool,
+    /// Each configured endpoint's `max_concurrent` (the model serves one at a time).
+    pub endpoint_max_concurrent: usize,
 }
 
 impl Default for WorldOptions {
@@ -289,6 +301,7 @@ impl Default for WorldOptions {
             fastpath_config: String::new(),
             daemon_log: Some("info,aiesimd=debug"),
             operator_network: false,
+            endpoint_max_concurrent: 1,
         }
     }
 }
@@ -623,6 +636,22 @@ impl World {
         said
     }
 
+    /// The file descriptors the daemon holds open.
+    pub fn daemon_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.daemon.pid())).map_or(0, Iterator::count)
+    }
+
+    /// The objects the daemon exports below its root (`ObjectManager.GetManagedObjects`:
+    /// modem, request objects, … of every app), asked on `conn`.
+    pub async fn daemon_objects(conn: &zbus::Connection) -> anyhow::Result<usize> {
+        let manager = zbus::fdo::ObjectManagerProxy::builder(conn)
+            .destination(aiesim_dbus::BUS_NAME)
+            .path(aiesim_dbus::ROOT_PATH)
+            .build()
+            .await?;
+        Ok(manager.get_managed_objects().await?.len())
+    }
+
     /// The daemon's resident set size, in KiB.
     pub fn daemon_rss_kib(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.daemon.pid()))?;
@@ -792,10 +821,11 @@ fn start_clouds(
 
 /// The configuration's `[[endpoint]]` tables.
 fn endpoints_config(options: &WorldOptions, tiers: bool, cloud_url: &str, tier_urls: &[String]) -> String {
-    // The test cloud serves one request at a time; the daemon queues the rest.
+    // The test cloud's model serves one request at a time; the daemon queues the rest.
     let endpoint = |name: &str, url: &str| {
         format!(
-            "[[endpoint]]\nname = \"{name}\"\nurl = \"{url}\"\ntier = \"{name}\"\nmodels = [\"{MODEL_NAME}\"]\nmax_concurrent = 1\n"
+            "[[endpoint]]\nname = \"{name}\"\nurl = \"{url}\"\ntier = \"{name}\"\nmodels = [\"{MODEL_NAME}\"]\nmax_concurrent = {}\n",
+            options.endpoint_max_concurrent
         )
     };
     if tiers {
@@ -904,6 +934,10 @@ fn add_cloud_args(cmd: &mut Command, spawn: &CloudSpawn) {
     if options.record {
         cmd.arg("--record").arg(record);
     }
+    if let Some(CloudStub { tokens, interval_ms }) = options.stub {
+        cmd.args(["--stub-tokens", &tokens.to_string()])
+            .args(["--stub-interval-ms", &interval_ms.to_string()]);
+    }
     if let Some((cert, key)) = tls {
         cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
     }
@@ -971,12 +1005,13 @@ fn start_daemon(
     let daemon = bins.join("aiesimd");
     // `ip netns exec` mounts a fresh /sys, without the cgroup hierarchy a device has (and the
     // daemon needs, to tell apps apart): mount it again in the daemon's mount namespace.
-    let mount_cgroup = "mount -t cgroup2 cgroup2 /sys/fs/cgroup";
+    // The soft limit on open files systemd gives a service (DefaultLimitNOFILE=1024:524288).
+    let setup = "ulimit -Sn 1024 && mount -t cgroup2 cgroup2 /sys/fs/cgroup";
     let script = match user {
-        None => format!("{mount_cgroup} && exec \"$0\" \"$@\""),
+        None => format!("{setup} && exec \"$0\" \"$@\""),
         // ProtectProc=invisible, User=, AmbientCapabilities= of the shipped unit.
         Some(user) => format!(
-            "{mount_cgroup} && mount -t proc -o hidepid=invisible proc /proc && exec setpriv --reuid={user} --regid={user} --init-groups --inh-caps={DAEMON_CAPS} --ambient-caps={DAEMON_CAPS} -- \"$0\" \"$@\""
+            "{setup} && mount -t proc -o hidepid=invisible proc /proc && exec setpriv --reuid={user} --regid={user} --init-groups --inh-caps={DAEMON_CAPS} --ambient-caps={DAEMON_CAPS} -- \"$0\" \"$@\""
         ),
     };
     let mut cmd = device.command("unshare");

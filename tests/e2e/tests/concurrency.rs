@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashMap,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
 };
 
 use aiesim_e2e::{Account, Cgroups, World, WorldOptions, output_text as text, skip_unless_ready};
@@ -37,15 +37,18 @@ fn identities() -> Vec<(String, u32, String)> {
         .collect()
 }
 
-/// One caller: gdbus `Broker.Ask` as `uid` in the aiesim-apps group, from inside `procs`.
-fn ask(world: &World, procs: &std::path::Path, uid: u32, gid: u32) -> Child {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {} && exec setpriv --reuid={uid} --regid={uid} --groups={gid} -- gdbus call --timeout 600 --address '{}' --dest org.aiesim.AiEsim1 --object-path /org/aiesim/AiEsim1 --method org.aiesim.AiEsim1.Broker.Ask 'Say hi.' \"{{'max_tokens': <uint32 8>}}\"",
-            procs.display(),
-            world.bus_address
-        ))
+/// One caller: gdbus `Broker.Ask` as `uid` in the aiesim-apps group, from inside the cgroup `path`.
+fn ask(world: &World, cgroups: &Cgroups, path: &str, uid: u32, gid: u32) -> Child {
+    cgroups
+        .command_as(path, uid, gid, "gdbus")
+        .args(["call", "--timeout", "600", "--address", &world.bus_address])
+        .args(["--dest", "org.aiesim.AiEsim1", "--object-path", "/org/aiesim/AiEsim1"])
+        .args([
+            "--method",
+            "org.aiesim.AiEsim1.Broker.Ask",
+            "Say hi.",
+            "{'max_tokens': <uint32 8>}",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -82,7 +85,7 @@ async fn concurrent_streams_from_many_identities_never_overshoot_a_budget() {
     let callers: Vec<(usize, Child)> = (0..STREAMS)
         .map(|n| {
             let (path, uid, _) = &ids[n % ids.len()];
-            (n % ids.len(), ask(&world, &cgroups.procs(path), *uid, apps.gid))
+            (n % ids.len(), ask(&world, &cgroups, path, *uid, apps.gid))
         })
         .collect();
     let mut told: HashMap<&str, u64> = HashMap::new();

@@ -157,10 +157,6 @@ async fn request_objects(conn: &zbus::Connection) -> Result<Vec<(String, String)
     Ok(objects)
 }
 
-fn open_fds(world: &World) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", world.daemon.pid())).map_or(0, Iterator::count)
-}
-
 /// Client ids the simulated modem holds, per service.
 fn client_ids(world: &World) -> HashMap<String, usize> {
     world
@@ -341,7 +337,7 @@ async fn rounds_of_faults_break_no_invariant() {
     let prompt = charged - clean.deltas;
     let ids = client_ids(&world);
     assert!(!ids.is_empty(), "the simulator lists the daemon's client ids");
-    let mut fds = (world.daemon.pid(), open_fds(&world));
+    let mut fds = (world.daemon.pid(), world.daemon_fds());
 
     let mut table = String::from("round  fault                        requests  violations\n");
     let mut all = Vec::new();
@@ -375,12 +371,12 @@ async fn rounds_of_faults_break_no_invariant() {
         violations.extend(check_round(&world, &conn, before, [&first, &second], crashed, prompt, &ids).await);
         // A restarted daemon's resting point is its first round's end.
         if fds.0 == world.daemon.pid() {
-            let now = open_fds(&world);
+            let now = world.daemon_fds();
             if now > fds.1 {
                 violations.push(format!("{now} open fds, {} after its first round", fds.1));
             }
         } else {
-            fds = (world.daemon.pid(), open_fds(&world));
+            fds = (world.daemon.pid(), world.daemon_fds());
         }
 
         writeln!(

@@ -25,8 +25,6 @@ use crate::{
     identity::{Caller, Identify},
 };
 
-/// How long a finished request's object stays for its owner to read.
-const LINGER: Duration = Duration::from_secs(60);
 /// Largest answer `Ask` collects; the token cap bounds it well before this.
 const ASK_MAX_BYTES: usize = 1 << 20;
 
@@ -104,7 +102,7 @@ impl BrokerObject {
             {
                 tracing::debug!(request = %task_path, error = %e, "Finished not delivered");
             }
-            tokio::time::sleep(LINGER).await;
+            tokio::time::sleep(shared.requests.linger).await;
             let _ = connection
                 .object_server()
                 .remove::<RequestObject, _>(task_path.as_str())

@@ -53,8 +53,10 @@ pub struct Shared {
 /// The front end's bounds on an app's streams and objects.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLimits {
-    /// Request objects one app may hold (finished ones linger a minute).
+    /// Request objects one app may hold (finished ones linger).
     pub max_objects_per_app: usize,
+    /// How long a finished request's object stays for its owner to read.
+    pub linger: std::time::Duration,
     /// How long a write to an app's stream may wait for it to read.
     pub stall_timeout: std::time::Duration,
     /// The stream socket's send buffer, in bytes.
