@@ -286,6 +286,7 @@ async fn interactive_ttft(background: Priority) -> f64 {
             max_in_flight: 1_000,
             deadline: Duration::from_secs(60),
             max_answer_bytes: 1 << 20,
+            failover_attempts: 1,
         },
     ));
     let ask = |priority| ChatOptions {

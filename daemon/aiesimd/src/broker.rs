@@ -70,6 +70,9 @@ pub struct Limits {
     pub deadline: std::time::Duration,
     /// The most answer text one request may stream.
     pub max_answer_bytes: usize,
+    /// Endpoints one request is sent to, in turn, while each fails before its first token
+    /// reaches the app (1: no failover).
+    pub failover_attempts: u32,
 }
 
 /// A request that passed admission: routed and in line; its tokens are reserved at dispatch.
@@ -82,6 +85,16 @@ pub struct Admitted {
     route: Route,
     request: ChatRequest,
     prompt_estimate: u32,
+    /// What a failover picks by: the model the app named, the priority it gave, and its
+    /// `max_tokens` before the first route's model clamped it.
+    asked: Asked,
+}
+
+#[derive(Debug)]
+struct Asked {
+    model: Option<String>,
+    priority: aiesim_wire::Priority,
+    max_tokens: u32,
 }
 
 impl Admitted {
@@ -130,6 +143,9 @@ pub trait EventSink: Send {
 
     /// The request left the line and is being sent to its endpoint.
     fn dispatched(&mut self) {}
+
+    /// The request's endpoint failed before its first token; it waits for `route` instead.
+    fn rerouted(&mut self, _route: &Route) {}
 }
 
 /// The app is gone or stopped reading; says which, in words.
@@ -208,10 +224,14 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             .pick_with_load(model.as_deref(), |e, m| self.scheduler.outstanding(e, m))
             .map_err(BrokerError::Route)?;
         // Clamped to the daemon's cap and to what the chosen model can produce.
-        let max_tokens = max_tokens
-            .unwrap_or(self.limits.default_max_tokens)
-            .min(self.limits.max_tokens_cap)
-            .min(route.max_output.unwrap_or(u32::MAX));
+        let asked = Asked {
+            model,
+            priority,
+            max_tokens: max_tokens
+                .unwrap_or(self.limits.default_max_tokens)
+                .min(self.limits.max_tokens_cap),
+        };
+        let max_tokens = asked.max_tokens.min(route.max_output.unwrap_or(u32::MAX));
         let prompt_estimate = estimate_prompt_tokens(&messages).saturating_add(self.prompt_overhead(&route));
         let request = ChatRequest {
             model: route.model.clone(),
@@ -226,7 +246,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         };
         let ticket = self
             .scheduler
-            .enqueue(app, lane, route.max_concurrent, priority)
+            .enqueue(app, lane, route.max_concurrent, asked.priority)
             .map_err(BrokerError::InFlight)?;
         Ok(Admitted {
             app: app.to_owned(),
@@ -235,6 +255,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             route,
             request,
             prompt_estimate,
+            asked,
         })
     }
 
@@ -309,61 +330,69 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             app,
             since: admitted_at,
             mut ticket,
-            route,
-            request,
+            mut route,
+            mut request,
             prompt_estimate,
+            asked,
         } = admitted;
         tokio::pin!(cancel);
-        let mut reservation = match self
-            .take_turn(&app, &mut ticket, &route, &request, prompt_estimate, &mut cancel)
-            .await
-        {
-            Ok(r) => r,
-            Err((state, name, message)) => {
-                drop(ticket);
-                let _ = sink
-                    .send(&StreamEvent::Error {
-                        name: name.as_str().to_owned(),
-                        message: message.clone(),
-                    })
-                    .await;
-                return Outcome {
-                    state,
-                    usage: Usage::default(),
-                    charged: 0,
-                    endpoint: route.endpoint,
-                    model: route.model,
-                    error: Some((name, message)),
-                };
-            }
-        };
-        sink.dispatched();
         let mut meter = Meter::new(prompt_estimate, admitted_at);
-        let ended = {
-            let deadline = self.limits.deadline;
-            let streamed = async {
-                tokio::time::timeout(
-                    deadline,
-                    self.stream(&route, &request, sink, &mut meter, &mut reservation),
-                )
+        // Endpoints that failed this request before its first token, and how, in order.
+        let mut failed: Vec<String> = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
+        let mut deadline_at = None;
+        let (reservation, ended) = loop {
+            let mut reservation = match self
+                .take_turn(&app, &mut ticket, &route, &request, meter.prompt_estimate, &mut cancel)
                 .await
-                .unwrap_or_else(|_| {
-                    Err((
-                        EndState::Failed,
-                        ErrorName::LimitExceeded,
-                        format!("the request ran past its deadline of {} s", deadline.as_secs()),
-                    ))
-                })
+            {
+                Ok(r) => r,
+                Err((state, name, mut message)) => {
+                    drop(ticket);
+                    if !failed.is_empty() {
+                        message = format!(
+                            "{}; then failing over to \"{}\": {message}",
+                            failures.join("; then "),
+                            route.endpoint
+                        );
+                        self.record_relayed(&app, &meter.carried, failures.len());
+                    }
+                    return unserved(sink, route, (state, name, message)).await;
+                }
             };
-            tokio::pin!(streamed);
-            // Biased: a cancel that is already due wins over output that is also ready.
-            tokio::select! {
-                biased;
-                () = &mut cancel => Err((EndState::Cancelled, ErrorName::Cancelled, "the request was cancelled".to_owned())),
-                r = &mut streamed => r,
+            sink.dispatched();
+            // One deadline for every attempt together, from the first dispatch.
+            let at = *deadline_at.get_or_insert_with(|| tokio::time::Instant::now() + self.limits.deadline);
+            let ended = self
+                .attempt(&route, &request, sink, &mut meter, &mut reservation, at, &mut cancel)
+                .await;
+            // Only an endpoint's fault before anything reached the app, or was billed upstream,
+            // is tried elsewhere: a retry after a token would show the app two answers.
+            let untouched = meter.deltas == 0 && meter.reported.is_none();
+            if let (Err((_, _, message)), true) = (&ended, meter.endpoint_fault && untouched) {
+                failed.push(route.endpoint.clone());
+                if let Some(next) = self.failover_route(&asked, &failed) {
+                    failures.push(message.clone());
+                    tracing::info!(app = %app, from = %route.endpoint, to = %next.endpoint, "failing over before the first token");
+                    // Nothing was used: the reservation goes back whole, and the next endpoint's
+                    // is taken at its own price, for a digest naming it, when its turn comes.
+                    reservation.commit(0).await;
+                    self.reroute(&next, &asked, &mut request, &mut meter, &mut ticket);
+                    sink.rerouted(&next);
+                    route = next;
+                    continue;
+                }
             }
+            // The app learns of the endpoints that failed before the last one too.
+            let ended = match ended {
+                Err((state, name, message)) if !failures.is_empty() => {
+                    Err((state, name, format!("{}; then {message}", failures.join("; then "))))
+                }
+                ended => ended,
+            };
+            break (reservation, ended);
         };
-        self.record_relayed(&app, &meter.carried);
+        self.record_relayed(&app, &meter.carried, failures.len() + 1);
         let usage = meter.usage();
         self.learn_prompt_overhead(&route, &meter);
         // Nothing reached the app and nothing was generated: nothing to bill.
@@ -403,10 +432,72 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         }
     }
 
-    fn record_relayed(&self, app: &str, carried: &Carried) {
+    /// Streams one attempt into `sink` until it ends, `at` passes or `cancel` resolves.
+    #[expect(clippy::too_many_arguments, reason = "one request's parts, borrowed for one attempt")]
+    async fn attempt(
+        &self,
+        route: &Route,
+        request: &ChatRequest,
+        sink: &mut impl EventSink,
+        meter: &mut Meter,
+        reservation: &mut Reservation,
+        at: tokio::time::Instant,
+        cancel: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<(), (EndState, ErrorName, String)> {
+        let deadline = self.limits.deadline;
+        let streamed = async {
+            tokio::time::timeout_at(at, self.stream(route, request, sink, meter, reservation))
+                .await
+                .unwrap_or_else(|_| {
+                    Err((
+                        EndState::Failed,
+                        ErrorName::LimitExceeded,
+                        format!("the request ran past its deadline of {} s", deadline.as_secs()),
+                    ))
+                })
+        };
+        tokio::pin!(streamed);
+        // Biased: a cancel that is already due wins over output that is also ready.
+        tokio::select! {
+            biased;
+            () = cancel => Err((EndState::Cancelled, ErrorName::Cancelled, "the request was cancelled".to_owned())),
+            r = &mut streamed => r,
+        }
+    }
+
+    /// Readies the request for `next`: its model and limits, a fresh start for the TTFT the
+    /// router learns, and a place in `next`'s line.
+    fn reroute(&self, next: &Route, asked: &Asked, request: &mut ChatRequest, meter: &mut Meter, ticket: &mut Ticket) {
+        request.model.clone_from(&next.model);
+        request.max_tokens = asked.max_tokens.min(next.max_output.unwrap_or(u32::MAX));
+        meter.prompt_estimate = estimate_prompt_tokens(&request.messages).saturating_add(self.prompt_overhead(next));
+        meter.admitted_at = self.router.clock().now();
+        meter.endpoint_fault = false;
+        let lane = Lane {
+            endpoint: next.endpoint.clone(),
+            model: next.model.clone(),
+        };
+        self.scheduler
+            .requeue(ticket, lane, next.max_concurrent, asked.priority);
+    }
+
+    /// Where a request goes after the endpoints in `failed` failed it before its first token:
+    /// the best other one, while attempts remain.
+    fn failover_route(&self, asked: &Asked, failed: &[String]) -> Option<Route> {
+        let attempts = usize::try_from(self.limits.failover_attempts).unwrap_or(usize::MAX);
+        if failed.len() >= attempts {
+            return None;
+        }
+        self.router
+            .pick_except(asked.model.as_deref(), |e, m| self.scheduler.outstanding(e, m), failed)
+            .inspect_err(|e| tracing::info!(error = %e, "no endpoint to fail over to"))
+            .ok()
+    }
+
+    fn record_relayed(&self, app: &str, carried: &Carried, requests: usize) {
         let mut relayed = self.relayed.lock().expect("relayed lock");
         let entry = relayed.entry(app.to_owned()).or_default();
-        entry.requests += 1;
+        entry.requests += requests as u64;
         entry.sent_bytes += carried.sent.load(Ordering::Relaxed);
         entry.received_bytes += carried.received.load(Ordering::Relaxed);
     }
@@ -478,6 +569,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             Err(e) => {
                 // A refused content is the caller's error: it says nothing of the endpoint's health.
                 blamed(&e);
+                meter.endpoint_fault = matches!(e.blame(), Blame::Endpoint { .. });
                 if e.blame() == Blame::Request {
                     return Err((
                         EndState::Failed,
@@ -519,6 +611,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                 Err(e) => {
                     if meter.deltas == 0 {
                         blamed(&e);
+                        meter.endpoint_fault = matches!(e.blame(), Blame::Endpoint { .. });
                     }
                     return Err(upstream(e));
                 }
@@ -527,6 +620,28 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         let (ttft, itl) = meter.latency(self.router.clock().now());
         self.router.report_success(&route.endpoint, &route.model, ttft, itl);
         Ok(())
+    }
+}
+
+/// Ends a request that was never sent (or not sent again): its one final event, nothing charged.
+async fn unserved(
+    sink: &mut impl EventSink,
+    route: Route,
+    (state, name, message): (EndState, ErrorName, String),
+) -> Outcome {
+    let _ = sink
+        .send(&StreamEvent::Error {
+            name: name.as_str().to_owned(),
+            message: message.clone(),
+        })
+        .await;
+    Outcome {
+        state,
+        usage: Usage::default(),
+        charged: 0,
+        endpoint: route.endpoint,
+        model: route.model,
+        error: Some((name, message)),
     }
 }
 
@@ -540,6 +655,8 @@ struct Meter {
     last_delta: Option<std::time::Instant>,
     /// The HTTP body bytes the request carried, which the transport counts.
     carried: Arc<Carried>,
+    /// The attempt ended with the endpoint's fault (not the caller's, not the device's).
+    endpoint_fault: bool,
 }
 
 impl Meter {
@@ -552,6 +669,7 @@ impl Meter {
             first_delta: None,
             last_delta: None,
             carried: Arc::default(),
+            endpoint_fault: false,
         }
     }
 
@@ -677,10 +795,18 @@ mod tests {
     /// One scripted chat: refused (`Err`) or a stream of events and failures.
     type Scripted = Result<Vec<Result<CloudEvent, ()>>, CloudError>;
 
-    struct Script(Mutex<Vec<Scripted>>);
+    /// The script, and the base URL of each chat asked of it, in order.
+    struct Script(Mutex<Vec<Scripted>>, Mutex<Vec<String>>);
+
+    impl Script {
+        fn new(script: Vec<Scripted>) -> Self {
+            Self(Mutex::new(script), Mutex::default())
+        }
+    }
 
     impl Cloud for Script {
-        async fn chat(&self, _base_url: &str, _request: &ChatRequest) -> Result<ChatStream, CloudError> {
+        async fn chat(&self, base_url: &str, _request: &ChatRequest) -> Result<ChatStream, CloudError> {
+            self.1.lock().unwrap().push(base_url.to_owned());
             let next = self.0.lock().unwrap().remove(0);
             match next {
                 Err(e) => Err(e),
@@ -705,7 +831,7 @@ mod tests {
     }
 
     fn broker(script: Vec<Scripted>) -> Broker<Script, ManualClock> {
-        broker_on(Script(Mutex::new(script)), 2, 1_000, 2)
+        broker_on(Script::new(script), 2, 1_000, 2)
     }
 
     /// A broker on the first `endpoints` of metro and prov.
@@ -747,6 +873,7 @@ mod tests {
                 max_in_flight: 64,
                 deadline: Duration::from_secs(600),
                 max_answer_bytes: 1 << 20,
+                failover_attempts: 2,
             },
         )
     }
@@ -862,7 +989,8 @@ mod tests {
 
     #[tokio::test]
     async fn failed_connect_charges_nothing_and_cools_the_endpoint() {
-        let b = broker(vec![Err(CloudError::test_connect())]);
+        let mut b = broker(vec![Err(CloudError::test_connect())]);
+        b.limits.failover_attempts = 1;
         let a = b.admit("app", ask(Some(10))).unwrap();
         let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
         assert_eq!((out.state, out.charged), (EndState::Failed, 0));
@@ -910,7 +1038,7 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err.name(), ErrorName::NoEndpoint);
-        let broke = broker_on(Script(Mutex::new(vec![])), 1, 100, 2);
+        let broke = broker_on(Script::new(vec![]), 1, 100, 2);
         let err = broke.admit("app", ask(Some(200))).unwrap_err();
         assert_eq!(
             err.name(),
@@ -952,7 +1080,8 @@ mod tests {
     #[tokio::test]
     async fn overload_cools_the_endpoint_and_fails_upstream() {
         for status in [429, 503, 500] {
-            let b = broker(vec![Err(CloudError::test_status(status, Some(Duration::from_secs(5))))]);
+            let mut b = broker(vec![Err(CloudError::test_status(status, Some(Duration::from_secs(5))))]);
+            b.limits.failover_attempts = 1;
             let a = b.admit("app", ask(Some(10))).unwrap();
             let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
             assert_eq!(out.error.unwrap().0, ErrorName::UpstreamFailed);
@@ -973,6 +1102,189 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    fn asked(b: &Broker<Script, ManualClock>) -> Vec<String> {
+        b.cloud.1.lock().unwrap().clone()
+    }
+
+    fn failures(b: &Broker<Script, ManualClock>, endpoint: &str) -> u64 {
+        let stats = b.router().statistics();
+        stats.iter().find(|s| s.endpoint == endpoint).unwrap().failures
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_failing_before_the_first_token_is_failed_over() {
+        let broken_at_once = Ok(vec![Err(())]);
+        for (fault, what) in [
+            (Err(CloudError::test_status(503, None)), "503"),
+            (Err(CloudError::test_status(500, None)), "500"),
+            (Err(CloudError::test_connect()), "connect"),
+            (broken_at_once, "broken before a token"),
+        ] {
+            let b = broker(vec![
+                fault,
+                Ok(vec![
+                    delta("from prov"),
+                    Ok(CloudEvent::Usage(Usage {
+                        prompt_tokens: 9,
+                        completion_tokens: 1,
+                    })),
+                ]),
+            ]);
+            let a = b.admit("app", ask(Some(10))).unwrap();
+            assert_eq!(a.route().endpoint, "metro", "{what}");
+            let mut sink = Collect::default();
+            let out = b.run(a, &mut sink, std::future::pending()).await;
+            assert_eq!((out.state, out.endpoint.as_str()), (EndState::Done, "prov"), "{what}");
+            assert_eq!(asked(&b), ["http://m/v1", "http://p/v1"], "{what}");
+            // Charged once, for what prov answered; metro's reservation went back whole.
+            assert_eq!(out.charged, 10, "{what}");
+            let balance = b.ledger().balance("app");
+            assert_eq!((balance.spent, balance.reserved), (10, 0), "{what}");
+            assert_eq!(b.relayed()["app"].requests, 2, "{what}");
+            assert_eq!((failures(&b, "metro"), failures(&b, "prov")), (1, 0), "{what}");
+            // The app saw one answer, with no trace of the failure but the endpoint's name.
+            assert_eq!(sink.0.len(), 2, "{what}: {:?}", sink.0);
+            assert!(
+                matches!(&sink.0[1], StreamEvent::Done { endpoint, charged: 10, .. } if endpoint == "prov"),
+                "{what}: {:?}",
+                sink.0
+            );
+            assert_eq!(b.scheduler().held("app"), 0, "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_is_not_failed_over() {
+        for status in [400, 413, 422] {
+            let b = broker(vec![Err(CloudError::test_status(status, None))]);
+            let a = b.admit("app", ask(Some(10))).unwrap();
+            let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+            assert_eq!(out.error.unwrap().0, ErrorName::InvalidArgument, "{status}");
+            assert_eq!((out.endpoint.as_str(), out.charged), ("metro", 0), "{status}");
+            assert_eq!(asked(&b), ["http://m/v1"], "{status}");
+            assert_eq!(failures(&b, "metro"), 0, "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_broken_after_its_first_token_is_not_sent_again() {
+        let b = broker(vec![Ok(vec![delta("a"), delta("b"), Err(())])]);
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let mut sink = Collect::default();
+        let out = b.run(a, &mut sink, std::future::pending()).await;
+        let (name, message) = out.error.clone().unwrap();
+        assert_eq!((out.state, name), (EndState::Failed, ErrorName::UpstreamFailed));
+        assert!(message.starts_with("endpoint \"metro\""), "{message}");
+        let prompt = u64::from(estimate_prompt_tokens(&[Message::new("user", "hello there")]));
+        assert_eq!(out.charged, prompt + 2, "the delivered part is charged");
+        assert_eq!(b.ledger().balance("app").spent, prompt + 2);
+        assert_eq!(asked(&b), ["http://m/v1"]);
+        assert_eq!(b.relayed()["app"].requests, 1);
+        // Once the app had words the endpoint is not blamed for the break, as before.
+        assert_eq!(failures(&b, "metro"), 0);
+    }
+
+    #[tokio::test]
+    async fn usage_reported_before_a_break_is_charged_not_failed_over() {
+        let b = broker(vec![Ok(vec![
+            Ok(CloudEvent::Usage(Usage {
+                prompt_tokens: 7,
+                completion_tokens: 0,
+            })),
+            Err(()),
+        ])]);
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(out.error.unwrap().0, ErrorName::UpstreamFailed);
+        assert_eq!(
+            (out.charged, asked(&b).len()),
+            (7, 1),
+            "billed upstream: not sent twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn failover_ends_when_its_attempts_or_endpoints_run_out() {
+        // Both endpoints fail: two attempts, one error naming both, nothing charged.
+        let b = broker(vec![
+            Err(CloudError::test_status(503, None)),
+            Err(CloudError::test_connect()),
+        ]);
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let mut sink = Collect::default();
+        let out = b.run(a, &mut sink, std::future::pending()).await;
+        let (name, message) = out.error.unwrap();
+        assert_eq!((out.state, name), (EndState::Failed, ErrorName::UpstreamFailed));
+        assert!(
+            message.contains("endpoint \"metro\"") && message.contains("; then endpoint \"prov\""),
+            "{message}"
+        );
+        assert_eq!((out.endpoint.as_str(), out.charged), ("prov", 0));
+        assert_eq!(asked(&b), ["http://m/v1", "http://p/v1"]);
+        assert_eq!((failures(&b, "metro"), failures(&b, "prov")), (1, 1));
+        let balance = b.ledger().balance("app");
+        assert_eq!((balance.spent, balance.reserved), (0, 0));
+        assert_eq!(sink.0.iter().filter(|e| e.is_final()).count(), 1);
+        assert_eq!(b.relayed()["app"].requests, 2);
+
+        // One attempt configured: no failover.
+        let mut b = broker(vec![Err(CloudError::test_status(503, None))]);
+        b.limits.failover_attempts = 1;
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(out.error.unwrap().0, ErrorName::UpstreamFailed);
+        assert_eq!(asked(&b), ["http://m/v1"]);
+
+        // Only one endpoint: nowhere to go.
+        let b = broker_on(Script::new(vec![Err(CloudError::test_connect())]), 2, 1_000, 1);
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(out.error.unwrap().0, ErrorName::UpstreamFailed);
+        assert_eq!(asked(&b), ["http://m/v1"]);
+    }
+
+    /// A scripted cloud that runs `hook` before each chat.
+    struct Hooked<F>(Script, F);
+
+    impl<F: Fn() + Send + Sync + 'static> Cloud for Hooked<F> {
+        async fn chat(&self, base_url: &str, request: &ChatRequest) -> Result<ChatStream, CloudError> {
+            (self.1)();
+            self.0.chat(base_url, request).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failover_the_budget_no_longer_covers_is_refused_and_charges_nothing() {
+        // The app's budget is lowered while its request is on its way to metro: metro's
+        // reservation goes back whole, and the failover's own is refused.
+        let ledger = std::sync::Arc::new(std::sync::OnceLock::<Ledger>::new());
+        let lower = std::sync::Arc::clone(&ledger);
+        let cloud = Hooked(Script::new(vec![Err(CloudError::test_status(503, None))]), move || {
+            lower.get().unwrap().set_budgets(crate::ledger::Budgets {
+                app_tokens: 5,
+                device_tokens: 10_000,
+                ..crate::ledger::Budgets::default()
+            });
+        });
+        let b = broker_on(cloud, 2, 1_000, 2);
+        assert!(ledger.set(b.ledger().clone()).is_ok());
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let mut sink = Collect::default();
+        let out = b.run(a, &mut sink, std::future::pending()).await;
+        let (name, message) = out.error.unwrap();
+        assert_eq!(name, ErrorName::BudgetExceeded, "{message}");
+        assert!(
+            message.contains("scripted 503") && message.contains("then failing over to \"prov\""),
+            "{message}"
+        );
+        assert_eq!((out.endpoint.as_str(), out.charged), ("prov", 0));
+        assert_eq!(*b.cloud.0.1.lock().unwrap(), ["http://m/v1"]);
+        let balance = b.ledger().balance("app");
+        assert_eq!((balance.spent, balance.reserved), (0, 0));
+        assert_eq!(b.scheduler().held("app"), 0);
+        assert_eq!(sink.0.iter().filter(|e| e.is_final()).count(), 1);
     }
 
     /// A cloud that logs who asked, in order, and holds each answer until the test lets it go;

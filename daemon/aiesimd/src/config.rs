@@ -397,6 +397,9 @@ pub struct CloudConfig {
     pub idle_timeout_ms: u64,
     /// How long a connection to an endpoint stays open after its last request.
     pub keepalive_window_ms: u64,
+    /// Endpoints one request is sent to, in turn, while each fails before the first token
+    /// (1: no failover).
+    pub failover_attempts: u32,
 }
 
 impl Default for CloudConfig {
@@ -410,6 +413,7 @@ impl Default for CloudConfig {
             first_byte_timeout_ms: 60_000,
             idle_timeout_ms: 30_000,
             keepalive_window_ms: 30_000,
+            failover_attempts: 2,
         }
     }
 }
@@ -786,6 +790,15 @@ impl Config {
                 ),
             );
         }
+        if !(1..=8).contains(&c.failover_attempts) {
+            return rule(
+                "cloud.failover_attempts",
+                format!(
+                    "cloud.failover_attempts must be between 1 (no failover) and 8, not {}",
+                    c.failover_attempts
+                ),
+            );
+        }
         self.modem.validate()?;
         if self.fastpath.enabled && self.fastpath.interface.is_empty() {
             return rule(
@@ -1092,6 +1105,19 @@ mod tests {
         assert!(e.to_string().contains("budget.app_tokens_per_minute"), "{e}");
         let e = parse("[budget]\ndevice_daily_tokens = 99999999999999999").unwrap_err();
         assert!(e.to_string().contains("not a sensible limit"), "{e}");
+    }
+
+    #[test]
+    fn failover_attempts_default_to_one_retry_and_are_bounded() {
+        assert_eq!(parse("").unwrap().cloud.failover_attempts, 2);
+        assert_eq!(
+            parse("[cloud]\nfailover_attempts = 1").unwrap().cloud.failover_attempts,
+            1
+        );
+        for bad in [0, 9] {
+            let e = parse(&format!("[cloud]\nfailover_attempts = {bad}")).unwrap_err();
+            assert!(e.to_string().contains("cloud.failover_attempts"), "{e}");
+        }
     }
 
     #[test]

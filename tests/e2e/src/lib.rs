@@ -269,6 +269,9 @@ pub struct WorldOptions {
     /// rate-limited `wwan0` that the daemon binds to (`cloud.bind_interface`); `cloud` is
     /// then the metro one and `tier_clouds` the others.
     pub operator_network: bool,
+    /// With `operator_network`: the metro cloud's own options (a faulty metro beside healthy
+    /// tiers); `None`: `cloud`'s, like the others.
+    pub metro_cloud: Option<CloudOptions>,
 }
 
 impl Default for WorldOptions {
@@ -289,6 +292,7 @@ impl Default for WorldOptions {
             fastpath_config: String::new(),
             daemon_log: Some("info,aiesimd=debug"),
             operator_network: false,
+            metro_cloud: None,
         }
     }
 }
@@ -756,20 +760,31 @@ fn start_clouds(
     tls: Option<&TlsFiles>,
     record: &Path,
 ) -> anyhow::Result<CloudSet> {
-    let spawn = |netns: &Netns, host: String, port: u16| CloudSpawn {
+    let spawn = |netns: &Netns, host: String, port: u16, cloud: &CloudOptions| CloudSpawn {
         netns: netns.name().to_owned(),
         host,
         port,
-        options: options.cloud.clone(),
+        options: cloud.clone(),
         tls: tls.map(|t| t.server.clone()),
         record: record.to_owned(),
     };
     let mut spawns = match opnet {
         Some(net) => opnet::TIERS
             .iter()
-            .map(|tier| spawn(net.tier_netns(tier.name), tier.addr.to_string(), opnet::ENDPOINT_PORT))
+            .map(|tier| {
+                let cloud = match &options.metro_cloud {
+                    Some(metro) if tier.name == "metro" => metro,
+                    _ => &options.cloud,
+                };
+                spawn(
+                    net.tier_netns(tier.name),
+                    tier.addr.to_string(),
+                    opnet::ENDPOINT_PORT,
+                    cloud,
+                )
+            })
             .collect(),
-        None => vec![spawn(operator, OPERATOR_ADDR.to_owned(), 0)],
+        None => vec![spawn(operator, OPERATOR_ADDR.to_owned(), 0, &options.cloud)],
     };
     // The models load side by side: start every cloud, then wait for each.
     let starting = spawns
