@@ -376,6 +376,7 @@ fn broker(config: &Config, credentials: Option<SharedCredentials>) -> anyhow::Re
             deadline: Duration::from_secs(config.requests.deadline_s),
             max_answer_bytes: config.requests.max_answer_bytes,
             failover_attempts: config.cloud.failover_attempts,
+            hedge_after: config.cloud.hedge_after(),
         },
     ))
 }

@@ -131,6 +131,19 @@ impl Scheduler {
         *ticket = moved;
     }
 
+    /// A place in `lane` for a second copy of one of `app`'s requests (a hedge), only if it
+    /// can run at once: nobody waits there and it has room. Counted against the app.
+    pub fn try_start(&self, app: &str, lane: Lane, limit: usize, priority: Priority) -> Option<Ticket> {
+        let mut s = self.state.lock().expect("scheduler lock");
+        if let Some(line) = s.lines.get(&lane) {
+            if !line.waiting.is_empty() || line.running >= limit.max(1) {
+                return None;
+            }
+        }
+        *s.per_app.entry(app.to_owned()).or_default() += 1;
+        Some(self.place(&mut s, app, lane, limit, priority))
+    }
+
     /// A new place at the back of `lane`'s line; the caller counted it against `app`.
     fn place(&self, s: &mut State, app: &str, lane: Lane, limit: usize, priority: Priority) -> Ticket {
         let id = s.next_id;
@@ -335,6 +348,26 @@ mod tests {
         drop((failing, next));
         assert!(s.load().is_empty());
         assert_eq!(s.held("a"), 0);
+    }
+
+    #[test]
+    fn a_hedge_starts_only_where_it_runs_at_once() {
+        let s = Scheduler::new(1);
+        let mut busy = s.enqueue("b", lane("prov"), 1, Priority::Interactive).unwrap();
+        assert!(busy.is_dispatched());
+        assert!(
+            s.try_start("a", lane("prov"), 1, Priority::Interactive).is_none(),
+            "prov is full"
+        );
+        let mut hedge = s.try_start("a", lane("nat"), 1, Priority::Interactive).unwrap();
+        assert!(hedge.is_dispatched());
+        assert_eq!(
+            s.held("a"),
+            1,
+            "counted against the app, past its limit of 1 if need be"
+        );
+        drop((busy, hedge));
+        assert!(s.load().is_empty());
     }
 
     #[test]

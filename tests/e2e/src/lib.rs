@@ -215,6 +215,8 @@ pub struct CloudOptions {
     pub require_jwt: bool,
     /// With `fail_status`: the `Retry-After` seconds sent with each failure.
     pub retry_after: Option<u32>,
+    /// Stop sending after this many deltas, keeping the connection open (0: before any).
+    pub stall_after: Option<u32>,
     /// Record each chat request's images (MIME, size, SHA-256), for [`World::cloud_records`].
     pub record: bool,
     /// Serve HTTPS (HTTP/2 by ALPN) with a certificate from a test CA.
@@ -912,6 +914,9 @@ fn add_cloud_args(cmd: &mut Command, spawn: &CloudSpawn) {
     }
     if let Some(s) = options.retry_after {
         cmd.args(["--retry-after", &s.to_string()]);
+    }
+    if let Some(n) = options.stall_after {
+        cmd.args(["--stall-after", &n.to_string()]);
     }
     if options.require_jwt {
         cmd.arg("--require-jwt");
