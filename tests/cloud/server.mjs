@@ -27,7 +27,8 @@ Options:
   --fail-status <n>     answer every chat request with this HTTP status
   --retry-after <s>     with --fail-status: send "Retry-After: s" with each failure
   --break-after <n>     cut streams after n content deltas, without [DONE]
-  --stall-after <n>     stop sending after n content deltas but keep the connection open
+  --stall-after <n>     stop sending after n content deltas but keep the connection open (0: send
+                        the headers and nothing more: no first token)
   --tls-cert <pem>      serve HTTPS with this certificate (chain) and --tls-key: HTTP/2 by ALPN
                         ("h2"), HTTP/1.1 for clients without it; LISTENING then says https://
                         and every HTTP/2 session is logged as "h2 session N from ADDR"
@@ -116,7 +117,7 @@ function parseCommandLine() {
         failStatus: intOption(values, "fail-status", { min: 100, max: 599, fallback: null }),
         retryAfter: intOption(values, "retry-after", { min: 0, max: 1 << 30, fallback: null }),
         breakAfter: intOption(values, "break-after", { min: 1, max: 1 << 30, fallback: null }),
-        stallAfter: intOption(values, "stall-after", { min: 1, max: 1 << 30, fallback: null }),
+        stallAfter: intOption(values, "stall-after", { min: 0, max: 1 << 30, fallback: null }),
         requireJwt: values["require-jwt"],
         record: values.record ?? null,
         tls: values["tls-cert"] ? { cert: values["tls-cert"], key: values["tls-key"] } : null,
@@ -495,6 +496,10 @@ async function handleChat(req, res) {
             ...(req.httpVersionMajor === 1 ? { connection: "keep-alive" } : {}),
         });
         res.write(chunk(choice({ role: "assistant", content: "" })));
+        if (opts.stallAfter === 0) {
+            log("stalling the stream before any delta (--stall-after 0)");
+            return;
+        }
         let cut = false;
         let out;
         try {

@@ -274,6 +274,8 @@ async fn interactive_ttft(background: Priority) -> f64 {
             max_in_flight: 1_000,
             deadline: Duration::from_secs(60),
             max_answer_bytes: 1 << 20,
+            failover_attempts: 1,
+            hedge_after: None,
         },
     ));
     let ask = |priority| ChatOptions {

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 
 use crate::{
     clock::Clock,
-    cloud::{Blame, CARRIED, Carried, ChatRequest, Cloud, CloudError, CloudEvent},
+    cloud::{Blame, CARRIED, Carried, ChatRequest, ChatStream, Cloud, CloudError, CloudEvent},
     ledger::{Ledger, LedgerError, Reservation},
     router::{Route, Router, RouterError},
     scheduler::{Lane, Scheduler, SchedulerError, Ticket},
@@ -70,6 +70,12 @@ pub struct Limits {
     pub deadline: std::time::Duration,
     /// The most answer text one request may stream.
     pub max_answer_bytes: usize,
+    /// Endpoints one request is sent to, in turn, while each fails before its first token
+    /// reaches the app (1: no failover).
+    pub failover_attempts: u32,
+    /// Past this without a first token, the request is also sent to a second endpoint when
+    /// the budget covers both; the first to answer wins. `None`: no hedging.
+    pub hedge_after: Option<std::time::Duration>,
 }
 
 /// A request that passed admission: routed and in line; its tokens are reserved at dispatch.
@@ -82,6 +88,16 @@ pub struct Admitted {
     route: Route,
     request: ChatRequest,
     prompt_estimate: u32,
+    /// What a failover picks by: the model the app named, the priority it gave, and its
+    /// `max_tokens` before the first route's model clamped it.
+    asked: Asked,
+}
+
+#[derive(Debug)]
+struct Asked {
+    model: Option<String>,
+    priority: aiesim_wire::Priority,
+    max_tokens: u32,
 }
 
 impl Admitted {
@@ -130,6 +146,9 @@ pub trait EventSink: Send {
 
     /// The request left the line and is being sent to its endpoint.
     fn dispatched(&mut self) {}
+
+    /// The request's endpoint failed before its first token; it waits for `route` instead.
+    fn rerouted(&mut self, _route: &Route) {}
 }
 
 /// The app is gone or stopped reading; says which, in words.
@@ -208,10 +227,14 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             .pick_with_load(model.as_deref(), |e, m| self.scheduler.outstanding(e, m))
             .map_err(BrokerError::Route)?;
         // Clamped to the daemon's cap and to what the chosen model can produce.
-        let max_tokens = max_tokens
-            .unwrap_or(self.limits.default_max_tokens)
-            .min(self.limits.max_tokens_cap)
-            .min(route.max_output.unwrap_or(u32::MAX));
+        let asked = Asked {
+            model,
+            priority,
+            max_tokens: max_tokens
+                .unwrap_or(self.limits.default_max_tokens)
+                .min(self.limits.max_tokens_cap),
+        };
+        let max_tokens = asked.max_tokens.min(route.max_output.unwrap_or(u32::MAX));
         let prompt_estimate = estimate_prompt_tokens(&messages).saturating_add(self.prompt_overhead(&route));
         let request = ChatRequest {
             model: route.model.clone(),
@@ -226,7 +249,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         };
         let ticket = self
             .scheduler
-            .enqueue(app, lane, route.max_concurrent, priority)
+            .enqueue(app, lane, route.max_concurrent, asked.priority)
             .map_err(BrokerError::InFlight)?;
         Ok(Admitted {
             app: app.to_owned(),
@@ -235,6 +258,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             route,
             request,
             prompt_estimate,
+            asked,
         })
     }
 
@@ -309,63 +333,115 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             app,
             since: admitted_at,
             mut ticket,
-            route,
-            request,
+            mut route,
+            mut request,
             prompt_estimate,
+            asked,
         } = admitted;
         tokio::pin!(cancel);
-        let mut reservation = match self
-            .take_turn(&app, &mut ticket, &route, &request, prompt_estimate, &mut cancel)
-            .await
-        {
-            Ok(r) => r,
-            Err((state, name, message)) => {
-                drop(ticket);
-                let _ = sink
-                    .send(&StreamEvent::Error {
-                        name: name.as_str().to_owned(),
-                        message: message.clone(),
-                    })
-                    .await;
-                return Outcome {
-                    state,
-                    usage: Usage::default(),
-                    charged: 0,
-                    endpoint: route.endpoint,
-                    model: route.model,
-                    error: Some((name, message)),
-                };
-            }
-        };
-        sink.dispatched();
         let mut meter = Meter::new(prompt_estimate, admitted_at);
-        let ended = {
-            let deadline = self.limits.deadline;
-            let streamed = async {
-                tokio::time::timeout(
-                    deadline,
-                    self.stream(&route, &request, sink, &mut meter, &mut reservation),
-                )
+        // Endpoints that failed this request before its first token, and how, in order.
+        let mut failed: Vec<String> = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
+        let mut deadline_at = None;
+        let (reservation, ended) = loop {
+            let mut reservation = match self
+                .take_turn(&app, &mut ticket, &route, &request, meter.prompt_estimate, &mut cancel)
                 .await
-                .unwrap_or_else(|_| {
-                    Err((
-                        EndState::Failed,
-                        ErrorName::LimitExceeded,
-                        format!("the request ran past its deadline of {} s", deadline.as_secs()),
-                    ))
-                })
+            {
+                Ok(r) => r,
+                Err((state, name, mut message)) => {
+                    drop(ticket);
+                    if !failed.is_empty() {
+                        message = format!(
+                            "{}; then failing over to \"{}\": {message}",
+                            failures.join("; then "),
+                            route.endpoint
+                        );
+                        self.record_relayed(&app, &meter.carried, meter.sent);
+                    }
+                    return unserved(sink, route, (state, name, message)).await;
+                }
             };
-            tokio::pin!(streamed);
-            // Biased: a cancel that is already due wins over output that is also ready.
-            tokio::select! {
-                biased;
-                () = &mut cancel => Err((EndState::Cancelled, ErrorName::Cancelled, "the request was cancelled".to_owned())),
-                r = &mut streamed => r,
+            sink.dispatched();
+            // One deadline for every attempt together, from the first dispatch.
+            let at = *deadline_at.get_or_insert_with(|| tokio::time::Instant::now() + self.limits.deadline);
+            let first = self
+                .bounded(
+                    self.first_token(&app, &asked, &route, &request, &mut meter, &mut failed, &mut failures),
+                    at,
+                    &mut cancel,
+                )
+                .await;
+            let ended = match first {
+                Ok((opened, won)) => {
+                    if let Some(Won { leg, primary_used }) = won {
+                        // The hedge answered first: the request is its from here on. The
+                        // primary is charged only what its endpoint reported before it lost.
+                        reservation.commit(primary_used).await;
+                        reservation = leg.reservation;
+                        ticket = leg.ticket;
+                        meter.prompt_estimate = leg.prompt_estimate;
+                        // Its endpoint's TTFT counts from when it was asked.
+                        meter.admitted_at = leg.sent_at;
+                        (route, request) = (leg.route, leg.request);
+                        sink.rerouted(&route);
+                        sink.dispatched();
+                    }
+                    self.bounded(
+                        self.stream(&route, opened, sink, &mut meter, &mut reservation),
+                        at,
+                        &mut cancel,
+                    )
+                    .await
+                }
+                Err(stop) => Err(stop),
+            };
+            // Only an endpoint's fault before anything reached the app, or was billed upstream,
+            // is tried elsewhere: a retry after a token would show the app two answers.
+            let untouched = meter.deltas == 0 && meter.reported.is_none();
+            if let (Err((_, _, message)), true) = (&ended, meter.endpoint_fault && untouched) {
+                failed.push(route.endpoint.clone());
+                if let Some(next) = self.failover_route(&asked, &failed) {
+                    failures.push(message.clone());
+                    tracing::info!(app = %app, from = %route.endpoint, to = %next.endpoint, "failing over before the first token");
+                    // Nothing was used: the reservation goes back whole, and the next endpoint's
+                    // is taken at its own price, for a digest naming it, when its turn comes.
+                    reservation.commit(0).await;
+                    self.reroute(&next, &asked, &mut request, &mut meter, &mut ticket);
+                    sink.rerouted(&next);
+                    route = next;
+                    continue;
+                }
             }
+            // The app learns of the endpoints that failed before the last one too.
+            let ended = match ended {
+                Err((state, name, message)) if !failures.is_empty() => {
+                    Err((state, name, format!("{}; then {message}", failures.join("; then "))))
+                }
+                ended => ended,
+            };
+            break (reservation, ended);
         };
-        self.record_relayed(&app, &meter.carried);
+        self.record_relayed(&app, &meter.carried, meter.sent);
+        // Only after the charge: the next in line reserves from a budget this request no
+        // longer holds.
+        let outcome = self.settle(route, &meter, reservation, ended, sink).await;
+        drop(ticket);
+        outcome
+    }
+
+    /// Charges what the request used and sends its final event.
+    async fn settle(
+        &self,
+        route: Route,
+        meter: &Meter,
+        reservation: Reservation,
+        ended: Result<(), Stop>,
+        sink: &mut impl EventSink,
+    ) -> Outcome {
         let usage = meter.usage();
-        self.learn_prompt_overhead(&route, &meter);
+        self.learn_prompt_overhead(&route, meter);
         // Nothing reached the app and nothing was generated: nothing to bill.
         let used = if meter.deltas == 0 && meter.reported.is_none() && ended.is_err() {
             0
@@ -373,8 +449,6 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens)
         };
         let charged = reservation.commit(used).await;
-        // Only now: the next in line reserves from a budget this request no longer holds.
-        drop(ticket);
         let (state, error) = match ended {
             Ok(()) => (EndState::Done, None),
             Err((state, name, message)) => (state, Some((name, message))),
@@ -403,10 +477,203 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         }
     }
 
-    fn record_relayed(&self, app: &str, carried: &Carried) {
+    /// Runs `work` until it ends, `at` passes or `cancel` resolves.
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, Stop>>,
+        at: tokio::time::Instant,
+        cancel: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<T, Stop> {
+        let deadline = self.limits.deadline;
+        let work = async {
+            tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
+                Err((
+                    EndState::Failed,
+                    ErrorName::LimitExceeded,
+                    format!("the request ran past its deadline of {} s", deadline.as_secs()),
+                ))
+            })
+        };
+        tokio::pin!(work);
+        // Biased: a cancel that is already due wins over output that is also ready.
+        tokio::select! {
+            biased;
+            () = cancel => Err((EndState::Cancelled, ErrorName::Cancelled, "the request was cancelled".to_owned())),
+            r = &mut work => r,
+        }
+    }
+
+    /// Sends the request to `route` and waits for its first token. Past the hedge delay without
+    /// one, sends it to a second endpoint too when there is one with a free place and the
+    /// ledger can afford a second reservation; the first to produce a token (or to end) wins,
+    /// and the loser's stream is dropped, which cancels it. Returns the hedge's leg when it won.
+    #[expect(clippy::too_many_arguments, reason = "one request's parts, borrowed for one attempt")]
+    async fn first_token(
+        &self,
+        app: &str,
+        asked: &Asked,
+        route: &Route,
+        request: &ChatRequest,
+        meter: &mut Meter,
+        failed: &mut Vec<String>,
+        failures: &mut Vec<String>,
+    ) -> Result<(Opened, Option<Won>), Stop> {
+        let carried = Arc::clone(&meter.carried);
+        meter.sent += 1;
+        let primary = self.open(route, request, &carried);
+        tokio::pin!(primary);
+        let unopened = |meter: &mut Meter, u: Unopened| {
+            meter.endpoint_fault = u.endpoint_fault;
+            meter.reported = u.reported;
+            u.stop
+        };
+        if let Some(delay) = self.limits.hedge_after {
+            tokio::select! {
+                biased;
+                r = &mut primary => return r.map(|o| (o, None)).map_err(|u| unopened(meter, u)),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        let Some(leg) = self
+            .limits
+            .hedge_after
+            .and_then(|_| self.hedge_leg(app, asked, route, request, failed))
+        else {
+            return primary.await.map(|o| (o, None)).map_err(|u| unopened(meter, u));
+        };
+        tracing::info!(app, first = %route.endpoint, second = %leg.route.endpoint, "no first token yet: hedging");
+        meter.sent += 1;
+        let (hedge_route, hedge_request) = (leg.route.clone(), leg.request.clone());
+        let hedge = self.open(&hedge_route, &hedge_request, &carried);
+        tokio::pin!(hedge);
+        let mut leg = Some(leg);
+        let mut primary_failed: Option<Unopened> = None;
+        loop {
+            tokio::select! {
+                r = &mut primary, if primary_failed.is_none() => match r {
+                    Ok(opened) => {
+                        if let Some(leg) = leg.take() {
+                            // The hedge lost before its first token and is dropped with any usage
+                            // it may have sent: nothing of it is charged, though its endpoint may
+                            // bill its provider for the prompt it read.
+                            leg.reservation.commit(0).await;
+                        }
+                        return Ok((opened, None));
+                    }
+                    Err(u) => {
+                        if leg.is_none() {
+                            return Err(unopened(meter, u));
+                        }
+                        primary_failed = Some(u);
+                    }
+                },
+                r = &mut hedge, if leg.is_some() => {
+                    let Some(won) = leg.take() else { continue };
+                    match r {
+                        Ok(opened) => {
+                            let primary_used = primary_failed.as_ref().and_then(|u| u.reported).map_or(0, used);
+                            return Ok((opened, Some(Won { leg: won, primary_used })));
+                        }
+                        Err(u) => {
+                            // Charged what its endpoint reported, if anything; never failed over to again.
+                            won.reservation.commit(u.reported.map_or(0, used)).await;
+                            if u.endpoint_fault {
+                                failed.push(won.route.endpoint);
+                                failures.push(u.stop.2);
+                            }
+                            if let Some(u) = primary_failed.take() {
+                                return Err(unopened(meter, u));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A second leg for a request still waiting for its first token on `route`: the best other
+    /// endpoint not yet failed, only if it has a free place now and the ledger can afford both.
+    fn hedge_leg(
+        &self,
+        app: &str,
+        asked: &Asked,
+        route: &Route,
+        request: &ChatRequest,
+        failed: &[String],
+    ) -> Option<Leg> {
+        let mut except = failed.to_vec();
+        except.push(route.endpoint.clone());
+        let next = self
+            .router
+            .pick_except(asked.model.as_deref(), |e, m| self.scheduler.outstanding(e, m), &except)
+            .ok()?;
+        let lane = Lane {
+            endpoint: next.endpoint.clone(),
+            model: next.model.clone(),
+        };
+        let ticket = self
+            .scheduler
+            .try_start(app, lane, next.max_concurrent, asked.priority)?;
+        let request = ChatRequest {
+            model: next.model.clone(),
+            messages: request.messages.clone(),
+            max_tokens: asked.max_tokens.min(next.max_output.unwrap_or(u32::MAX)),
+            temperature: request.temperature,
+        };
+        let prompt_estimate = estimate_prompt_tokens(&request.messages).saturating_add(self.prompt_overhead(&next));
+        let reservation = self
+            .ledger
+            .reserve(
+                app,
+                u64::from(prompt_estimate) + u64::from(request.max_tokens),
+                next.price_per_1k,
+                request_digest(&next, &request),
+            )
+            .inspect_err(|e| tracing::debug!(error = %chain(e), "no hedge: the budget does not cover both"))
+            .ok()?;
+        Some(Leg {
+            route: next,
+            request,
+            ticket,
+            reservation,
+            prompt_estimate,
+            sent_at: self.router.clock().now(),
+        })
+    }
+
+    /// Readies the request for `next`: its model and limits, a fresh start for the TTFT the
+    /// router learns, and a place in `next`'s line.
+    fn reroute(&self, next: &Route, asked: &Asked, request: &mut ChatRequest, meter: &mut Meter, ticket: &mut Ticket) {
+        request.model.clone_from(&next.model);
+        request.max_tokens = asked.max_tokens.min(next.max_output.unwrap_or(u32::MAX));
+        meter.prompt_estimate = estimate_prompt_tokens(&request.messages).saturating_add(self.prompt_overhead(next));
+        meter.admitted_at = self.router.clock().now();
+        meter.endpoint_fault = false;
+        let lane = Lane {
+            endpoint: next.endpoint.clone(),
+            model: next.model.clone(),
+        };
+        self.scheduler
+            .requeue(ticket, lane, next.max_concurrent, asked.priority);
+    }
+
+    /// Where a request goes after the endpoints in `failed` failed it before its first token:
+    /// the best other one, while attempts remain.
+    fn failover_route(&self, asked: &Asked, failed: &[String]) -> Option<Route> {
+        let attempts = usize::try_from(self.limits.failover_attempts).unwrap_or(usize::MAX);
+        if failed.len() >= attempts {
+            return None;
+        }
+        self.router
+            .pick_except(asked.model.as_deref(), |e, m| self.scheduler.outstanding(e, m), failed)
+            .inspect_err(|e| tracing::info!(error = %e, "no endpoint to fail over to"))
+            .ok()
+    }
+
+    fn record_relayed(&self, app: &str, carried: &Carried, requests: u64) {
         let mut relayed = self.relayed.lock().expect("relayed lock");
         let entry = relayed.entry(app.to_owned()).or_default();
-        entry.requests += 1;
+        entry.requests += requests;
         entry.sent_bytes += carried.sent.load(Ordering::Relaxed);
         entry.received_bytes += carried.received.load(Ordering::Relaxed);
     }
@@ -442,53 +709,95 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             })
     }
 
-    async fn stream(
-        &self,
-        route: &Route,
-        request: &ChatRequest,
-        sink: &mut impl EventSink,
-        meter: &mut Meter,
-        reservation: &mut Reservation,
-    ) -> Result<(), (EndState, ErrorName, String)> {
-        let upstream = |e: CloudError| {
-            (
-                EndState::Failed,
-                ErrorName::UpstreamFailed,
-                format!("endpoint \"{}\": {}", route.endpoint, chain(&e)),
-            )
-        };
-        let blamed = |e: &CloudError| match e.blame() {
-            Blame::Endpoint { retry_after } => {
-                if e.is_overload() {
-                    self.router.report_overload(&route.endpoint, &route.model);
+    /// Sends the request to `route` and reads its stream up to the first token (or its end).
+    /// A failure is held against the endpoint unless it was the request's or the device's.
+    async fn open(&self, route: &Route, request: &ChatRequest, carried: &Arc<Carried>) -> Result<Opened, Unopened> {
+        let failed = |e: CloudError, reported| {
+            let blame = e.blame();
+            match blame {
+                Blame::Endpoint { retry_after } => {
+                    if e.is_overload() {
+                        self.router.report_overload(&route.endpoint, &route.model);
+                    }
+                    self.router.report_failure(&route.endpoint, &route.model, retry_after);
                 }
-                self.router.report_failure(&route.endpoint, &route.model, retry_after);
+                // A refused content is the caller's error: it says nothing of the endpoint's health.
+                Blame::Request => self.router.report_alive(&route.endpoint),
+                Blame::Device => {}
             }
-            Blame::Request => self.router.report_alive(&route.endpoint),
-            Blame::Device => {}
+            let stop = if blame == Blame::Request {
+                (
+                    EndState::Failed,
+                    ErrorName::InvalidArgument,
+                    format!("endpoint \"{}\" refused the request: {}", route.endpoint, chain(&e)),
+                )
+            } else {
+                upstream(route, &e)
+            };
+            Unopened {
+                stop,
+                endpoint_fault: matches!(blame, Blame::Endpoint { .. }),
+                reported,
+            }
         };
-        let mut answer_bytes = 0usize;
         // The transport counts the bytes it carries into the task-local the scope sets.
-        let carried = Arc::clone(&meter.carried);
         let mut events = match CARRIED
-            .scope(Arc::clone(&carried), self.cloud.chat(&route.url, request))
+            .scope(Arc::clone(carried), self.cloud.chat(&route.url, request))
             .await
         {
             Ok(s) => s,
-            Err(e) => {
-                // A refused content is the caller's error: it says nothing of the endpoint's health.
-                blamed(&e);
-                if e.blame() == Blame::Request {
-                    return Err((
-                        EndState::Failed,
-                        ErrorName::InvalidArgument,
-                        format!("endpoint \"{}\" refused the request: {}", route.endpoint, chain(&e)),
-                    ));
-                }
-                return Err(upstream(e));
-            }
+            Err(e) => return Err(failed(e, None)),
         };
-        while let Some(event) = CARRIED.scope(Arc::clone(&carried), events.next()).await {
+        let mut reported = None;
+        loop {
+            match CARRIED.scope(Arc::clone(carried), events.next()).await {
+                Some(Ok(CloudEvent::Delta(text))) if !text.is_empty() => {
+                    return Ok(Opened {
+                        events,
+                        first: Some(text),
+                        reported,
+                    });
+                }
+                Some(Ok(CloudEvent::Delta(_))) => {}
+                Some(Ok(CloudEvent::Usage(u))) => reported = Some(u),
+                Some(Err(e)) => return Err(failed(e, reported)),
+                None => {
+                    return Ok(Opened {
+                        events,
+                        first: None,
+                        reported,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Delivers an opened stream to `sink`, from its first token to its end.
+    async fn stream(
+        &self,
+        route: &Route,
+        opened: Opened,
+        sink: &mut impl EventSink,
+        meter: &mut Meter,
+        reservation: &mut Reservation,
+    ) -> Result<(), Stop> {
+        let Opened {
+            mut events,
+            first,
+            reported,
+        } = opened;
+        meter.reported = reported;
+        let mut answer_bytes = 0usize;
+        let carried = Arc::clone(&meter.carried);
+        let mut next = first.map(|text| Ok(CloudEvent::Delta(text)));
+        loop {
+            let event = match next.take() {
+                Some(event) => event,
+                None => match CARRIED.scope(Arc::clone(&carried), events.next()).await {
+                    Some(event) => event,
+                    None => break,
+                },
+            };
             match event {
                 Ok(CloudEvent::Delta(text)) => {
                     if text.is_empty() {
@@ -516,17 +825,85 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                     }
                 }
                 Ok(CloudEvent::Usage(u)) => meter.reported = Some(u),
-                Err(e) => {
-                    if meter.deltas == 0 {
-                        blamed(&e);
-                    }
-                    return Err(upstream(e));
-                }
+                // After the first token: the app has words, so no failover, and (as the endpoint
+                // did answer) no failure held against it.
+                Err(e) => return Err(upstream(route, &e)),
             }
         }
         let (ttft, itl) = meter.latency(self.router.clock().now());
         self.router.report_success(&route.endpoint, &route.model, ttft, itl);
         Ok(())
+    }
+}
+
+/// Why a request stopped: how it ended, the error the app gets, and the message.
+type Stop = (EndState, ErrorName, String);
+
+fn upstream(route: &Route, e: &CloudError) -> Stop {
+    (
+        EndState::Failed,
+        ErrorName::UpstreamFailed,
+        format!("endpoint \"{}\": {}", route.endpoint, chain(e)),
+    )
+}
+
+/// The tokens a reported usage counts.
+fn used(u: Usage) -> u64 {
+    u64::from(u.prompt_tokens) + u64::from(u.completion_tokens)
+}
+
+/// An attempt that reached its first token, or ended without one.
+struct Opened {
+    events: ChatStream,
+    /// The first piece of the answer; `None` when the stream ended without one.
+    first: Option<String>,
+    reported: Option<Usage>,
+}
+
+/// An attempt that failed before its first token.
+struct Unopened {
+    stop: Stop,
+    /// The endpoint's fault (not the request's or the device's): another may answer.
+    endpoint_fault: bool,
+    /// Usage the endpoint reported before failing: billed upstream, so charged.
+    reported: Option<Usage>,
+}
+
+/// A hedge: the same request on a second endpoint, with its own place and reservation.
+struct Leg {
+    route: Route,
+    request: ChatRequest,
+    ticket: Ticket,
+    reservation: Reservation,
+    prompt_estimate: u32,
+    sent_at: std::time::Instant,
+}
+
+/// A hedge that answered first, and what the primary's endpoint reported before it lost.
+struct Won {
+    leg: Leg,
+    primary_used: u64,
+}
+
+/// Ends a request that was never sent (or not sent again): its one final event, nothing charged.
+async fn unserved(
+    sink: &mut impl EventSink,
+    route: Route,
+    (state, name, message): (EndState, ErrorName, String),
+) -> Outcome {
+    let _ = sink
+        .send(&StreamEvent::Error {
+            name: name.as_str().to_owned(),
+            message: message.clone(),
+        })
+        .await;
+    Outcome {
+        state,
+        usage: Usage::default(),
+        charged: 0,
+        endpoint: route.endpoint,
+        model: route.model,
+        error: Some((name, message)),
     }
 }
 
@@ -540,6 +917,10 @@ struct Meter {
     last_delta: Option<std::time::Instant>,
     /// The HTTP body bytes the request carried, which the transport counts.
     carried: Arc<Carried>,
+    /// The attempt ended with the endpoint's fault (not the caller's, not the device's).
+    endpoint_fault: bool,
+    /// Requests sent to endpoints: attempts and hedges.
+    sent: u64,
 }
 
 impl Meter {
@@ -552,6 +933,8 @@ impl Meter {
             first_delta: None,
             last_delta: None,
             carried: Arc::default(),
+            endpoint_fault: false,
+            sent: 0,
         }
     }
 
@@ -670,17 +1053,25 @@ mod tests {
     use futures_util::stream;
 
     use super::*;
-    use crate::{clock::ManualClock, cloud::ChatStream, config::EndpointConfig, router::Tier};
+    use crate::{clock::ManualClock, config::EndpointConfig, router::Tier};
 
     /// A scripted cloud: the faults it plays (a broken stream, a refused connection) are ones
     /// the real model server cannot be made to produce on cue.
     /// One scripted chat: refused (`Err`) or a stream of events and failures.
     type Scripted = Result<Vec<Result<CloudEvent, ()>>, CloudError>;
 
-    struct Script(Mutex<Vec<Scripted>>);
+    /// The script, and the base URL of each chat asked of it, in order.
+    struct Script(Mutex<Vec<Scripted>>, Mutex<Vec<String>>);
+
+    impl Script {
+        fn new(script: Vec<Scripted>) -> Self {
+            Self(Mutex::new(script), Mutex::default())
+        }
+    }
 
     impl Cloud for Script {
-        async fn chat(&self, _base_url: &str, _request: &ChatRequest) -> Result<ChatStream, CloudError> {
+        async fn chat(&self, base_url: &str, _request: &ChatRequest) -> Result<ChatStream, CloudError> {
+            self.1.lock().unwrap().push(base_url.to_owned());
             let next = self.0.lock().unwrap().remove(0);
             match next {
                 Err(e) => Err(e),
@@ -705,7 +1096,7 @@ mod tests {
     }
 
     fn broker(script: Vec<Scripted>) -> Broker<Script, ManualClock> {
-        broker_on(Script(Mutex::new(script)), 2, 1_000, 2)
+        broker_on(Script::new(script), 2, 1_000, 2)
     }
 
     /// A broker on the first `endpoints` of metro and prov.
@@ -747,6 +1138,8 @@ mod tests {
                 max_in_flight: 64,
                 deadline: Duration::from_secs(600),
                 max_answer_bytes: 1 << 20,
+                failover_attempts: 2,
+                hedge_after: None,
             },
         )
     }
@@ -862,7 +1255,8 @@ mod tests {
 
     #[tokio::test]
     async fn failed_connect_charges_nothing_and_cools_the_endpoint() {
-        let b = broker(vec![Err(CloudError::test_connect())]);
+        let mut b = broker(vec![Err(CloudError::test_connect())]);
+        b.limits.failover_attempts = 1;
         let a = b.admit("app", ask(Some(10))).unwrap();
         let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
         assert_eq!((out.state, out.charged), (EndState::Failed, 0));
@@ -910,7 +1304,7 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err.name(), ErrorName::NoEndpoint);
-        let broke = broker_on(Script(Mutex::new(vec![])), 1, 100, 2);
+        let broke = broker_on(Script::new(vec![]), 1, 100, 2);
         let err = broke.admit("app", ask(Some(200))).unwrap_err();
         assert_eq!(
             err.name(),
@@ -952,7 +1346,8 @@ mod tests {
     #[tokio::test]
     async fn overload_cools_the_endpoint_and_fails_upstream() {
         for status in [429, 503, 500] {
-            let b = broker(vec![Err(CloudError::test_status(status, Some(Duration::from_secs(5))))]);
+            let mut b = broker(vec![Err(CloudError::test_status(status, Some(Duration::from_secs(5))))]);
+            b.limits.failover_attempts = 1;
             let a = b.admit("app", ask(Some(10))).unwrap();
             let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
             assert_eq!(out.error.unwrap().0, ErrorName::UpstreamFailed);
@@ -973,6 +1368,333 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    fn asked(b: &Broker<Script, ManualClock>) -> Vec<String> {
+        b.cloud.1.lock().unwrap().clone()
+    }
+
+    fn failures(b: &Broker<Script, ManualClock>, endpoint: &str) -> u64 {
+        let stats = b.router().statistics();
+        stats.iter().find(|s| s.endpoint == endpoint).unwrap().failures
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_failing_before_the_first_token_is_failed_over() {
+        let broken_at_once = Ok(vec![Err(())]);
+        for (fault, what) in [
+            (Err(CloudError::test_status(503, None)), "503"),
+            (Err(CloudError::test_status(500, None)), "500"),
+            (Err(CloudError::test_connect()), "connect"),
+            (broken_at_once, "broken before a token"),
+        ] {
+            let b = broker(vec![
+                fault,
+                Ok(vec![
+                    delta("from prov"),
+                    Ok(CloudEvent::Usage(Usage {
+                        prompt_tokens: 9,
+                        completion_tokens: 1,
+                    })),
+                ]),
+            ]);
+            let a = b.admit("app", ask(Some(10))).unwrap();
+            assert_eq!(a.route().endpoint, "metro", "{what}");
+            let mut sink = Collect::default();
+            let out = b.run(a, &mut sink, std::future::pending()).await;
+            assert_eq!((out.state, out.endpoint.as_str()), (EndState::Done, "prov"), "{what}");
+            assert_eq!(asked(&b), ["http://m/v1", "http://p/v1"], "{what}");
+            // Charged once, for what prov answered; metro's reservation went back whole.
+            assert_eq!(out.charged, 10, "{what}");
+            let balance = b.ledger().balance("app");
+            assert_eq!((balance.spent, balance.reserved), (10, 0), "{what}");
+            assert_eq!(b.relayed()["app"].requests, 2, "{what}");
+            assert_eq!((failures(&b, "metro"), failures(&b, "prov")), (1, 0), "{what}");
+            // The app saw one answer, with no trace of the failure but the endpoint's name.
+            assert_eq!(sink.0.len(), 2, "{what}: {:?}", sink.0);
+            assert!(
+                matches!(&sink.0[1], StreamEvent::Done { endpoint, charged: 10, .. } if endpoint == "prov"),
+                "{what}: {:?}",
+                sink.0
+            );
+            assert_eq!(b.scheduler().held("app"), 0, "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_is_not_failed_over() {
+        for status in [400, 413, 422] {
+            let b = broker(vec![Err(CloudError::test_status(status, None))]);
+            let a = b.admit("app", ask(Some(10))).unwrap();
+            let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+            assert_eq!(out.error.unwrap().0, ErrorName::InvalidArgument, "{status}");
+            assert_eq!((out.endpoint.as_str(), out.charged), ("metro", 0), "{status}");
+            assert_eq!(asked(&b), ["http://m/v1"], "{status}");
+            assert_eq!(failures(&b, "metro"), 0, "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_broken_after_its_first_token_is_not_sent_again() {
+        let b = broker(vec![Ok(vec![delta("a"), delta("b"), Err(())])]);
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let mut sink = Collect::default();
+        let out = b.run(a, &mut sink, std::future::pending()).await;
+        let (name, message) = out.error.clone().unwrap();
+        assert_eq!((out.state, name), (EndState::Failed, ErrorName::UpstreamFailed));
+        assert!(message.starts_with("endpoint \"metro\""), "{message}");
+        let prompt = u64::from(estimate_prompt_tokens(&[Message::new("user", "hello there")]));
+        assert_eq!(out.charged, prompt + 2, "the delivered part is charged");
+        assert_eq!(b.ledger().balance("app").spent, prompt + 2);
+        assert_eq!(asked(&b), ["http://m/v1"]);
+        assert_eq!(b.relayed()["app"].requests, 1);
+        // Once the app had words the endpoint is not blamed for the break, as before.
+        assert_eq!(failures(&b, "metro"), 0);
+    }
+
+    #[tokio::test]
+    async fn usage_reported_before_a_break_is_charged_not_failed_over() {
+        let b = broker(vec![Ok(vec![
+            Ok(CloudEvent::Usage(Usage {
+                prompt_tokens: 7,
+                completion_tokens: 0,
+            })),
+            Err(()),
+        ])]);
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(out.error.unwrap().0, ErrorName::UpstreamFailed);
+        assert_eq!(
+            (out.charged, asked(&b).len()),
+            (7, 1),
+            "billed upstream: not sent twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn failover_ends_when_its_attempts_or_endpoints_run_out() {
+        // Both endpoints fail: two attempts, one error naming both, nothing charged.
+        let b = broker(vec![
+            Err(CloudError::test_status(503, None)),
+            Err(CloudError::test_connect()),
+        ]);
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let mut sink = Collect::default();
+        let out = b.run(a, &mut sink, std::future::pending()).await;
+        let (name, message) = out.error.unwrap();
+        assert_eq!((out.state, name), (EndState::Failed, ErrorName::UpstreamFailed));
+        assert!(
+            message.contains("endpoint \"metro\"") && message.contains("; then endpoint \"prov\""),
+            "{message}"
+        );
+        assert_eq!((out.endpoint.as_str(), out.charged), ("prov", 0));
+        assert_eq!(asked(&b), ["http://m/v1", "http://p/v1"]);
+        assert_eq!((failures(&b, "metro"), failures(&b, "prov")), (1, 1));
+        let balance = b.ledger().balance("app");
+        assert_eq!((balance.spent, balance.reserved), (0, 0));
+        assert_eq!(sink.0.iter().filter(|e| e.is_final()).count(), 1);
+        assert_eq!(b.relayed()["app"].requests, 2);
+
+        // One attempt configured: no failover.
+        let mut b = broker(vec![Err(CloudError::test_status(503, None))]);
+        b.limits.failover_attempts = 1;
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(out.error.unwrap().0, ErrorName::UpstreamFailed);
+        assert_eq!(asked(&b), ["http://m/v1"]);
+
+        // Only one endpoint: nowhere to go.
+        let b = broker_on(Script::new(vec![Err(CloudError::test_connect())]), 2, 1_000, 1);
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(out.error.unwrap().0, ErrorName::UpstreamFailed);
+        assert_eq!(asked(&b), ["http://m/v1"]);
+    }
+
+    /// A scripted cloud that runs `hook` before each chat.
+    struct Hooked<F>(Script, F);
+
+    impl<F: Fn() + Send + Sync + 'static> Cloud for Hooked<F> {
+        async fn chat(&self, base_url: &str, request: &ChatRequest) -> Result<ChatStream, CloudError> {
+            (self.1)();
+            self.0.chat(base_url, request).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failover_the_budget_no_longer_covers_is_refused_and_charges_nothing() {
+        // The app's budget is lowered while its request is on its way to metro: metro's
+        // reservation goes back whole, and the failover's own is refused.
+        let ledger = std::sync::Arc::new(std::sync::OnceLock::<Ledger>::new());
+        let lower = std::sync::Arc::clone(&ledger);
+        let cloud = Hooked(Script::new(vec![Err(CloudError::test_status(503, None))]), move || {
+            lower.get().unwrap().set_budgets(crate::ledger::Budgets {
+                app_tokens: 5,
+                device_tokens: 10_000,
+                ..crate::ledger::Budgets::default()
+            });
+        });
+        let b = broker_on(cloud, 2, 1_000, 2);
+        assert!(ledger.set(b.ledger().clone()).is_ok());
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let mut sink = Collect::default();
+        let out = b.run(a, &mut sink, std::future::pending()).await;
+        let (name, message) = out.error.unwrap();
+        assert_eq!(name, ErrorName::BudgetExceeded, "{message}");
+        assert!(
+            message.contains("scripted 503") && message.contains("then failing over to \"prov\""),
+            "{message}"
+        );
+        assert_eq!((out.endpoint.as_str(), out.charged), ("prov", 0));
+        assert_eq!(*b.cloud.0.1.lock().unwrap(), ["http://m/v1"]);
+        let balance = b.ledger().balance("app");
+        assert_eq!((balance.spent, balance.reserved), (0, 0));
+        assert_eq!(b.scheduler().held("app"), 0);
+        assert_eq!(sink.0.iter().filter(|e| e.is_final()).count(), 1);
+    }
+
+    /// A scripted cloud whose endpoints take their time to answer, by base URL.
+    struct Slow(Script, Vec<(&'static str, Duration)>);
+
+    impl Cloud for Slow {
+        async fn chat(&self, base_url: &str, request: &ChatRequest) -> Result<ChatStream, CloudError> {
+            // Taken from the script in the order asked, answered after the endpoint's delay.
+            let answer = self.0.chat(base_url, request).await;
+            if let Some((_, delay)) = self.1.iter().find(|(url, _)| *url == base_url) {
+                tokio::time::sleep(*delay).await;
+            }
+            answer
+        }
+    }
+
+    #[expect(clippy::unnecessary_wraps, reason = "scripts are lists of results")]
+    fn answer(text: &str, prompt_tokens: u32) -> Scripted {
+        Ok(vec![
+            delta(text),
+            Ok(CloudEvent::Usage(Usage {
+                prompt_tokens,
+                completion_tokens: 1,
+            })),
+        ])
+    }
+
+    /// A broker hedging after 100 ms, metro answering after `metro` ms and prov after `prov`;
+    /// the races are decided by 100 ms or more, in real time.
+    fn hedged(script: Vec<Scripted>, metro: u64, prov: u64, app_tokens: u64) -> Broker<Slow, ManualClock> {
+        let delays = vec![
+            ("http://m/v1", Duration::from_millis(metro)),
+            ("http://p/v1", Duration::from_millis(prov)),
+        ];
+        let mut b = broker_on(Slow(Script::new(script), delays), 2, app_tokens, 2);
+        b.limits.hedge_after = Some(Duration::from_millis(100));
+        b
+    }
+
+    fn slow_asked(b: &Broker<Slow, ManualClock>) -> Vec<String> {
+        b.cloud.0.1.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn a_slow_first_token_is_hedged_and_the_first_answer_wins() {
+        let b = hedged(vec![answer("slow", 9), answer("fast", 8)], 5_000, 0, 1_000);
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        assert_eq!(a.route().endpoint, "metro");
+        let mut sink = Collect::default();
+        let started = tokio::time::Instant::now();
+        let out = b.run(a, &mut sink, std::future::pending()).await;
+        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+        assert_eq!((out.state, out.endpoint.as_str()), (EndState::Done, "prov"));
+        assert_eq!(slow_asked(&b), ["http://m/v1", "http://p/v1"]);
+        // Only the winner's usage is charged; the loser's reservation went back whole.
+        assert_eq!(out.charged, 9);
+        let balance = b.ledger().balance("app");
+        assert_eq!((balance.spent, balance.reserved), (9, 0));
+        assert_eq!(sink.0.len(), 2, "{:?}", sink.0);
+        assert_eq!(sink.0[0], StreamEvent::Delta { text: "fast".into() });
+        assert_eq!(b.scheduler().held("app"), 0);
+        assert_eq!(b.relayed()["app"].requests, 2);
+        let stats = b.router().statistics();
+        assert_eq!(
+            stats.iter().map(|s| (s.failures, s.successes)).collect::<Vec<_>>(),
+            [(0, 0), (0, 1)],
+            "losing a race is no failure"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_endpoint_may_still_win_and_the_hedge_is_released() {
+        let b = hedged(vec![answer("first", 9), answer("hedge", 8)], 300, 3_000, 1_000);
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let mut sink = Collect::default();
+        let out = b.run(a, &mut sink, std::future::pending()).await;
+        assert_eq!((out.endpoint.as_str(), out.charged), ("metro", 10));
+        assert_eq!(slow_asked(&b), ["http://m/v1", "http://p/v1"]);
+        let balance = b.ledger().balance("app");
+        assert_eq!((balance.spent, balance.reserved), (10, 0));
+        assert_eq!(sink.0[0], StreamEvent::Delta { text: "first".into() });
+        assert_eq!(b.scheduler().held("app"), 0);
+    }
+
+    #[tokio::test]
+    async fn no_hedge_within_the_delay_or_beyond_the_budget() {
+        // The first token comes before the delay.
+        let b = hedged(vec![answer("quick", 9)], 0, 0, 1_000);
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!((out.endpoint.as_str(), out.charged), ("metro", 10));
+        assert_eq!(slow_asked(&b), ["http://m/v1"]);
+
+        // The budget covers one reservation, not two: no hedge, however slow.
+        let b = hedged(vec![answer("slow", 9)], 300, 0, 30);
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        assert!(a.estimate() * 2 > 30, "{}", a.estimate());
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!((out.endpoint.as_str(), out.charged), ("metro", 10));
+        assert_eq!(slow_asked(&b), ["http://m/v1"]);
+        assert_eq!(b.ledger().balance("app").spent, 10);
+    }
+
+    #[tokio::test]
+    async fn a_hedge_that_fails_leaves_the_race_to_the_first_endpoint() {
+        let b = hedged(
+            vec![answer("slow", 9), Err(CloudError::test_status(503, None))],
+            400,
+            0,
+            1_000,
+        );
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(
+            (out.state, out.endpoint.as_str(), out.charged),
+            (EndState::Done, "metro", 10)
+        );
+        let balance = b.ledger().balance("app");
+        assert_eq!((balance.spent, balance.reserved), (10, 0));
+        let failures: Vec<_> = b.router().statistics().iter().map(|s| s.failures).collect();
+        assert_eq!(failures, [0, 1]);
+        assert_eq!(b.scheduler().held("app"), 0);
+    }
+
+    #[tokio::test]
+    async fn when_the_first_endpoint_fails_the_running_hedge_answers() {
+        let b = hedged(
+            vec![Err(CloudError::test_status(503, None)), answer("hedge", 8)],
+            250,
+            500,
+            1_000,
+        );
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(
+            (out.state, out.endpoint.as_str(), out.charged),
+            (EndState::Done, "prov", 9)
+        );
+        // Not sent a third time: the hedge was already on its way.
+        assert_eq!(slow_asked(&b), ["http://m/v1", "http://p/v1"]);
+        let balance = b.ledger().balance("app");
+        assert_eq!((balance.spent, balance.reserved), (9, 0));
+        let failures: Vec<_> = b.router().statistics().iter().map(|s| s.failures).collect();
+        assert_eq!(failures, [1, 0]);
     }
 
     /// A cloud that logs who asked, in order, and holds each answer until the test lets it go;

@@ -397,6 +397,12 @@ pub struct CloudConfig {
     pub idle_timeout_ms: u64,
     /// How long a connection to an endpoint stays open after its last request.
     pub keepalive_window_ms: u64,
+    /// Endpoints one request is sent to, in turn, while each fails before the first token
+    /// (1: no failover).
+    pub failover_attempts: u32,
+    /// Past this without a first token, a request is also sent to a second endpoint when the
+    /// budget covers both (0: never).
+    pub hedge_after_ms: u64,
 }
 
 impl Default for CloudConfig {
@@ -410,11 +416,63 @@ impl Default for CloudConfig {
             first_byte_timeout_ms: 60_000,
             idle_timeout_ms: 30_000,
             keepalive_window_ms: 30_000,
+            failover_attempts: 2,
+            hedge_after_ms: 0,
         }
     }
 }
 
 impl CloudConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let c = self;
+        if !parse_hex(&c.iot_safe_aid).is_some_and(|aid| (5..=16).contains(&aid.len())) {
+            return rule(
+                "cloud.iot_safe_aid",
+                format!(
+                    "cloud.iot_safe_aid must be 5 to 16 bytes of hex, not \"{}\"",
+                    c.iot_safe_aid
+                ),
+            );
+        }
+        for (key, value) in [
+            ("connect_timeout_ms", c.connect_timeout_ms),
+            ("first_byte_timeout_ms", c.first_byte_timeout_ms),
+            ("idle_timeout_ms", c.idle_timeout_ms),
+        ] {
+            if value == 0 {
+                return rule(format!("cloud.{key}"), format!("cloud.{key} must be above 0 ms"));
+            }
+        }
+        if c.keepalive_window_ms > 3_600_000 {
+            return rule(
+                "cloud.keepalive_window_ms",
+                format!(
+                    "cloud.keepalive_window_ms must be at most 3600000 (an hour), not {}",
+                    c.keepalive_window_ms
+                ),
+            );
+        }
+        if !(1..=8).contains(&c.failover_attempts) {
+            return rule(
+                "cloud.failover_attempts",
+                format!(
+                    "cloud.failover_attempts must be between 1 (no failover) and 8, not {}",
+                    c.failover_attempts
+                ),
+            );
+        }
+        if c.hedge_after_ms > 600_000 {
+            return rule(
+                "cloud.hedge_after_ms",
+                format!(
+                    "cloud.hedge_after_ms must be at most 600000 (0: no hedging), not {}",
+                    c.hedge_after_ms
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// The IoT SAFE AID as bytes (validated by [`Config::validate`]).
     pub fn iot_safe_aid(&self) -> Vec<u8> {
         parse_hex(&self.iot_safe_aid).unwrap_or_default()
@@ -431,6 +489,9 @@ impl CloudConfig {
     }
     pub fn keepalive_window(&self) -> Duration {
         Duration::from_millis(self.keepalive_window_ms)
+    }
+    pub fn hedge_after(&self) -> Option<Duration> {
+        (self.hedge_after_ms > 0).then(|| Duration::from_millis(self.hedge_after_ms))
     }
 }
 
@@ -762,34 +823,7 @@ impl Config {
             }
         }
         self.fastpath.validate()?;
-        let c = &self.cloud;
-        if !parse_hex(&c.iot_safe_aid).is_some_and(|aid| (5..=16).contains(&aid.len())) {
-            return rule(
-                "cloud.iot_safe_aid",
-                format!(
-                    "cloud.iot_safe_aid must be 5 to 16 bytes of hex, not \"{}\"",
-                    c.iot_safe_aid
-                ),
-            );
-        }
-        for (key, value) in [
-            ("connect_timeout_ms", c.connect_timeout_ms),
-            ("first_byte_timeout_ms", c.first_byte_timeout_ms),
-            ("idle_timeout_ms", c.idle_timeout_ms),
-        ] {
-            if value == 0 {
-                return rule(format!("cloud.{key}"), format!("cloud.{key} must be above 0 ms"));
-            }
-        }
-        if c.keepalive_window_ms > 3_600_000 {
-            return rule(
-                "cloud.keepalive_window_ms",
-                format!(
-                    "cloud.keepalive_window_ms must be at most 3600000 (an hour), not {}",
-                    c.keepalive_window_ms
-                ),
-            );
-        }
+        self.cloud.validate()?;
         self.modem.validate()?;
         if self.fastpath.enabled && self.fastpath.interface.is_empty() {
             return rule(
@@ -1096,6 +1130,26 @@ mod tests {
         assert!(e.to_string().contains("budget.app_tokens_per_minute"), "{e}");
         let e = parse("[budget]\ndevice_daily_tokens = 99999999999999999").unwrap_err();
         assert!(e.to_string().contains("not a sensible limit"), "{e}");
+    }
+
+    #[test]
+    fn failover_attempts_default_to_one_retry_and_are_bounded() {
+        assert_eq!(parse("").unwrap().cloud.failover_attempts, 2);
+        assert_eq!(
+            parse("[cloud]\nfailover_attempts = 1").unwrap().cloud.failover_attempts,
+            1
+        );
+        for bad in [0, 9] {
+            let e = parse(&format!("[cloud]\nfailover_attempts = {bad}")).unwrap_err();
+            assert!(e.to_string().contains("cloud.failover_attempts"), "{e}");
+        }
+        assert_eq!(parse("").unwrap().cloud.hedge_after(), None);
+        assert_eq!(
+            parse("[cloud]\nhedge_after_ms = 800").unwrap().cloud.hedge_after(),
+            Some(Duration::from_millis(800))
+        );
+        let e = parse("[cloud]\nhedge_after_ms = 600001").unwrap_err();
+        assert!(e.to_string().contains("cloud.hedge_after_ms"), "{e}");
     }
 
     #[test]

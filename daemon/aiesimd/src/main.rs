@@ -393,6 +393,8 @@ fn broker(config: &Config, credentials: Option<SharedCredentials>) -> anyhow::Re
             max_in_flight: config.requests.max_in_flight_per_app,
             deadline: Duration::from_secs(config.requests.deadline_s),
             max_answer_bytes: config.requests.max_answer_bytes,
+            failover_attempts: config.cloud.failover_attempts,
+            hedge_after: config.cloud.hedge_after(),
         },
     ))
 }

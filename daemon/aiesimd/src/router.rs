@@ -413,6 +413,17 @@ impl<K: Clock> Router<K> {
         model: Option<&str>,
         load: impl Fn(&str, &str) -> usize,
     ) -> Result<Route, RouterError> {
+        self.pick_except(model, load, &[])
+    }
+
+    /// Like [`Self::pick_with_load`], never choosing one of the endpoints named in `tried`
+    /// (those that already failed the request).
+    pub fn pick_except(
+        &self,
+        model: Option<&str>,
+        load: impl Fn(&str, &str) -> usize,
+        tried: &[String],
+    ) -> Result<Route, RouterError> {
         let now = self.clock.now();
         let mut registry = self.registry.lock().expect("router lock");
         if registry.merged.is_empty() {
@@ -430,6 +441,9 @@ impl<K: Clock> Router<K> {
                 None => 0,
             };
             serving += 1;
+            if tried.contains(&entry.spec.name) {
+                continue;
+            }
             let takes = match entry.health {
                 Health::Healthy => true,
                 Health::Cooling { until } => now >= until,
@@ -668,6 +682,33 @@ mod tests {
         assert_eq!(r.pick(Some("m")).unwrap_err(), RouterError::AllCoolingDown);
         clock.advance(Duration::from_secs(31));
         assert_eq!(r.pick(None).unwrap().endpoint, "metro");
+    }
+
+    #[test]
+    fn a_failover_never_goes_back_to_an_endpoint_that_failed_the_request() {
+        let clock = ManualClock::default();
+        let r = three(&clock);
+        let tried = |names: &[&str]| names.iter().map(|&n| n.to_owned()).collect::<Vec<_>>();
+        // metro failed with a Retry-After of 0: healthy again, yet not for this request.
+        r.report_failure("metro", "m", Some(Duration::ZERO));
+        for _ in 0..50 {
+            let pick = r.pick_except(None, |_, _| 0, &tried(&["metro"])).unwrap();
+            assert_ne!(pick.endpoint, "metro");
+        }
+        assert_eq!(
+            r.pick_except(None, |_, _| 0, &tried(&["metro", "prov"]))
+                .unwrap()
+                .endpoint,
+            "nat"
+        );
+        assert_eq!(
+            r.pick_except(Some("m"), |_, _| 0, &tried(&["metro", "prov", "nat"])),
+            Err(RouterError::AllCoolingDown)
+        );
+        assert!(
+            (0..50).any(|_| r.pick(None).unwrap().endpoint == "metro"),
+            "other requests still go there"
+        );
     }
 
     #[test]

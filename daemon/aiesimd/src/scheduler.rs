@@ -116,6 +116,36 @@ impl Scheduler {
             });
         }
         *s.per_app.entry(app.to_owned()).or_default() += 1;
+        Ok(self.place(&mut s, app, lane, limit, priority))
+    }
+
+    /// Moves a request to `lane`'s line (another endpoint, after its own failed), counted once
+    /// against its app however full that is; the turn it held hands on to the next waiter.
+    pub fn requeue(&self, ticket: &mut Ticket, lane: Lane, limit: usize, priority: Priority) {
+        let moved = {
+            let mut s = self.state.lock().expect("scheduler lock");
+            *s.per_app.entry(ticket.app.clone()).or_default() += 1;
+            self.place(&mut s, &ticket.app, lane, limit, priority)
+        };
+        // Dropping the old ticket gives back its count and its place.
+        *ticket = moved;
+    }
+
+    /// A place in `lane` for a second copy of one of `app`'s requests (a hedge), only if it
+    /// can run at once: nobody waits there and it has room. Counted against the app.
+    pub fn try_start(&self, app: &str, lane: Lane, limit: usize, priority: Priority) -> Option<Ticket> {
+        let mut s = self.state.lock().expect("scheduler lock");
+        if let Some(line) = s.lines.get(&lane) {
+            if !line.waiting.is_empty() || line.running >= limit.max(1) {
+                return None;
+            }
+        }
+        *s.per_app.entry(app.to_owned()).or_default() += 1;
+        Some(self.place(&mut s, app, lane, limit, priority))
+    }
+
+    /// A new place at the back of `lane`'s line; the caller counted it against `app`.
+    fn place(&self, s: &mut State, app: &str, lane: Lane, limit: usize, priority: Priority) -> Ticket {
         let id = s.next_id;
         s.next_id += 1;
         let (wake, turn) = oneshot::channel();
@@ -129,14 +159,13 @@ impl Scheduler {
             wake,
         });
         queue.pump();
-        drop(s);
-        Ok(Ticket {
+        Ticket {
             state: Arc::clone(&self.state),
             id,
             app: app.to_owned(),
             lane,
             woken: Some(turn),
-        })
+        }
     }
 
     /// Requests `app` holds, waiting or running.
@@ -300,6 +329,45 @@ mod tests {
         drop((a, c, other));
         assert!(s.load().is_empty(), "empty lanes are forgotten");
         assert_eq!(s.held("a"), 0);
+    }
+
+    #[test]
+    fn a_requeued_request_waits_in_its_new_line_and_hands_its_old_turn_on() {
+        // The app is at its limit of two: a failover is counted once, not refused.
+        let s = Scheduler::new(2);
+        let mut failing = s.enqueue("a", lane("metro"), 1, Priority::Interactive).unwrap();
+        let mut next = s.enqueue("a", lane("metro"), 1, Priority::Interactive).unwrap();
+        let mut busy = s.enqueue("b", lane("prov"), 1, Priority::Interactive).unwrap();
+        assert!(failing.is_dispatched() && busy.is_dispatched() && !next.is_dispatched());
+        s.requeue(&mut failing, lane("prov"), 1, Priority::Interactive);
+        assert!(next.is_dispatched(), "metro's turn went to the next in line");
+        assert!(!failing.is_dispatched(), "prov serves one at a time");
+        assert_eq!((s.held("a"), s.outstanding("prov", "m")), (2, 2));
+        drop(busy);
+        assert!(failing.is_dispatched());
+        drop((failing, next));
+        assert!(s.load().is_empty());
+        assert_eq!(s.held("a"), 0);
+    }
+
+    #[test]
+    fn a_hedge_starts_only_where_it_runs_at_once() {
+        let s = Scheduler::new(1);
+        let mut busy = s.enqueue("b", lane("prov"), 1, Priority::Interactive).unwrap();
+        assert!(busy.is_dispatched());
+        assert!(
+            s.try_start("a", lane("prov"), 1, Priority::Interactive).is_none(),
+            "prov is full"
+        );
+        let mut hedge = s.try_start("a", lane("nat"), 1, Priority::Interactive).unwrap();
+        assert!(hedge.is_dispatched());
+        assert_eq!(
+            s.held("a"),
+            1,
+            "counted against the app, past its limit of 1 if need be"
+        );
+        drop((busy, hedge));
+        assert!(s.load().is_empty());
     }
 
     #[test]

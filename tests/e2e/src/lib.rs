@@ -215,6 +215,8 @@ pub struct CloudOptions {
     pub require_jwt: bool,
     /// With `fail_status`: the `Retry-After` seconds sent with each failure.
     pub retry_after: Option<u32>,
+    /// Stop sending after this many deltas, keeping the connection open (0: before any).
+    pub stall_after: Option<u32>,
     /// Record each chat request's images (MIME, size, SHA-256), for [`World::cloud_records`].
     pub record: bool,
     /// Serve HTTPS (HTTP/2 by ALPN) with a certificate from a test CA.
@@ -281,6 +283,9 @@ pub struct WorldOptions {
     pub operator_network: bool,
     /// Each configured endpoint's `max_concurrent` (the model serves one at a time).
     pub endpoint_max_concurrent: usize,
+    /// With `operator_network`: the metro cloud's own options (a faulty metro beside healthy
+    /// tiers); `None`: `cloud`'s, like the others.
+    pub metro_cloud: Option<CloudOptions>,
 }
 
 impl Default for WorldOptions {
@@ -302,6 +307,7 @@ impl Default for WorldOptions {
             daemon_log: Some("info,aiesimd=debug"),
             operator_network: false,
             endpoint_max_concurrent: 1,
+            metro_cloud: None,
         }
     }
 }
@@ -785,20 +791,31 @@ fn start_clouds(
     tls: Option<&TlsFiles>,
     record: &Path,
 ) -> anyhow::Result<CloudSet> {
-    let spawn = |netns: &Netns, host: String, port: u16| CloudSpawn {
+    let spawn = |netns: &Netns, host: String, port: u16, cloud: &CloudOptions| CloudSpawn {
         netns: netns.name().to_owned(),
         host,
         port,
-        options: options.cloud.clone(),
+        options: cloud.clone(),
         tls: tls.map(|t| t.server.clone()),
         record: record.to_owned(),
     };
     let mut spawns = match opnet {
         Some(net) => opnet::TIERS
             .iter()
-            .map(|tier| spawn(net.tier_netns(tier.name), tier.addr.to_string(), opnet::ENDPOINT_PORT))
+            .map(|tier| {
+                let cloud = match &options.metro_cloud {
+                    Some(metro) if tier.name == "metro" => metro,
+                    _ => &options.cloud,
+                };
+                spawn(
+                    net.tier_netns(tier.name),
+                    tier.addr.to_string(),
+                    opnet::ENDPOINT_PORT,
+                    cloud,
+                )
+            })
             .collect(),
-        None => vec![spawn(operator, OPERATOR_ADDR.to_owned(), 0)],
+        None => vec![spawn(operator, OPERATOR_ADDR.to_owned(), 0, &options.cloud)],
     };
     // The models load side by side: start every cloud, then wait for each.
     let starting = spawns
@@ -927,6 +944,9 @@ fn add_cloud_args(cmd: &mut Command, spawn: &CloudSpawn) {
     }
     if let Some(s) = options.retry_after {
         cmd.args(["--retry-after", &s.to_string()]);
+    }
+    if let Some(n) = options.stall_after {
+        cmd.args(["--stall-after", &n.to_string()]);
     }
     if options.require_jwt {
         cmd.arg("--require-jwt");

@@ -1,8 +1,9 @@
 //! The simulated operator network (`aiesim_e2e::opnet`): three tiers of the real model, each
 //! over TLS with the test CA, behind a `wwan0` uplink that adds 1, 5 and 20 ms each way and is
 //! rate-limited by TBF, while a second path (`eth0`) with a better route metric reaches the
-//! same endpoints. aiesimd binds to `wwan0`, learns and prefers metro, moves to province when
-//! metro's server dies, and probes metro back in once it is up again after its cooldown.
+//! same endpoints. aiesimd binds to `wwan0`, learns and prefers metro, fails over and moves to
+//! province when metro's server dies, and probes metro back in once it is up again after its
+//! cooldown.
 //! Real dbus-daemon, real aictl, real ip/tc, the real model.
 
 use std::{
@@ -10,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aiesim_dbus::{ErrorName, proxy::BrokerProxy};
+use aiesim_dbus::proxy::BrokerProxy;
 use aiesim_e2e::{
     CloudOptions, CloudTls, World, WorldOptions,
     opnet::{OTHER_PATH, TIERS, UPLINK, link_packets},
@@ -40,6 +41,23 @@ async fn ask(broker: &BrokerProxy<'_>) -> Result<String, (String, String)> {
         Err(zbus::Error::MethodError(name, message, _)) => Err((name.to_string(), message.unwrap_or_default())),
         Err(e) => panic!("{e}"),
     }
+}
+
+/// Asks until a request routed to the dead metro fails over; every request is answered, by
+/// another tier. Whether metro was picked at all.
+async fn metro_failed_over(world: &World, broker: &BrokerProxy<'_>) -> bool {
+    // Metro is drawn in two pairs of three; when a loaded machine made province look faster
+    // it wins only its pair with national, so give it 30 chances (missing all: about 5e-6).
+    for _ in 0..30 {
+        let endpoint = ask(broker)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", world.daemon.log()));
+        assert_ne!(endpoint, "metro");
+        if stat(world, "metro", "failures") == 1 {
+            return true;
+        }
+    }
+    false
 }
 
 fn route_get(world: &World, extra: &[&str]) -> String {
@@ -111,22 +129,14 @@ async fn the_router_prefers_metro_moves_to_province_when_it_dies_and_probes_it_b
     let (up, down) = world.operator_network().unwrap().forwarded();
     assert!(up >= n && down >= n, "the forwarder carried {up} up, {down} down");
 
-    // Metro's server dies: the first request routed there fails (before any token), metro
-    // cools down and the rest go to the next best.
+    // Metro's server dies: the first request routed there fails before any token and is
+    // answered by another tier (failover); metro cools down and the rest go to the next best.
     world.cloud.kill().unwrap();
-    let mut failed = false;
-    for _ in 0..12 {
-        match ask(&broker).await {
-            Ok(_) => {}
-            Err((name, message)) => {
-                assert_eq!(name, ErrorName::UpstreamFailed.as_str(), "{message}");
-                assert!(message.contains("endpoint \"metro\""), "{message}");
-                failed = true;
-                break;
-            }
-        }
-    }
-    assert!(failed, "metro was never picked after it died");
+    assert!(
+        metro_failed_over(&world, &broker).await,
+        "metro was never picked after it died: {:#}",
+        world.aictl_json(&["endpoints"])
+    );
     assert_eq!(stat(&world, "metro", "health"), "cooling");
     let before: Vec<u64> = TIERS.iter().map(|t| picks(&world, t.name)).collect();
     for _ in 0..8 {

@@ -58,6 +58,8 @@ fn broker<C: Cloud>(cloud: C, url: &str, max_concurrent: usize) -> Broker<C, Sys
             max_in_flight: STREAMS,
             deadline: Duration::from_secs(60),
             max_answer_bytes: 1 << 20,
+            failover_attempts: 1,
+            hedge_after: None,
         },
     )
 }

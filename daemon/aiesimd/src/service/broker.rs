@@ -310,6 +310,10 @@ impl EventSink for SocketSink {
         self.progress.streaming();
     }
 
+    fn rerouted(&mut self, route: &crate::router::Route) {
+        self.progress.rerouted(route);
+    }
+
     async fn send(&mut self, event: &StreamEvent) -> Result<(), SinkClosed> {
         if matches!(event, StreamEvent::Delta { .. }) {
             self.progress.delta();

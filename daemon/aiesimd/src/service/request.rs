@@ -36,6 +36,14 @@ impl Progress {
         })))
     }
 
+    /// Its endpoint failed before the first token: it waits in line for `route` instead.
+    pub fn rerouted(&self, route: &Route) {
+        let mut s = self.0.lock().expect("progress lock");
+        s.state = "queued";
+        s.endpoint.clone_from(&route.endpoint);
+        s.model.clone_from(&route.model);
+    }
+
     pub fn streaming(&self) {
         self.0.lock().expect("progress lock").state = "streaming";
     }
@@ -52,6 +60,8 @@ impl Progress {
     pub fn finish(&self, o: &Outcome) {
         let mut s = self.0.lock().expect("progress lock");
         s.state = o.state.as_str();
+        s.endpoint.clone_from(&o.endpoint);
+        s.model.clone_from(&o.model);
         s.prompt_tokens = o.usage.prompt_tokens;
         s.completion_tokens = o.usage.completion_tokens;
         s.charged = o.charged;
