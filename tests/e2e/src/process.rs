@@ -63,6 +63,19 @@ impl Proc {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
+    /// The log once it contains `what`, or as it stands after `timeout` (a process may log an
+    /// event a moment after its peer saw it).
+    pub fn log_once_it_says(&self, what: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(what) || Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for a stdout line matching `pred`, for at most `timeout`.
     pub fn read_line_until(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
