@@ -1,6 +1,6 @@
-//! `cargo xtask bench`: the daemon's core and its idle radio (the `bench` example), then, as
-//! root, the whole daemon in the simulated world: start to READY and idle memory, each against a
-//! baseline measured in the same run.
+//! `cargo xtask bench`: the daemon's core, fast path and idle radio (the `bench` example), then,
+//! as root, the whole daemon in the simulated world: start to READY and idle memory; each figure
+//! against a baseline measured in the same run, and all of them as one table at the end.
 
 use std::{
     path::Path,
@@ -9,7 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aiesim_e2e::{World, WorldOptions, missing_prerequisites};
+use aiesim_e2e::{
+    World, WorldOptions,
+    bench::{self, FIGURES_ENV, Figure, Target},
+    missing_prerequisites,
+};
 use anyhow::{Context as _, bail};
 
 /// Starts measured per figure; the median is reported.
@@ -21,10 +25,38 @@ const READY_TARGET_MS: f64 = 150.0;
 const RSS_TARGET_KIB: u64 = 6 * 1024;
 const MODEM_MANAGER: &str = "/usr/sbin/ModemManager";
 
-/// Everything, with `daemon` only the whole daemon's figures, with `classifier` only the fast-path
-/// classifier's cost per packet.
+/// Everything, as one table of figures at the end (`--report FILE` also writes it as Markdown
+/// with the machine it ran on); with `daemon` only the whole daemon's figures, with `classifier`
+/// only the fast-path classifier's cost per packet.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    if args.first().map(String::as_str) == Some("classifier") {
+    let mut report = None;
+    let mut part = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--report" => report = Some(args.next().context("--report needs a file")?.clone()),
+            "daemon" | "classifier" if part.is_none() => part = Some(arg.clone()),
+            other => bail!("bench: unknown argument {other:?} (bench [daemon|classifier] [--report FILE])"),
+        }
+    }
+    let machine = Machine::read();
+    let figures = tempfile::NamedTempFile::new().context("cannot create the figures file")?;
+    // SAFETY: single-threaded here; the children inherit it.
+    unsafe { std::env::set_var(FIGURES_ENV, figures.path()) };
+    measure(part.as_deref())?;
+    let figures = bench::read(figures.path())?;
+    let table = bench::table(&figures);
+    println!("\nall figures (ratios against baselines measured in this run):\n\n{table}");
+    if let Some(path) = report {
+        std::fs::write(&path, machine.report(&table, part.as_deref()))
+            .with_context(|| format!("cannot write {path}"))?;
+        println!("report written to {path}");
+    }
+    Ok(())
+}
+
+fn measure(part: Option<&str>) -> anyhow::Result<()> {
+    if part == Some("classifier") {
         return crate::run(crate::cargo().args([
             "run",
             "--release",
@@ -39,7 +71,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     // Before the example too: its idle-radio figure runs the daemon, aictl and the simulator in
     // the simulated world.
     crate::build(true)?;
-    if args.first().map(String::as_str) != Some("daemon") {
+    if part != Some("daemon") {
         crate::run(crate::cargo().args(["run", "--release", "-p", "aiesimd", "--example", "bench"]))?;
     }
     if let Some(why) = missing_prerequisites("release") {
@@ -73,28 +105,76 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     drop(world);
 
     println!("daemon start and idle memory (release build, private system bus, simulated QMI modem):");
-    println!("  spawn and exit of `true` (baseline)           {spawn:>8.2} ms");
-    println!(
-        "  aiesimd start to READY=1, median of {STARTS}         {ready:>8.2} ms = {:.1} x baseline  (target <= {READY_TARGET_MS} ms)",
-        ready / spawn
-    );
-    let target = format!("target <= {RSS_TARGET_KIB} KiB; {rss}");
-    match modem_manager {
-        Some((version, mm)) => {
-            println!("  {version} idle RSS, no modem (baseline) {:>8} KiB  ({mm})", mm.total);
-            #[expect(clippy::cast_precision_loss, reason = "a ratio for people to read")]
-            let ratio = rss.total as f64 / mm.total as f64;
-            println!(
-                "  aiesimd idle RSS, modem open and card read    {:>8} KiB = {ratio:.2} x baseline  ({target})",
-                rss.total
-            );
-        }
-        None => println!(
-            "  aiesimd idle RSS, modem open and card read    {:>8} KiB  ({target}; no {MODEM_MANAGER} to compare: `cargo xtask setup` installs it)",
-            rss.total
-        ),
+    Figure::new(format!("aiesimd start to READY=1, median of {STARTS}"), ready, "ms")
+        .against("spawn and exit of `true`", spawn)
+        .target(Target::AtMost(READY_TARGET_MS))
+        .record();
+    #[expect(clippy::cast_precision_loss, reason = "KiB counts far below 2^52")]
+    let kib = |v: u64| v as f64;
+    let idle = Figure::new(format!("aiesimd idle RSS ({rss})"), kib(rss.total), "KiB")
+        .target(Target::AtMost(kib(RSS_TARGET_KIB)));
+    if let Some((version, mm)) = modem_manager {
+        idle.against(format!("{version}, no modem; {mm}"), kib(mm.total))
+            .record();
+    } else {
+        println!("  (no {MODEM_MANAGER} to compare: `cargo xtask setup` installs it)");
+        idle.record();
     }
     Ok(())
+}
+
+/// What the figures were measured on.
+struct Machine {
+    date: String,
+    commit: String,
+    kernel: String,
+    cpu: String,
+    cores: usize,
+    memory: String,
+    load: String,
+}
+
+impl Machine {
+    fn read() -> Self {
+        let text =
+            |command: &mut Command| crate::output(command).map_or_else(|_| "?".to_owned(), |s| s.trim().to_owned());
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Self {
+            date: text(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
+            commit: text(Command::new("git").args(["describe", "--always", "--dirty"])),
+            kernel: text(Command::new("uname").args(["-sr"])),
+            cpu: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map_or("?", |v| v.trim_start_matches([' ', '\t', ':']))
+                .to_owned(),
+            cores: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            memory: meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .map_or("?", str::trim)
+                .to_owned(),
+            load: std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+
+    fn report(&self, table: &str, part: Option<&str>) -> String {
+        let command = part.map_or_else(|| "cargo xtask bench".to_owned(), |p| format!("cargo xtask bench {p}"));
+        format!(
+            "# Benchmarks\n\n\
+             Every figure is a ratio against a baseline measured in the same run, as `{command} --report \
+             docs/BENCHMARKS.md` prints and writes it; absolute values only inform, since the machines are \
+             noisy. The targets are DESIGN.md's and the issues'.\n\n\
+             - date: {}\n- commit: {}\n- machine: {}, {} cores, {} memory, {}\n- load average at the start: {}\n\n{table}",
+            self.date, self.commit, self.cpu, self.cores, self.memory, self.kernel, self.load
+        )
+    }
 }
 
 fn median_ms(samples: &mut [Duration]) -> f64 {

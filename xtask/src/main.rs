@@ -59,7 +59,7 @@ TASKS:
                         with its answer or a named error, each app's charges are what it was
                         told and the device's their sum, nothing stays reserved, fds and objects
                         come back to idle and RSS stays bounded.
-  bench [daemon|classifier]
+  bench [daemon|classifier] [--report FILE]
                         Release build, then measure the daemon's core against baselines taken
                         in the same run (ledger with its durable journal vs in memory; commits
                         per fsync; routing; scheduling; the fast path as root; the daemon's own
@@ -67,7 +67,9 @@ TASKS:
                         the whole daemon in the simulated world: start to READY=1 against
                         spawning `true`, idle RSS against ModemManager's on a private bus
                         (`daemon`: only these; `classifier`: only the fast-path classifier's
-                        cost per packet against an empty TC program, as root).
+                        cost per packet against an empty TC program, as root). Ends with one
+                        table of every figure: value, baseline, ratio, target, met; --report
+                        writes it as Markdown with the machine it ran on (docs/BENCHMARKS.md).
   deb [--out DIR] [--debug] [--no-build]
                         A Debian package (dpkg-deb) of the install tree with the /usr prefix:
                         the configuration is a conffile; postinst creates the users and the

@@ -5,6 +5,7 @@
 //! namespace, and aiesimd in a "device" namespace whose `wwan0` links the two, so the AI traffic
 //! crosses the classifier. Everything is torn down on drop.
 
+pub mod bench;
 mod cgroups;
 mod netns;
 pub mod opnet;

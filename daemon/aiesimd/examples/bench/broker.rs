@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aiesim_e2e::bench::{Figure, Target};
 use aiesim_wire::{ChatOptions, Message, StreamEvent};
 use aiesimd::{
     broker::{Broker, EventSink, Limits, SinkClosed},
@@ -253,26 +254,20 @@ pub async fn report() {
     let (direct, through) = ttft().await;
     let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
     println!("time to first token, a local stub endpoint with a 20 ms first token, median of 100 each:");
-    println!("  direct HTTP, the daemon's client (baseline) {:>8.3} ms", ms(direct));
-    println!(
-        "  through the broker                          {:>8.3} ms = {:.3} x baseline  (target <= 1.02; {:+.0} us added)",
-        ms(through),
-        through.as_secs_f64() / direct.as_secs_f64(),
-        (through.as_secs_f64() - direct.as_secs_f64()) * 1e6
-    );
+    Figure::new("TTFT through the broker", ms(through), "ms")
+        .against("direct HTTP", ms(direct))
+        .target(Target::RatioAtMost(1.02))
+        .record();
     let (peak, completed, wall, bare) = concurrent_streams().await;
-    #[expect(clippy::cast_precision_loss, reason = "a ratio for people to read")]
-    let at_once = peak.min(completed) as f64 / 500.0;
     println!(
         "concurrent streams through the broker core, 1000 from 100 apps, each 50 deltas over 1 s (stub endpoint):"
     );
-    println!(
-        "  open at once at the peak {peak}, completed {completed} = {at_once:.2} x target  (target >= 500 at once and completed)"
-    );
-    println!(
-        "  wall time {:>8.3} s against the same streams read bare (baseline) {:>8.3} s = {:.3} x baseline",
-        wall.as_secs_f64(),
-        bare.as_secs_f64(),
-        wall.as_secs_f64() / bare.as_secs_f64()
-    );
+    #[expect(clippy::cast_precision_loss, reason = "stream counts far below 2^52")]
+    let at_once = peak.min(completed) as f64;
+    Figure::new("concurrent streams, open at once and completed", at_once, "streams")
+        .target(Target::AtLeast(500.0))
+        .record();
+    Figure::new("concurrent streams, wall time", wall.as_secs_f64(), "s")
+        .against("the same streams read bare", bare.as_secs_f64())
+        .record();
 }

@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use aiesim_e2e::bench::{Figure, Target};
 use aiesimd::fastpath::{Classifier, Fastpath, Shaping, TestProgram};
 
 use crate::uplink::{self, AI, AiClient, IFACE, Uplink, in_network_namespace, run, wait_for_queue};
@@ -30,15 +31,6 @@ const LOADED_SAMPLES_OFF: usize = 30;
 const UPLOADS: usize = 4;
 /// Bulk packets queued before the loaded exchanges start.
 const BACKLOG: u64 = 50;
-
-/// One figure: its value against the baseline taken in the same run, and the target ratio.
-pub fn figure(name: &str, value: f64, baseline: f64, unit: &str, target: Option<f64>) {
-    let target = target.map_or_else(|| "-".to_owned(), |target| format!("<= {target:.1} x"));
-    println!(
-        "  {name:<44} {value:>10.1} {unit:<3} baseline {baseline:>10.1} {unit:<3} ratio {:>6.2} x  target {target}",
-        value / baseline
-    );
-}
 
 pub fn main() {
     if !nix::unistd::geteuid().is_root() {
@@ -77,13 +69,10 @@ pub fn classifier_cost() {
                 into.push(outcome.duration.as_secs_f64() * 1e9);
             }
         }
-        figure(
-            &format!("egress, {name} vs empty program"),
-            median(&mut ours),
-            median(&mut empty),
-            "ns",
-            Some(CLASSIFIER_TARGET),
-        );
+        Figure::new(format!("classifier per packet, egress {name}"), median(&mut ours), "ns")
+            .against("empty program", median(&mut empty))
+            .target(Target::RatioAtMost(CLASSIFIER_TARGET))
+            .record();
     }
 }
 
@@ -107,7 +96,7 @@ fn rtt_under_upload() {
             "class", "add", "dev", IFACE, "parent", "1:", "classid", "1:1", "htb", "rate", &rate,
         ],
     );
-    measure(&uplink, "off", "1:1", LOADED_SAMPLES_OFF, None);
+    measure(&uplink, "off", "1:1", LOADED_SAMPLES_OFF, Target::None);
     run("tc", &["qdisc", "del", "dev", IFACE, "root"]);
 
     let mut fastpath = Fastpath::attach(IFACE).expect("attach the fast path");
@@ -118,11 +107,17 @@ fn rtt_under_upload() {
         })
         .expect("shape the uplink");
     assert!(shaped, "the uplink had only the kernel's default qdisc");
-    measure(&uplink, "on", "ae51:20", LOADED_SAMPLES, Some(RTT_TARGET));
+    measure(
+        &uplink,
+        "on",
+        "ae51:20",
+        LOADED_SAMPLES,
+        Target::RatioAtMost(RTT_TARGET),
+    );
     drop(fastpath);
 }
 
-fn measure(uplink: &Uplink, mode: &str, bulk_class: &str, loaded_samples: usize, target: Option<f64>) {
+fn measure(uplink: &Uplink, mode: &str, bulk_class: &str, loaded_samples: usize, target: Target) {
     let mut client = AiClient::new();
     let mut idle: Vec<f64> = (0..IDLE_SAMPLES).map(|_| micros(client.exchange())).collect();
     let uploads: Vec<_> = (0..UPLOADS).map(|_| uplink.start_upload()).collect();
@@ -133,13 +128,14 @@ fn measure(uplink: &Uplink, mode: &str, bulk_class: &str, loaded_samples: usize,
         upload.stop();
     }
     for (name, p) in [("p50", 0.50), ("p99", 0.99)] {
-        figure(
-            &format!("{name}, fast path {mode} ({queued} bulk packets queued)"),
+        Figure::new(
+            format!("AI RTT {name} under upload, fast path {mode} ({queued} bulk queued)"),
             percentile(&mut loaded, p),
-            percentile(&mut idle, p),
             "us",
-            target,
-        );
+        )
+        .against("idle uplink", percentile(&mut idle, p))
+        .target(target)
+        .record();
     }
     // Let the uplink drain before the next measurement.
     std::thread::sleep(Duration::from_millis(500));

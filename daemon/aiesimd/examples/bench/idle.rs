@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aiesim_e2e::{
     CloudOptions, CloudTls, World, WorldOptions,
+    bench::{Figure, Target},
     opnet::{UPLINK, link_packets},
 };
 
@@ -58,9 +59,9 @@ fn measure(profile: &str) -> anyhow::Result<()> {
     );
     #[expect(clippy::cast_precision_loss, reason = "packet counts far below 2^52")]
     let request = request as f64;
-    println!(
-        "  idle radio packets per hour                  {per_hour:>10.0}     baseline (one request's packets) {request:>6.0}     ratio {:>6.2} x  target 0 packets",
-        per_hour / request.max(1.0)
-    );
+    Figure::new("idle radio packets per hour, no app active", per_hour, "packets")
+        .against("one request's packets", request)
+        .target(Target::AtMost(0.0))
+        .record();
     Ok(())
 }
