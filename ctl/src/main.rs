@@ -101,7 +101,7 @@ enum Command {
         #[command(subcommand)]
         action: Option<ModemAction>,
     },
-    /// Show this caller's token budget, every app's (`list`, administrators), change an app's
+    /// Show this caller's token budget (`mine`, the default), every app's (`list`, administrators), change an app's
     /// limits (`set`, administrators), or top up the eSIM's token account (`top-up`,
     /// administrators).
     ///
@@ -196,6 +196,8 @@ enum EsimAction {
 
 #[derive(Debug, Subcommand)]
 enum BudgetAction {
+    /// This caller's own budget (what `aictl budget` alone shows).
+    Mine,
     /// Every app that has spent, holds tokens or has limits set (administrators: root or polkit
     /// manage-budgets).
     List,
@@ -966,7 +968,7 @@ async fn budget(connection: &Connection, as_json: bool, action: Option<BudgetAct
     };
     let header = budget_header();
     match action {
-        None => match proxy.get_mine().await {
+        None | Some(BudgetAction::Mine) => match proxy.get_mine().await {
             Ok(mine) => {
                 let doc = dict_json(&mine);
                 if as_json {

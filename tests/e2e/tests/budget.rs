@@ -68,6 +68,7 @@ async fn a_refused_app_alone_hears_budget_exhausted_and_aictl_budget_shows_it() 
         mine["spent"].as_u64().unwrap() > 0 && mine["available"].as_u64().unwrap() < 60,
         "{mine:#}"
     );
+    assert_eq!(world.aictl_json(&["budget", "mine"]), mine, "`budget mine` is `budget`");
     let list = world.aictl_json(&["budget", "list"]);
     let row = list
         .as_array()
