@@ -44,7 +44,18 @@ Options:
                         says so), all requests at once, with real usage (the prompt counted as
                         one token per 4 characters, plus 4 per message); for load tests
   --stub-interval-ms <n> with --stub-tokens: the time between two tokens (default 20)
+  --control <path>      listen on this Unix socket for faults to inject at run time, one command
+                        a line, answered "ok" or "error: …" (see Control below)
   --help                show this text
+
+Control (--control): each command injects a fault into the next COUNT chat requests (default 1),
+after which the flags above apply again; a new command replaces one still pending.
+  fail STATUS [COUNT [RETRY_AFTER]]  answer with HTTP STATUS (and "Retry-After: RETRY_AFTER")
+  stall AFTER [COUNT]                as --stall-after AFTER (0: no first token)
+  break AFTER [COUNT]                as --break-after AFTER
+  nousage [COUNT]                    as --no-usage
+  clear                              drop the pending fault
+  state                              say the pending fault ("fault none" or "fault KIND … left N")
 
 Endpoints: POST /v1/chat/completions, GET /v1/models, GET /health.
 Temperature defaults to 0 (greedy) so answers are reproducible. The model reads text only: each
@@ -91,6 +102,7 @@ function parseCommandLine() {
                 "tls-key": { type: "string" },
                 "stub-tokens": { type: "string" },
                 "stub-interval-ms": { type: "string" },
+                control: { type: "string" },
                 help: { type: "boolean", default: false },
             },
             strict: true,
@@ -123,6 +135,7 @@ function parseCommandLine() {
         tls: values["tls-cert"] ? { cert: values["tls-cert"], key: values["tls-key"] } : null,
         stubTokens: intOption(values, "stub-tokens", { min: 1, max: 1 << 20, fallback: null }),
         stubIntervalMs: intOption(values, "stub-interval-ms", { min: 0, max: 60000, fallback: 20 }),
+        control: values.control ?? null,
     };
 }
 
@@ -439,12 +452,13 @@ function checkJwt(req) {
 async function handleChat(req, res) {
     const body = await readBody(req);
     if (opts.requireJwt) checkJwt(req);
-    if (opts.failStatus !== null) {
-        const err = new ApiError(opts.failStatus, `the test cloud is configured to answer ${opts.failStatus}`, {
+    const faults = faultsForRequest();
+    if (faults.failStatus !== null) {
+        const err = new ApiError(faults.failStatus, `the test cloud is configured to answer ${faults.failStatus}`, {
             type: "server_error",
             code: "injected_failure",
         });
-        if (opts.retryAfter !== null) err.headers = { "retry-after": String(opts.retryAfter) };
+        if (faults.retryAfter !== null) err.headers = { "retry-after": String(faults.retryAfter) };
         throw err;
     }
     const request = parseChatRequest(body);
@@ -478,11 +492,11 @@ async function handleChat(req, res) {
                     },
                 ],
             };
-            if (opts.usage) reply.usage = out.usage;
+            if (faults.usage) reply.usage = out.usage;
             sendJson(res, 200, reply);
             return;
         }
-        const withUsage = request.includeUsage && opts.usage;
+        const withUsage = request.includeUsage && faults.usage;
         const chunk = (choices, extra = {}) => {
             const c = { id, object: "chat.completion.chunk", created, model: opts.modelName, choices, ...extra };
             if (withUsage && !("usage" in extra)) c.usage = null;
@@ -496,7 +510,7 @@ async function handleChat(req, res) {
             ...(req.httpVersionMajor === 1 ? { connection: "keep-alive" } : {}),
         });
         res.write(chunk(choice({ role: "assistant", content: "" })));
-        if (opts.stallAfter === 0) {
+        if (faults.stallAfter === 0) {
             log("stalling the stream before any delta (--stall-after 0)");
             return;
         }
@@ -505,7 +519,7 @@ async function handleChat(req, res) {
         try {
             out = await generate(request, promptTokens, abort.signal, (text, n) => {
                 if (cut || res.destroyed) return;
-                if (opts.breakAfter !== null && n >= opts.breakAfter) {
+                if (faults.breakAfter !== null && n >= faults.breakAfter) {
                     cut = true;
                     log(`breaking the stream after ${n} deltas (--break-after)`);
                     // Destroyed only once the delta is flushed, so the client does get n deltas.
@@ -514,7 +528,7 @@ async function handleChat(req, res) {
                     return;
                 }
                 res.write(chunk(choice({ content: text })));
-                if (opts.stallAfter !== null && n >= opts.stallAfter) {
+                if (faults.stallAfter !== null && n >= faults.stallAfter) {
                     cut = true;
                     log(`stalling the stream after ${n} deltas (--stall-after)`);
                     abort.abort(new Error("stream stalled on purpose"));
@@ -535,6 +549,114 @@ async function handleChat(req, res) {
         if (withUsage) res.write(chunk([], { usage: out.usage }));
         res.end("data: [DONE]\n\n");
     });
+}
+
+// The fault injected at run time (--control) and how many more chat requests it takes.
+let pendingFault = null;
+
+// The fault options of one chat request: the command line's, or the pending fault's once.
+function faultsForRequest() {
+    const faults = {
+        failStatus: opts.failStatus,
+        retryAfter: opts.retryAfter,
+        breakAfter: opts.breakAfter,
+        stallAfter: opts.stallAfter,
+        usage: opts.usage,
+    };
+    if (pendingFault === null) return faults;
+    const { set, left } = pendingFault;
+    log(`injecting ${describeFault(pendingFault)} (control)`);
+    pendingFault = left > 1 ? { set, left: left - 1 } : null;
+    return { ...faults, ...set };
+}
+
+function describeFault({ set, left }) {
+    const what = Object.entries(set)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(" ");
+    return `fault ${what} left ${left}`;
+}
+
+// One control command: the pending fault it sets, or what it answers; throws on a mistake.
+function controlCommand(line) {
+    const [verb, ...args] = line.trim().split(/\s+/);
+    const num = (i, what, { min, max, fallback }) => {
+        const raw = args[i];
+        if (raw === undefined && fallback !== undefined) return fallback;
+        if (!/^\d+$/.test(raw ?? "")) throw new Error(`${verb}: ${what} must be an integer`);
+        const n = Number(raw);
+        if (n < min || n > max) throw new Error(`${verb}: ${what} must be between ${min} and ${max}`);
+        return n;
+    };
+    const most = (n) => {
+        if (args.length > n) throw new Error(`${verb} takes at most ${n} arguments`);
+    };
+    const count = (i) => num(i, "COUNT", { min: 1, max: 1 << 20, fallback: 1 });
+    switch (verb) {
+        case "fail":
+            most(3);
+            pendingFault = {
+                set: {
+                    failStatus: num(0, "STATUS", { min: 400, max: 599 }),
+                    retryAfter: num(2, "RETRY_AFTER", { min: 0, max: 1 << 30, fallback: null }),
+                },
+                left: count(1),
+            };
+            return [];
+        case "stall":
+            most(2);
+            pendingFault = { set: { stallAfter: num(0, "AFTER", { min: 0, max: 1 << 30 }) }, left: count(1) };
+            return [];
+        case "break":
+            most(2);
+            pendingFault = { set: { breakAfter: num(0, "AFTER", { min: 1, max: 1 << 30 }) }, left: count(1) };
+            return [];
+        case "nousage":
+            most(1);
+            pendingFault = { set: { usage: false }, left: count(0) };
+            return [];
+        case "clear":
+            most(0);
+            pendingFault = null;
+            return [];
+        case "state":
+            most(0);
+            return [pendingFault === null ? "fault none" : describeFault(pendingFault)];
+        default:
+            throw new Error(`unknown command ${JSON.stringify(verb ?? "")} (fail, stall, break, nousage, clear, state)`);
+    }
+}
+
+// The control socket (--control): a file the test harness reaches from any network namespace.
+async function serveControl(path) {
+    const { createServer } = await import("node:net");
+    const { rmSync } = await import("node:fs");
+    // A socket left by an earlier run of the same world (a restarted cloud) is ours to replace.
+    rmSync(path, { force: true });
+    const control = createServer((socket) => {
+        let buffered = "";
+        socket.setEncoding("utf8");
+        socket.on("error", () => {});
+        socket.on("data", (data) => {
+            buffered += data;
+            let nl;
+            while ((nl = buffered.indexOf("\n")) >= 0) {
+                const line = buffered.slice(0, nl);
+                buffered = buffered.slice(nl + 1);
+                try {
+                    const lines = controlCommand(line);
+                    log(`control: ${line.trim()}`);
+                    socket.write([...lines, "ok"].map((l) => `${l}\n`).join(""));
+                } catch (e) {
+                    socket.write(`error: ${e.message}\n`);
+                }
+            }
+        });
+    });
+    await new Promise((resolve, reject) => {
+        control.once("error", reject);
+        control.listen(path, resolve);
+    }).catch((e) => fail(`cannot listen on the control socket ${path}: ${e.message}`));
 }
 
 function handleModels(res) {
@@ -604,6 +726,7 @@ function connectionOf(req) {
     return req.stream ? connectionIds.get(req.stream.session) : connectionIds.get(req.socket);
 }
 
+if (opts.control !== null) await serveControl(opts.control);
 const server = makeServer();
 server.on(opts.tls ? "secureConnection" : "connection", (socket) => {
     if (!socket.alpnProtocol || socket.alpnProtocol !== "h2") connectionIds.set(socket, ++connections);

@@ -43,13 +43,16 @@ TASKS:
                         stable toolchain; installs cargo-fuzz into .tools on first use. Builds
                         in target/fuzz, logs in target/fuzz/logs, each run added to
                         target/fuzz/history.tsv. `test` runs the smoke pass when CI is set.
-  faults [--rounds N]   The fault campaign over the simulated world (root): N rounds (default 8,
+  faults [--rounds N]   The fault campaign over the simulated world (root): N rounds (default 15,
                         one per fault), each injecting a fault while an answer streams (modem
                         reset, function restart, stall, garbage; card removal, failing card
-                        commands; SIGKILL or SIGTERM of aiesimd and a restart), then checking the
+                        commands; SIGKILL or SIGTERM of aiesimd and a restart; a bus daemon
+                        restart) or into the answer (the cloud's 503, a stall before or after
+                        the first token, a broken stream, no usage), then checking the
                         invariants (bus answers in 5 s, charges match what the app was told or
-                        received, budget, nothing reserved or running, QMI client ids, fds);
-                        prints a table of rounds, faults, requests and violations.
+                        received or the ledger's rule for a failed stream, budget, nothing
+                        reserved or running, QMI client ids, fds); prints a table of rounds,
+                        faults, requests and violations.
   load [--seconds N] [--apps N] [--streams N]
                         Load through the real bus (root): N apps (default 50), each a process in
                         a cgroup of its own, keep N streams (default 500) open at once in waves

@@ -236,7 +236,7 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
     let notifier = announce_ready(&connection);
     tracing::info!(name = BUS_NAME, ready_ms = started.elapsed().as_millis(), "ready");
 
-    until_stopped(&connection, notifier.as_deref(), &reload, config, &broker, &urls_tx).await?;
+    let stop = until_stopped(&connection, notifier.as_deref(), &reload, config, &broker, &urls_tx).await?;
     if let Some(notifier) = &notifier {
         notifier.send("STOPPING=1");
     }
@@ -251,10 +251,24 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
             tracing::warn!("the modem session did not stop in time");
         }
     }
-    Ok(())
+    match stop {
+        Stop::Signal => Ok(()),
+        // A failure, so that the unit's Restart=on-failure brings the daemon back on the new bus.
+        Stop::BusLost => anyhow::bail!("lost the connection to the bus (the bus daemon stopped or restarted)"),
+    }
 }
 
-/// Serves until SIGTERM or SIGINT, reloading the configuration on each SIGHUP.
+/// Why the daemon stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM or SIGINT: a clean stop.
+    Signal,
+    /// The bus connection closed: nothing can reach the daemon's objects or name any more.
+    BusLost,
+}
+
+/// Serves until SIGTERM or SIGINT, or until the bus connection closes, reloading the
+/// configuration on each SIGHUP.
 async fn until_stopped(
     connection: &zbus::Connection,
     notifier: Option<&service::watchdog::Notifier>,
@@ -262,7 +276,7 @@ async fn until_stopped(
     config: Config,
     broker: &service::DaemonBroker,
     urls_tx: &watch::Sender<Vec<String>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Stop> {
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
@@ -271,6 +285,10 @@ async fn until_stopped(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            () = connection.closed() => {
+                tracing::error!("lost the connection to the bus; stopping, for the service manager to start aiesimd again");
+                return Ok(Stop::BusLost);
+            }
             _ = hup.recv() => {
                 if let Some(notifier) = notifier {
                     notifier.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
@@ -283,7 +301,7 @@ async fn until_stopped(
             }
         }
     }
-    Ok(())
+    Ok(Stop::Signal)
 }
 
 /// Reads the configuration again and applies what may change while running (see

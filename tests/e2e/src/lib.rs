@@ -287,6 +287,9 @@ pub struct WorldOptions {
     /// With `operator_network`: the metro cloud's own options (a faulty metro beside healthy
     /// tiers); `None`: `cloud`'s, like the others.
     pub metro_cloud: Option<CloudOptions>,
+    /// More names for the cloud beside "metro", each an `[[endpoint]]` of its own (tier
+    /// metro) on the same model: a request one fails before its first token can fail over.
+    pub endpoint_aliases: Vec<&'static str>,
 }
 
 impl Default for WorldOptions {
@@ -309,6 +312,7 @@ impl Default for WorldOptions {
             operator_network: false,
             endpoint_max_concurrent: 1,
             metro_cloud: None,
+            endpoint_aliases: Vec::new(),
         }
     }
 }
@@ -536,24 +540,14 @@ impl World {
     /// Sends one fault-injection command to the simulated modem (`help` lists them) and
     /// returns the lines of its answer; an `error:` answer is an error.
     pub fn modem_control(&self, line: &str) -> anyhow::Result<Vec<String>> {
-        use std::io::{BufRead as _, Write as _};
-        let path = self.dir.path().join("modem-control");
-        let mut stream = std::os::unix::net::UnixStream::connect(&path)
-            .with_context(|| format!("cannot reach the simulator's control socket {}", path.display()))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        writeln!(stream, "{line}")?;
-        let mut lines = Vec::new();
-        for reply in std::io::BufReader::new(stream).lines() {
-            let reply = reply?;
-            if reply == "ok" {
-                return Ok(lines);
-            }
-            if let Some(error) = reply.strip_prefix("error: ") {
-                bail!("the simulator refused {line:?}: {error}");
-            }
-            lines.push(reply);
-        }
-        bail!("the simulator closed its control socket without answering {line:?}")
+        control(&self.dir.path().join("modem-control"), "the simulator", line)
+    }
+
+    /// Sends one fault-injection command to the (metro) cloud (`server.mjs --help`, Control:
+    /// e.g. "fail 503 1 0", "stall 3", "break 2", "nousage") and returns the lines of its
+    /// answer; an `error:` answer is an error.
+    pub fn cloud_control(&self, line: &str) -> anyhow::Result<Vec<String>> {
+        control(&self.cloud_spawn.control, "the cloud", line)
     }
 
     /// Starts the (metro) cloud again where it was, after a test stopped or killed it; returns
@@ -614,6 +608,45 @@ impl World {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        self.start_daemon_again().map(drop)
+    }
+
+    /// Stops the bus daemon (SIGTERM) and starts a new one on the same address, as
+    /// `systemctl restart dbus` does; then waits (10 s at most) for aiesimd to exit on losing
+    /// its bus and starts it again, as the unit's `Restart=on-failure` would (polkitd, if the
+    /// world runs it, too). Returns the old aiesimd, exited (its status and log).
+    pub fn restart_bus(&mut self) -> anyhow::Result<Proc> {
+        self.bus.terminate()?;
+        let (bus, address) = start_bus(self.dir.path())?;
+        self.bus = bus;
+        if let Some(mut polkit) = self.polkit.take() {
+            polkit.terminate()?;
+            self.polkit = Some(start_polkit(&self.bus_address)?);
+        }
+        anyhow::ensure!(
+            address == self.bus_address,
+            "the bus came back at {address}, not {}",
+            self.bus_address
+        );
+        let started = Instant::now();
+        loop {
+            if self.daemon.try_wait()?.is_some() {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!(
+                    "aiesimd still runs 10 s after its bus went away; its log:\n{}",
+                    self.daemon.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.start_daemon_again()
+    }
+
+    /// Starts aiesimd again on the same configuration, journal and bus, once the last one is
+    /// gone; returns the last one once the new one's modem is ready.
+    fn start_daemon_again(&mut self) -> anyhow::Result<Proc> {
         let _ = std::fs::remove_file(self.dir.path().join("notify"));
         let config = self.dir.path().join("aiesimd.toml");
         let (daemon, ready_after, notify) = start_daemon(
@@ -624,10 +657,11 @@ impl World {
             self.daemon_user,
             self.daemon_log,
         )?;
-        self.daemon = daemon;
+        let old = std::mem::replace(&mut self.daemon, daemon);
         self.ready_after = ready_after;
         self.notify = notify;
-        wait_modem_ready(&self.bus_address, &self.daemon)
+        wait_modem_ready(&self.bus_address, &self.daemon)?;
+        Ok(old)
     }
 
     /// What the daemon told its notify socket (one string per datagram) during `window`.
@@ -665,6 +699,27 @@ impl World {
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
         Ok(line.split_whitespace().nth(1).context("bad VmRSS")?.parse()?)
     }
+}
+
+/// One command on a line-protocol control socket: the lines before its "ok", or its error.
+fn control(path: &Path, what: &str, line: &str) -> anyhow::Result<Vec<String>> {
+    use std::io::{BufRead as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(path)
+        .with_context(|| format!("cannot reach {what}'s control socket {}", path.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    writeln!(stream, "{line}")?;
+    let mut lines = Vec::new();
+    for reply in std::io::BufReader::new(stream).lines() {
+        let reply = reply?;
+        if reply == "ok" {
+            return Ok(lines);
+        }
+        if let Some(error) = reply.strip_prefix("error: ") {
+            bail!("{what} refused {line:?}: {error}");
+        }
+        lines.push(reply);
+    }
+    bail!("{what} closed its control socket without answering {line:?}")
 }
 
 /// polkitd on the world's bus (started as root, it switches to user polkitd itself); returns
@@ -748,11 +803,16 @@ fn start_bus(dir: &Path) -> anyhow::Result<(Proc, String)> {
             .stdout(Stdio::piped()),
     )?;
     let address = bus.read_line_until(Duration::from_secs(10), |l| l.starts_with("unix:"))?;
-    Ok((bus, address.trim().to_owned()))
+    // Without the bus's guid, as a system bus's well-known address: a restarted bus (a new
+    // guid) is still the one it names.
+    let address = address.trim().split(",guid=").next().unwrap_or_default().to_owned();
+    Ok((bus, address))
 }
 
 /// The test cloud's record of the requests it got, in the world's directory.
 const CLOUD_RECORD: &str = "cloud-record.jsonl";
+/// The prefix of each cloud's control socket in the world's directory (then its address).
+const CLOUD_CONTROL: &str = "cloud-control";
 
 /// The files of a TLS cloud: its certificate and key, and the CA the daemon trusts.
 struct TlsFiles {
@@ -794,6 +854,7 @@ fn start_clouds(
 ) -> anyhow::Result<CloudSet> {
     let spawn = |netns: &Netns, host: String, port: u16, cloud: &CloudOptions| CloudSpawn {
         netns: netns.name().to_owned(),
+        control: record.with_file_name(format!("{CLOUD_CONTROL}-{}", host.replace(['.', ':'], "_"))),
         host,
         port,
         options: cloud.clone(),
@@ -840,9 +901,9 @@ fn start_clouds(
 /// The configuration's `[[endpoint]]` tables.
 fn endpoints_config(options: &WorldOptions, tiers: bool, cloud_url: &str, tier_urls: &[String]) -> String {
     // The test cloud's model serves one request at a time; the daemon queues the rest.
-    let endpoint = |name: &str, url: &str| {
+    let endpoint = |name: &str, tier: &str, url: &str| {
         format!(
-            "[[endpoint]]\nname = \"{name}\"\nurl = \"{url}\"\ntier = \"{name}\"\nmodels = [\"{MODEL_NAME}\"]\nmax_concurrent = {}\n",
+            "[[endpoint]]\nname = \"{name}\"\nurl = \"{url}\"\ntier = \"{tier}\"\nmodels = [\"{MODEL_NAME}\"]\nmax_concurrent = {}\n",
             options.endpoint_max_concurrent
         )
     };
@@ -851,11 +912,15 @@ fn endpoints_config(options: &WorldOptions, tiers: bool, cloud_url: &str, tier_u
         std::iter::once(cloud_url)
             .chain(tier_urls.iter().map(String::as_str))
             .zip(opnet::TIERS)
-            .map(|(url, tier)| endpoint(tier.name, url))
+            .map(|(url, tier)| endpoint(tier.name, tier.name, url))
             .collect::<Vec<_>>()
             .concat()
     } else if options.config_endpoints {
-        endpoint("metro", cloud_url)
+        std::iter::once("metro")
+            .chain(options.endpoint_aliases.iter().copied())
+            .map(|name| endpoint(name, "metro", cloud_url))
+            .collect::<Vec<_>>()
+            .concat()
     } else {
         String::new()
     }
@@ -890,6 +955,8 @@ struct CloudSpawn {
     tls: Option<(PathBuf, PathBuf)>,
     /// With `options.record`: the JSON-lines file the cloud appends to.
     record: PathBuf,
+    /// Its control socket (`--control`), for faults injected at run time.
+    control: PathBuf,
 }
 
 impl CloudSpawn {
@@ -921,6 +988,7 @@ fn add_cloud_args(cmd: &mut Command, spawn: &CloudSpawn) {
         options,
         tls,
         record,
+        control,
     } = spawn;
     let root = repo_root();
     cmd.arg(root.join("tests/cloud/server.mjs"))
@@ -936,6 +1004,8 @@ fn add_cloud_args(cmd: &mut Command, spawn: &CloudSpawn) {
             "--model-name",
             MODEL_NAME,
         ])
+        .arg("--control")
+        .arg(control)
         .stdout(Stdio::piped());
     if options.no_usage {
         cmd.arg("--no-usage");
