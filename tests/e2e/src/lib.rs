@@ -219,6 +219,8 @@ pub struct CloudOptions {
     pub stall_after: Option<u32>,
     /// Hold each answer's first token back this long (`--first-token-ms`): a slow endpoint.
     pub first_token_ms: Option<u32>,
+    /// Cut each stream after this many deltas, without usage or `[DONE]` (`--break-after`).
+    pub break_after: Option<u32>,
     /// Record each chat request's images (MIME, size, SHA-256), for [`World::cloud_records`].
     pub record: bool,
     /// Serve HTTPS (HTTP/2 by ALPN) with a certificate from a test CA.
@@ -959,6 +961,9 @@ fn add_cloud_args(cmd: &mut Command, spawn: &CloudSpawn) {
     }
     if let Some(ms) = options.first_token_ms {
         cmd.args(["--first-token-ms", &ms.to_string()]);
+    }
+    if let Some(n) = options.break_after {
+        cmd.args(["--break-after", &n.to_string()]);
     }
     if options.require_jwt {
         cmd.arg("--require-jwt");

@@ -6,8 +6,10 @@
 //! answers, charged once, and metro is not failed for losing, though the router learns that it
 //! is slow. A slow first token: metro, learned to be the best, is restarted to hold its first
 //! token back far past the hedge delay; the requests it still gets are hedged and answered by
-//! another tier, and its picks move away. Real dbus-daemon, real aictl, the real model over TLS
-//! on the bound uplink.
+//! another tier, and its picks move away. After the first token: metro cuts its streams after
+//! two deltas; the app has words, so the request is not sent again but ends in `UpstreamFailed`
+//! with what was delivered charged once, and metro is not failed. Real dbus-daemon, real aictl,
+//! the real model over TLS on the bound uplink.
 
 use std::{
     collections::HashMap,
@@ -17,7 +19,7 @@ use std::{
 };
 
 use aiesim_dbus::{
-    ChatDict as _, ChatOptions, Message, StreamEvent,
+    ChatDict as _, ChatOptions, ErrorName, Message, StreamEvent,
     proxy::{BrokerProxy, BudgetProxy, RequestProxy},
 };
 use aiesim_e2e::{CloudOptions, CloudTls, World, WorldOptions, skip_if_missing, skip_unless_ready, which};
@@ -351,6 +353,86 @@ async fn a_tier_slow_to_its_first_token_is_hedged_to_another_and_loses_its_picks
             metro["running"].as_u64()
         ),
         (Some("healthy"), Some(0), Some(0)),
+        "{metro:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_metro_breaks_after_its_first_tokens_ends_upstream_failed_and_charges_what_was_delivered() {
+    let test = "a_stream_metro_breaks_after_its_first_tokens_ends_upstream_failed_and_charges_what_was_delivered";
+    if skip_unless_ready(test)
+        || skip_if_missing(test, which("openssl").is_none().then(|| "openssl not installed".into()))
+    {
+        return;
+    }
+    let metro = CloudOptions {
+        break_after: Some(2),
+        ..CloudOptions::default()
+    };
+    let world = world(&metro, "");
+    let conn = world.connect().await.unwrap();
+    let broker = BrokerProxy::new(&conn).await.unwrap();
+    let question = ChatOptions {
+        messages: vec![Message::new("user", "Count from one to ten.")],
+        max_tokens: Some(8),
+        temperature: Some(0.0),
+        ..ChatOptions::default()
+    };
+
+    // Metro's stream breaks after a token, which is no failure of metro's: it stays the best on
+    // paper and is drawn within a few requests (2 in 3 each); the others answer in full.
+    let mut cut = None;
+    for _ in 0..12 {
+        let before = spent(&conn).await;
+        let (path, fd) = broker.chat(question.to_chat_dict().unwrap()).await.unwrap();
+        let (deltas, last) = read_stream(fd);
+        let charged = spent(&conn).await - before;
+        let request = RequestProxy::builder(&conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .unwrap();
+        match last {
+            StreamEvent::Done {
+                endpoint,
+                charged: told,
+                ..
+            } => {
+                assert_ne!(endpoint, "metro", "metro cuts every stream");
+                assert_eq!(charged, told, "charged once, what the app was told");
+            }
+            StreamEvent::Error { name, message } => {
+                assert_eq!(name, ErrorName::UpstreamFailed.as_str(), "{message}");
+                assert!(message.contains("metro"), "{message}");
+                assert_eq!(request.state().await.unwrap(), "failed");
+                assert_eq!(request.endpoint().await.unwrap(), "metro", "not sent elsewhere");
+                assert_eq!(request.charged().await.unwrap(), charged, "charged once");
+                cut = Some((deltas, charged, request.completion_tokens().await.unwrap()));
+                break;
+            }
+            delta @ StreamEvent::Delta { .. } => panic!("not a last event: {delta:?}"),
+        }
+    }
+    let (deltas, charged, completion) = cut.unwrap_or_else(|| panic!("metro was never picked\n{}", world.daemon.log()));
+    // Two deltas left metro before the cut; the usage chunk never came, so the daemon counts
+    // the prompt it estimated and the tokens the app got: never zero.
+    assert_eq!(deltas, 2, "{}", world.daemon.log());
+    assert_eq!(completion, 2);
+    assert!(charged > 2, "the prompt is charged too: {charged}");
+    assert!(
+        !world.daemon.log().contains("failing over"),
+        "a stream is never sent again after a token: {}",
+        world.daemon.log()
+    );
+    let metro = row(&world, "metro");
+    assert_eq!(
+        (
+            metro["failures"].as_u64(),
+            metro["health"].as_str(),
+            metro["running"].as_u64()
+        ),
+        (Some(0), Some("healthy"), Some(0)),
         "{metro:#}"
     );
 }
