@@ -8,6 +8,7 @@ import { appendFileSync, readFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
 import process from "node:process";
+import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 
 const HELP = `Usage: node tests/cloud/server.mjs --model <gguf> [options]
@@ -29,6 +30,10 @@ Options:
   --break-after <n>     cut streams after n content deltas, without [DONE]
   --stall-after <n>     stop sending after n content deltas but keep the connection open (0: send
                         the headers and nothing more: no first token)
+  --first-token-ms <n>  a slow first token: wait n ms before generating each answer, so its first
+                        content delta comes that much later (streamed: after the headers and the
+                        role chunk); with the model this holds its one-at-a-time line too, as a
+                        busy server does, and with --stub-tokens it adds to the first interval
   --tls-cert <pem>      serve HTTPS with this certificate (chain) and --tls-key: HTTP/2 by ALPN
                         ("h2"), HTTP/1.1 for clients without it; LISTENING then says https://
                         and every HTTP/2 session is logged as "h2 session N from ADDR"
@@ -96,6 +101,7 @@ function parseCommandLine() {
                 "retry-after": { type: "string" },
                 "break-after": { type: "string" },
                 "stall-after": { type: "string" },
+                "first-token-ms": { type: "string" },
                 "require-jwt": { type: "boolean", default: false },
                 record: { type: "string" },
                 "tls-cert": { type: "string" },
@@ -130,6 +136,7 @@ function parseCommandLine() {
         retryAfter: intOption(values, "retry-after", { min: 0, max: 1 << 30, fallback: null }),
         breakAfter: intOption(values, "break-after", { min: 1, max: 1 << 30, fallback: null }),
         stallAfter: intOption(values, "stall-after", { min: 0, max: 1 << 30, fallback: null }),
+        firstTokenMs: intOption(values, "first-token-ms", { min: 0, max: 600000, fallback: 0 }),
         requireJwt: values["require-jwt"],
         record: values.record ?? null,
         tls: values["tls-cert"] ? { cert: values["tls-cert"], key: values["tls-key"] } : null,
@@ -405,6 +412,18 @@ function stubEngine() {
     return { enqueue: (job) => job(), checkFits, generate, dispose: async () => {} };
 }
 
+// --first-token-ms: holds the answer back; false when the client left meanwhile.
+async function firstTokenDelay(signal) {
+    if (opts.firstTokenMs === 0) return true;
+    try {
+        await sleep(opts.firstTokenMs, undefined, { signal });
+    } catch {
+        return false;
+    }
+    log(`held the first token back ${opts.firstTokenMs} ms (--first-token-ms)`);
+    return true;
+}
+
 function completionId() {
     return `chatcmpl-${randomBytes(12).toString("hex")}`;
 }
@@ -477,6 +496,7 @@ async function handleChat(req, res) {
         const id = completionId();
         const created = Math.floor(Date.now() / 1000);
         if (!request.stream) {
+            if (!(await firstTokenDelay(abort.signal))) return;
             const out = await generate(request, promptTokens, abort.signal, () => {});
             const reply = {
                 id,
@@ -514,6 +534,7 @@ async function handleChat(req, res) {
             log("stalling the stream before any delta (--stall-after 0)");
             return;
         }
+        if (!(await firstTokenDelay(abort.signal))) return;
         let cut = false;
         let out;
         try {

@@ -242,7 +242,13 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             max_tokens,
             temperature,
         };
-        self.could_afford(app, u64::from(prompt_estimate) + u64::from(max_tokens))?;
+        // A request refused here never reaches its endpoint: a probe of it is not spent.
+        let refused = |e| {
+            self.router.release_probe(&route);
+            e
+        };
+        self.could_afford(app, u64::from(prompt_estimate) + u64::from(max_tokens))
+            .map_err(refused)?;
         let lane = Lane {
             endpoint: route.endpoint.clone(),
             model: route.model.clone(),
@@ -250,7 +256,7 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         let ticket = self
             .scheduler
             .enqueue(app, lane, route.max_concurrent, asked.priority)
-            .map_err(BrokerError::InFlight)?;
+            .map_err(|e| refused(BrokerError::InFlight(e)))?;
         Ok(Admitted {
             app: app.to_owned(),
             since: self.router.clock().now(),
@@ -351,6 +357,8 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             {
                 Ok(r) => r,
                 Err((state, name, mut message)) => {
+                    // Never sent: a probe of the endpoint is for the next request to make.
+                    self.router.release_probe(&route);
                     drop(ticket);
                     if !failed.is_empty() {
                         message = format!(
@@ -556,6 +564,9 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                             // The hedge lost before its first token and is dropped with any usage
                             // it may have sent: nothing of it is charged, though its endpoint may
                             // bill its provider for the prompt it read.
+                            let waited = self.router.clock().now().saturating_duration_since(leg.sent_at);
+                            self.router
+                                .report_unanswered(&leg.route.endpoint, &leg.route.model, waited);
                             leg.reservation.commit(0).await;
                         }
                         return Ok((opened, None));
@@ -571,6 +582,11 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                     let Some(won) = leg.take() else { continue };
                     match r {
                         Ok(opened) => {
+                            if primary_failed.is_none() {
+                                // The first endpoint lost the race: it is slower than it waited.
+                                let waited = self.router.clock().now().saturating_duration_since(meter.admitted_at);
+                                self.router.report_unanswered(&route.endpoint, &route.model, waited);
+                            }
                             let primary_used = primary_failed.as_ref().and_then(|u| u.reported).map_or(0, used);
                             return Ok((opened, Some(Won { leg: won, primary_used })));
                         }
@@ -611,9 +627,11 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
             endpoint: next.endpoint.clone(),
             model: next.model.clone(),
         };
-        let ticket = self
-            .scheduler
-            .try_start(app, lane, next.max_concurrent, asked.priority)?;
+        let Some(ticket) = self.scheduler.try_start(app, lane, next.max_concurrent, asked.priority) else {
+            // Not sent: a probe of it is for the next request to make.
+            self.router.release_probe(&next);
+            return None;
+        };
         let request = ChatRequest {
             model: next.model.clone(),
             messages: request.messages.clone(),
@@ -629,7 +647,10 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
                 next.price_per_1k,
                 request_digest(&next, &request),
             )
-            .inspect_err(|e| tracing::debug!(error = %chain(e), "no hedge: the budget does not cover both"))
+            .inspect_err(|e| {
+                tracing::debug!(error = %chain(e), "no hedge: the budget does not cover both");
+                self.router.release_probe(&next);
+            })
             .ok()?;
         Some(Leg {
             route: next,
@@ -710,8 +731,33 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
     }
 
     /// Sends the request to `route` and reads its stream up to the first token (or its end).
-    /// A failure is held against the endpoint unless it was the request's or the device's.
-    async fn open(&self, route: &Route, request: &ChatRequest, carried: &Arc<Carried>) -> Result<Opened, Unopened> {
+    /// When the request probes the endpoint, a first token passes the probe, a failure of the
+    /// endpoint's fails it, and anything else (dropped: a lost hedge race, a cancel, the
+    /// deadline; the device's fault) releases it for the next request.
+    fn open<'a>(
+        &'a self,
+        route: &'a Route,
+        request: &'a ChatRequest,
+        carried: &'a Arc<Carried>,
+    ) -> impl Future<Output = Result<Opened, Unopened>> + 'a {
+        // Made before the first poll: an attempt dropped unpolled releases its probe too.
+        let probe = PendingProbe {
+            router: &self.router,
+            route,
+        };
+        async move {
+            let opened = self.attempt(route, request, carried).await;
+            if opened.is_ok() && route.probe.is_some() {
+                self.router.report_alive(&route.endpoint);
+            }
+            drop(probe);
+            opened
+        }
+    }
+
+    /// [`Self::open`]'s work. A failure is held against the endpoint unless it was the
+    /// request's or the device's.
+    async fn attempt(&self, route: &Route, request: &ChatRequest, carried: &Arc<Carried>) -> Result<Opened, Unopened> {
         let failed = |e: CloudError, reported| {
             let blame = e.blame();
             match blame {
@@ -867,6 +913,19 @@ struct Unopened {
     endpoint_fault: bool,
     /// Usage the endpoint reported before failing: billed upstream, so charged.
     reported: Option<Usage>,
+}
+
+/// A probe of an endpoint whose attempt is on its way; released when it ends undecided.
+struct PendingProbe<'a, K: Clock> {
+    router: &'a Router<K>,
+    route: &'a Route,
+}
+
+impl<K: Clock> Drop for PendingProbe<'_, K> {
+    fn drop(&mut self) {
+        // A no-op when the attempt decided it (answered or failed), or it was no probe.
+        self.router.release_probe(self.route);
+    }
 }
 
 /// A hedge: the same request on a second endpoint, with its own place and reservation.
@@ -1695,6 +1754,48 @@ mod tests {
         assert_eq!((balance.spent, balance.reserved), (9, 0));
         let failures: Vec<_> = b.router().statistics().iter().map(|s| s.failures).collect();
         assert_eq!(failures, [1, 0]);
+    }
+
+    /// The hedge target just back from its cooldown is its probe; losing the race is no verdict
+    /// on it, so the next request may probe it, not only the one after another cooldown.
+    #[tokio::test]
+    async fn a_probe_that_loses_a_hedge_race_leaves_the_endpoint_to_the_next_request() {
+        let b = hedged(vec![answer("first", 9), answer("hedge", 8)], 300, 3_000, 1_000);
+        b.router().report_failure("prov", "s", None);
+        b.router().clock().advance(Duration::from_secs(31));
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        assert_eq!(a.route().endpoint, "metro");
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!((out.state, out.endpoint.as_str()), (EndState::Done, "metro"));
+        assert_eq!(slow_asked(&b), ["http://m/v1", "http://p/v1"], "prov was the hedge");
+        let prov = &b.router().statistics()[1];
+        assert_eq!(
+            (prov.health, prov.cooldown_left, prov.failures),
+            ("cooling", Duration::ZERO, 1),
+            "half-open again, not failed: {prov:?}"
+        );
+        let next = b
+            .router()
+            .pick_except(None, |_, _| 0, &["metro".to_owned()])
+            .map(|r| r.endpoint);
+        assert_eq!(next, Ok("prov".to_owned()), "the next request probes it");
+    }
+
+    /// A probe refused before it is sent (here by the app's budget) leaves the endpoint to the
+    /// next request too.
+    #[tokio::test]
+    async fn a_probe_refused_at_admission_leaves_the_endpoint_to_the_next_request() {
+        let b = broker_on(Script::new(vec![answer("ok", 9)]), 2, 30, 1);
+        b.router().report_failure("metro", "s", None);
+        b.router().clock().advance(Duration::from_secs(31));
+        let refused = b.admit("app", ask(Some(100)));
+        assert!(matches!(refused, Err(BrokerError::Budget(_))));
+        assert_eq!(b.router().statistics()[0].health, "cooling");
+        let a = b.admit("other", ask(Some(10))).unwrap();
+        assert!(a.route().probe.is_some());
+        let out = b.run(a, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(out.state, EndState::Done);
+        assert_eq!(b.router().statistics()[0].health, "healthy");
     }
 
     /// A cloud that logs who asked, in order, and holds each answer until the test lets it go;

@@ -145,6 +145,10 @@ pub struct Route {
     pub price_per_1k: u64,
     /// Requests the endpoint serves at once for this model.
     pub max_concurrent: usize,
+    /// Set (to when it was picked) when this request is the one probe of an endpoint back from
+    /// its cooldown: its answer or failure decides the endpoint's health, and a probe that ends
+    /// with neither goes back with [`Router::release_probe`].
+    pub probe: Option<Instant>,
 }
 
 /// Whether an endpoint takes requests.
@@ -179,11 +183,18 @@ struct PeakEwma {
     at: Option<Instant>,
     /// The best sample seen (the prior before any).
     best: f64,
+    /// Whether `best` is a sample rather than the prior.
+    measured: bool,
 }
 
 impl PeakEwma {
     const fn prior(ms: f64) -> Self {
-        Self { ms, at: None, best: ms }
+        Self {
+            ms,
+            at: None,
+            best: ms,
+            measured: false,
+        }
     }
 
     /// The estimate at `now`: what was learned, less trusted the older it is.
@@ -197,11 +208,8 @@ impl PeakEwma {
 
     fn observe(&mut self, now: Instant, sample: Duration) {
         let sample = sample.as_secs_f64() * 1_000.0;
-        self.best = if self.at.is_some() {
-            self.best.min(sample)
-        } else {
-            sample
-        };
+        self.best = if self.measured { self.best.min(sample) } else { sample };
+        self.measured = true;
         match self.at {
             Some(at) if sample < self.ms => {
                 let w = (-now.saturating_duration_since(at).as_secs_f64() / DECAY.as_secs_f64()).exp();
@@ -210,6 +218,17 @@ impl PeakEwma {
             _ => self.ms = sample,
         }
         self.at = Some(now);
+    }
+
+    /// The latency is at least `floor` (a wait that ended before the answer): a worse estimate
+    /// jumps to it, a better one stays, and the best seen is untouched, so it is forgotten as
+    /// it ages like any peak.
+    fn raise(&mut self, now: Instant, floor: Duration) {
+        let floor = floor.as_secs_f64() * 1_000.0;
+        if floor > self.estimate(now) {
+            self.ms = floor;
+            self.at = Some(now);
+        }
     }
 }
 
@@ -480,10 +499,11 @@ impl<K: Clock> Router<K> {
         };
         let entry = &mut registry.merged[chosen.0];
         let configured = entry.spec.max_concurrent;
-        if entry.health != Health::Healthy {
+        let probe = (entry.health != Health::Healthy).then(|| {
             entry.health = Health::Probing { since: now };
             tracing::info!(endpoint = %entry.spec.name, "probing an endpoint after its cooldown");
-        }
+            now
+        });
         let spec = entry.spec.models[chosen.1].clone();
         let learned = entry.learned(&spec.name);
         learned.picks += 1;
@@ -496,7 +516,24 @@ impl<K: Clock> Router<K> {
             max_output: spec.max_output,
             price_per_1k: spec.price_per_1k,
             max_concurrent,
+            probe,
         })
+    }
+
+    /// A probe ended with no verdict: cancelled (a lost hedge race, the app gone, refused by the
+    /// budget, or never sent) or failed on the device's side. That says nothing of the endpoint,
+    /// so it is half-open again, as before the probe, and the next request probes it; left
+    /// "probing" it would be shut out for another cooldown for no fault of its own. A probe
+    /// already decided (answered or failed), or one an earlier probe outlived, is left alone.
+    pub fn release_probe(&self, route: &Route) {
+        let Some(since) = route.probe else { return };
+        self.with_entry(&route.endpoint, |entry| {
+            if entry.health == (Health::Probing { since }) {
+                // Picked once its cooldown was over: cooling "until" then is over now too.
+                entry.health = Health::Cooling { until: since };
+                tracing::debug!(endpoint = %route.endpoint, "a probe ended without a verdict");
+            }
+        });
     }
 
     /// Takes an endpoint out of rotation for the cooldown period, or for as long as it asked
@@ -545,6 +582,15 @@ impl<K: Clock> Router<K> {
                 learned.itl.observe(now, gap);
             }
         });
+    }
+
+    /// A request gave up on `endpoint` after `waited` without its first token, because another
+    /// endpoint answered first (a hedge race): its time to first token is at least that. Not a
+    /// failure, yet without it a hedged endpoint that is slow would never be learned to be
+    /// slow, and would be picked, and hedged, again and again.
+    pub fn report_unanswered(&self, endpoint: &str, model: &str, waited: Duration) {
+        let now = self.clock.now();
+        self.with_entry(endpoint, |entry| entry.learned(model).ttft.raise(now, waited));
     }
 
     /// The endpoint answered, though not with an answer (it refused the request's content):
@@ -663,6 +709,7 @@ mod tests {
                 max_output: None,
                 price_per_1k: DEFAULT_PRICE_PER_1K,
                 max_concurrent: 2,
+                probe: None,
             }
         );
         assert_eq!(r.pick(Some("huge")).unwrap_err(), RouterError::NoModel("huge".into()));
@@ -911,6 +958,81 @@ mod tests {
         assert_eq!(count(&r, 100, |_, _| 0).get("metro"), Some(&1));
         r.report_alive("metro");
         assert_eq!(r.statistics()[0].health, "healthy");
+    }
+
+    #[test]
+    fn a_probe_that_ends_without_a_verdict_leaves_the_endpoint_to_the_next_request() {
+        let clock = ManualClock::default();
+        let r = three(&clock);
+        let only_metro = ["prov".to_owned(), "nat".to_owned()];
+        let metro = |r: &Router<ManualClock>| r.pick_except(None, |_, _| 0, &only_metro);
+        let healthy = metro(&r).unwrap();
+        assert_eq!(healthy.probe, None, "a healthy endpoint is no probe");
+        r.release_probe(&healthy);
+        assert_eq!(r.statistics()[0].health, "healthy");
+        r.report_failure("metro", "m", None);
+        clock.advance(Duration::from_secs(31));
+        let probe = metro(&r).unwrap();
+        assert!(probe.probe.is_some());
+        assert_eq!(metro(&r), Err(RouterError::AllCoolingDown), "one probe at a time");
+        // Cancelled: neither passed nor failed; the next request probes it, without a cooldown.
+        r.release_probe(&probe);
+        let stats = &r.statistics()[0];
+        assert_eq!(
+            (stats.health, stats.cooldown_left, stats.failures),
+            ("cooling", Duration::ZERO, 1)
+        );
+        let again = metro(&r).unwrap();
+        assert!(again.probe.is_some());
+        // A probe lost for a cooldown is probed anew; the old one, ending late, changes nothing.
+        clock.advance(Duration::from_secs(31));
+        let newer = metro(&r).unwrap();
+        r.release_probe(&again);
+        assert_eq!(r.statistics()[0].health, "probing", "the newer probe is still out");
+        // Decided ones stay decided.
+        r.report_success("metro", "m", ms(50), None);
+        r.release_probe(&newer);
+        assert_eq!(r.statistics()[0].health, "healthy");
+        r.report_failure("metro", "m", None);
+        clock.advance(Duration::from_secs(31));
+        let failing = metro(&r).unwrap();
+        r.report_failure("metro", "m", None);
+        r.release_probe(&failing);
+        let stats = &r.statistics()[0];
+        assert_eq!(stats.health, "cooling");
+        assert!(stats.cooldown_left > Duration::from_secs(29), "{stats:?}");
+    }
+
+    #[test]
+    fn an_endpoint_that_lost_a_hedge_race_is_known_to_be_slow_until_that_ages() {
+        let clock = ManualClock::default();
+        let r = three(&clock);
+        r.report_success("metro", "m", ms(50), None);
+        r.report_success("prov", "m", ms(100), None);
+        r.report_success("nat", "m", ms(100), None);
+        // Metro was waited on for 2 s and another answered first: it takes at least that.
+        r.report_unanswered("metro", "m", ms(2_000));
+        let shunned = count(&r, 300, |_, _| 0);
+        assert_eq!(shunned.get("metro"), None, "{shunned:?}");
+        assert!(r.statistics()[0].ttft_ms >= 2_000.0);
+        // A short wait says nothing: it never lowers an estimate; nor is it a failure.
+        r.report_unanswered("prov", "m", ms(10));
+        let prov = &r.statistics()[1];
+        assert_eq!((prov.ttft_ms, prov.failures, prov.health), (100.0, 0, "healthy"));
+        for _ in 0..9 {
+            clock.advance(Duration::from_secs(10));
+            r.report_success("prov", "m", ms(100), None);
+            r.report_success("nat", "m", ms(100), None);
+        }
+        let again = count(&r, 300, |_, _| 0);
+        assert!(again["metro"] > 180, "back to its best: {again:?}");
+        // Never answered before: it drifts back to its tier's prior, not to the wait.
+        let fresh = three(&clock);
+        fresh.report_unanswered("metro", "m", ms(2_000));
+        assert_eq!(count(&fresh, 100, |_, _| 0).get("metro"), None);
+        clock.advance(Duration::from_secs(90));
+        let prior = fresh.statistics()[0].ttft_ms;
+        assert!((100.0..110.0).contains(&prior), "{:?}", fresh.statistics()[0]);
     }
 
     #[test]

@@ -218,6 +218,10 @@ pub struct CloudOptions {
     pub retry_after: Option<u32>,
     /// Stop sending after this many deltas, keeping the connection open (0: before any).
     pub stall_after: Option<u32>,
+    /// Hold each answer's first token back this long (`--first-token-ms`): a slow endpoint.
+    pub first_token_ms: Option<u32>,
+    /// Cut each stream after this many deltas, without usage or `[DONE]` (`--break-after`).
+    pub break_after: Option<u32>,
     /// Record each chat request's images (MIME, size, SHA-256), for [`World::cloud_records`].
     pub record: bool,
     /// Serve HTTPS (HTTP/2 by ALPN) with a certificate from a test CA.
@@ -562,6 +566,13 @@ impl World {
         );
         self.cloud = cloud;
         Ok(())
+    }
+
+    /// Starts the (metro) cloud again where it was, behaving as `options` say from now on (its
+    /// TLS certificate kept); returns once it listens.
+    pub fn restart_cloud_with(&mut self, options: CloudOptions) -> anyhow::Result<()> {
+        self.cloud_spawn.options = options;
+        self.restart_cloud()
     }
 
     /// The simulated operator network, when the world has one.
@@ -1018,6 +1029,12 @@ fn add_cloud_args(cmd: &mut Command, spawn: &CloudSpawn) {
     }
     if let Some(n) = options.stall_after {
         cmd.args(["--stall-after", &n.to_string()]);
+    }
+    if let Some(ms) = options.first_token_ms {
+        cmd.args(["--first-token-ms", &ms.to_string()]);
+    }
+    if let Some(n) = options.break_after {
+        cmd.args(["--break-after", &n.to_string()]);
     }
     if options.require_jwt {
         cmd.arg("--require-jwt");
