@@ -98,8 +98,8 @@ pub struct FastpathSetup {
     pub interface: String,
     /// Attach to the modem's interface and move with it.
     pub follow_modem: bool,
-    /// AI-first shaping to install wherever the fast path attaches.
-    pub shaping: Option<crate::fastpath::Shaping>,
+    /// AI-first shaping to install wherever the fast path attaches, and where its rate comes from.
+    pub shaping: Option<crate::fastpath::UplinkRate>,
     /// The cgroup whose apps' own AI traffic is counted wherever the fast path attaches.
     pub apps_cgroup: Option<std::path::PathBuf>,
     /// Where the fast path pins its maps and links, if it does.
@@ -167,7 +167,7 @@ pub async fn serve(
     server
         .at(
             ROOT_PATH,
-            fastpath::FastpathObject::new(fastpath, fastpath_interface, Arc::clone(&shared)),
+            fastpath::FastpathObject::new(fastpath, fastpath_interface, shaping, Arc::clone(&shared)),
         )
         .await?;
     tokio::spawn(fastpath::follow_destinations(connection.clone(), destinations.clone()));
@@ -182,6 +182,9 @@ pub async fn serve(
                 esim::EsimObject::new(Arc::clone(&esim), shared.broker.ledger().clone()),
             )
             .await?;
+        if let Some(rate @ crate::fastpath::UplinkRate::Modem { .. }) = shaping {
+            tokio::spawn(fastpath::follow_uplink(connection.clone(), Arc::clone(&modem), rate));
+        }
         if follow_modem {
             tokio::spawn(fastpath::follow_modem(
                 connection.clone(),
