@@ -275,6 +275,8 @@ pub struct FastpathConfig {
     pub keep_on_stop: bool,
     /// The DSCP marked on egress AI packets: a name (`EF`, `AF41`, `CS3`) or 0–63; empty: off.
     pub dscp: String,
+    /// How the classifier attaches: "auto" (TCX on Linux 6.6+, clsact before), "tcx" or "clsact".
+    pub attach: String,
 }
 
 impl Default for FastpathConfig {
@@ -291,6 +293,7 @@ impl Default for FastpathConfig {
             pin_dir: "/sys/fs/bpf/aiesim".into(),
             keep_on_stop: false,
             dscp: String::new(),
+            attach: "auto".into(),
         }
     }
 }
@@ -304,6 +307,12 @@ impl FastpathConfig {
                     "fastpath.dscp must be EF, AFxy (x 1-4, y 1-3), CSx (x 0-7) or 0-63, not {:?}",
                     self.dscp
                 ),
+            );
+        }
+        if !["auto", "tcx", "clsact"].contains(&self.attach.as_str()) {
+            return rule(
+                "fastpath.attach",
+                format!("fastpath.attach must be auto, tcx or clsact, not {:?}", self.attach),
             );
         }
         let range = crate::fastpath::UPLINK_KBIT_RANGE;
@@ -348,6 +357,16 @@ impl FastpathConfig {
             crate::identity::cgroup2_root()
         } else {
             Some(self.apps_cgroup.clone().into())
+        }
+    }
+
+    /// How to attach the classifier: as configured, or what the running kernel has.
+    pub fn attach_mode(&self) -> crate::fastpath::AttachMode {
+        use crate::fastpath::AttachMode;
+        match self.attach.as_str() {
+            "tcx" => AttachMode::Tcx,
+            "clsact" => AttachMode::Clsact,
+            _ => AttachMode::detect(),
         }
     }
 
@@ -1075,6 +1094,8 @@ mod tests {
             shaped.fastpath.shaping(),
             Some(crate::fastpath::UplinkRate::Fixed(2000))
         );
+        let clsact = parse("[fastpath]\nattach = \"clsact\"").unwrap();
+        assert_eq!(clsact.fastpath.attach_mode(), crate::fastpath::AttachMode::Clsact);
         let from_modem = parse("[fastpath]\nshape = true\nuplink_percent = 80").unwrap();
         assert_eq!(
             from_modem.fastpath.shaping(),
@@ -1098,6 +1119,7 @@ mod tests {
             "[fastpath]\nshape = true\nuplink_percent = 0",
             "[fastpath]\nshape = true\nuplink_percent = 101",
             "[fastpath]\nuplink_floor_kbit = 1",
+            "[fastpath]\nattach = \"xdp\"",
         ] {
             assert!(parse(bad).is_err(), "{bad} must be refused");
         }

@@ -14,7 +14,7 @@ use aiesimd::{
     cloud::{HttpCloud, HttpOptions, SharedCredentials},
     config::{self, Bus, Config, CredentialChoice},
     esim::{Biller, CardCredentials, Esim, Requirement, provision_endpoints},
-    fastpath::{AttachMode, Fastpath, Shaping, UplinkRate, names},
+    fastpath::{Fastpath, Shaping, UplinkRate, names},
     ledger::{Ledger, window::Calendar},
     modem::Modem,
     reload::Plan,
@@ -228,6 +228,7 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
             apps_cgroup: config.fastpath.apps_cgroup(),
             pins: config.fastpath.pins(),
             dscp: config.fastpath.dscp(),
+            attach: config.fastpath.attach_mode(),
             destinations,
         },
     )
@@ -476,7 +477,7 @@ fn attach_fastpath(config: &Config) -> Option<Fastpath> {
     if !config.fastpath.enabled {
         return None;
     }
-    let mode = AttachMode::detect();
+    let mode = config.fastpath.attach_mode();
     match Fastpath::attach_pinned(&config.fastpath.interface, mode, config.fastpath.pins()) {
         Ok(mut fp) => {
             // A rate from the modem is applied once the modem reports one (service::fastpath).

@@ -47,12 +47,13 @@ impl FastpathObject {
 }
 
 /// What to set up wherever the fast path attaches.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Setup {
     pub shaping: Option<UplinkRate>,
     pub apps_cgroup: Option<PathBuf>,
     pub pins: Option<Pins>,
     pub dscp: Option<u8>,
+    pub attach: AttachMode,
 }
 
 /// Keeps the attached classifier's AI destinations equal to the endpoints in use (the card's
@@ -104,7 +105,7 @@ pub async fn follow_modem(
                 }
             }
             let endpoints = destinations.borrow().clone();
-            let attached = Fastpath::attach_pinned(&wanted, AttachMode::detect(), setup.pins.clone()).and_then(|mut fp| {
+            let attached = Fastpath::attach_pinned(&wanted, setup.attach, setup.pins.clone()).and_then(|mut fp| {
                 fp.set_ai_endpoints(&endpoints)?;
                 // A rate from the modem applies once it reports one (follow_uplink, or here later).
                 let uplink_bps = modem.state().borrow().uplink_bps;

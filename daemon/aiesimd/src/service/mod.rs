@@ -106,6 +106,8 @@ pub struct FastpathSetup {
     pub pins: Option<crate::fastpath::Pins>,
     /// The DSCP egress AI packets are marked with, if any.
     pub dscp: Option<u8>,
+    /// How the classifier attaches wherever it goes.
+    pub attach: crate::fastpath::AttachMode,
     /// The AI destinations, kept current as endpoints change.
     pub destinations: tokio::sync::watch::Receiver<Vec<std::net::SocketAddr>>,
 }
@@ -127,6 +129,7 @@ pub async fn serve(
         apps_cgroup,
         pins,
         dscp,
+        attach,
         destinations,
     } = fastpath;
     let shared = Arc::new(Shared {
@@ -195,6 +198,7 @@ pub async fn serve(
                     apps_cgroup,
                     pins,
                     dscp,
+                    attach,
                 },
             ));
         }
