@@ -35,7 +35,8 @@ struct Cli {
     reason = "these doc comments are the --help text, where backticks would show"
 )]
 enum Command {
-    /// Show the daemon (version, last configuration reload), its modem and fast path.
+    /// Show the daemon (version, last configuration reload), its modem and fast path (attach
+    /// mode, the uplink shaping rate and where it comes from).
     ///
     /// With --json: {"daemon": {"version", "reloads", "last_reload"}, "modem", "fastpath"}.
     Status {
@@ -368,6 +369,11 @@ async fn status(connection: &Connection, json: bool) -> anyhow::Result<ExitCode>
         .await
         .map_err(|e| anyhow::anyhow!("aiesimd is not reachable: {}", describe(&e)))?;
     let attached = fastpath.attached().await?;
+    let (attach_mode, uplink_kbit, uplink_source) = (
+        fastpath.attach_mode().await?,
+        fastpath.uplink_kbit().await?,
+        fastpath.uplink_source().await?,
+    );
     let stats = if attached {
         Some(
             fastpath
@@ -398,7 +404,8 @@ async fn status(connection: &Connection, json: bool) -> anyhow::Result<ExitCode>
             "daemon": { "version": version, "reloads": reloads, "last_reload": last_reload },
             "modem": modem,
             "fastpath": {
-                "interface": interface, "attached": attached,
+                "interface": interface, "attached": attached, "attach_mode": attach_mode,
+                "uplink_kbit": uplink_kbit, "uplink_source": uplink_source,
                 "egress_packets": stat("egress_packets"), "egress_bytes": stat("egress_bytes"),
                 "ingress_packets": stat("ingress_packets"), "ingress_bytes": stat("ingress_bytes"),
                 "ai_packets": stat("ai_packets"), "ai_bytes": stat("ai_bytes"),
@@ -428,7 +435,11 @@ async fn status(connection: &Connection, json: bool) -> anyhow::Result<ExitCode>
         other => println!("modem     {other}: {}", m("last_error")),
     }
     if attached {
-        println!("fastpath  attached to {interface}");
+        println!("fastpath  attached to {interface} ({attach_mode})");
+        match uplink_kbit {
+            0 => println!("          uplink not shaped"),
+            kbit => println!("          uplink shaped at {kbit} kbit/s, AI first (rate from the {uplink_source})"),
+        }
         println!(
             "          egress {} pkts / {} B, ingress {} pkts / {} B, AI {} pkts / {} B",
             stat("egress_packets"),

@@ -186,4 +186,10 @@ pub trait Fastpath {
     fn interface(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn attached(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn attach_mode(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn uplink_kbit(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn uplink_source(&self) -> zbus::Result<String>;
 }

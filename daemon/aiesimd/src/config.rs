@@ -257,8 +257,13 @@ pub struct FastpathConfig {
     pub interface: String,
     /// Install an HTB root qdisc at `uplink_kbit` that serves AI packets first.
     pub shape: bool,
-    /// The uplink rate in kbit/s the shaper releases packets at.
+    /// The uplink rate in kbit/s the shaper releases packets at; 0: the rate the modem
+    /// reports, times `uplink_percent`, at least `uplink_floor_kbit`.
     pub uplink_kbit: u32,
+    /// The share of the modem-reported uplink rate the shaper uses (1–100).
+    pub uplink_percent: u8,
+    /// The lowest rate a modem report can set the shaper to, kbit/s.
+    pub uplink_floor_kbit: u32,
     /// Count apps' own AI traffic per app (`cgroup_skb` programs on `apps_cgroup`).
     pub count_apps: bool,
     /// The cgroup v2 directory whose apps are counted; empty: the hierarchy's root.
@@ -270,6 +275,8 @@ pub struct FastpathConfig {
     pub keep_on_stop: bool,
     /// The DSCP marked on egress AI packets: a name (`EF`, `AF41`, `CS3`) or 0–63; empty: off.
     pub dscp: String,
+    /// How the classifier attaches: "auto" (TCX on Linux 6.6+, clsact before), "tcx" or "clsact".
+    pub attach: String,
 }
 
 impl Default for FastpathConfig {
@@ -279,11 +286,14 @@ impl Default for FastpathConfig {
             interface: "wwan0".into(),
             shape: false,
             uplink_kbit: 0,
+            uplink_percent: 90,
+            uplink_floor_kbit: 256,
             count_apps: true,
             apps_cgroup: String::new(),
             pin_dir: "/sys/fs/bpf/aiesim".into(),
             keep_on_stop: false,
             dscp: String::new(),
+            attach: "auto".into(),
         }
     }
 }
@@ -299,15 +309,38 @@ impl FastpathConfig {
                 ),
             );
         }
+        if !["auto", "tcx", "clsact"].contains(&self.attach.as_str()) {
+            return rule(
+                "fastpath.attach",
+                format!("fastpath.attach must be auto, tcx or clsact, not {:?}", self.attach),
+            );
+        }
         let range = crate::fastpath::UPLINK_KBIT_RANGE;
-        if self.shape && !range.contains(&self.uplink_kbit) {
+        if self.shape && self.uplink_kbit != 0 && !range.contains(&self.uplink_kbit) {
             return rule(
                 "fastpath.uplink_kbit|fastpath.shape",
                 format!(
-                    "fastpath.shape needs fastpath.uplink_kbit between {} and {}, not {}",
+                    "fastpath.uplink_kbit must be 0 (the modem's rate) or between {} and {}, not {}",
                     range.start(),
                     range.end(),
                     self.uplink_kbit
+                ),
+            );
+        }
+        if !(1..=100).contains(&self.uplink_percent) {
+            return rule(
+                "fastpath.uplink_percent",
+                format!("fastpath.uplink_percent must be 1-100, not {}", self.uplink_percent),
+            );
+        }
+        if !range.contains(&self.uplink_floor_kbit) {
+            return rule(
+                "fastpath.uplink_floor_kbit",
+                format!(
+                    "fastpath.uplink_floor_kbit must be between {} and {}, not {}",
+                    range.start(),
+                    range.end(),
+                    self.uplink_floor_kbit
                 ),
             );
         }
@@ -327,6 +360,16 @@ impl FastpathConfig {
         }
     }
 
+    /// How to attach the classifier: as configured, or what the running kernel has.
+    pub fn attach_mode(&self) -> crate::fastpath::AttachMode {
+        use crate::fastpath::AttachMode;
+        match self.attach.as_str() {
+            "tcx" => AttachMode::Tcx,
+            "clsact" => AttachMode::Clsact,
+            _ => AttachMode::detect(),
+        }
+    }
+
     /// The DSCP to mark egress AI packets with, when asked for.
     pub fn dscp(&self) -> Option<u8> {
         dscp_value(&self.dscp)
@@ -337,10 +380,16 @@ impl FastpathConfig {
         (!self.pin_dir.is_empty()).then(|| crate::fastpath::Pins::new(&self.pin_dir, self.keep_on_stop))
     }
 
-    /// The shaping to install, when asked for.
-    pub fn shaping(&self) -> Option<crate::fastpath::Shaping> {
-        self.shape.then_some(crate::fastpath::Shaping {
-            uplink_kbit: self.uplink_kbit,
+    /// The shaping to install and where its rate comes from, when asked for.
+    pub fn shaping(&self) -> Option<crate::fastpath::UplinkRate> {
+        use crate::fastpath::UplinkRate;
+        self.shape.then_some(if self.uplink_kbit == 0 {
+            UplinkRate::Modem {
+                percent: self.uplink_percent,
+                floor_kbit: self.uplink_floor_kbit,
+            }
+        } else {
+            UplinkRate::Fixed(self.uplink_kbit)
         })
     }
 }
@@ -1043,7 +1092,17 @@ mod tests {
         let shaped = parse("[fastpath]\nshape = true\nuplink_kbit = 2000").unwrap();
         assert_eq!(
             shaped.fastpath.shaping(),
-            Some(crate::fastpath::Shaping { uplink_kbit: 2000 })
+            Some(crate::fastpath::UplinkRate::Fixed(2000))
+        );
+        let clsact = parse("[fastpath]\nattach = \"clsact\"").unwrap();
+        assert_eq!(clsact.fastpath.attach_mode(), crate::fastpath::AttachMode::Clsact);
+        let from_modem = parse("[fastpath]\nshape = true\nuplink_percent = 80").unwrap();
+        assert_eq!(
+            from_modem.fastpath.shaping(),
+            Some(crate::fastpath::UplinkRate::Modem {
+                percent: 80,
+                floor_kbit: 256
+            })
         );
         let none = parse("[cloud]\ncredential = \"none\"\niot_safe_aid = \"a000000559001001\"").unwrap();
         assert_eq!(none.cloud.credential, CredentialChoice::None);
@@ -1056,8 +1115,11 @@ mod tests {
             "[modem]\nrequest_timeout_ms = 5",
             "[modem]\napn = \"two words\"",
             "[modem]\nprotocol = \"at\"",
-            "[fastpath]\nshape = true",
             "[fastpath]\nshape = true\nuplink_kbit = 4",
+            "[fastpath]\nshape = true\nuplink_percent = 0",
+            "[fastpath]\nshape = true\nuplink_percent = 101",
+            "[fastpath]\nuplink_floor_kbit = 1",
+            "[fastpath]\nattach = \"xdp\"",
         ] {
             assert!(parse(bad).is_err(), "{bad} must be refused");
         }
@@ -1252,8 +1314,8 @@ mod tests {
         );
         assert_eq!(at(&e), ("10.toml".into(), 5, 1), "{e}");
         // A rule over two keys names the one that is set.
-        let e = load_err("[fastpath]\n\nshape = true\n", "");
-        assert_eq!(at(&e), ("aiesimd.toml".into(), 3, 1), "{e}");
+        let e = load_err("[fastpath]\nshape = true\n\nuplink_kbit = 4\n", "");
+        assert_eq!(at(&e), ("aiesimd.toml".into(), 4, 1), "{e}");
         // The log filter is checked too.
         let e = load_err("log = \"aiesimd=loud\"\n", "");
         assert_eq!(at(&e), ("aiesimd.toml".into(), 1, 1), "{e}");

@@ -14,7 +14,7 @@ use aiesimd::{
     cloud::{HttpCloud, HttpOptions, SharedCredentials},
     config::{self, Bus, Config, CredentialChoice},
     esim::{Biller, CardCredentials, Esim, Requirement, provision_endpoints},
-    fastpath::{AttachMode, Fastpath, names},
+    fastpath::{Fastpath, Shaping, UplinkRate, names},
     ledger::{Ledger, window::Calendar},
     modem::Modem,
     reload::Plan,
@@ -173,6 +173,11 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
     if follow_modem && modem.is_none() {
         tracing::warn!("fastpath.interface = \"modem\" but no modem is configured: the fast path stays detached");
     }
+    if matches!(config.fastpath.shaping(), Some(UplinkRate::Modem { .. })) && modem.is_none() {
+        tracing::warn!(
+            "fastpath.shape without fastpath.uplink_kbit takes the modem's rate, but no modem is configured: the uplink is not shaped"
+        );
+    }
     let mut fastpath = if follow_modem { None } else { attach_fastpath(&config) };
     release_startup_memory();
 
@@ -223,6 +228,7 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
             apps_cgroup: config.fastpath.apps_cgroup(),
             pins: config.fastpath.pins(),
             dscp: config.fastpath.dscp(),
+            attach: config.fastpath.attach_mode(),
             destinations,
         },
     )
@@ -489,11 +495,12 @@ fn attach_fastpath(config: &Config) -> Option<Fastpath> {
     if !config.fastpath.enabled {
         return None;
     }
-    let mode = AttachMode::detect();
+    let mode = config.fastpath.attach_mode();
     match Fastpath::attach_pinned(&config.fastpath.interface, mode, config.fastpath.pins()) {
         Ok(mut fp) => {
-            if let Some(shaping) = config.fastpath.shaping() {
-                if let Err(e) = fp.shape(shaping) {
+            // A rate from the modem is applied once the modem reports one (service::fastpath).
+            if let Some(UplinkRate::Fixed(uplink_kbit)) = config.fastpath.shaping() {
+                if let Err(e) = fp.shape(Shaping { uplink_kbit }) {
                     tracing::warn!(interface = %config.fastpath.interface, error = %chain(&e), "uplink not shaped; AI packets keep their priority only");
                 }
             }

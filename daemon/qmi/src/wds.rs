@@ -16,6 +16,7 @@ pub const STOP_NETWORK: u16 = 0x0021;
 pub const GET_PACKET_SERVICE_STATUS: u16 = 0x0022;
 /// The Packet Service Status indication shares its request's id.
 pub const PACKET_SERVICE_STATUS_INDICATION: u16 = 0x0022;
+pub const GET_CHANNEL_RATES: u16 = 0x0023;
 pub const GET_CURRENT_SETTINGS: u16 = 0x002D;
 pub const SET_IP_FAMILY: u16 = 0x004D;
 
@@ -435,6 +436,60 @@ impl Message for PacketServiceStatusIndication {
             verbose_call_end_reason,
             ip_family: tlv::find_u8(tlvs, TLV_INDICATION_IP_FAMILY, Self::NAME)?.map(IpFamily),
             extended_technology_preference: tlv::find_u16(tlvs, TLV_EXTENDED_TECHNOLOGY, Self::NAME)?,
+        })
+    }
+}
+
+empty_message!(
+    /// Asks for the data channel's current and maximum rates.
+    GetChannelRates, Service::WDS, GET_CHANNEL_RATES, Request, "WDS Get Channel Rates request"
+);
+
+impl Request for GetChannelRates {
+    type Response = GetChannelRatesResponse;
+}
+
+const TLV_CHANNEL_RATES: u8 = 0x01;
+
+/// The data channel's rates in bit/s, uplink (TX) and downlink (RX); 0 where the modem has none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GetChannelRatesResponse {
+    pub current_tx_bps: u32,
+    pub current_rx_bps: u32,
+    pub max_tx_bps: u32,
+    pub max_rx_bps: u32,
+}
+
+impl Message for GetChannelRatesResponse {
+    const SERVICE: Service = Service::WDS;
+    const MESSAGE_ID: u16 = GET_CHANNEL_RATES;
+    const KIND: MessageKind = MessageKind::Response;
+    const NAME: &'static str = "WDS Get Channel Rates response";
+
+    fn write_tlvs(&self, out: &mut tlv::Writer) -> Result<(), EncodeError> {
+        let Self {
+            current_tx_bps,
+            current_rx_bps,
+            max_tx_bps,
+            max_rx_bps,
+        } = *self;
+        let mut v = tlv::Value::new();
+        for rate in [current_tx_bps, current_rx_bps, max_tx_bps, max_rx_bps] {
+            v.bytes(&rate.to_le_bytes());
+        }
+        out.put_value(TLV_CHANNEL_RATES, &v)?;
+        Ok(())
+    }
+
+    fn read_tlvs(tlvs: &[u8]) -> Result<Self, DecodeError> {
+        let value = tlv::require(tlvs, TLV_CHANNEL_RATES, Self::NAME)?;
+        let bytes = tlv::fixed::<16>(value, TLV_CHANNEL_RATES, Self::NAME, "16")?;
+        let rate = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        Ok(Self {
+            current_tx_bps: rate(0),
+            current_rx_bps: rate(4),
+            max_tx_bps: rate(8),
+            max_rx_bps: rate(12),
         })
     }
 }

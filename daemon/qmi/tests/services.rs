@@ -374,6 +374,24 @@ fn wds_session_messages() {
     assert_eq!(value(&tlvs, 0x10), [3, 0]);
     assert_eq!(value(&tlvs, 0x12), [4]);
 
+    round_trip(&wds::GetChannelRates);
+    let rates = wds::GetChannelRatesResponse {
+        current_tx_bps: 5_000_000,
+        current_rx_bps: 20_000_000,
+        max_tx_bps: 50_000_000,
+        max_rx_bps: 150_000_000,
+    };
+    let tlvs = round_trip(&rates);
+    // Four little-endian u32 in one TLV: current TX, current RX, max TX, max RX.
+    assert_eq!(
+        value(&tlvs, 0x01),
+        [
+            0x40, 0x4B, 0x4C, 0x00, 0x00, 0x2D, 0x31, 0x01, 0x80, 0xF0, 0xFA, 0x02, 0x80, 0xD1, 0xF0, 0x08
+        ]
+    );
+    // A short rates TLV is an error, not zeros.
+    assert!(wds::GetChannelRatesResponse::read_tlvs(&[0x01, 8, 0, 1, 2, 3, 4, 5, 6, 7, 8]).is_err());
+
     round_trip(&wds::SetIpFamily {
         preference: wds::IpFamily::IPV6,
     });
@@ -650,6 +668,7 @@ fn parse_everything(tlvs: &[u8]) {
     let _ = wds::StartNetworkResponse::read_tlvs(tlvs);
     let _ = wds::StopNetwork::read_tlvs(tlvs);
     let _ = wds::GetPacketServiceStatusResponse::read_tlvs(tlvs);
+    let _ = wds::GetChannelRatesResponse::read_tlvs(tlvs);
     let _ = wds::PacketServiceStatusIndication::read_tlvs(tlvs);
     let _ = wds::GetCurrentSettings::read_tlvs(tlvs);
     let _ = wds::GetCurrentSettingsResponse::read_tlvs(tlvs);

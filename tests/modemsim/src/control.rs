@@ -25,7 +25,7 @@ use nix::{
 use crate::{
     euicc::ReceiptMode,
     pty::{Link, Pty},
-    world::{Changes, FailNext, Registration, World},
+    world::{Changes, FailNext, Rates, Registration, World},
 };
 
 /// Answers that pile up while no client reads are dropped beyond this, oldest first.
@@ -507,6 +507,8 @@ card fail off              no more injected status words
 card slow MS               the card takes MS ms over every command (0 turns it off)
 radio on|off               turn the radio on or off
 signal DBM                 set the signal's base level (RSSI in dBm, -113..-51)
+rates UP_KBIT [DOWN_KBIT]  the channel rates the network grants (kbit/s; QMI WDS Get Channel Rates,
+                           MBIM packet service); QMI hosts hear of it by a serving-system indication
 register home|roaming|searching|denied|none
 receipts honest|forge|replay  how the AI applet answers DEBIT (forge: a bad signature;
                            replay: the debit is taken, the previous receipt comes back)
@@ -614,6 +616,26 @@ impl<D: Device> Commands<'_, D> {
                 self.world.set_rssi(dbm);
                 Ok(String::new())
             }
+            ["rates", up, rest @ ..] => {
+                let kbit = |word: &str| {
+                    word.parse::<u64>()
+                        .ok()
+                        .filter(|k| (1..=4_000_000).contains(k))
+                        .map(|k| k * 1000)
+                        .ok_or_else(|| format!("{word:?} is not a rate in kbit/s (1 to 4000000)"))
+                };
+                let uplink_bps = kbit(up)?;
+                let downlink_bps = match rest {
+                    [] => self.world.rates.downlink_bps,
+                    [down] => kbit(down)?,
+                    _ => return Err("usage: rates UP_KBIT [DOWN_KBIT]".into()),
+                };
+                self.world.set_rates(Rates {
+                    uplink_bps,
+                    downlink_bps,
+                });
+                Ok(String::new())
+            }
             ["register", state] => {
                 let registration = match *state {
                     "home" => Registration::Home,
@@ -657,6 +679,10 @@ impl<D: Device> Commands<'_, D> {
                 lines.push(format!("port {}", if self.port.pty.is_some() { "up" } else { "down" }));
                 lines.push(format!("radio {}", if world.radio_on { "on" } else { "off" }));
                 lines.push(format!("registration {:?}", world.registration));
+                lines.push(format!(
+                    "rates up {} down {} bit/s",
+                    world.rates.uplink_bps, world.rates.downlink_bps
+                ));
                 lines.push(format!(
                     "card {}",
                     if world.uicc.present { "present" } else { "absent" }

@@ -44,9 +44,6 @@ const MAX_HOST_TRANSFER: usize = 16 * 1024;
 const SESSION_ID: u32 = 0;
 /// Notifications carry no transaction of the host's.
 const INDICATION_TID: u32 = 0;
-/// What the simulated modem's uplink and downlink report while attached (bit/s).
-const UPLINK_SPEED: u64 = 50_000_000;
-const DOWNLINK_SPEED: u64 = 150_000_000;
 
 /// The services and CIDs this model answers, as DEVICE_SERVICES lists them.
 /// PROXY_CONTROL is answered but, as on a real function, not listed.
@@ -725,8 +722,8 @@ fn packet_service(world: &World) -> PacketServiceResponse {
             PacketServiceState::DETACHED
         },
         highest_available_data_class: if attached { data_class::LTE } else { 0 },
-        uplink_speed: if attached { UPLINK_SPEED } else { 0 },
-        downlink_speed: if attached { DOWNLINK_SPEED } else { 0 },
+        uplink_speed: world.current_rates().uplink_bps,
+        downlink_speed: world.current_rates().downlink_bps,
     }
 }
 

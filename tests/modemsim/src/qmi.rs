@@ -524,6 +524,18 @@ impl Device {
                 };
                 respond(&wds::GetPacketServiceStatusResponse { connection_status }, request)
             }
+            wds::GET_CHANNEL_RATES => {
+                read::<wds::GetChannelRates>(request)?;
+                let bps = |rate: u64| u32::try_from(rate).unwrap_or(u32::MAX);
+                let now = world.current_rates();
+                let rates = wds::GetChannelRatesResponse {
+                    current_tx_bps: bps(now.uplink_bps),
+                    current_rx_bps: bps(now.downlink_bps),
+                    max_tx_bps: bps(world.rates.uplink_bps),
+                    max_rx_bps: bps(world.rates.downlink_bps),
+                };
+                respond(&rates, request)
+            }
             wds::GET_CURRENT_SETTINGS => {
                 let wds::GetCurrentSettings { requested_settings } = read(request)?;
                 let session = world.data.as_ref().ok_or(ProtocolError::OutOfCall)?;

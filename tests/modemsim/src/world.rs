@@ -155,6 +155,23 @@ impl Default for Faults {
     }
 }
 
+/// Uplink and downlink rates in bit/s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rates {
+    pub uplink_bps: u64,
+    pub downlink_bps: u64,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        // An LTE category 4 uplink and downlink.
+        Self {
+            uplink_bps: 50_000_000,
+            downlink_bps: 150_000_000,
+        }
+    }
+}
+
 /// The whole simulated modem.
 pub struct World {
     pub identity: Identity,
@@ -165,6 +182,8 @@ pub struct World {
     /// Where the slow drift of the signal is in its cycle.
     drift_step: u32,
     pub packet_attached: bool,
+    /// The channel rates the network grants while attached, bit/s.
+    pub rates: Rates,
     pub data: Option<DataSession>,
     addressing: Addressing,
     next_handle: u32,
@@ -193,6 +212,7 @@ impl World {
             signal: Signal::from_rssi(rssi_dbm),
             drift_step: 0,
             packet_attached: true,
+            rates: Rates::default(),
             data: None,
             addressing,
             next_handle: 0x1000_0001,
@@ -221,6 +241,26 @@ impl World {
         self.drift_step = self.drift_step.wrapping_add(1);
         if self.radio_on {
             self.changes.signal = true;
+        }
+    }
+
+    /// The network grants other rates (a new cell, a new radio technology, congestion).
+    pub fn set_rates(&mut self, rates: Rates) {
+        if self.rates != rates {
+            self.rates = rates;
+            self.changes.packet = true;
+        }
+    }
+
+    /// The rates reported now: none while packet service is detached.
+    pub fn current_rates(&self) -> Rates {
+        if self.packet_attached {
+            self.rates
+        } else {
+            Rates {
+                uplink_bps: 0,
+                downlink_bps: 0,
+            }
         }
     }
 

@@ -295,6 +295,23 @@ fn mbimcli_connects_and_reads_the_ip_configuration() {
 }
 
 #[test]
+fn mbimcli_reads_the_uplink_speed_and_qmi_agrees() {
+    if !mbimcli_available() || !available("qmicli", "libqmi-utils") {
+        return;
+    }
+    let sim = Simulator::start(&[]);
+    let out = sim.mbimcli(&["--query-packet-service-state"]);
+    assert_eq!(field(&out, "Uplink speed"), "50000000 bps", "{out}");
+    sim.control("rates 2000 8000");
+    let out = sim.mbimcli(&["--query-packet-service-state"]);
+    assert_eq!(field(&out, "Uplink speed"), "2000000 bps", "{out}");
+    assert_eq!(field(&out, "Downlink speed"), "8000000 bps", "{out}");
+    // The same rates behind QMI over MBIM.
+    let out = sim.qmicli(&["--wds-get-channel-rates"]);
+    assert!(out.contains("Current TX rate: 2000000bps"), "{out}");
+}
+
+#[test]
 fn mbimcli_reads_the_atr() {
     if !mbimcli_available() {
         return;

@@ -284,6 +284,58 @@ fn qmicli_reads_signal_serving_system_and_system_info() {
     assert_eq!(field(&system, "Roaming status:"), Some("off"), "{system}");
 }
 
+/// One command on the simulator's control socket (`--control PATH`); fails unless it says ok.
+fn control(socket: &std::path::Path, command: &str) {
+    use std::io::Write as _;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("the control socket accepts");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    writeln!(stream, "{command}").unwrap();
+    let mut reply = String::new();
+    let mut reader = BufReader::new(stream);
+    while !(reply.ends_with("ok\n") || reply.contains("error:")) {
+        if reader.read_line(&mut reply).unwrap() == 0 {
+            break;
+        }
+    }
+    assert!(reply.ends_with("ok\n"), "{command}: {reply}");
+}
+
+/// A `'50000000bps'`-style rate as a number.
+fn bps(stdout: &str, key: &str) -> u64 {
+    let value = field(stdout, key).unwrap_or_else(|| panic!("no {key} in {stdout}"));
+    value
+        .trim_end_matches("bps")
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} {value:?} is not a rate"))
+}
+
+#[test]
+fn qmicli_reads_the_channel_rates_the_network_grants() {
+    if !qmicli_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control");
+    let sim = Simulator::start(&["--control", socket.to_str().unwrap()]);
+    let rates = sim.stdout(&["--wds-get-channel-rates"]);
+    assert_eq!(bps(&rates, "Current TX rate:"), 50_000_000, "{rates}");
+    assert_eq!(bps(&rates, "Current RX rate:"), 150_000_000, "{rates}");
+    assert_eq!(bps(&rates, "Max TX rate:"), 50_000_000, "{rates}");
+
+    // A congested cell: libqmi decodes the new uplink and downlink from the same TLV.
+    control(&socket, "rates 1500 6000");
+    let rates = sim.stdout(&["--wds-get-channel-rates"]);
+    assert_eq!(bps(&rates, "Current TX rate:"), 1_500_000, "{rates}");
+    assert_eq!(bps(&rates, "Current RX rate:"), 6_000_000, "{rates}");
+
+    // Off the network there is no channel: the current rates are zero, the maximum stays.
+    control(&socket, "register none");
+    let rates = sim.stdout(&["--wds-get-channel-rates"]);
+    assert_eq!(bps(&rates, "Current TX rate:"), 0, "{rates}");
+    assert_eq!(bps(&rates, "Max TX rate:"), 1_500_000, "{rates}");
+}
+
 #[test]
 fn qmicli_starts_and_stops_a_data_session() {
     if !qmicli_available() {

@@ -27,7 +27,7 @@ pub use self::{
     maps::{AiDestination, EndpointStatistics, MapsError},
     object::{Classifier, ClassifierError, DEFAULT_AI_PRIORITY, TestProgram, TestRunOutcome},
     pins::Pins,
-    shaper::{BULK_CLASS, INTERACTIVE_CLASS, ShaperError, Shaping, UPLINK_KBIT_RANGE},
+    shaper::{BULK_CLASS, INTERACTIVE_CLASS, ShaperError, Shaping, UPLINK_KBIT_RANGE, UplinkRate},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +227,23 @@ impl Fastpath {
     /// Whether this fast path installed the shaper on its interface.
     pub fn shaped(&self) -> bool {
         self.shaper.is_some()
+    }
+
+    /// The rate the shaper releases packets at (kbit/s), if this fast path shapes.
+    pub fn uplink_kbit(&self) -> Option<u32> {
+        self.shaper.as_ref().map(shaper::Shaper::uplink_kbit)
+    }
+
+    /// Moves the shaper to a new rate in place (queued packets stay), installing it if it is
+    /// not there yet; false, as [`Fastpath::shape`], when someone else's root qdisc is there.
+    pub fn set_uplink(&mut self, uplink_kbit: u32) -> Result<bool, FastpathError> {
+        match &mut self.shaper {
+            Some(shaper) => {
+                shaper.set_rate(uplink_kbit)?;
+                Ok(true)
+            }
+            None => self.shape(Shaping { uplink_kbit }),
+        }
     }
 
     /// Detaches now, reporting failures that dropping would only log.

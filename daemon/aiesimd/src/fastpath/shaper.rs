@@ -41,6 +41,38 @@ pub struct Shaping {
     pub uplink_kbit: u32,
 }
 
+/// Where the shaper's rate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UplinkRate {
+    /// A fixed rate in kbit/s, from the configuration.
+    Fixed(u32),
+    /// The uplink rate the modem reports, scaled to `percent` (so the queue builds here, not
+    /// in the modem) and never below `floor_kbit`.
+    Modem { percent: u8, floor_kbit: u32 },
+}
+
+impl UplinkRate {
+    /// The rate to shape at, given what the modem reports (bit/s); `None` while unknown.
+    pub fn kbit(self, modem_bps: Option<u64>) -> Option<u32> {
+        match self {
+            Self::Fixed(kbit) => Some(kbit),
+            Self::Modem { percent, floor_kbit } => modem_bps.map(|bps| {
+                let kbit = bps / 1000 * u64::from(percent) / 100;
+                let kbit = u32::try_from(kbit).unwrap_or(u32::MAX);
+                kbit.clamp(floor_kbit.max(*UPLINK_KBIT_RANGE.start()), *UPLINK_KBIT_RANGE.end())
+            }),
+        }
+    }
+
+    /// "config" or "modem", as the Fastpath interface shows it.
+    pub const fn source(self) -> &'static str {
+        match self {
+            Self::Fixed(_) => "config",
+            Self::Modem { .. } => "modem",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ShaperError {
     #[error("uplink rate {0} kbit/s is outside {min}..={max}", min = UPLINK_KBIT_RANGE.start(), max = UPLINK_KBIT_RANGE.end())]
@@ -71,6 +103,8 @@ pub(super) struct Shaper {
     iface: String,
     ifindex: u32,
     installed: bool,
+    /// The rate the classes were last given, kbit/s.
+    uplink_kbit: u32,
 }
 
 /// Installs the shaper on `iface` unless a root qdisc someone chose is there: then `None`.
@@ -87,6 +121,7 @@ pub(super) fn install(iface: &str, ifindex: u32, shaping: Shaping) -> Result<Opt
         iface: iface.to_owned(),
         ifindex,
         installed: false,
+        uplink_kbit: shaping.uplink_kbit,
     };
     match &root {
         Some(RootQdisc { kind, handle }) if !replaceable(kind, *handle) => {
@@ -138,8 +173,31 @@ impl Shaper {
             qdisc,
             &attributes,
         )?;
+        self.classes(shaping.uplink_kbit, libc::NLM_F_CREATE | libc::NLM_F_EXCL)
+    }
 
-        let uplink = u64::from(shaping.uplink_kbit) * 125;
+    pub(super) const fn uplink_kbit(&self) -> u32 {
+        self.uplink_kbit
+    }
+
+    /// Gives the classes a new rate in place: queued packets stay, nothing is re-created.
+    pub(super) fn set_rate(&mut self, uplink_kbit: u32) -> Result<(), ShaperError> {
+        if !UPLINK_KBIT_RANGE.contains(&uplink_kbit) {
+            return Err(ShaperError::Rate(uplink_kbit));
+        }
+        // No flags: RTM_NEWTCLASS on an existing class changes it.
+        self.classes(uplink_kbit, 0).map_err(|source| ShaperError::Install {
+            iface: self.iface.clone(),
+            source,
+        })?;
+        tracing::info!(iface = self.iface, uplink_kbit, "uplink shaping rate changed");
+        self.uplink_kbit = uplink_kbit;
+        Ok(())
+    }
+
+    /// Creates (or, with no flags, changes) the root, interactive and bulk classes.
+    fn classes(&self, uplink_kbit: u32, flags: libc::c_int) -> io::Result<()> {
+        let uplink = u64::from(uplink_kbit) * 125;
         // AI is served first while under its rate; bulk keeps a share and borrows the rest.
         let classes = [
             (ROOT_CLASS, QDISC_HANDLE, uplink, 0),
@@ -156,12 +214,7 @@ impl Shaper {
             options.push(TCA_HTB_PARMS, &htb_opt(rate, uplink, prio));
             let mut attributes = Attributes::default();
             attributes.push_str(TCA_KIND, "htb").push_nested(TCA_OPTIONS, &options);
-            netlink::request(
-                libc::RTM_NEWTCLASS,
-                libc::NLM_F_CREATE | libc::NLM_F_EXCL,
-                class,
-                &attributes,
-            )?;
+            netlink::request(libc::RTM_NEWTCLASS, flags, class, &attributes)?;
         }
         Ok(())
     }
@@ -275,5 +328,20 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(opt[32..36].try_into().unwrap()), 12_500);
         assert_eq!(u32::from_ne_bytes(opt[40..44].try_into().unwrap()), 1);
         assert_eq!(htb_glob(BULK_CLASS).len(), 20);
+    }
+
+    #[test]
+    fn the_modem_rate_is_scaled_and_floored() {
+        let modem = UplinkRate::Modem {
+            percent: 90,
+            floor_kbit: 256,
+        };
+        assert_eq!(modem.kbit(None), None);
+        assert_eq!(modem.kbit(Some(2_000_000)), Some(1800));
+        // A rate too low to carry anything is raised to the floor, a huge one capped.
+        assert_eq!(modem.kbit(Some(100_000)), Some(256));
+        assert_eq!(modem.kbit(Some(u64::MAX)), Some(*UPLINK_KBIT_RANGE.end()));
+        assert_eq!(UplinkRate::Fixed(2000).kbit(Some(50_000_000)), Some(2000));
+        assert_eq!((UplinkRate::Fixed(1).source(), modem.source()), ("config", "modem"));
     }
 }

@@ -159,6 +159,9 @@ pub struct ModemState {
     /// The operator's name or MCC-MNC, when registered.
     pub operator: String,
     pub data: DataSession,
+    /// The uplink rate the modem reports (bit/s): QMI's current channel TX rate, MBIM's
+    /// packet-service uplink speed; `None` until first reported (a report of 0 keeps the last).
+    pub uplink_bps: Option<u64>,
     /// Why the modem is not ready, in words; empty when it is.
     pub last_error: String,
 }

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     broker::{Relayed, chain},
-    fastpath::{AppStatistics, AttachMode, Fastpath, Pins, Shaping},
+    fastpath::{AppStatistics, AttachMode, Fastpath, Pins, Shaping, UplinkRate},
     identity::Identify as _,
     modem::Modem,
 };
@@ -26,27 +26,34 @@ use crate::{
 pub struct FastpathObject {
     fastpath: Option<Fastpath>,
     interface: String,
+    /// Where the shaper's rate comes from, when shaping is configured.
+    uplink: Option<UplinkRate>,
+    /// The modem rate the shaper was last tried at, so a refusal is not retried on every change.
+    tried_uplink: Option<u32>,
     /// Who is calling, for the per-app figures.
     shared: Arc<Shared>,
 }
 
 impl FastpathObject {
-    pub fn new(fastpath: Option<Fastpath>, interface: String, shared: Arc<Shared>) -> Self {
+    pub fn new(fastpath: Option<Fastpath>, interface: String, uplink: Option<UplinkRate>, shared: Arc<Shared>) -> Self {
         Self {
             fastpath,
             interface,
+            uplink,
+            tried_uplink: None,
             shared,
         }
     }
 }
 
 /// What to set up wherever the fast path attaches.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Setup {
-    pub shaping: Option<Shaping>,
+    pub shaping: Option<UplinkRate>,
     pub apps_cgroup: Option<PathBuf>,
     pub pins: Option<Pins>,
     pub dscp: Option<u8>,
+    pub attach: AttachMode,
 }
 
 /// Keeps the attached classifier's AI destinations equal to the endpoints in use (the card's
@@ -98,10 +105,12 @@ pub async fn follow_modem(
                 }
             }
             let endpoints = destinations.borrow().clone();
-            let attached = Fastpath::attach_pinned(&wanted, AttachMode::detect(), setup.pins.clone()).and_then(|mut fp| {
+            let attached = Fastpath::attach_pinned(&wanted, setup.attach, setup.pins.clone()).and_then(|mut fp| {
                 fp.set_ai_endpoints(&endpoints)?;
-                if let Some(shaping) = setup.shaping {
-                    if let Err(e) = fp.shape(shaping) {
+                // A rate from the modem applies once it reports one (follow_uplink, or here later).
+                let uplink_bps = modem.state().borrow().uplink_bps;
+                if let Some(uplink_kbit) = setup.shaping.and_then(|rate| rate.kbit(uplink_bps)) {
+                    if let Err(e) = fp.shape(Shaping { uplink_kbit }) {
                         tracing::warn!(interface = %wanted, error = %chain(&e), "uplink not shaped; AI packets keep their priority only");
                     }
                 }
@@ -134,6 +143,54 @@ pub async fn follow_modem(
             let emitter = object.signal_emitter();
             let _ = guard.interface_changed(emitter).await;
             let _ = guard.attached_changed(emitter).await;
+            let _ = guard.attach_mode_changed(emitter).await;
+            let _ = guard.uplink_kbit_changed(emitter).await;
+            let _ = guard.uplink_source_changed(emitter).await;
+        }
+        if states.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Keeps the shaper at the uplink rate the modem reports (scaled and floored as configured):
+/// in place as the rate changes, installed once a first rate is known.
+pub async fn follow_uplink(connection: Connection, modem: Arc<Modem>, rate: UplinkRate) {
+    let Ok(object) = connection
+        .object_server()
+        .interface::<_, FastpathObject>(ROOT_PATH)
+        .await
+    else {
+        return;
+    };
+    let mut states = modem.state();
+    loop {
+        let wanted = rate.kbit(states.borrow_and_update().uplink_bps);
+        if let Some(wanted) = wanted {
+            let changed = {
+                let mut guard = object.get_mut().await;
+                let this = &mut *guard;
+                match this.fastpath.as_mut() {
+                    // Someone else's root qdisc stays: tried once per rate, not on every change.
+                    Some(fp) if fp.uplink_kbit() != Some(wanted) && this.tried_uplink != Some(wanted) => {
+                        this.tried_uplink = Some(wanted);
+                        match fp.set_uplink(wanted) {
+                            Ok(shaped) => shaped,
+                            Err(e) => {
+                                tracing::warn!(uplink_kbit = wanted, error = %chain(&e), "uplink not shaped at the modem's rate");
+                                false
+                            }
+                        }
+                    }
+                    _ => false,
+                }
+            };
+            if changed {
+                tracing::info!(uplink_kbit = wanted, "uplink shaped at the modem-reported rate");
+                let guard = object.get().await;
+                let _ = guard.uplink_kbit_changed(object.signal_emitter()).await;
+                let _ = guard.uplink_source_changed(object.signal_emitter()).await;
+            }
         }
         if states.changed().await.is_err() {
             return;
@@ -244,6 +301,27 @@ impl FastpathObject {
     #[zbus(property)]
     fn attached(&self) -> bool {
         self.fastpath.is_some()
+    }
+
+    #[zbus(property)]
+    fn attach_mode(&self) -> String {
+        self.fastpath
+            .as_ref()
+            .map(|fp| fp.attach_mode().to_string())
+            .unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn uplink_kbit(&self) -> u32 {
+        self.fastpath.as_ref().and_then(Fastpath::uplink_kbit).unwrap_or(0)
+    }
+
+    #[zbus(property)]
+    fn uplink_source(&self) -> &str {
+        match (self.uplink, self.uplink_kbit()) {
+            (Some(rate), 1..) => rate.source(),
+            _ => "",
+        }
     }
 }
 

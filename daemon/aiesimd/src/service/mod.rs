@@ -98,14 +98,16 @@ pub struct FastpathSetup {
     pub interface: String,
     /// Attach to the modem's interface and move with it.
     pub follow_modem: bool,
-    /// AI-first shaping to install wherever the fast path attaches.
-    pub shaping: Option<crate::fastpath::Shaping>,
+    /// AI-first shaping to install wherever the fast path attaches, and where its rate comes from.
+    pub shaping: Option<crate::fastpath::UplinkRate>,
     /// The cgroup whose apps' own AI traffic is counted wherever the fast path attaches.
     pub apps_cgroup: Option<std::path::PathBuf>,
     /// Where the fast path pins its maps and links, if it does.
     pub pins: Option<crate::fastpath::Pins>,
     /// The DSCP egress AI packets are marked with, if any.
     pub dscp: Option<u8>,
+    /// How the classifier attaches wherever it goes.
+    pub attach: crate::fastpath::AttachMode,
     /// The AI destinations, kept current as endpoints change.
     pub destinations: tokio::sync::watch::Receiver<Vec<std::net::SocketAddr>>,
 }
@@ -127,6 +129,7 @@ pub async fn serve(
         apps_cgroup,
         pins,
         dscp,
+        attach,
         destinations,
     } = fastpath;
     let shared = Arc::new(Shared {
@@ -167,7 +170,7 @@ pub async fn serve(
     server
         .at(
             ROOT_PATH,
-            fastpath::FastpathObject::new(fastpath, fastpath_interface, Arc::clone(&shared)),
+            fastpath::FastpathObject::new(fastpath, fastpath_interface, shaping, Arc::clone(&shared)),
         )
         .await?;
     tokio::spawn(fastpath::follow_destinations(connection.clone(), destinations.clone()));
@@ -182,6 +185,9 @@ pub async fn serve(
                 esim::EsimObject::new(Arc::clone(&esim), shared.broker.ledger().clone()),
             )
             .await?;
+        if let Some(rate @ crate::fastpath::UplinkRate::Modem { .. }) = shaping {
+            tokio::spawn(fastpath::follow_uplink(connection.clone(), Arc::clone(&modem), rate));
+        }
         if follow_modem {
             tokio::spawn(fastpath::follow_modem(
                 connection.clone(),
@@ -192,6 +198,7 @@ pub async fn serve(
                     apps_cgroup,
                     pins,
                     dscp,
+                    attach,
                 },
             ));
         }

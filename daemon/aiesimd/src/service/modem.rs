@@ -47,6 +47,8 @@ fn properties(state: &ModemState) -> Vec<(&'static str, Prop)> {
         registration,
         operator,
         data,
+        // Shown where it is used: the fast path's shaper (Fastpath.UplinkKbit).
+        uplink_bps: _,
         last_error,
     } = state;
     let s = Prop::text;

@@ -49,6 +49,7 @@ fn parse_tlvs(tlvs: &[u8]) {
     let _ = wds::StopNetworkResponse::read_tlvs(tlvs);
     let _ = wds::GetPacketServiceStatus::read_tlvs(tlvs);
     let _ = wds::GetPacketServiceStatusResponse::read_tlvs(tlvs);
+    let _ = wds::GetChannelRatesResponse::read_tlvs(tlvs);
     let _ = wds::PacketServiceStatusIndication::read_tlvs(tlvs);
     let _ = wds::GetCurrentSettings::read_tlvs(tlvs);
     let _ = wds::GetCurrentSettingsResponse::read_tlvs(tlvs);

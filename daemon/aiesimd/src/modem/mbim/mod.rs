@@ -199,11 +199,27 @@ impl Session<'_> {
             }
             Err(error) => return Err(error),
         }
+        // Optional: a modem that will not say costs only the shaper's rate.
+        match self.client.call(&bc::PacketServiceQuery {}).await {
+            Ok(packet) => self.on_packet_service(&packet),
+            Err(error) => tracing::debug!(error = %crate::broker::chain(&error), "no packet service state"),
+        }
         let connect = self.client.call(&connect_query()).await;
         if let Ok(connect) = connect {
             self.on_connect(&connect).await;
         }
         Ok(())
+    }
+
+    /// Keeps the uplink speed for the shaper; 0 (detached, unknown) keeps the last one known.
+    fn on_packet_service(&self, packet: &bc::PacketServiceResponse) {
+        if packet.uplink_speed == 0 {
+            return;
+        }
+        let bps = Some(packet.uplink_speed);
+        if self.state.send_if_modified(|s| replace(&mut s.uplink_bps, bps)) {
+            tracing::info!(uplink_bps = packet.uplink_speed, "the modem reports a new uplink rate");
+        }
     }
 
     async fn on_indication(&mut self, indication: &aiesim_mbim::Indication) {
@@ -225,6 +241,7 @@ impl Session<'_> {
                 Err(error) => Err(error),
             },
             bc::PACKET_SERVICE => bc::PacketServiceResponse::from_indication(indication).map(|r| {
+                self.on_packet_service(&r);
                 if r.packet_service_state == PacketServiceState::DETACHED {
                     self.state
                         .send_if_modified(|s| replace(&mut s.data, DataSession::Disconnected));

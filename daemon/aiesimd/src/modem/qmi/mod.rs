@@ -2,7 +2,9 @@
 //! indications keep the state current until the port breaks or the daemon stops.
 //!
 //! Nothing here polls: signal, registration, card and packet-service changes arrive as
-//! indications the session registered for, so an idle daemon sends the modem nothing.
+//! indications the session registered for, so an idle daemon sends the modem nothing. The
+//! channel rates are asked for only alongside those (at start, after a serving-system
+//! indication, once the data session is up): a request to the modem never wakes the radio.
 
 mod client;
 mod proxy;
@@ -208,7 +210,32 @@ impl Session<'_> {
                 self.state.send_if_modified(|s| set_data(s, DataSession::Disconnected));
             }
         }
+        self.read_channel_rates().await;
         Ok(())
+    }
+
+    /// Reads the uplink rate for the shaper; a modem without the message costs only the rate.
+    async fn read_channel_rates(&self) {
+        let Some(wds) = self.clients.id(Service::WDS) else {
+            return;
+        };
+        match self.client.call(wds, &wds::GetChannelRates).await {
+            Ok(rates) => {
+                // The current rate while a channel is up, else what the cell would grant.
+                // None (no channel, unknown) keeps the last rate known.
+                let Some(bps) = [rates.current_tx_bps, rates.max_tx_bps]
+                    .into_iter()
+                    .find(|&r| r != 0 && r != u32::MAX)
+                    .map(u64::from)
+                else {
+                    return;
+                };
+                if self.state.send_if_modified(|s| replace(&mut s.uplink_bps, Some(bps))) {
+                    tracing::info!(uplink_bps = bps, "the modem reports a new uplink rate");
+                }
+            }
+            Err(error) => tracing::debug!(error = %crate::broker::chain(&error), "no channel rates from the modem"),
+        }
     }
 
     async fn on_indication(&mut self, frame: &Arc<Frame>) -> Result<(), ModemError> {
@@ -224,6 +251,8 @@ impl Session<'_> {
             }
             (Service::NAS, nas::SERVING_SYSTEM_INDICATION) => {
                 let decoded = nas::ServingSystemIndication::from_frame(frame).map(|ind| self.on_serving_system(&ind.0));
+                // Another cell or radio technology grants another rate.
+                self.read_channel_rates().await;
                 self.keep_data_session().await;
                 decoded
             }
@@ -357,6 +386,8 @@ impl Session<'_> {
                 .collect(),
             mtu: settings.mtu,
         };
+        // Before the session shows as up: callers may act on the modem as soon as it does.
+        self.read_channel_rates().await;
         tracing::info!(apn, address = ?ip.address, "data session up");
         self.state.send_if_modified(|s| set_data(s, DataSession::Connected(ip)));
         Ok(())
