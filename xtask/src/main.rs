@@ -1,6 +1,7 @@
-//! Project tasks: `cargo xtask <setup|build|demo|test|install>`.
+//! Project tasks: `cargo xtask <setup|build|demo|test|cross|install>`.
 
 mod bench;
+mod cross;
 mod deb;
 mod demo;
 mod fuzz;
@@ -33,9 +34,18 @@ TASKS:
                         with the real model as the card's endpoint, aiesimd) and keep it up until
                         Ctrl-C; prints the one line that points aictl, busctl, gdbus and
                         qmicli/mbimcli at it. Cleans up after itself.
-  test                  setup + format check + clippy + build + the whole test suite (unit and
-                        end-to-end; end-to-end tests need root); with CI set, the fuzz smoke
-                        pass too.
+  test                  setup + format check + clippy + build + the aarch64 cross step (below,
+                        with --suite) + the whole test suite (unit and end-to-end; end-to-end
+                        tests need root); with CI set, the fuzz smoke pass too. The summary
+                        counts the aarch64 tests with the native ones.
+  cross [--test | --suite]
+                        aiesimd and aictl (debug) for aarch64-unknown-linux-gnu, the reference
+                        boards, with Debian's toolchain (installs the arm64 packages it needs
+                        with apt, as root); checks they are aarch64 ELF and that aiesimd embeds
+                        the BPF object. With --test, builds the pure tests (codecs, journal,
+                        credential, wire, aiesimd's unit tests) for aarch64 and runs them under
+                        qemu-user, one line per crate; --suite runs test's cheaper set (no
+                        sweeps, no aiesimd unit tests). Builds in target/cross; docs/aarch64.md.
   fuzz [--seconds N | --runs N | --smoke] [--only CRATE[/TARGET]]...
                         Run every cargo-fuzz target (or those named) for N seconds each (default
                         60), N inputs each, or in the smoke pass (its corpus, then 4000 inputs),
@@ -108,6 +118,7 @@ fn main() -> anyhow::Result<()> {
             world::run(&options)
         }
         "test" => test(),
+        "cross" => cross::run(&cross::Options::parse(rest)?),
         "fuzz" => fuzz::run(&fuzz::Options::parse(rest)?),
         "bench" => bench::run(rest),
         "faults" => faults(rest),
@@ -207,12 +218,14 @@ fn test() -> anyhow::Result<()> {
     build(false)?;
     // The API examples run against a live daemon in the end-to-end tests.
     run(cargo().args(["build", "-p", "aiesim-dbus", "--examples"]))?;
+    // The reference boards are aarch64: the cross build and the pure tests under qemu-user.
+    let cross = cross::in_suite(ci)?;
     if ci {
         // Every fuzz target over its corpus and a few thousand fresh inputs; before the tests so
         // that their summary stays the last line.
         fuzz::run(&fuzz::Options::parse(&["--smoke".to_owned()])?)?;
     }
-    cargo_test()
+    cargo_test(&cross)
 }
 
 /// The fault campaign (`tests/e2e/tests/faults.rs`) for `--rounds N` rounds (default: one per
@@ -263,8 +276,9 @@ fn load(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// Runs the workspace's tests, echoing their output, and ends with one summary line over all
-/// test binaries (cargo prints one per binary, the last often a doc-test run of none).
-fn cargo_test() -> anyhow::Result<()> {
+/// test binaries (cargo prints one per binary, the last often a doc-test run of none) and the
+/// aarch64 tests run before.
+fn cargo_test(cross: &cross::InSuite) -> anyhow::Result<()> {
     // Tests that skip for a missing prerequisite say so in this file (aiesim-skip).
     let skips_file = root().join("target").join("test-skips");
     let _ = std::fs::remove_file(&skips_file);
@@ -296,21 +310,29 @@ fn cargo_test() -> anyhow::Result<()> {
         }
     }
     let status = child.wait()?;
+    passed += cross.tally.passed;
+    failed += cross.tally.failed;
+    ignored += cross.tally.ignored;
     // A skipped test returned early, so cargo counted it as passed.
     let skips = std::fs::read_to_string(&skips_file).unwrap_or_default();
     let mut skipped: Vec<&str> = skips.lines().collect();
     skipped.sort_unstable();
     skipped.dedup_by(|a, b| a.split('\t').next() == b.split('\t').next());
+    let native_skips = u64::try_from(skipped.len()).unwrap_or(u64::MAX);
+    // The aarch64 tests left out never ran: nothing to take off `passed` for them.
+    skipped.extend(cross.skipped.iter().map(String::as_str));
     for line in &skipped {
         let (test, reason) = line.split_once('\t').unwrap_or((line, ""));
         println!("skipped: {test}: {reason}");
     }
-    let skipped_count = u64::try_from(skipped.len()).unwrap_or(u64::MAX);
-    let passed = passed.saturating_sub(skipped_count);
-    let ignored = ignored + skipped_count;
+    let passed = passed.saturating_sub(native_skips);
+    let ignored = ignored + u64::try_from(skipped.len()).unwrap_or(u64::MAX);
     println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() {
         bail!("cargo test failed ({status})");
+    }
+    if cross.tally.failed > 0 {
+        bail!("{} aarch64 test(s) failed under qemu-user", cross.tally.failed);
     }
     if passed == 0 {
         bail!("cargo test ran no test");

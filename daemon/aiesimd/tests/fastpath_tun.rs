@@ -69,7 +69,7 @@ impl Tun {
         // SAFETY: ifreq is plain data, zero is a valid value for all of it.
         let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
         for (dst, src) in request.ifr_name.iter_mut().zip(IFACE.bytes()) {
-            *dst = src.cast_signed();
+            *dst = libc::c_char::from_ne_bytes([src]);
         }
         request.ifr_ifru.ifru_flags = i16::try_from(libc::IFF_TUN | libc::IFF_NO_PI).unwrap();
         // SAFETY: TUNSETIFF reads an ifreq, which `request` is.

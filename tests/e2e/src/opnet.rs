@@ -201,7 +201,7 @@ fn tun_in(ns: &Netns, name: &str) -> anyhow::Result<File> {
         // SAFETY: ifreq is plain data; all zeroes is a valid value.
         let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
         for (dst, src) in request.ifr_name.iter_mut().zip(name.bytes()) {
-            *dst = src.cast_signed();
+            *dst = libc::c_char::from_ne_bytes([src]);
         }
         request.ifr_ifru.ifru_flags = i16::try_from(libc::IFF_TUN | libc::IFF_NO_PI)?;
         // SAFETY: TUNSETIFF reads and writes an ifreq, which `request` is.

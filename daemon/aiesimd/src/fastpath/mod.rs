@@ -301,7 +301,8 @@ fn link_header_len(iface: &str) -> Result<u32, nix::Error> {
         return Err(nix::Error::ENODEV);
     }
     for (dst, src) in request.ifr_name.iter_mut().zip(iface.bytes()) {
-        *dst = src.cast_signed();
+        // c_char is i8 on x86_64 and u8 on aarch64.
+        *dst = libc::c_char::from_ne_bytes([src]);
     }
     // SAFETY: SIOCGIFHWADDR reads and fills an ifreq, which `request` is.
     let ret = unsafe {
