@@ -760,6 +760,11 @@ impl Config {
         if self.log.is_empty() { "info" } else { &self.log }
     }
 
+    /// The file's log filter, parsed (validation has checked that it parses).
+    pub fn env_filter(&self) -> tracing_subscriber::EnvFilter {
+        parse_log_filter(self.log_filter()).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    }
+
     /// Parses and validates a configuration given as text; pure, and fuzzed as such.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text).map_err(|source| ConfigError::Toml(Box::new(source)))?;
@@ -880,11 +885,21 @@ impl Config {
                 "fastpath.interface must be set when the fast path is enabled".into(),
             );
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(self.log_filter()) {
+        if let Err(e) = parse_log_filter(self.log_filter()) {
             return rule("log", format!("log \"{}\" is not a log filter: {e}", self.log));
         }
         Ok(())
     }
+}
+
+/// Parses a log filter (`info`, `aiesimd=debug,zbus=warn`, …) as `RUST_LOG` would, without the
+/// parser's panic on a directive that starts with white space and holds a multi-byte character:
+/// tracing-subscriber 0.3 walks the trimmed directive but slices the untrimmed one (found by the
+/// `config` fuzz target, docs/fuzz-findings/config-tracing-directive-panic). Each directive is
+/// trimmed here first, which is also what the parser means to do.
+pub fn parse_log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, tracing_subscriber::filter::ParseError> {
+    let trimmed: Vec<&str> = spec.split(',').map(str::trim).collect();
+    tracing_subscriber::EnvFilter::try_new(trimmed.join(","))
 }
 
 /// One file of the configuration, kept to point at the line a broken rule comes from.
@@ -1020,6 +1035,31 @@ mod tests {
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
         Config::from_toml_str(s)
+    }
+
+    /// The long fuzz pass's finding: a directive with a leading space and a multi-byte character
+    /// panicked tracing-subscriber's parser; now it is a config error naming the key's line.
+    #[test]
+    fn log_filter_fuzz_finding_is_an_error_not_a_panic() {
+        let input = include_bytes!("../../../docs/fuzz-findings/config-tracing-directive-panic");
+        let text = std::str::from_utf8(input).unwrap();
+        let error = parse(text).expect_err("the filter does not parse").to_string();
+        assert!(error.contains("is not a log filter"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aiesimd.toml");
+        std::fs::write(&path, input).unwrap();
+        let error = Config::load(&path).expect_err("the filter does not parse").to_string();
+        assert!(error.contains("aiesimd.toml:2:"), "names line 2: {error}");
+        for spec in [" a\u{3a0}[x", "  \u{e9}\u{e9}[", " x\u{3a0}{y}", ", \u{3a0}=debug"] {
+            let _ = parse_log_filter(spec);
+        }
+    }
+
+    #[test]
+    fn log_filter_directives_are_trimmed() {
+        let c = parse("log = \" aiesimd=debug , zbus=warn \"").unwrap();
+        assert_eq!(c.env_filter().to_string(), "aiesimd=debug,zbus=warn");
+        assert!(parse_log_filter("aiesimd=loud").is_err());
     }
 
     #[test]

@@ -89,7 +89,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}: valid", args.config.display());
         return Ok(());
     }
-    let log = init_logging(args.log.as_deref(), config.log_filter());
+    let log = init_logging(args.log.as_deref(), config.env_filter())?;
     raise_fd_limit();
     // One thread: the daemon waits on I/O, and a small device has little memory to spare.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -126,13 +126,20 @@ type LogHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilte
 
 /// Starts logging with `RUST_LOG`, else `--log`, else the file's filter; only the file's is
 /// reloadable, so only then is a handle returned.
-fn init_logging(argument: Option<&str>, from_file: &str) -> Option<LogHandle> {
-    use tracing_subscriber::{EnvFilter, prelude::*, reload};
-    let fixed = EnvFilter::try_from_default_env()
-        .ok()
-        .or_else(|| argument.map(EnvFilter::new));
+fn init_logging(argument: Option<&str>, from_file: tracing_subscriber::EnvFilter) -> anyhow::Result<Option<LogHandle>> {
+    use tracing_subscriber::{prelude::*, reload};
+    let environment = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let fixed = match (environment, argument) {
+        (Some(spec), _) => {
+            Some(config::parse_log_filter(&spec).with_context(|| format!("RUST_LOG \"{spec}\" is not a log filter"))?)
+        }
+        (None, Some(spec)) => {
+            Some(config::parse_log_filter(spec).with_context(|| format!("--log \"{spec}\" is not a log filter"))?)
+        }
+        (None, None) => None,
+    };
     let reloadable = fixed.is_none();
-    let (filter, handle) = reload::Layer::new(fixed.unwrap_or_else(|| EnvFilter::new(from_file)));
+    let (filter, handle) = reload::Layer::new(fixed.unwrap_or(from_file));
     // Under systemd, log to the journal with structured fields; elsewhere to stderr.
     let journal = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
     let registry = tracing_subscriber::registry().with(filter);
@@ -143,7 +150,7 @@ fn init_logging(argument: Option<&str>, from_file: &str) -> Option<LogHandle> {
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
             .init();
     }
-    reloadable.then_some(handle)
+    Ok(reloadable.then_some(handle))
 }
 
 /// What a reload needs: where the configuration is, what the command line overrides, and the
@@ -332,7 +339,7 @@ fn reload_config(
     let mut plan = Plan::new(&reload.started, current, &new);
     if plan.log {
         if let Some(handle) = &reload.log {
-            if let Err(e) = handle.reload(tracing_subscriber::EnvFilter::new(new.log_filter())) {
+            if let Err(e) = handle.reload(new.env_filter()) {
                 tracing::warn!(error = %e, "the log filter could not be replaced");
             }
         } else {

@@ -37,11 +37,7 @@ fn privileged() -> bool {
 }
 
 fn has_tcx() -> bool {
-    let tcx = AttachMode::detect() == AttachMode::Tcx;
-    if !tcx {
-        eprintln!("skipping: this kernel has no TCX (Linux 6.6+)");
-    }
-    tcx
+    AttachMode::detect() == AttachMode::Tcx || !aiesim_skip::skip("this kernel has no TCX (Linux 6.6+)")
 }
 
 fn sysctl(path: &str, value: &str) {
