@@ -896,10 +896,14 @@ impl Config {
 /// parser's panic on a directive that starts with white space and holds a multi-byte character:
 /// tracing-subscriber 0.3 walks the trimmed directive but slices the untrimmed one (found by the
 /// `config` fuzz target, docs/fuzz-findings/config-tracing-directive-panic). Each directive is
-/// trimmed here first, which is also what the parser means to do.
+/// trimmed here first, which is also what the parser means to do. Field values (`[span{f=v}]`)
+/// match as plain text, not as regular expressions: compiling one such as `94.....…bbb` took the
+/// parser's DFA builder seconds (docs/fuzz-findings/config-log-field-regex-timeout).
 pub fn parse_log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, tracing_subscriber::filter::ParseError> {
     let trimmed: Vec<&str> = spec.split(',').map(str::trim).collect();
-    tracing_subscriber::EnvFilter::try_new(trimmed.join(","))
+    tracing_subscriber::EnvFilter::builder()
+        .with_regex(false)
+        .parse(trimmed.join(","))
 }
 
 /// One file of the configuration, kept to point at the line a broken rule comes from.
@@ -1053,6 +1057,17 @@ mod tests {
         for spec in [" a\u{3a0}[x", "  \u{e9}\u{e9}[", " x\u{3a0}{y}", ", \u{3a0}=debug"] {
             let _ = parse_log_filter(spec);
         }
+    }
+
+    /// The second finding: a field value compiled as a regular expression took the fuzzer's
+    /// 10 s limit; as plain text it parses at once (the test would hang, not fail, if it came back).
+    #[test]
+    fn log_filter_field_values_are_not_regular_expressions() {
+        let input = include_bytes!("../../../docs/fuzz-findings/config-log-field-regex-timeout");
+        let text = std::str::from_utf8(input).unwrap();
+        let error = parse(text).expect_err("the directive is malformed").to_string();
+        assert!(error.contains("is not a log filter"), "{error}");
+        assert!(parse_log_filter("aiesimd[request{app=94.....................bbbbbbbbbbbbbbbbb}]=debug").is_ok());
     }
 
     #[test]

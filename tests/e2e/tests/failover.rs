@@ -8,7 +8,9 @@
 //! token back far past the hedge delay; the requests it still gets are hedged and answered by
 //! another tier, and its picks move away. After the first token: metro cuts its streams after
 //! two deltas; the app has words, so the request is not sent again but ends in `UpstreamFailed`
-//! with what was delivered charged once, and metro is not failed. Real dbus-daemon, real aictl,
+//! with what was delivered charged once, and metro is not failed. A hedge the app's budget cannot
+//! cover alongside the first request is not sent: metro's slow first token is waited for, and
+//! the app spends no more than its budget. Real dbus-daemon, real aictl,
 //! the real model over TLS on the bound uplink.
 
 use std::{
@@ -22,7 +24,7 @@ use aiesim_dbus::{
     ChatDict as _, ChatOptions, ErrorName, Message, StreamEvent,
     proxy::{BrokerProxy, BudgetProxy, RequestProxy},
 };
-use aiesim_e2e::{CloudOptions, CloudTls, World, WorldOptions, skip_if_missing, skip_unless_ready, which};
+use aiesim_e2e::{CloudOptions, CloudStub, CloudTls, World, WorldOptions, skip_if_missing, skip_unless_ready, which};
 use zbus::{OwnedVariant, proxy::CacheProperties};
 
 async fn spent(conn: &zbus::Connection) -> u64 {
@@ -435,4 +437,78 @@ async fn a_stream_metro_breaks_after_its_first_tokens_ends_upstream_failed_and_c
         (Some(0), Some("healthy"), Some(0)),
         "{metro:#}"
     );
+}
+
+#[tokio::test]
+async fn a_hedge_the_budget_cannot_cover_is_not_sent_and_nothing_overshoots() {
+    let test = "a_hedge_the_budget_cannot_cover_is_not_sent_and_nothing_overshoots";
+    if skip_unless_ready(test)
+        || skip_if_missing(test, which("openssl").is_none().then(|| "openssl not installed".into()))
+    {
+        return;
+    }
+    // The configuration of the hedging test above, but the app's budget covers one reservation
+    // (the prompt and 900 tokens) and not two: metro's slow first token is waited for, not
+    // raced, and the app never spends past its budget. The test server's stub answers (five
+    // tokens, as max_tokens allows) stand in for the model, which would use all 900.
+    let budget = 1_500;
+    let trusted = CloudOptions {
+        tls: CloudTls::Trusted,
+        stub: Some(CloudStub {
+            tokens: 5,
+            interval_ms: 20,
+        }),
+        ..CloudOptions::default()
+    };
+    let world = World::start(&WorldOptions {
+        operator_network: true,
+        metro_cloud: Some(CloudOptions {
+            first_token_ms: Some(4_000),
+            ..trusted.clone()
+        }),
+        cloud: trusted,
+        app_tokens: budget,
+        extra_config: "[cloud]\nhedge_after_ms = 1000\n".into(),
+        ..WorldOptions::default()
+    })
+    .unwrap();
+    let conn = world.connect().await.unwrap();
+    let broker = BrokerProxy::new(&conn).await.unwrap();
+    let question = ChatOptions {
+        messages: vec![Message::new("user", "Say hi.")],
+        max_tokens: Some(900),
+        temperature: Some(0.0),
+        ..ChatOptions::default()
+    };
+    // Metro, nearest, wins two pairs in three with nothing learned.
+    let mut by_metro = false;
+    let mut charged_total = 0;
+    for _ in 0..8 {
+        let (_, fd) = broker.chat(question.to_chat_dict().unwrap()).await.unwrap();
+        let (_, last) = read_stream(fd);
+        let StreamEvent::Done { charged, endpoint, .. } = last else {
+            panic!("{last:?}\n{}", world.daemon.log());
+        };
+        charged_total += charged;
+        if endpoint == "metro" {
+            by_metro = true;
+            break;
+        }
+    }
+    assert!(by_metro, "metro never answered: {:#}", world.aictl_json(&["endpoints"]));
+    assert_eq!(
+        hedged_from_metro(&world),
+        0,
+        "a hedge was sent the budget could not cover\n{}",
+        world.daemon.log()
+    );
+    let metro = row(&world, "metro");
+    assert_eq!(
+        (metro["successes"].as_u64(), metro["failures"].as_u64()),
+        (Some(1), Some(0)),
+        "{metro:#}"
+    );
+    let spent = spent(&conn).await;
+    assert_eq!(spent, charged_total, "charged once each");
+    assert!(spent <= budget, "spent {spent} of {budget}");
 }
