@@ -1191,6 +1191,15 @@ mod tests {
     }
 
     #[test]
+    fn own_sockets_are_marked_by_default_unless_turned_off() {
+        assert!(parse("").unwrap().fastpath.mark_own_sockets);
+        // Off, or no fast path: the cgroup is not even looked at.
+        for off in ["[fastpath]\nmark_own_sockets = false", "[fastpath]\nenabled = false"] {
+            assert_eq!(parse(off).unwrap().fastpath.own_cgroup(), None, "{off}");
+        }
+    }
+
+    #[test]
     fn dscp_names_and_numbers_are_understood() {
         assert_eq!(dscp_value("AF41"), Some(34));
         assert_eq!(dscp_value("af11"), Some(10));
