@@ -38,6 +38,10 @@ pub const MAP_OWN_FLOWS: &str = "OWN_FLOWS";
 /// [`MAP_OWN_FLOWS`], so that other ingress traffic skips the flow lookup.
 pub const MAP_OWN_FILTER: &str = "OWN_FILTER";
 
+/// Per-CPU array of one [`OwnFlow`]: the last own flow this CPU saw, so that a bulk transfer's
+/// packets skip the [`MAP_OWN_FLOWS`] lookup.
+pub const MAP_LAST_OWN_FLOW: &str = "LAST_OWN_FLOW";
+
 /// Capacity of [`MAP_OWN_FLOWS`]: aiesimd keeps a few pooled connections; the least recently
 /// used flow goes first.
 pub const MAX_OWN_FLOWS: u32 = 1024;

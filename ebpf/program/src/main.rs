@@ -57,7 +57,6 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 static OWN_FILTER: Array<u64> = Array::with_max_entries(AI_FILTER_WORDS, 0);
 
-/// The last own flow each CPU saw: a bulk transfer's packets skip the flow lookup.
 #[map]
 static LAST_OWN_FLOW: PerCpuArray<OwnFlow> = PerCpuArray::with_max_entries(1, 0);
 
