@@ -45,7 +45,8 @@ enum Command {
         json: bool,
     },
     /// Show each AI endpoint's traffic through the fast path since it was configured
-    /// (administrators); with --apps, each app's AI traffic (an app sees its own).
+    /// (administrators), and as "unlisted" aiesimd's own connections to addresses not in the
+    /// list (fastpath.mark_own_sockets); with --apps, each app's AI traffic (an app sees its own).
     ///
     /// With --json: [{"destination", "egress_packets", "egress_bytes", "ingress_packets",
     /// "ingress_bytes"}]; with --apps --json: [{"app", "egress_packets", "egress_bytes",

@@ -268,6 +268,9 @@ pub struct FastpathConfig {
     pub count_apps: bool,
     /// The cgroup v2 directory whose apps are counted; empty: the hierarchy's root.
     pub apps_cgroup: String,
+    /// aiesimd's own sockets are AI wherever they connect (marked by its cgroup, when it is
+    /// alone in it), not only to the listed endpoint addresses.
+    pub mark_own_sockets: bool,
     /// The bpffs directory the classifier's maps and links are pinned in, so a restart takes
     /// them over without a gap; empty: nothing is pinned.
     pub pin_dir: String,
@@ -290,6 +293,7 @@ impl Default for FastpathConfig {
             uplink_floor_kbit: 256,
             count_apps: true,
             apps_cgroup: String::new(),
+            mark_own_sockets: true,
             pin_dir: "/sys/fs/bpf/aiesim".into(),
             keep_on_stop: false,
             dscp: String::new(),
@@ -357,6 +361,27 @@ impl FastpathConfig {
             crate::identity::cgroup2_root()
         } else {
             Some(self.apps_cgroup.clone().into())
+        }
+    }
+
+    /// The cgroup id the classifier marks aiesimd's own sockets by, when asked for and aiesimd is
+    /// alone in its cgroup; says at info why not otherwise. Call once: it reads the cgroup.
+    pub fn own_cgroup(&self) -> Option<u64> {
+        if !self.enabled || !self.mark_own_sockets {
+            return None;
+        }
+        match crate::fastpath::own_cgroup() {
+            Ok(id) => {
+                tracing::info!(
+                    cgroup = id,
+                    "aiesimd's own sockets are AI traffic wherever they connect"
+                );
+                Some(id)
+            }
+            Err(e) => {
+                tracing::info!(reason = %crate::broker::chain(&e), "aiesimd's own sockets are not marked: AI traffic is the listed endpoints only");
+                None
+            }
         }
     }
 
@@ -1177,6 +1202,15 @@ mod tests {
             "[fastpath]\nattach = \"xdp\"",
         ] {
             assert!(parse(bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn own_sockets_are_marked_by_default_unless_turned_off() {
+        assert!(parse("").unwrap().fastpath.mark_own_sockets);
+        // Off, or no fast path: the cgroup is not even looked at.
+        for off in ["[fastpath]\nmark_own_sockets = false", "[fastpath]\nenabled = false"] {
+            assert_eq!(parse(off).unwrap().fastpath.own_cgroup(), None, "{off}");
         }
     }
 

@@ -185,7 +185,7 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
             "fastpath.shape without fastpath.uplink_kbit takes the modem's rate, but no modem is configured: the uplink is not shaped"
         );
     }
-    let mut fastpath = if follow_modem { None } else { attach_fastpath(&config) };
+    let (own_cgroup, mut fastpath) = start_fastpath(&config, follow_modem);
     release_startup_memory();
 
     let broker = Arc::new(broker(&config, credentials)?);
@@ -236,6 +236,7 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
             pins: config.fastpath.pins(),
             dscp: config.fastpath.dscp(),
             attach: config.fastpath.attach_mode(),
+            own_cgroup,
             destinations,
         },
     )
@@ -498,7 +499,19 @@ fn endpoint_urls(broker: &service::DaemonBroker) -> Vec<String> {
     broker.router().endpoints().into_iter().map(|e| e.url).collect()
 }
 
-fn attach_fastpath(config: &Config) -> Option<Fastpath> {
+/// aiesimd's cgroup if its sockets are to be marked (found once, logged), and the fast path
+/// attached to its fixed interface unless it follows the modem's.
+fn start_fastpath(config: &Config, follow_modem: bool) -> (Option<u64>, Option<Fastpath>) {
+    let own_cgroup = config.fastpath.own_cgroup();
+    let fastpath = if follow_modem {
+        None
+    } else {
+        attach_fastpath(config, own_cgroup)
+    };
+    (own_cgroup, fastpath)
+}
+
+fn attach_fastpath(config: &Config, own_cgroup: Option<u64>) -> Option<Fastpath> {
     if !config.fastpath.enabled {
         return None;
     }
@@ -513,6 +526,10 @@ fn attach_fastpath(config: &Config) -> Option<Fastpath> {
             }
             if let Err(e) = fp.set_ai_dscp(config.fastpath.dscp()) {
                 tracing::warn!(error = %chain(&e), "AI packets not marked with a DSCP");
+            }
+            // Set either way: pinned maps may hold a previous run's cgroup.
+            if let Err(e) = fp.mark_own_sockets(own_cgroup) {
+                tracing::warn!(error = %chain(&e), "aiesimd's own sockets not marked");
             }
             if let Some(cgroup) = config.fastpath.apps_cgroup() {
                 if let Err(e) = fp.watch_apps(&cgroup) {

@@ -5,19 +5,18 @@
 //! Each test runs on a thread of its own that unshares its network namespace; the cgroups and
 //! namespaces vanish with the test.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
-    process::Command,
-    thread,
-    time::Duration,
-};
+use std::{net::SocketAddr, thread, time::Duration};
 
+#[path = "support/cgroups.rs"]
+mod cgroups;
+#[path = "support/echo.rs"]
+mod echo;
 #[path = "support/uplink.rs"]
 mod uplink;
 
 use aiesimd::fastpath::{AppStatistics, Fastpath};
+use cgroups::CgroupTree;
+use echo::{echo_server, exchange_from};
 use uplink::{IFACE, PATIENCE, PEER, Uplink, in_network_namespace};
 
 /// The AI endpoint (TCP) and a port that is not AI, both in the peer namespace.
@@ -30,91 +29,6 @@ fn privileged() -> bool {
         return true;
     }
     !aiesim_skip::skip("the per-app fast-path tests need root (BPF, cgroups and network namespaces)")
-}
-
-/// A cgroup v2 tree the test makes under the hierarchy's root and removes.
-struct CgroupTree {
-    root: PathBuf,
-}
-
-impl CgroupTree {
-    fn make(paths: &[&str]) -> Self {
-        // `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid system.
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mount = mountinfo
-            .lines()
-            .find_map(|line| {
-                let (before, after) = line.split_once(" - ")?;
-                (after.split_whitespace().next()? == "cgroup2").then(|| before.split_whitespace().nth(4))?
-            })
-            .expect("cgroup v2 is mounted");
-        let root = Path::new(mount).join(format!("aiesim-fastpath-apps-{}", std::process::id()));
-        for path in paths {
-            std::fs::create_dir_all(root.join(path)).expect("make a cgroup");
-        }
-        Self { root }
-    }
-
-    fn procs(&self, path: &str) -> PathBuf {
-        self.root.join(path).join("cgroup.procs")
-    }
-}
-
-impl Drop for CgroupTree {
-    fn drop(&mut self) {
-        // Deepest first; the processes in them have exited.
-        let mut dirs = vec![self.root.clone()];
-        let mut i = 0;
-        while i < dirs.len() {
-            let children: Vec<_> = std::fs::read_dir(&dirs[i])
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path())
-                .collect();
-            dirs.extend(children);
-            i += 1;
-        }
-        for dir in dirs.iter().rev() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
-
-/// A TCP server in the peer namespace echoing every connection back until it ends.
-fn echo_server(uplink: &Uplink, at: SocketAddr) {
-    let listener = uplink.in_peer(|| TcpListener::bind(at).expect("bind in the peer namespace"));
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            thread::spawn(move || {
-                let mut buf = [0u8; 16 * 1024];
-                while let Ok(len) = stream.read(&mut buf) {
-                    if len == 0 || stream.write_all(&buf[..len]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// Runs bash in cgroup `procs`: it sends `bytes` to `to` over TCP and reads them back.
-fn exchange_from(procs: &Path, to: SocketAddr, bytes: usize) {
-    let script = format!(
-        "echo $$ > {procs} && exec 3<>/dev/tcp/{ip}/{port} && head -c {bytes} /dev/zero >&3 && head -c {bytes} <&3 | wc -c",
-        procs = procs.display(),
-        ip = to.ip(),
-        port = to.port(),
-    );
-    let output = Command::new("bash").args(["-c", &script]).output().expect("run bash");
-    assert!(
-        output.status.success(),
-        "bash failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), bytes.to_string());
 }
 
 /// The per-app figures once two reads a while apart agree (the last ACKs and FINs are in).
@@ -143,7 +57,7 @@ fn apps_own_ai_traffic_is_counted_per_app() {
         let alpha = "system.slice/alpha.service";
         let beta = "user.slice/user-1000.slice/user@1000.service/app.slice/app-beta.scope";
         let gamma = "system.slice/gamma.service";
-        let tree = CgroupTree::make(&[alpha, beta, gamma]);
+        let tree = CgroupTree::make("fastpath-apps", &[alpha, beta, gamma]);
 
         let mut fastpath = Fastpath::attach(IFACE).expect("attach to veth0");
         fastpath.set_ai_endpoints(&[AI]).unwrap();

@@ -6,7 +6,9 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use aiesim_fastpath_common::Destination;
-use aiesimd::fastpath::{AiDestination, Classifier, DEFAULT_AI_PRIORITY, EndpointStatistics, Statistics, TestProgram};
+use aiesimd::fastpath::{
+    AiDestination, Classifier, DEFAULT_AI_PRIORITY, EndpointStatistics, Statistics, TestProgram, UnlistedStatistics,
+};
 
 const TC_ACT_UNSPEC: i32 = -1;
 const TCP: u8 = 6;
@@ -704,6 +706,78 @@ fn other_packets_ingress_and_an_unset_dscp_leave_headers_alone() {
     assert_eq!(run_packet(&mut classifier, TestProgram::Egress, &ai_v4), ai_v4);
     classifier.set_ai_dscp(Some(CS1)).unwrap();
     assert_eq!(run_packet(&mut classifier, TestProgram::Egress, &ai_v6), ai_v6);
+}
+
+/// The cgroup v2 id of this process's cgroup: its directory's inode.
+fn this_cgroup() -> u64 {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mountinfo
+        .lines()
+        .find_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            (after.split_whitespace().next()? == "cgroup2").then(|| before.split_whitespace().nth(4))?
+        })
+        .expect("cgroup v2 is mounted");
+    let listing = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = listing
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .expect("in a cgroup v2");
+    let dir = std::path::Path::new(mount).join(path.trim_start_matches('/'));
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir).unwrap())
+}
+
+#[test]
+fn own_sockets_are_marked_by_cgroup_and_their_replies_by_flow() {
+    if !privileged() {
+        return;
+    }
+    let mut classifier = classifier();
+    let unlisted = Ipv4Addr::new(10, 9, 0, 77);
+    let out = ipv4(DEVICE_V4, unlisted, TCP, &l4(TCP, 40000, 443, 100));
+    let back = ipv4(unlisted, DEVICE_V4, TCP, &l4(TCP, 443, 40000, 300));
+    // The same remote end, another local port: another flow.
+    let stranger = ipv4(unlisted, DEVICE_V4, TCP, &l4(TCP, 443, 40001, 300));
+    let ai = ipv4(DEVICE_V4, AI_V4, TCP, &l4(TCP, 40000, AI_PORT, 100));
+
+    // Off by default; then a cgroup no socket is in: nothing changes, listed endpoints are AI.
+    assert_eq!(classifier.own_cgroup().unwrap(), 0);
+    classifier.set_own_cgroup(u64::MAX).unwrap();
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &out), 0);
+    assert_eq!(run(&mut classifier, TestProgram::Ingress, &back), 0);
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &ai), DEFAULT_AI_PRIORITY);
+    let stats = classifier.statistics().unwrap();
+    assert_eq!((stats.ai_packets, stats.ai_bytes), (1, len([&ai])));
+    assert_eq!(classifier.unlisted_statistics().unwrap(), UnlistedStatistics::default());
+
+    // The kernel gives each test skb a socket made by the calling process, in its cgroup: with
+    // that cgroup set, the unlisted destination is AI, and so are the replies of that flow.
+    let own = this_cgroup();
+    classifier.set_own_cgroup(own).unwrap();
+    assert_eq!(classifier.own_cgroup().unwrap(), own);
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &out), DEFAULT_AI_PRIORITY);
+    assert_eq!(run(&mut classifier, TestProgram::Ingress, &back), 0);
+    assert_eq!(run(&mut classifier, TestProgram::Ingress, &stranger), 0);
+    assert_eq!(
+        classifier.unlisted_statistics().unwrap(),
+        UnlistedStatistics {
+            egress_packets: 1,
+            egress_bytes: len([&out]),
+            ingress_packets: 1,
+            ingress_bytes: len([&back]),
+        }
+    );
+    let stats = classifier.statistics().unwrap();
+    assert_eq!((stats.ai_packets, stats.ai_bytes), (3, len([&ai, &out, &back])));
+    assert_eq!(stats.egress_packets + stats.ingress_packets, 6);
+    // Listed endpoints keep their own counts.
+    assert_eq!(classifier.endpoint_statistics().unwrap()[0].egress_packets, 1);
+
+    // Off again: neither the cgroup nor the remembered flow counts.
+    classifier.set_own_cgroup(0).unwrap();
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &out), 0);
+    assert_eq!(run(&mut classifier, TestProgram::Ingress, &back), 0);
+    assert_eq!(classifier.unlisted_statistics().unwrap().egress_packets, 1);
 }
 
 /// Prints the classifier's cost against an empty program; `cargo xtask bench` does the same.

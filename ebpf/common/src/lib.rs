@@ -30,6 +30,21 @@ pub const MAP_AI_EXACT: &str = "AI_EXACT";
 pub const MAP_CONFIG: &str = "CONFIG";
 /// Per-CPU hash from a cgroup id to its [`AppCounters`]: AI traffic of the sockets in it.
 pub const MAP_APP_STATS: &str = "APP_STATS";
+/// LRU hash of [`OwnFlow`]s: flows aiesimd's own sockets opened to unlisted destinations, so
+/// that their replies (TC sees no socket on ingress) are AI too.
+pub const MAP_OWN_FLOWS: &str = "OWN_FLOWS";
+
+/// Array of [`AI_FILTER_WORDS`] `u64`s: the [`Destination::own_bit`]s of the remote ends of
+/// [`MAP_OWN_FLOWS`], so that other ingress traffic skips the flow lookup.
+pub const MAP_OWN_FILTER: &str = "OWN_FILTER";
+
+/// Per-CPU array of one [`OwnFlow`]: the last own flow this CPU saw, so that a bulk transfer's
+/// packets skip the [`MAP_OWN_FLOWS`] lookup.
+pub const MAP_LAST_OWN_FLOW: &str = "LAST_OWN_FLOW";
+
+/// Capacity of [`MAP_OWN_FLOWS`]: aiesimd keeps a few pooled connections; the least recently
+/// used flow goes first.
+pub const MAX_OWN_FLOWS: u32 = 1024;
 
 /// Capacity of [`MAP_APP_STATS`]; once full, new cgroups count under [`OVERFLOW_CGROUP`].
 pub const MAX_APP_CGROUPS: u32 = 4096;
@@ -40,8 +55,11 @@ pub const OVERFLOW_CGROUP: u64 = 0;
 pub const MAX_AI_DESTINATIONS: u32 = 1024;
 /// Endpoints counted apart; their index is below this.
 pub const MAX_AI_ENDPOINTS: u32 = 256;
-/// Entries of [`MAP_ENDPOINT_STATS`].
-pub const ENDPOINT_STATS_ENTRIES: u32 = MAX_AI_ENDPOINTS * Direction::COUNT;
+/// The [`MAP_ENDPOINT_STATS`] index counting aiesimd's own traffic to destinations not listed
+/// (marked by its cgroup, [`Config::own_cgroup`]); past every endpoint's.
+pub const UNLISTED_ENDPOINT: EndpointIndex = MAX_AI_ENDPOINTS;
+/// Entries of [`MAP_ENDPOINT_STATS`]: every endpoint's and the unlisted ones'.
+pub const ENDPOINT_STATS_ENTRIES: u32 = (MAX_AI_ENDPOINTS + 1) * Direction::COUNT;
 
 /// Size of [`MAP_AI_FILTER`]: 65536 bits, so even a full destination map sets under 2 % of them.
 pub const AI_FILTER_WORDS: u32 = 1024;
@@ -185,6 +203,17 @@ impl Destination {
             >> (32 - EXACT_ENTRIES.trailing_zeros())
     }
 
+    /// This remote end's bit in [`MAP_OWN_FILTER`], from all of it: aiesimd talks to few, so
+    /// few bits are set and other traffic rarely shares one.
+    #[inline]
+    #[must_use]
+    pub const fn own_bit(&self) -> u32 {
+        let [a, b, c, d] = self.addr;
+        let [p0, p1] = self.port;
+        let l4 = u32::from_ne_bytes([p0, p1, self.protocol, 0]);
+        (a ^ b.rotate_left(8) ^ c.rotate_left(16) ^ d ^ l4.rotate_left(24)).wrapping_mul(0x9e37_79b1) >> 16
+    }
+
     /// The key form of an IPv6 address.
     #[inline]
     #[must_use]
@@ -240,6 +269,24 @@ pub struct Config {
     pub ai_dscp: u32,
     /// Bytes before the IP header where TC sees packets: 14 on Ethernet, 0 on raw-IP devices.
     pub l2_len: u32,
+    /// Always zero; makes the padding before `own_cgroup` explicit.
+    pub reserved: u32,
+    /// aiesimd's cgroup v2 id: egress packets of its sockets are AI wherever they go (and their
+    /// flows' replies); 0: off.
+    pub own_cgroup: u64,
+}
+
+/// A flow of aiesimd's own to a destination not listed, as an [`MAP_OWN_FLOWS`] key: its remote
+/// end and its local port, read the same way from egress and ingress packets. The local address
+/// is left out: the cellular link has one per family.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct OwnFlow {
+    pub remote: Destination,
+    /// Network byte order.
+    pub local_port: [u8; 2],
+    /// Always zero, as [`Destination::reserved`].
+    pub reserved: [u8; 2],
 }
 
 /// Set in [`Config::ai_dscp`] when marking is on (DSCP 0 is a valid mark).
@@ -259,12 +306,15 @@ mod user {
     unsafe impl aya::Pod for super::AppCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ExactEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OwnFlow {}
 }
 
 // Layouts the BPF program and userspace both rely on; a change must be deliberate.
 const _: () = assert!(core::mem::size_of::<Destination>() == 20);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 12);
+const _: () = assert!(core::mem::size_of::<Config>() == 24);
+const _: () = assert!(core::mem::size_of::<OwnFlow>() == 24);
 const _: () = assert!(core::mem::size_of::<AppCounters>() == 32);
 const _: () = assert!(core::mem::size_of::<ExactEntry>() == 24);
 const _: () = assert!(EXACT_ENTRIES.is_power_of_two());

@@ -4,8 +4,11 @@
 //! configured AI endpoint (an address prefix with a port, in an LPM trie behind a bit filter),
 //! count it per endpoint and direction, and on egress give it the configured `skb->priority`
 //! (and, when configured, a DSCP in its IP header);
-//! count everything else per direction and class. Each packet updates one counter pair. It never drops or redirects: it returns `TC_ACT_UNSPEC`, which is
-//! `TCX_NEXT` under TCX, so programs attached after it still run.
+//! count everything else per direction and class. When userspace names aiesimd's cgroup, its own
+//! sockets' packets are AI wherever they go: on egress by the socket's cgroup, on ingress by the
+//! flow egress remembered (TC sees no socket there). Each packet updates one counter pair. It
+//! never drops or redirects: it returns `TC_ACT_UNSPEC`, which is `TCX_NEXT` under TCX, so
+//! programs attached after it still run.
 //!
 //! Two `cgroup_skb` programs count apps' own AI traffic per cgroup, with the same parser and the
 //! same destinations: TC sees no socket on ingress, the cgroup hooks see the receiving socket's
@@ -17,15 +20,15 @@ mod parse;
 
 use aiesim_fastpath_common::{
     AI_FILTER_WORDS, AppCounters, Class, Config, Counters, DSCP_ENABLED, Destination, Direction, ENDPOINT_STATS_ENTRIES,
-    EXACT_ENTRIES, EndpointIndex, ExactEntry, MAX_AI_DESTINATIONS, MAX_APP_CGROUPS, OVERFLOW_CGROUP, STATS_ENTRIES, endpoint_stats_index,
-    stats_index,
+    EXACT_ENTRIES, EndpointIndex, ExactEntry, MAX_AI_DESTINATIONS, MAX_APP_CGROUPS, MAX_OWN_FLOWS, OVERFLOW_CGROUP, OwnFlow,
+    STATS_ENTRIES, UNLISTED_ENDPOINT, endpoint_stats_index, stats_index,
 };
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
     helpers::bpf_skb_cgroup_id,
     macros::{cgroup_skb, classifier, map},
     maps::{
-        Array, PerCpuArray, PerCpuHashMap,
+        Array, LruHashMap, PerCpuArray, PerCpuHashMap,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{SkBuffContext, TcContext, sk_buff::SkBuff},
@@ -50,6 +53,15 @@ static AI_FILTER: Array<u64> = Array::with_max_entries(AI_FILTER_WORDS, 0);
 
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map]
+static OWN_FILTER: Array<u64> = Array::with_max_entries(AI_FILTER_WORDS, 0);
+
+#[map]
+static LAST_OWN_FLOW: PerCpuArray<OwnFlow> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static OWN_FLOWS: LruHashMap<OwnFlow, u32> = LruHashMap::with_max_entries(MAX_OWN_FLOWS, 0);
 
 #[map]
 static APP_STATS: PerCpuHashMap<u64, AppCounters> = PerCpuHashMap::with_max_entries(MAX_APP_CGROUPS, 0);
@@ -86,7 +98,7 @@ pub fn aiesim_app_ingress(ctx: SkBuffContext) -> i32 {
 /// Counts an AI packet of a socket against the socket's cgroup.
 #[inline(always)]
 fn account_app(skb: &SkBuff, direction: Direction) -> i32 {
-    let Remote::Endpoint(destination) = parse::remote(skb, direction, None) else {
+    let Remote::Endpoint(destination, _) = parse::remote(skb, direction, None) else {
         return CGROUP_SKB_PASS;
     };
     if ai_endpoint(&destination).is_none() {
@@ -118,7 +130,9 @@ fn classify(ctx: &TcContext, direction: Direction) -> i32 {
     let config = CONFIG.get(0);
     let l2_len = config.map(|config| config.l2_len);
     let counters = match parse::remote(&ctx.skb, direction, l2_len) {
-        Remote::Endpoint(destination) => match ai_endpoint(&destination) {
+        Remote::Endpoint(destination, local_port) => match ai_endpoint(&destination)
+            .or_else(|| own_flow(ctx, config?.own_cgroup, direction, destination, local_port))
+        {
             Some(endpoint) => {
                 if let (Direction::Egress, Some(config)) = (direction, config) {
                     prioritise(ctx, config, &destination);
@@ -160,6 +174,83 @@ fn ai_endpoint(destination: &Destination) -> Option<EndpointIndex> {
     AI_DESTINATIONS.get(Key::new(FULL_PREFIX, *destination)).copied()
 }
 
+/// [`UNLISTED_ENDPOINT`] for a packet of aiesimd's own (cgroup `own`, 0: off) to or from a
+/// destination not listed: on egress the socket's cgroup says, and the flow is remembered for
+/// ingress, where the flow is all there is to go by.
+#[inline(always)]
+fn own_flow(
+    ctx: &TcContext,
+    own: u64,
+    direction: Direction,
+    remote: Destination,
+    local_port: [u8; 2],
+) -> Option<EndpointIndex> {
+    if own == 0 {
+        return None;
+    }
+    // What other traffic pays comes first: the cgroup on egress, the filter on ingress.
+    let bit = match direction {
+        Direction::Egress => {
+            // SAFETY: the kernel hands every classifier a valid __sk_buff; the helper (not
+            // GPL-only) reads the cgroup of the socket that sent it, 0 when there is none.
+            if unsafe { bpf_skb_cgroup_id(ctx.skb.skb) } != own {
+                return None;
+            }
+            remote.own_bit()
+        }
+        Direction::Ingress => {
+            let bit = remote.own_bit();
+            // aiesimd's few remote ends set few bits.
+            if OWN_FILTER.get(bit / 64).is_none_or(|word| word & (1u64 << (bit % 64)) == 0) {
+                return None;
+            }
+            bit
+        }
+    };
+    let flow = OwnFlow {
+        remote,
+        local_port,
+        reserved: [0; 2],
+    };
+    let last = LAST_OWN_FLOW.get_ptr_mut(0);
+    // SAFETY: a per-CPU value is only touched by this CPU, and TC runs with BHs disabled.
+    if !last.is_some_and(|last| same_flow(unsafe { &*last }, &flow)) {
+        match direction {
+            // Looked up first: an LRU update allocates even when the key is there. A full map
+            // evicts its least recently used flow; failing only loses replies.
+            Direction::Egress if OWN_FLOWS.get_ptr(&flow).is_none() => {
+                let _ = OWN_FLOWS.insert(&flow, &0, 0);
+            }
+            Direction::Egress => {}
+            Direction::Ingress => {
+                OWN_FLOWS.get_ptr(&flow)?;
+            }
+        }
+        if let Some(last) = last {
+            // SAFETY: as above.
+            unsafe { *last = flow };
+        }
+    }
+    if direction == Direction::Egress {
+        if let Some(word) = OWN_FILTER.get_ptr_mut(bit / 64) {
+            let mask = 1u64 << (bit % 64);
+            // SAFETY: an array value, valid while the program runs. Not atomic (5.10 has no
+            // atomic or): a bit another CPU's write lost comes back with the flow's next packet.
+            unsafe {
+                if *word & mask == 0 {
+                    *word |= mask;
+                }
+            }
+        }
+    }
+    Some(UNLISTED_ENDPOINT)
+}
+
+#[inline(always)]
+fn same_flow(a: &OwnFlow, b: &OwnFlow) -> bool {
+    a.local_port == b.local_port && same(&a.remote, &b.remote)
+}
+
 /// Word by word: BPF has no memcmp to call.
 #[inline(always)]
 fn same(a: &Destination, b: &Destination) -> bool {
@@ -177,6 +268,7 @@ fn prioritise(ctx: &TcContext, config: &Config, destination: &Destination) {
         ai_priority,
         ai_dscp,
         l2_len,
+        ..
     } = *config;
     if ai_priority != 0 {
         // SAFETY: the kernel hands every classifier a valid __sk_buff whose priority is writable.

@@ -107,8 +107,9 @@ unsafe impl Header for Ipv6WithPorts {}
 unsafe impl Header for ExtensionHeader {}
 
 pub enum Remote {
-    /// A TCP or UDP packet (or first fragment) and its remote end.
-    Endpoint(Destination),
+    /// A TCP or UDP packet (or first fragment), its remote end and its local port (network
+    /// byte order).
+    Endpoint(Destination, [u8; 2]),
     /// IP, but no ports to read: another protocol, a later fragment, a long extension chain.
     NoPorts,
     /// Not IP, or shorter than the headers claim.
@@ -157,15 +158,18 @@ fn ipv4_linear(skb: &SkBuff, direction: Direction, l2_len: usize) -> Option<Remo
     if protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP {
         return None;
     }
-    let (addr, port) = match direction {
-        Direction::Egress => (header.word(16), 22),
-        Direction::Ingress => (header.word(12), 20),
+    let (addr, port, local) = match direction {
+        Direction::Egress => (header.word(16), 22, 20),
+        Direction::Ingress => (header.word(12), 20, 22),
     };
-    Some(Remote::Endpoint(Destination::new(
-        Destination::ipv4_mapped(addr),
-        u16::from_be_bytes([header.byte(port), header.byte(port + 1)]),
-        protocol,
-    )))
+    Some(Remote::Endpoint(
+        Destination::new(
+            Destination::ipv4_mapped(addr),
+            u16::from_be_bytes([header.byte(port), header.byte(port + 1)]),
+            protocol,
+        ),
+        [header.byte(local), header.byte(local + 1)],
+    ))
 }
 
 /// The common IPv6 case, from the linear data: TCP or UDP right after the fixed header, all
@@ -177,9 +181,9 @@ fn ipv6_linear(skb: &SkBuff, direction: Direction, l2_len: usize) -> Option<Remo
     if header.byte(0) >> 4 != 6 || (protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP) {
         return None;
     }
-    let (addr, port) = match direction {
-        Direction::Egress => (24, 42),
-        Direction::Ingress => (8, 40),
+    let (addr, port, local) = match direction {
+        Direction::Egress => (24, 42, 40),
+        Direction::Ingress => (8, 40, 42),
     };
     let addr = [
         header.word(addr),
@@ -187,11 +191,14 @@ fn ipv6_linear(skb: &SkBuff, direction: Direction, l2_len: usize) -> Option<Remo
         header.word(addr + 8),
         header.word(addr + 12),
     ];
-    Some(Remote::Endpoint(Destination::new(
-        addr,
-        u16::from_be_bytes([header.byte(port), header.byte(port + 1)]),
-        protocol,
-    )))
+    Some(Remote::Endpoint(
+        Destination::new(
+            addr,
+            u16::from_be_bytes([header.byte(port), header.byte(port + 1)]),
+            protocol,
+        ),
+        [header.byte(local), header.byte(local + 1)],
+    ))
 }
 
 /// Bytes of the skb's linear data that the verifier has seen bounds-checked.
@@ -270,7 +277,7 @@ fn ipv4(skb: &SkBuff, direction: Direction) -> Remote {
         Direction::Egress => header.dst,
         Direction::Ingress => header.src,
     };
-    Remote::Endpoint(endpoint(direction, Destination::ipv4_mapped(addr), protocol, ports))
+    endpoint(direction, Destination::ipv4_mapped(addr), protocol, ports)
 }
 
 #[inline(always)]
@@ -292,14 +299,14 @@ fn ipv6(skb: &SkBuff, direction: Direction) -> Remote {
 
     let mut next = header.next_header;
     if let (PROTOCOL_TCP | PROTOCOL_UDP, Some(ports)) = (next, ports) {
-        return Remote::Endpoint(endpoint(direction, addr, next, ports));
+        return endpoint(direction, addr, next, ports);
     }
     // Extension headers, or a packet cut inside its ports, which the first pass finds again.
     let mut offset = size_of::<Ipv6Header>() as u32;
     for _ in 0..=MAX_IPV6_EXTENSION_HEADERS {
         if next == PROTOCOL_TCP || next == PROTOCOL_UDP {
             return match load::<Ports>(skb, offset) {
-                Some(ports) => Remote::Endpoint(endpoint(direction, addr, next, ports)),
+                Some(ports) => endpoint(direction, addr, next, ports),
                 None => Remote::Unparsed,
             };
         }
@@ -325,12 +332,12 @@ fn ipv6(skb: &SkBuff, direction: Direction) -> Remote {
 }
 
 #[inline(always)]
-fn endpoint(direction: Direction, addr: [u32; 4], protocol: u8, ports: Ports) -> Destination {
-    let port = match direction {
-        Direction::Egress => u16::from_be_bytes(ports.dst),
-        Direction::Ingress => u16::from_be_bytes(ports.src),
+fn endpoint(direction: Direction, addr: [u32; 4], protocol: u8, ports: Ports) -> Remote {
+    let (remote, local) = match direction {
+        Direction::Egress => (ports.dst, ports.src),
+        Direction::Ingress => (ports.src, ports.dst),
     };
-    Destination::new(addr, port, protocol)
+    Remote::Endpoint(Destination::new(addr, u16::from_be_bytes(remote), protocol), local)
 }
 
 /// Copies a `T` from `offset` past the network header, or `None` if the packet is shorter.

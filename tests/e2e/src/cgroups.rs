@@ -27,6 +27,12 @@ impl Cgroups {
         Self { root }
     }
 
+    /// `path` as `/proc/PID/cgroup` names it: from the hierarchy's root.
+    pub fn path(&self, path: &str) -> String {
+        let tree = self.root.file_name().unwrap_or_default().to_string_lossy();
+        format!("/{tree}/{}", path.trim_start_matches('/'))
+    }
+
     /// The `cgroup.procs` file of `path`: a process that writes its pid there moves in.
     pub fn procs(&self, path: &str) -> PathBuf {
         self.root.join(path.trim_start_matches('/')).join("cgroup.procs")

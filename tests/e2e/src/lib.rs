@@ -269,6 +269,10 @@ pub struct WorldOptions {
     /// Run aiesimd as this user, as the shipped unit does (`User=aiesim`, its capabilities, and
     /// `ProtectProc=invisible`: its own mount namespace with /proc mounted `hidepid=invisible`).
     pub daemon_user: Option<&'static str>,
+    /// Run aiesimd alone in this cgroup (a path from the cgroup v2 root, as
+    /// [`Cgroups::path`] gives), as systemd runs `aiesimd.service`: it moves in before it
+    /// starts. `None`: in the test's own, shared.
+    pub daemon_cgroup: Option<String>,
     /// Run polkitd (as user polkitd) on the world's bus, so administrative calls get real
     /// polkit decisions; without it only root may make them.
     pub polkit: bool,
@@ -307,6 +311,7 @@ impl Default for WorldOptions {
             config_endpoints: true,
             sim_args: Vec::new(),
             daemon_user: None,
+            daemon_cgroup: None,
             polkit: false,
             modem_protocol: "qmi",
             modem_config: String::new(),
@@ -338,6 +343,7 @@ pub struct World {
     notify: UnixDatagram,
     pub profile: String,
     daemon_user: Option<&'static str>,
+    daemon_cgroup: Option<String>,
     daemon_log: Option<&'static str>,
     /// How `cloud` was started, to start it again.
     cloud_spawn: CloudSpawn,
@@ -423,8 +429,11 @@ impl World {
             &device,
             &config,
             dir.path(),
-            options.daemon_user,
-            options.daemon_log,
+            Launch {
+                user: options.daemon_user,
+                cgroup: options.daemon_cgroup.as_deref(),
+                log: options.daemon_log,
+            },
         )?;
         // READY does not wait for the modem (it opens in the background); tests do.
         wait_modem_ready(&bus_address, &daemon)?;
@@ -442,6 +451,7 @@ impl World {
             notify,
             profile: options.profile.clone(),
             daemon_user: options.daemon_user,
+            daemon_cgroup: options.daemon_cgroup.clone(),
             daemon_log: options.daemon_log,
             cloud_spawn,
             opnet,
@@ -665,8 +675,11 @@ impl World {
             &self.device,
             &config,
             self.dir.path(),
-            self.daemon_user,
-            self.daemon_log,
+            Launch {
+                user: self.daemon_user,
+                cgroup: self.daemon_cgroup.as_deref(),
+                log: self.daemon_log,
+            },
         )?;
         let old = std::mem::replace(&mut self.daemon, daemon);
         self.ready_after = ready_after;
@@ -1097,13 +1110,19 @@ fn start_sim(bins: &Path, options: &WorldOptions, dir: &Path, cloud_url: &str) -
 /// The unit's `AmbientCapabilities=`, as setpriv names them.
 const DAEMON_CAPS: &str = "+bpf,+perfmon,+net_admin";
 
+/// How aiesimd runs: as which user, in which cgroup, with which log filter.
+struct Launch<'a> {
+    user: Option<&'a str>,
+    cgroup: Option<&'a str>,
+    log: Option<&'a str>,
+}
+
 fn start_daemon(
     bins: &Path,
     device: &Netns,
     config: &Path,
     dir: &Path,
-    user: Option<&str>,
-    log: Option<&str>,
+    Launch { user, cgroup, log }: Launch<'_>,
 ) -> anyhow::Result<(Proc, Duration, UnixDatagram)> {
     let notify_path = dir.join("notify");
     let notify = UnixDatagram::bind(&notify_path).context("cannot bind the notify socket")?;
@@ -1114,7 +1133,11 @@ fn start_daemon(
     // `ip netns exec` mounts a fresh /sys, without the cgroup hierarchy a device has (and the
     // daemon needs, to tell apps apart): mount it again in the daemon's mount namespace.
     // The soft limit on open files systemd gives a service (DefaultLimitNOFILE=1024:524288).
-    let setup = "ulimit -Sn 1024 && mount -t cgroup2 cgroup2 /sys/fs/cgroup";
+    let mut setup = "ulimit -Sn 1024 && mount -t cgroup2 cgroup2 /sys/fs/cgroup".to_owned();
+    if let Some(cgroup) = cgroup {
+        // The shell execs into the daemon: the same process, alone in the cgroup.
+        let _ = write!(setup, " && echo $$ > '/sys/fs/cgroup{cgroup}/cgroup.procs'");
+    }
     let script = match user {
         None => format!("{setup} && exec \"$0\" \"$@\""),
         // ProtectProc=invisible, User=, AmbientCapabilities= of the shipped unit.

@@ -1,7 +1,8 @@
 //! The fast path's figures for `cargo xtask bench` (needs root: BPF, TC, network namespaces).
 //!
 //! - classifier cost per packet against an empty TC program, both through `BPF_PROG_TEST_RUN`
-//!   in the same run, on AI and on other traffic;
+//!   in the same run, on AI and on other traffic, and with aiesimd's own sockets marked (other
+//!   traffic both ways, and aiesimd's own to an unlisted address);
 //! - AI request round trips on a rate-limited uplink saturated by a bulk TCP upload against the
 //!   same uplink idle, with the fast path off (the uplink's queue is plain FIFO, as in a modem)
 //!   and on (the classifier and its HTB shaper), side by side.
@@ -52,28 +53,78 @@ pub fn classifier_cost() {
     let device = Ipv4Addr::new(10, 0, 0, 2);
     let ai = SocketAddr::new(Ipv4Addr::new(10, 9, 0, 1).into(), 8443);
     classifier.set_ai_endpoints(&[ai]).expect("set the AI endpoint");
+    let other = SocketAddr::new(Ipv4Addr::new(93, 184, 216, 34).into(), 443);
     let frames = [
         ("AI IPv4/TCP", tcp_v4(device, ai)),
-        (
-            "other IPv4/TCP",
-            tcp_v4(device, SocketAddr::new(Ipv4Addr::new(93, 184, 216, 34).into(), 443)),
-        ),
+        ("other IPv4/TCP", tcp_v4(device, other)),
     ];
     println!("fast path classifier, ns per packet (BPF_PROG_TEST_RUN, {REPEAT} runs, median of {ROUNDS}):");
     for (name, frame) in frames {
-        let mut ours = Vec::with_capacity(ROUNDS);
-        let mut empty = Vec::with_capacity(ROUNDS);
-        for _ in 0..ROUNDS {
-            for (program, into) in [(TestProgram::Egress, &mut ours), (TestProgram::Baseline, &mut empty)] {
-                let outcome = classifier.test_run(program, &frame, REPEAT).expect("BPF_PROG_TEST_RUN");
-                into.push(outcome.duration.as_secs_f64() * 1e9);
-            }
-        }
-        Figure::new(format!("classifier per packet, egress {name}"), median(&mut ours), "ns")
-            .against("empty program", median(&mut empty))
-            .target(Target::RatioAtMost(CLASSIFIER_TARGET))
-            .record();
+        cost(&mut classifier, TestProgram::Egress, &format!("egress {name}"), &frame);
     }
+    // aiesimd's own sockets marked (fastpath.mark_own_sockets): other traffic pays the cgroup
+    // read on egress and the flow lookup on ingress; aiesimd's own to an unlisted address pays
+    // both. Test skbs carry a socket of this process, in its cgroup.
+    let Some(own) = this_cgroup() else {
+        println!("fast path, own sockets marked: skipped (no cgroup v2)");
+        return;
+    };
+    classifier.set_own_cgroup(own.wrapping_add(1)).expect("set a cgroup");
+    let incoming = tcp_v4_from(other, device);
+    cost(
+        &mut classifier,
+        TestProgram::Egress,
+        "egress other IPv4/TCP, own sockets marked",
+        &tcp_v4(device, other),
+    );
+    cost(
+        &mut classifier,
+        TestProgram::Ingress,
+        "ingress other IPv4/TCP, own sockets marked",
+        &incoming,
+    );
+    classifier.set_own_cgroup(own).expect("set this process's cgroup");
+    cost(
+        &mut classifier,
+        TestProgram::Egress,
+        "egress own IPv4/TCP, unlisted address",
+        &tcp_v4(device, other),
+    );
+    cost(
+        &mut classifier,
+        TestProgram::Ingress,
+        "ingress own IPv4/TCP, unlisted address",
+        &incoming,
+    );
+}
+
+/// Records one program's median cost on `frame` against the empty program's, run alternately.
+fn cost(classifier: &mut Classifier, program: TestProgram, name: &str, frame: &[u8]) {
+    let mut ours = Vec::with_capacity(ROUNDS);
+    let mut empty = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        for (program, into) in [(program, &mut ours), (TestProgram::Baseline, &mut empty)] {
+            let outcome = classifier.test_run(program, frame, REPEAT).expect("BPF_PROG_TEST_RUN");
+            into.push(outcome.duration.as_secs_f64() * 1e9);
+        }
+    }
+    Figure::new(format!("classifier per packet, {name}"), median(&mut ours), "ns")
+        .against("empty program", median(&mut empty))
+        .target(Target::RatioAtMost(CLASSIFIER_TARGET))
+        .record();
+}
+
+/// The cgroup v2 id (directory inode) of this process's cgroup.
+fn this_cgroup() -> Option<u64> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        (after.split_whitespace().next()? == "cgroup2").then(|| before.split_whitespace().nth(4))?
+    })?;
+    let listing = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = listing.lines().find_map(|line| line.strip_prefix("0::"))?;
+    let dir = std::path::Path::new(mount).join(path.trim_start_matches('/'));
+    Some(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir).ok()?))
 }
 
 fn rtt_under_upload() {
@@ -167,13 +218,25 @@ fn tcp_v4(from: Ipv4Addr, to: SocketAddr) -> Vec<u8> {
     let SocketAddr::V4(to) = to else {
         unreachable!("IPv4 endpoints only")
     };
+    frame_v4(from, 40000, *to.ip(), to.port())
+}
+
+/// The reply to [`tcp_v4`]: from `from` to port 40000 of `to`.
+fn tcp_v4_from(from: SocketAddr, to: Ipv4Addr) -> Vec<u8> {
+    let SocketAddr::V4(from) = from else {
+        unreachable!("IPv4 endpoints only")
+    };
+    frame_v4(*from.ip(), from.port(), to, 40000)
+}
+
+fn frame_v4(from: Ipv4Addr, from_port: u16, to: Ipv4Addr, to_port: u16) -> Vec<u8> {
     let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
     frame.extend_from_slice(&[0x45, 0, 0, 20 + 20 + 64, 0, 1, 0x40, 0, 64, 6, 0, 0]);
     frame.extend_from_slice(&from.octets());
-    frame.extend_from_slice(&to.ip().octets());
+    frame.extend_from_slice(&to.octets());
     let mut tcp = [0u8; 20];
-    tcp[..2].copy_from_slice(&40000u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&to.port().to_be_bytes());
+    tcp[..2].copy_from_slice(&from_port.to_be_bytes());
+    tcp[2..4].copy_from_slice(&to_port.to_be_bytes());
     tcp[12] = 5 << 4;
     frame.extend_from_slice(&tcp);
     frame.extend_from_slice(&[0; 64]);

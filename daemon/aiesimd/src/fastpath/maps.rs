@@ -9,8 +9,8 @@ use std::{
 use aiesim_fastpath_common::{
     AI_FILTER_WORDS, Class, Config, Counters, DSCP_ENABLED, Destination, Direction, EXACT_ENTRIES, EndpointIndex,
     ExactEntry, FILTER_BITS_V4, FILTER_BITS_V6, L4_PREFIX_BITS, MAP_AI_DESTINATIONS, MAP_AI_EXACT, MAP_AI_FILTER,
-    MAP_CONFIG, MAP_ENDPOINT_STATS, MAP_STATS, MAX_AI_DESTINATIONS, MAX_AI_ENDPOINTS, PROTOCOL_TCP, PROTOCOL_UDP,
-    endpoint_stats_index, stats_index,
+    MAP_CONFIG, MAP_ENDPOINT_STATS, MAP_OWN_FILTER, MAP_STATS, MAX_AI_DESTINATIONS, MAX_AI_ENDPOINTS, PROTOCOL_TCP,
+    PROTOCOL_UDP, UNLISTED_ENDPOINT, endpoint_stats_index, stats_index,
 };
 use aya::maps::{
     Array, Map, MapError, PerCpuArray,
@@ -193,6 +193,19 @@ pub struct EndpointStatistics {
     pub ingress_bytes: u64,
 }
 
+/// The `destination` the D-Bus endpoint statistics give [`UnlistedStatistics`].
+pub const UNLISTED_DESTINATION: &str = "unlisted";
+
+/// aiesimd's own traffic to and from destinations not listed (marked by its cgroup) since the
+/// classifier's maps were made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnlistedStatistics {
+    pub egress_packets: u64,
+    pub egress_bytes: u64,
+    pub ingress_packets: u64,
+    pub ingress_bytes: u64,
+}
+
 /// A destination's place in the per-endpoint counters, and what they held when it got it (the
 /// counters are never written from here, so totals only grow).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +240,7 @@ impl Classifier {
                 );
             }
             // Slots never used have counted nothing.
-            for endpoint in (0..).take(self.slots.len()) {
+            for endpoint in (0..).take(self.slots.len()).chain([UNLISTED_ENDPOINT]) {
                 let index = endpoint_stats_index(endpoint, direction);
                 add(read(&endpoints, MAP_ENDPOINT_STATS, index)?, true);
             }
@@ -267,6 +280,26 @@ impl Classifier {
             });
         }
         Ok(all)
+    }
+
+    /// aiesimd's own traffic to destinations not listed, counted while its cgroup is set
+    /// ([`Classifier::set_own_cgroup`]).
+    pub fn unlisted_statistics(&self) -> Result<UnlistedStatistics, MapsError> {
+        let endpoints = self.per_cpu(MAP_ENDPOINT_STATS)?;
+        let [egress, ingress] = Direction::ALL.map(|direction| {
+            read(
+                &endpoints,
+                MAP_ENDPOINT_STATS,
+                endpoint_stats_index(UNLISTED_ENDPOINT, direction),
+            )
+        });
+        let (egress, ingress) = (egress?, ingress?);
+        Ok(UnlistedStatistics {
+            egress_packets: egress.packets,
+            egress_bytes: egress.bytes,
+            ingress_packets: ingress.packets,
+            ingress_bytes: ingress.bytes,
+        })
     }
 
     /// Replaces the AI endpoints with single addresses; see [`Classifier::set_ai_destinations`].
@@ -435,6 +468,31 @@ impl Classifier {
         self.update_config(|config| config.ai_dscp = value)
     }
 
+    /// Makes the packets of sockets in cgroup `id` (aiesimd's own, found by `own_cgroup`) AI
+    /// wherever they go, and the replies of their flows; 0 turns it off.
+    pub fn set_own_cgroup(&mut self, id: u64) -> Result<(), MapsError> {
+        if self.own_cgroup()? != id {
+            // Another cgroup's remote ends would only cost their traffic a lookup.
+            let filter = self.own_filter()?;
+            self.write_own_filter(&filter, &vec![0; filter.len()])?;
+        }
+        self.update_config(|config| config.own_cgroup = id)
+    }
+
+    /// The cgroup whose sockets are marked, 0 for none.
+    pub fn own_cgroup(&self) -> Result<u64, MapsError> {
+        let map: Array<_, Config> = Array::try_from(self.map(MAP_CONFIG)?).map_err(|source| MapsError::Layout {
+            name: MAP_CONFIG,
+            source,
+        })?;
+        map.get(&0, 0)
+            .map(|config| config.own_cgroup)
+            .map_err(|source| MapsError::Read {
+                name: MAP_CONFIG,
+                source,
+            })
+    }
+
     /// Tells the classifier how many bytes precede the IP header on its device.
     pub(super) fn set_l2_len(&mut self, l2_len: u32) -> Result<(), MapsError> {
         self.update_config(|config| config.l2_len = l2_len)
@@ -515,32 +573,40 @@ impl Classifier {
 
     /// The filter as the classifier sees it.
     fn filter(&self) -> Result<Vec<u64>, MapsError> {
-        let filter: Array<_, u64> = Array::try_from(self.map(MAP_AI_FILTER)?).map_err(|source| MapsError::Layout {
-            name: MAP_AI_FILTER,
-            source,
-        })?;
-        filter
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(|source| MapsError::Read {
-                name: MAP_AI_FILTER,
-                source,
-            })
+        self.words(MAP_AI_FILTER)
     }
 
     /// Writes the words of `to` that differ from `from`, the filter's present content.
     fn write_filter(&mut self, from: &[u64], to: &[u64]) -> Result<(), MapsError> {
-        let mut filter: Array<_, u64> =
-            Array::try_from(self.map_mut(MAP_AI_FILTER)?).map_err(|source| MapsError::Layout {
-                name: MAP_AI_FILTER,
-                source,
-            })?;
+        self.write_words(MAP_AI_FILTER, from, to)
+    }
+
+    /// The remote ends of aiesimd's own flows, as the classifier sees them.
+    fn own_filter(&self) -> Result<Vec<u64>, MapsError> {
+        self.words(MAP_OWN_FILTER)
+    }
+
+    fn write_own_filter(&mut self, from: &[u64], to: &[u64]) -> Result<(), MapsError> {
+        self.write_words(MAP_OWN_FILTER, from, to)
+    }
+
+    fn words(&self, name: &'static str) -> Result<Vec<u64>, MapsError> {
+        let words: Array<_, u64> =
+            Array::try_from(self.map(name)?).map_err(|source| MapsError::Layout { name, source })?;
+        words
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|source| MapsError::Read { name, source })
+    }
+
+    fn write_words(&mut self, name: &'static str, from: &[u64], to: &[u64]) -> Result<(), MapsError> {
+        let mut words: Array<_, u64> =
+            Array::try_from(self.map_mut(name)?).map_err(|source| MapsError::Layout { name, source })?;
         for (index, (from, to)) in (0u32..).zip(from.iter().zip(to)) {
             if from != to {
-                filter.set(index, to, 0).map_err(|source| MapsError::Write {
-                    name: MAP_AI_FILTER,
-                    source,
-                })?;
+                words
+                    .set(index, to, 0)
+                    .map_err(|source| MapsError::Write { name, source })?;
             }
         }
         Ok(())

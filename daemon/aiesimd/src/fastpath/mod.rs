@@ -5,7 +5,8 @@
 //! It counts packets and bytes per direction, recognises traffic to or from the configured AI
 //! endpoints and gives egress AI packets their own `skb->priority`. [`Classifier`] is the same
 //! program loaded but not attached, for `BPF_PROG_TEST_RUN` tests and benchmarks. With
-//! [`Fastpath::watch_apps`] it also counts apps' own AI traffic per cgroup (`apps`).
+//! [`Fastpath::watch_apps`] it also counts apps' own AI traffic per cgroup (`apps`); with
+//! [`Fastpath::mark_own_sockets`], aiesimd's own sockets are AI wherever they go (`own`).
 
 mod apps;
 mod attach;
@@ -14,6 +15,7 @@ mod maps;
 pub mod names;
 mod netlink;
 mod object;
+mod own;
 mod pins;
 mod shaper;
 
@@ -24,8 +26,9 @@ pub use aiesim_fastpath_common::Direction;
 pub use self::{
     apps::{AppStatistics, AppsError, OVERFLOW_APP},
     attach::{AttachError, AttachMode},
-    maps::{AiDestination, EndpointStatistics, MapsError},
+    maps::{AiDestination, EndpointStatistics, MapsError, UNLISTED_DESTINATION, UnlistedStatistics},
     object::{Classifier, ClassifierError, DEFAULT_AI_PRIORITY, TestProgram, TestRunOutcome},
+    own::{OwnCgroupError, own_cgroup},
     pins::Pins,
     shaper::{BULK_CLASS, INTERACTIVE_CLASS, ShaperError, Shaping, UPLINK_KBIT_RANGE, UplinkRate},
 };
@@ -155,6 +158,22 @@ impl Fastpath {
     /// The traffic of each AI destination since it was configured.
     pub fn endpoint_statistics(&self) -> Result<Vec<EndpointStatistics>, FastpathError> {
         Ok(self.classifier.endpoint_statistics()?)
+    }
+
+    /// aiesimd's own traffic to destinations not listed, while its sockets are marked.
+    pub fn unlisted_statistics(&self) -> Result<UnlistedStatistics, FastpathError> {
+        Ok(self.classifier.unlisted_statistics()?)
+    }
+
+    /// Makes the sockets of cgroup `id` (aiesimd's, from [`own_cgroup`]) AI wherever they
+    /// connect, replies included; `None` turns it off.
+    pub fn mark_own_sockets(&mut self, id: Option<u64>) -> Result<(), FastpathError> {
+        Ok(self.classifier.set_own_cgroup(id.unwrap_or(0))?)
+    }
+
+    /// Whether aiesimd's own sockets are marked.
+    pub fn marks_own_sockets(&self) -> bool {
+        self.classifier.own_cgroup().is_ok_and(|id| id != 0)
     }
 
     /// Counts the AI traffic of every socket in the cgroup subtree `cgroup` (a cgroup v2

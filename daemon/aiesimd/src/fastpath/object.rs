@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use aiesim_fastpath_common::{
     ETHERNET_HEADER_LEN, MAP_AI_DESTINATIONS, MAP_AI_EXACT, MAP_AI_FILTER, MAP_APP_STATS, MAP_CONFIG,
-    MAP_ENDPOINT_STATS, MAP_STATS, PROGRAM_BASELINE, PROGRAM_EGRESS, PROGRAM_INGRESS,
+    MAP_ENDPOINT_STATS, MAP_LAST_OWN_FLOW, MAP_OWN_FILTER, MAP_OWN_FLOWS, MAP_STATS, PROGRAM_BASELINE, PROGRAM_EGRESS,
+    PROGRAM_INGRESS,
 };
 use aya::{
     Ebpf, EbpfError, EbpfLoader, TestRun as _, TestRunOptions,
@@ -17,7 +18,7 @@ use super::{
 };
 
 /// Every map of the object: all are pinned when the fast path pins.
-const MAPS: [&str; 7] = [
+const MAPS: [&str; 10] = [
     MAP_STATS,
     MAP_AI_DESTINATIONS,
     MAP_AI_EXACT,
@@ -25,6 +26,9 @@ const MAPS: [&str; 7] = [
     MAP_AI_FILTER,
     MAP_CONFIG,
     MAP_APP_STATS,
+    MAP_OWN_FLOWS,
+    MAP_OWN_FILTER,
+    MAP_LAST_OWN_FLOW,
 ];
 
 /// The classifier object, built from `ebpf/program` by build.rs.

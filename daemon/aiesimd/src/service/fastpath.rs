@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     broker::{Relayed, chain},
-    fastpath::{AppStatistics, AttachMode, Fastpath, Pins, Shaping, UplinkRate},
+    fastpath::{AppStatistics, AttachMode, Fastpath, Pins, Shaping, UNLISTED_DESTINATION, UplinkRate},
     identity::Identify as _,
     modem::Modem,
 };
@@ -54,6 +54,7 @@ pub struct Setup {
     pub pins: Option<Pins>,
     pub dscp: Option<u8>,
     pub attach: AttachMode,
+    pub own_cgroup: Option<u64>,
 }
 
 /// Keeps the attached classifier's AI destinations equal to the endpoints in use (the card's
@@ -116,6 +117,9 @@ pub async fn follow_modem(
                 }
                 if let Err(e) = fp.set_ai_dscp(setup.dscp) {
                     tracing::warn!(error = %chain(&e), "AI packets not marked with a DSCP");
+                }
+                if let Err(e) = fp.mark_own_sockets(setup.own_cgroup) {
+                    tracing::warn!(error = %chain(&e), "aiesimd's own sockets not marked");
                 }
                 if let Some(cgroup) = &setup.apps_cgroup {
                     if let Err(e) = fp.watch_apps(cgroup) {
@@ -240,22 +244,41 @@ impl FastpathObject {
         authorize(connection, &sender_of(&header)?, Action::ReadTraffic).await?;
         let fp = self.attached_fastpath()?;
         let endpoints = fp.endpoint_statistics().map_err(|e| DaemonError::Failed(chain(&e)))?;
-        Ok(endpoints
+        let unlisted = fp.unlisted_statistics().map_err(|e| DaemonError::Failed(chain(&e)))?;
+        let entry = |destination: String, counters: [u64; 4]| {
+            let [egress_packets, egress_bytes, ingress_packets, ingress_bytes] = counters;
+            let mut entry: HashMap<String, OwnedVariant> = [
+                ("egress_packets", egress_packets),
+                ("egress_bytes", egress_bytes),
+                ("ingress_packets", ingress_packets),
+                ("ingress_bytes", ingress_bytes),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), OwnedVariant::from(v)))
+            .collect();
+            entry.insert("destination".into(), owned_str(&destination));
+            entry
+        };
+        let mut all: Vec<_> = endpoints
             .into_iter()
             .map(|e| {
-                let mut entry: HashMap<String, OwnedVariant> = [
-                    ("egress_packets", e.egress_packets),
-                    ("egress_bytes", e.egress_bytes),
-                    ("ingress_packets", e.ingress_packets),
-                    ("ingress_bytes", e.ingress_bytes),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), OwnedVariant::from(v)))
-                .collect();
-                entry.insert("destination".into(), owned_str(&e.destination.to_string()));
-                entry
+                entry(
+                    e.destination.to_string(),
+                    [e.egress_packets, e.egress_bytes, e.ingress_packets, e.ingress_bytes],
+                )
             })
-            .collect())
+            .collect();
+        let unlisted = [
+            unlisted.egress_packets,
+            unlisted.egress_bytes,
+            unlisted.ingress_packets,
+            unlisted.ingress_bytes,
+        ];
+        // Shown while marking is on, or once it has counted something.
+        if fp.marks_own_sockets() || unlisted.iter().any(|&n| n != 0) {
+            all.push(entry(UNLISTED_DESTINATION.to_owned(), unlisted));
+        }
+        Ok(all)
     }
 
     async fn get_app_statistics(

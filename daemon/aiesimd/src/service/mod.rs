@@ -108,6 +108,8 @@ pub struct FastpathSetup {
     pub dscp: Option<u8>,
     /// How the classifier attaches wherever it goes.
     pub attach: crate::fastpath::AttachMode,
+    /// aiesimd's cgroup, whose sockets are AI wherever they connect, if they are marked.
+    pub own_cgroup: Option<u64>,
     /// The AI destinations, kept current as endpoints change.
     pub destinations: tokio::sync::watch::Receiver<Vec<std::net::SocketAddr>>,
 }
@@ -130,6 +132,7 @@ pub async fn serve(
         pins,
         dscp,
         attach,
+        own_cgroup,
         destinations,
     } = fastpath;
     let shared = Arc::new(Shared {
@@ -199,6 +202,7 @@ pub async fn serve(
                     pins,
                     dscp,
                     attach,
+                    own_cgroup,
                 },
             ));
         }
