@@ -677,6 +677,9 @@ pub struct RequestsConfig {
     pub max_request_image_bytes: usize,
     /// The most images one request may carry.
     pub max_images: usize,
+    /// After this long without a request the daemon gives back the memory of finished work
+    /// (its code pages, free heap); 0: never.
+    pub idle_trim_s: u64,
 }
 
 impl Default for RequestsConfig {
@@ -692,6 +695,7 @@ impl Default for RequestsConfig {
             max_image_bytes: 4 << 20,
             max_request_image_bytes: 8 << 20,
             max_images: 8,
+            idle_trim_s: 30,
         }
     }
 }
@@ -892,6 +896,7 @@ impl Config {
                 256 << 20,
             ),
             ("max_images", r.max_images as u64, 0, 64),
+            ("idle_trim_s", r.idle_trim_s, 0, 86_400),
         ];
         for (key, value, low, high) in bounds {
             if !(low..=high).contains(&value) {

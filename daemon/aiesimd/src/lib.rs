@@ -12,6 +12,7 @@ pub mod esim;
 pub mod fastpath;
 pub mod identity;
 pub mod ledger;
+pub mod memory;
 pub mod modem;
 pub mod reload;
 pub mod router;

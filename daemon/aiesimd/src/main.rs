@@ -16,6 +16,7 @@ use aiesimd::{
     esim::{Biller, CardCredentials, Esim, Requirement, provision_endpoints},
     fastpath::{Fastpath, Shaping, UplinkRate, names},
     ledger::{Ledger, window::Calendar},
+    memory,
     modem::Modem,
     reload::Plan,
     router::Router,
@@ -186,7 +187,7 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
         );
     }
     let (own_cgroup, mut fastpath) = start_fastpath(&config, follow_modem);
-    release_startup_memory();
+    memory::release_free_heap();
 
     let broker = Arc::new(broker(&config, credentials)?);
     // The fast path's AI destinations follow the endpoints in use, configured, then the card's:
@@ -249,6 +250,7 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
 
     let notifier = announce_ready(&connection);
     tracing::info!(name = BUS_NAME, ready_ms = started.elapsed().as_millis(), "ready");
+    spawn_idle_trim(config.requests.idle_trim_s, &broker);
 
     let stop = until_stopped(&connection, notifier.as_deref(), &reload, config, &broker, &urls_tx).await?;
     if let Some(notifier) = &notifier {
@@ -258,12 +260,7 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
     let _ = connection.release_name(BUS_NAME).await;
     service::shutdown(&connection).await;
     if let Some((modem, _esim)) = modem {
-        if tokio::time::timeout(MODEM_SHUTDOWN_TIMEOUT, modem.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("the modem session did not stop in time");
-        }
+        stop_modem(&modem).await;
     }
     match stop {
         Stop::Signal => Ok(()),
@@ -453,11 +450,42 @@ fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
 
 /// Loading the classifier parses the kernel's BTF (tens of MiB, freed right after); hand that
 /// memory back to the system instead of keeping it in the allocator for the daemon's lifetime.
-fn release_startup_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free heap memory; it has no other effect.
-    unsafe {
-        libc::malloc_trim(0);
+/// Closes the modem session, giving up after `MODEM_SHUTDOWN_TIMEOUT`.
+async fn stop_modem(modem: &Modem) {
+    if tokio::time::timeout(MODEM_SHUTDOWN_TIMEOUT, modem.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the modem session did not stop in time");
+    }
+}
+
+/// Starts giving memory back after `seconds` idle (0: never).
+fn spawn_idle_trim(seconds: u64, broker: &Arc<service::DaemonBroker>) {
+    if seconds > 0 {
+        tokio::spawn(trim_when_idle(Arc::clone(broker), Duration::from_secs(seconds)));
+    }
+}
+
+/// Gives the memory of finished work back once no request has been seen for `period` (see
+/// `memory`), once per idle spell: a check each `period`, a timer on the CPU only.
+async fn trim_when_idle(broker: Arc<service::DaemonBroker>, period: Duration) {
+    let mut last = Some(broker.scheduler().activity().1);
+    let mut trimmed = false;
+    loop {
+        tokio::time::sleep(period).await;
+        let (held, taken) = broker.scheduler().activity();
+        let idle = held == 0 && last == Some(taken);
+        last = Some(taken);
+        if !idle {
+            trimmed = false;
+        } else if !trimmed {
+            trimmed = true;
+            match memory::trim() {
+                Ok(bytes) => tracing::debug!(code_bytes = bytes, "idle: unmapped the code pages and trimmed the heap"),
+                Err(e) => tracing::warn!(error = %chain(&e), "idle: cannot give memory back"),
+            }
+        }
     }
 }
 

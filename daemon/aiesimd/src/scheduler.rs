@@ -168,6 +168,13 @@ impl Scheduler {
         }
     }
 
+    /// Requests held now by every app (waiting or running), and places ever taken: the daemon is
+    /// idle while the first is 0 and the second does not move.
+    pub fn activity(&self) -> (usize, u64) {
+        let s = self.state.lock().expect("scheduler lock");
+        (s.per_app.values().sum(), s.next_id)
+    }
+
     /// Requests `app` holds, waiting or running.
     pub fn held(&self, app: &str) -> usize {
         let s = self.state.lock().expect("scheduler lock");

@@ -13,7 +13,7 @@ use std::{
     process::Command,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
@@ -61,6 +61,8 @@ pub struct Uplink {
     peer: File,
     echo: Option<JoinHandle<()>>,
     stop_echo: Arc<AtomicBool>,
+    /// How long the echo endpoint holds each answer, in µs: the network beyond the uplink.
+    answer_delay_us: Arc<AtomicU64>,
     sink: TcpListener,
 }
 
@@ -109,21 +111,37 @@ impl Uplink {
         });
         echo.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
+        let delay = Arc::new(AtomicU64::new(0));
         let mut uplink = Self {
             peer,
             echo: None,
             stop_echo: Arc::clone(&stop),
+            answer_delay_us: Arc::clone(&delay),
             sink,
         };
         uplink.echo = Some(thread::spawn(move || {
+            // Wake-ups to the microsecond, not the default 50 µs slack, for the held answers.
+            // SAFETY: PR_SET_TIMERSLACK takes a plain number and affects this thread only.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1) };
             let mut buf = [0u8; 2048];
             while !stop.load(Ordering::SeqCst) {
                 if let Ok((len, from)) = echo.recv_from(&mut buf) {
+                    let hold = Duration::from_micros(delay.load(Ordering::SeqCst));
+                    if !hold.is_zero() {
+                        thread::sleep(hold);
+                    }
                     let _ = echo.send_to(&buf[..len], from);
                 }
             }
         }));
         uplink
+    }
+
+    /// Makes the echo endpoint hold each answer `delay`: the round trip beyond the uplink, to a
+    /// cloud tier (the metro tier is 1 ms each way).
+    pub fn set_answer_delay(&self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.answer_delay_us.store(us, Ordering::SeqCst);
     }
 
     /// Runs `f` on a thread inside the peer's namespace: sockets it creates live there.
