@@ -225,7 +225,7 @@ fn test() -> anyhow::Result<()> {
         // that their summary stays the last line.
         fuzz::run(&fuzz::Options::parse(&["--smoke".to_owned()])?)?;
     }
-    cargo_test(&cross)
+    cargo_test(&cross, ci)
 }
 
 /// The fault campaign (`tests/e2e/tests/faults.rs`) for `--rounds N` rounds (default: one per
@@ -278,7 +278,7 @@ fn load(args: &[String]) -> anyhow::Result<()> {
 /// Runs the workspace's tests, echoing their output, and ends with one summary line over all
 /// test binaries (cargo prints one per binary, the last often a doc-test run of none) and the
 /// aarch64 tests run before.
-fn cargo_test(cross: &cross::InSuite) -> anyhow::Result<()> {
+fn cargo_test(cross: &cross::InSuite, ci: bool) -> anyhow::Result<()> {
     // Tests that skip for a missing prerequisite say so in this file (aiesim-skip).
     let skips_file = root().join("target").join("test-skips");
     let _ = std::fs::remove_file(&skips_file);
@@ -336,6 +336,11 @@ fn cargo_test(cross: &cross::InSuite) -> anyhow::Result<()> {
     }
     if passed == 0 {
         bail!("cargo test ran no test");
+    }
+    // Skipped or #[ignore]d, a test CI did not run is a failure there (aiesim-skip fails a
+    // native skip itself; this catches the rest).
+    if ci && ignored > 0 {
+        bail!("{ignored} test(s) skipped or ignored under CI");
     }
     Ok(())
 }

@@ -212,6 +212,14 @@ impl<C: Cloud, K: Clock> Broker<C, K> {
         self.relayed.lock().expect("relayed lock").clone()
     }
 
+    /// An admitted request its front end could not start (it never reaches `run`): its place in
+    /// line goes back, and so does the endpoint's probe if it was one, for the next request.
+    pub fn abandon(&self, admitted: Admitted) {
+        self.router.release_probe(&admitted.route);
+        // Its ticket goes with it: the place in line is free.
+        drop(admitted);
+    }
+
     /// Routes the request, checks that the budget could cover its bounded cost, and puts it
     /// in line; or refuses it.
     pub fn admit(&self, app: &str, options: ChatOptions) -> Result<Admitted, BrokerError> {
@@ -1779,6 +1787,26 @@ mod tests {
             .pick_except(None, |_, _| 0, &["metro".to_owned()])
             .map(|r| r.endpoint);
         assert_eq!(next, Ok("prov".to_owned()), "the next request probes it");
+    }
+
+    /// A probe admitted but abandoned by the front end before it ran leaves the endpoint to the
+    /// next request, and its place in line goes back.
+    #[tokio::test]
+    async fn an_abandoned_probe_leaves_the_endpoint_to_the_next_request() {
+        let b = broker_on(Script::new(vec![answer("ok", 9)]), 2, 1_000, 1);
+        b.router().report_failure("metro", "s", None);
+        b.router().clock().advance(Duration::from_secs(31));
+        let a = b.admit("app", ask(Some(10))).unwrap();
+        assert!(a.route().probe.is_some());
+        assert_eq!(b.router().statistics()[0].health, "probing");
+        b.abandon(a);
+        assert_eq!(b.router().statistics()[0].health, "cooling");
+        assert_eq!(b.scheduler().activity().0, 0, "its place went back");
+        let again = b.admit("app", ask(Some(10))).unwrap();
+        assert!(again.route().probe.is_some(), "the next request probes it");
+        let out = b.run(again, &mut Collect::default(), std::future::pending()).await;
+        assert_eq!(out.state, EndState::Done);
+        assert_eq!(b.router().statistics()[0].health, "healthy");
     }
 
     /// A probe refused before it is sent (here by the app's budget) leaves the endpoint to the

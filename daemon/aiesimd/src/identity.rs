@@ -268,7 +268,7 @@ fn walk(root: &Path) -> Result<HashMap<u64, String>, String> {
 }
 
 /// Where the cgroup v2 hierarchy is mounted, if it is.
-pub(crate) fn cgroup2_root() -> Option<PathBuf> {
+pub fn cgroup2_root() -> Option<PathBuf> {
     cgroup2_mount(&std::fs::read_to_string("/proc/self/mountinfo").ok()?)
 }
 

@@ -710,20 +710,13 @@ fn other_packets_ingress_and_an_unset_dscp_leave_headers_alone() {
 
 /// The cgroup v2 id of this process's cgroup: its directory's inode.
 fn this_cgroup() -> u64 {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mount = mountinfo
-        .lines()
-        .find_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            (after.split_whitespace().next()? == "cgroup2").then(|| before.split_whitespace().nth(4))?
-        })
-        .expect("cgroup v2 is mounted");
+    let mount = aiesimd::identity::cgroup2_root().expect("cgroup v2 is mounted");
     let listing = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let path = listing
         .lines()
         .find_map(|line| line.strip_prefix("0::"))
         .expect("in a cgroup v2");
-    let dir = std::path::Path::new(mount).join(path.trim_start_matches('/'));
+    let dir = mount.join(path.trim_start_matches('/'));
     std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir).unwrap())
 }
 
@@ -778,45 +771,4 @@ fn own_sockets_are_marked_by_cgroup_and_their_replies_by_flow() {
     assert_eq!(run(&mut classifier, TestProgram::Egress, &out), 0);
     assert_eq!(run(&mut classifier, TestProgram::Ingress, &back), 0);
     assert_eq!(classifier.unlisted_statistics().unwrap().egress_packets, 1);
-}
-
-/// Prints the classifier's cost against an empty program; `cargo xtask bench` does the same.
-#[test]
-#[ignore = "a measurement, not a check: run it on an idle machine"]
-fn cost_against_an_empty_program() {
-    const REPEAT: u32 = 1_000_000;
-    if !privileged() {
-        return;
-    }
-    let mut classifier = classifier();
-    let frames = [
-        (
-            "AI IPv4/TCP",
-            ipv4(DEVICE_V4, AI_V4, TCP, &l4(TCP, 40000, AI_PORT, 100)),
-        ),
-        (
-            "other IPv4/TCP",
-            ipv4(DEVICE_V4, Ipv4Addr::new(10, 1, 2, 3), TCP, &l4(TCP, 40000, 443, 100)),
-        ),
-        (
-            "other IPv6/UDP",
-            ipv6(DEVICE_V6, Ipv6Addr::LOCALHOST, UDP, &l4(UDP, 40000, 53, 100)),
-        ),
-    ];
-    // The kernel reports whole nanoseconds per run; the best of five damps other load.
-    let mut measure = |program, frame: &[u8]| {
-        (0..5)
-            .map(|_| classifier.test_run(program, frame, REPEAT).unwrap().duration)
-            .min()
-            .unwrap()
-            .as_nanos()
-    };
-    let baseline = measure(TestProgram::Baseline, &frames[0].1);
-    eprintln!("empty program: {baseline} ns/pkt");
-    for (name, frame) in &frames {
-        let cost = measure(TestProgram::Egress, frame);
-        #[expect(clippy::cast_precision_loss, reason = "nanoseconds per packet")]
-        let ratio = cost as f64 / baseline as f64;
-        eprintln!("classifier, {name}: {cost} ns/pkt ({ratio:.2}x)");
-    }
 }

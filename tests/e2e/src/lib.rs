@@ -127,16 +127,35 @@ pub async fn finished_signals(conn: &zbus::Connection) -> zbus::MessageStream {
 }
 
 /// A system group or user the test needed and made, removed again when dropped (kept when it
-/// was there before).
+/// was there before). Tests of one binary run at once and may want the same account: it is
+/// removed when the last of them drops it, not while another's daemon still runs as it.
 pub struct Account {
     name: String,
     user: bool,
-    created: bool,
     pub uid: u32,
     pub gid: u32,
 }
 
+/// The accounts held in this process, by (is a user, name): how many holders, and whether this
+/// process made it (and so removes it after the last).
+type Holders = std::collections::HashMap<(bool, String), (usize, bool)>;
+static HELD: std::sync::Mutex<Option<Holders>> = std::sync::Mutex::new(None);
+
 impl Account {
+    /// Counts one more holder of an account, making it with `make` (which says whether it did)
+    /// when no holder in this process has it yet.
+    fn hold(user: bool, name: &str, make: impl FnOnce() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+        let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = held.get_or_insert_with(std::collections::HashMap::new);
+        if let Some((holders, _)) = held.get_mut(&(user, name.to_owned())) {
+            *holders += 1;
+            return Ok(());
+        }
+        let created = make()?;
+        held.insert((user, name.to_owned()), (1, created));
+        Ok(())
+    }
+
     /// The system group `name`, made with groupadd if missing.
     pub fn group(name: &str) -> anyhow::Result<Self> {
         let lookup = || {
@@ -145,17 +164,17 @@ impl Account {
                 .flatten()
                 .map(|g| g.gid.as_raw())
         };
-        let created = if lookup().is_some() {
-            false
-        } else {
+        Self::hold(false, name, || {
+            if lookup().is_some() {
+                return Ok(false);
+            }
             let out = Command::new("groupadd").args(["--system", name]).output()?;
             anyhow::ensure!(out.status.success(), "groupadd {name}: {}", output_text(&out));
-            true
-        };
+            Ok(true)
+        })?;
         Ok(Self {
             name: name.to_owned(),
             user: false,
-            created,
             uid: 0,
             gid: lookup().context("the group just made is missing")?,
         })
@@ -169,9 +188,10 @@ impl Account {
                 .flatten()
                 .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
         };
-        let created = if lookup().is_some() {
-            false
-        } else {
+        Self::hold(true, name, || {
+            if lookup().is_some() {
+                return Ok(false);
+            }
             let out = Command::new("useradd")
                 .args([
                     "--system",
@@ -183,13 +203,12 @@ impl Account {
                 ])
                 .output()?;
             anyhow::ensure!(out.status.success(), "useradd {name}: {}", output_text(&out));
-            true
-        };
+            Ok(true)
+        })?;
         let (uid, gid) = lookup().context("the user just made is missing")?;
         Ok(Self {
             name: name.to_owned(),
             user: true,
-            created,
             uid,
             gid,
         })
@@ -198,7 +217,18 @@ impl Account {
 
 impl Drop for Account {
     fn drop(&mut self) {
-        if self.created {
+        let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (self.user, self.name.clone());
+        let Some((holders, created)) = held.as_mut().and_then(|h| h.get_mut(&key)) else {
+            return;
+        };
+        *holders -= 1;
+        if *holders > 0 {
+            return;
+        }
+        let created = *created;
+        held.as_mut().map(|h| h.remove(&key));
+        if created {
             let tool = if self.user { "userdel" } else { "groupdel" };
             let _ = Command::new(tool).arg(&self.name).status();
         }

@@ -44,7 +44,6 @@ impl BrokerObject {
         let caller = self.caller(&header).await?;
         // Counted from before admission to the object's removal, lingering included.
         let slot = self.shared.object_slot(&caller.app)?;
-        let admitted = self.admit(connection, &caller, options).await?;
 
         let (ours, theirs) = StdUnixStream::pair()?;
         // The bounded buffer: an app that stops reading stalls the writer here, not memory.
@@ -56,6 +55,7 @@ impl BrokerObject {
         .map_err(|e| DaemonError::Failed(format!("cannot bound the stream's buffer: {e}")))?;
         ours.set_nonblocking(true)?;
         let ours = UnixStream::from_std(ours)?;
+        let admitted = self.admit(connection, &caller, options).await?;
         let path = self.shared.next_request_path();
         let progress = Progress::queued(admitted.route());
         let cancel = CancellationToken::new();
@@ -64,7 +64,10 @@ impl BrokerObject {
             progress: progress.clone(),
             cancel: cancel.clone(),
         };
-        connection.object_server().at(path.as_str(), object).await?;
+        if let Err(e) = connection.object_server().at(path.as_str(), object).await {
+            self.shared.broker.abandon(admitted);
+            return Err(e.into());
+        }
         tracing::info!(request = %path, app = %caller.app, endpoint = %admitted.route().endpoint, estimate = admitted.estimate(), "chat admitted");
 
         let shared = Arc::clone(&self.shared);
@@ -123,10 +126,10 @@ impl BrokerObject {
     ) -> Result<(String, HashMap<String, OwnedVariant>), DaemonError> {
         let options = ChatOptions::from_ask(&prompt, &options, &self.shared.requests.images)?;
         let caller = self.caller(&header).await?;
-        let admitted = self.admit(connection, &caller, options).await?;
-        let mut sink = TextSink(String::new());
         // A caller that leaves the bus has no one to answer: its request is cancelled.
         let gone = caller_gone(connection, &caller.sender).await?;
+        let admitted = self.admit(connection, &caller, options).await?;
+        let mut sink = TextSink(String::new());
         let outcome = self.shared.broker.run(admitted, &mut sink, gone).await;
         log_outcome("ask", &caller, &outcome);
         if let Some((aiesim_dbus::ErrorName::BudgetExceeded, reason)) = &outcome.error {

@@ -2,7 +2,7 @@
 
 #![allow(dead_code, reason = "each test uses its own part")]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub struct CgroupTree {
     pub root: PathBuf,
@@ -12,15 +12,8 @@ impl CgroupTree {
     /// Makes `paths` under a tree named after `test` and this process.
     pub fn make(test: &str, paths: &[&str]) -> Self {
         // `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid system.
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mount = mountinfo
-            .lines()
-            .find_map(|line| {
-                let (before, after) = line.split_once(" - ")?;
-                (after.split_whitespace().next()? == "cgroup2").then(|| before.split_whitespace().nth(4))?
-            })
-            .expect("cgroup v2 is mounted");
-        let root = Path::new(mount).join(format!("aiesim-{test}-{}", std::process::id()));
+        let mount = aiesimd::identity::cgroup2_root().expect("cgroup v2 is mounted");
+        let root = mount.join(format!("aiesim-{test}-{}", std::process::id()));
         for path in paths {
             std::fs::create_dir_all(root.join(path)).expect("make a cgroup");
         }
