@@ -1,13 +1,13 @@
 //! Giving memory back while idle. A wearable's daemon idles most of the time, and most of its
-//! resident memory is its own machine code, mapped in by start-up and by requests long finished.
-//! When no request has been seen for a while, the daemon unmaps the pages of its code segments
-//! (`MADV_DONTNEED` on its executable mappings): they are clean copies of the binary, faulted
-//! back from the page cache (or the disk, if reclaimed meanwhile) on next use, and once unmapped
-//! the kernel can reclaim them under memory pressure at no cost. `MADV_PAGEOUT` would drop them
-//! from the page cache too, but only for a process that may write the binary, which the
-//! service's user may not. Only executable mappings are touched: the dynamic loader writes the
-//! relocated read-only data (RELRO) before protecting it, and unmapping those pages would read
-//! back unrelocated bytes. Heap left free is returned with `malloc_trim`.
+//! resident memory is its own binary, mapped in by start-up and by requests long finished. When
+//! no request has been seen for a while, the daemon unmaps the pages of its read-only segments
+//! (`MADV_DONTNEED`): they are clean copies of the binary, faulted back from the page cache (or
+//! the disk, if reclaimed meanwhile) on next use, and once unmapped the kernel can reclaim them
+//! under memory pressure at no cost. `MADV_PAGEOUT` would drop them from the page cache too, but
+//! only for a process that may write the binary, which the service's user may not. Only
+//! mappings that hold no anonymous page are touched (`/proc/self/smaps`): the dynamic loader
+//! writes the relocated read-only data (RELRO) before protecting it, and unmapping those pages
+//! would read back unrelocated bytes. Heap left free is returned with `malloc_trim`.
 
 use std::path::{Path, PathBuf};
 
@@ -29,7 +29,7 @@ pub enum MemoryError {
     },
 }
 
-/// One executable mapping of a file, from a line of `/proc/self/maps`.
+/// One read-only mapping of a file, from `/proc/self/smaps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapping {
     pub start: usize,
@@ -37,31 +37,66 @@ pub struct Mapping {
     pub path: PathBuf,
 }
 
-/// The private, executable, not writable mappings of `file` (its code): those whose pages are
-/// exactly the file's bytes. `maps` is the text of `/proc/self/maps`.
-pub fn code_mappings(maps: &str, file: &Path) -> Vec<Mapping> {
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_ascii_whitespace();
-            let range = fields.next()?;
-            let perms = fields.next()?;
-            // offset, device, inode, then the path (which may hold spaces).
-            let path = line.splitn(6, |c: char| c.is_ascii_whitespace()).nth(5)?.trim_start();
-            if perms != "r-xp" || Path::new(path) != file {
-                return None;
+/// The private, read-only mappings of `file` that hold no anonymous page: every resident page is
+/// the file's own bytes, so unmapping loses nothing. `smaps` is the text of `/proc/self/smaps`.
+pub fn clean_mappings(smaps: &str, file: &Path) -> Vec<Mapping> {
+    let mut found = Vec::new();
+    // The mapping being read, while it may still qualify.
+    let mut current: Option<Mapping> = None;
+    for line in smaps.lines() {
+        if let Line::Header(mapping) = line_kind(line) {
+            current = mapping.filter(|m| m.path == file);
+            continue;
+        }
+        if let Some(kib) = line.strip_prefix("Anonymous:") {
+            let none = kib.trim().trim_end_matches("kB").trim() == "0";
+            if let Some(m) = current.take().filter(|_| none) {
+                found.push(m);
             }
-            let (start, end) = range.split_once('-')?;
-            Some(Mapping {
-                start: usize::from_str_radix(start, 16).ok()?,
-                end: usize::from_str_radix(end, 16).ok()?,
-                path: PathBuf::from(path),
-            })
-        })
-        .collect()
+        }
+    }
+    found
 }
 
-/// Unmaps the daemon's own code and returns free heap to the system; returns the bytes of
-/// mappings advised.
+/// A line of smaps: a mapping's header, with the mapping when it is a private, read-only one of
+/// a file, or one of its fields.
+enum Line {
+    Header(Option<Mapping>),
+    Field,
+}
+
+fn line_kind(line: &str) -> Line {
+    let mut fields = line.split_ascii_whitespace();
+    let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+        return Line::Field;
+    };
+    let Some((start, end)) = range.split_once('-') else {
+        return Line::Field;
+    };
+    let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
+        return Line::Field;
+    };
+    if perms.len() != 4 {
+        return Line::Field;
+    }
+    // offset, device, inode, then the path (which may hold spaces).
+    let path = line
+        .splitn(6, |c: char| c.is_ascii_whitespace())
+        .nth(5)
+        .map(str::trim_start);
+    let readable_private = perms.starts_with('r') && perms.as_bytes()[1] == b'-' && perms.ends_with('p');
+    Line::Header(
+        path.filter(|p| readable_private && p.starts_with('/'))
+            .map(|p| Mapping {
+                start,
+                end,
+                path: PathBuf::from(p),
+            }),
+    )
+}
+
+/// Unmaps the daemon's own clean read-only pages and returns free heap to the system; returns
+/// the bytes of mappings advised.
 pub fn trim() -> Result<usize, MemoryError> {
     let read = |path: &str| {
         std::fs::read_to_string(path).map_err(|source| MemoryError::Read {
@@ -74,10 +109,10 @@ pub fn trim() -> Result<usize, MemoryError> {
         source,
     })?;
     let mut advised = 0;
-    for m in code_mappings(&read("/proc/self/maps")?, &exe) {
-        // SAFETY: the range is a whole private, executable, read-only mapping of this process's
-        // own binary (read from /proc/self/maps): no page of it was ever written, so what the
-        // next access faults back from the file is what was there.
+    for m in clean_mappings(&read("/proc/self/smaps")?, &exe) {
+        // SAFETY: the range is a whole private, read-only mapping of this process's own binary
+        // with no anonymous page (read from /proc/self/smaps): no page of it was ever written,
+        // so what the next access faults back from the file is what was there.
         let ret = unsafe { libc::madvise(m.start as *mut libc::c_void, m.end - m.start, libc::MADV_DONTNEED) };
         if ret != 0 {
             return Err(MemoryError::Advise {
@@ -105,26 +140,49 @@ pub fn release_free_heap() {
 mod tests {
     use super::*;
 
-    const MAPS: &str = "\
+    /// Three segments of the binary (the middle one executable, the third its RELRO data,
+    /// written by the loader), a library, the heap, and a path with a space.
+    const SMAPS: &str = "\
 55d0c0000000-55d0c0100000 r--p 00000000 fe:01 1234   /usr/sbin/aiesimd
+Rss:                1024 kB
+Anonymous:             0 kB
 55d0c0100000-55d0c0600000 r-xp 00100000 fe:01 1234   /usr/sbin/aiesimd
+Rss:                3000 kB
+Anonymous:             0 kB
 55d0c0600000-55d0c0650000 r--p 00600000 fe:01 1234   /usr/sbin/aiesimd
+Rss:                 236 kB
+Anonymous:           236 kB
 55d0c0650000-55d0c0652000 rw-p 00650000 fe:01 1234   /usr/sbin/aiesimd
+Rss:                   8 kB
+Anonymous:             8 kB
 55d0c1000000-55d0c1100000 rw-p 00000000 00:00 0      [heap]
+Rss:                1000 kB
+Anonymous:          1000 kB
 7f0000000000-7f0000020000 r-xp 00000000 fe:01 99     /usr/lib/x86_64-linux-gnu/libc.so.6
+Rss:                 900 kB
+Anonymous:             0 kB
 7f0000100000-7f0000101000 r-xp 00000000 fe:01 77     /opt/with space/aiesimd
-7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0      [stack]
+Rss:                   4 kB
+Anonymous:             0 kB
+VmFlags: rd ex mr mw me
 ";
 
     #[test]
-    fn only_the_executables_code() {
-        let found = code_mappings(MAPS, Path::new("/usr/sbin/aiesimd"));
+    fn only_the_binarys_clean_read_only_mappings() {
+        let found = clean_mappings(SMAPS, Path::new("/usr/sbin/aiesimd"));
         let ranges: Vec<(usize, usize)> = found.iter().map(|m| (m.start, m.end)).collect();
-        assert_eq!(ranges, [(0x55d0_c010_0000, 0x55d0_c060_0000)]);
-        let spaced = code_mappings(MAPS, Path::new("/opt/with space/aiesimd"));
+        assert_eq!(
+            ranges,
+            [
+                (0x55d0_c000_0000, 0x55d0_c010_0000),
+                (0x55d0_c010_0000, 0x55d0_c060_0000)
+            ],
+            "not the relocated one, not the writable one"
+        );
+        let spaced = clean_mappings(SMAPS, Path::new("/opt/with space/aiesimd"));
         assert_eq!(spaced.len(), 1);
-        assert!(code_mappings(MAPS, Path::new("/usr/sbin/other")).is_empty());
-        assert!(code_mappings("garbage\n\n1-2\n", Path::new("/usr/sbin/aiesimd")).is_empty());
+        assert!(clean_mappings(SMAPS, Path::new("/usr/sbin/other")).is_empty());
+        assert!(clean_mappings("garbage\n\n1-2\nAnonymous: 0 kB\n", Path::new("/usr/sbin/aiesimd")).is_empty());
     }
 
     /// The test binary's own code, unmapped: its resident file pages fall (what faults back while
@@ -141,6 +199,10 @@ mod tests {
         let after = file_rss();
         assert!(advised > 0, "the test binary has code mappings");
         assert!(after < before, "RssFile {before} KiB -> {after} KiB");
-        assert_eq!(code_mappings(MAPS, Path::new("/usr/sbin/aiesimd")).len(), 1, "and runs");
+        assert_eq!(
+            clean_mappings(SMAPS, Path::new("/usr/sbin/aiesimd")).len(),
+            2,
+            "and runs"
+        );
     }
 }
