@@ -191,11 +191,12 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
 
     let broker = Arc::new(broker(&config, credentials)?);
     // The fast path's AI destinations follow the endpoints in use, configured, then the card's:
-    // IP literals at once, host names once resolved (and again every few minutes).
+    // IP literals at once, host names looked up as requests come, never while idle (radio).
     let (urls_tx, urls) = watch::channel(endpoint_urls(&broker));
     let urls_tx = Arc::new(urls_tx);
     let (destinations_tx, destinations) = watch::channel(names::literal_destinations(&urls.borrow()));
-    tokio::spawn(names::follow(urls, names::RESOLVE_INTERVAL, destinations_tx));
+    let requests = broker.scheduler().watch();
+    tokio::spawn(names::follow(urls, names::RESOLVE_INTERVAL, requests, destinations_tx));
     if let Some(fp) = &mut fastpath {
         if let Err(e) = fp.set_ai_endpoints(&destinations.borrow()) {
             tracing::warn!(error = %chain(&e), "cannot tell the fast path the AI endpoints");

@@ -15,7 +15,7 @@ use std::{
 };
 
 use aiesim_wire::Priority;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SchedulerError {
@@ -94,6 +94,8 @@ struct State {
 pub struct Scheduler {
     state: Arc<Mutex<State>>,
     max_per_app: usize,
+    /// Places ever taken, for whoever does work only while requests come (see [`Self::watch`]).
+    taken: watch::Sender<u64>,
 }
 
 impl Scheduler {
@@ -101,7 +103,14 @@ impl Scheduler {
         Self {
             state: Arc::default(),
             max_per_app,
+            taken: watch::Sender::new(0),
         }
+    }
+
+    /// Changes each time a request takes a place: work that would wake the radio (a name
+    /// lookup) waits for it, so an idle daemon stays off the air.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.taken.subscribe()
     }
 
     /// Takes a place in `lane`'s line (which serves `limit` at once) for one of `app`'s
@@ -148,6 +157,7 @@ impl Scheduler {
     fn place(&self, s: &mut State, app: &str, lane: Lane, limit: usize, priority: Priority) -> Ticket {
         let id = s.next_id;
         s.next_id += 1;
+        self.taken.send_replace(s.next_id);
         let (wake, turn) = oneshot::channel();
         let queue = s.lines.entry(lane.clone()).or_default();
         // The latest configuration wins; a lowered limit takes effect as requests end.
@@ -309,6 +319,26 @@ mod tests {
             .iter_mut()
             .find_map(|(name, t)| t.is_dispatched().then_some(*name))
             .expect("the next runs")
+    }
+
+    #[test]
+    fn the_watch_moves_with_every_place_taken_and_with_nothing_else() {
+        let s = Scheduler::new(10);
+        let mut watch = s.watch();
+        assert!(!watch.has_changed().unwrap());
+        let first = take(&s, "a", Priority::Interactive);
+        assert!(watch.has_changed().unwrap());
+        assert_eq!(*watch.borrow_and_update(), 1);
+        // Ending or being refused moves nothing.
+        drop(first);
+        assert!(!watch.has_changed().unwrap());
+        let _second = take(&s, "b", Priority::Background);
+        assert_eq!(*watch.borrow_and_update(), 2);
+        let full = Scheduler::new(0);
+        let mut none = full.watch();
+        assert!(full.enqueue("a", lane("metro"), 1, Priority::Interactive).is_err());
+        assert!(!none.has_changed().unwrap());
+        assert_eq!(*none.borrow_and_update(), 0);
     }
 
     #[test]

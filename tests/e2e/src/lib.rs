@@ -328,6 +328,12 @@ pub struct WorldOptions {
     /// More names for the cloud beside "metro", each an `[[endpoint]]` of its own (tier
     /// metro) on the same model: a request one fails before its first token can fail over.
     pub endpoint_aliases: Vec<&'static str>,
+    /// The configured endpoints name the cloud by this host name instead of its address (give
+    /// the daemon a `daemon_hosts` that resolves it).
+    pub endpoint_host: Option<&'static str>,
+    /// The daemon's /etc/hosts (bind-mounted in its mount namespace, with an nsswitch.conf
+    /// that asks files only): the test may rewrite it in place while the daemon runs.
+    pub daemon_hosts: Option<PathBuf>,
 }
 
 impl Default for WorldOptions {
@@ -352,6 +358,8 @@ impl Default for WorldOptions {
             endpoint_max_concurrent: 1,
             metro_cloud: None,
             endpoint_aliases: Vec::new(),
+            endpoint_host: None,
+            daemon_hosts: None,
         }
     }
 }
@@ -375,6 +383,7 @@ pub struct World {
     daemon_user: Option<&'static str>,
     daemon_cgroup: Option<String>,
     daemon_log: Option<&'static str>,
+    daemon_hosts: Option<PathBuf>,
     /// How `cloud` was started, to start it again.
     cloud_spawn: CloudSpawn,
     opnet: Option<opnet::OperatorNetwork>,
@@ -463,6 +472,7 @@ impl World {
                 user: options.daemon_user,
                 cgroup: options.daemon_cgroup.as_deref(),
                 log: options.daemon_log,
+                hosts: options.daemon_hosts.as_deref(),
             },
         )?;
         // READY does not wait for the modem (it opens in the background); tests do.
@@ -483,6 +493,7 @@ impl World {
             daemon_user: options.daemon_user,
             daemon_cgroup: options.daemon_cgroup.clone(),
             daemon_log: options.daemon_log,
+            daemon_hosts: options.daemon_hosts.clone(),
             cloud_spawn,
             opnet,
             device,
@@ -709,6 +720,7 @@ impl World {
                 user: self.daemon_user,
                 cgroup: self.daemon_cgroup.as_deref(),
                 log: self.daemon_log,
+                hosts: self.daemon_hosts.as_deref(),
             },
         )?;
         let old = std::mem::replace(&mut self.daemon, daemon);
@@ -970,9 +982,13 @@ fn endpoints_config(options: &WorldOptions, tiers: bool, cloud_url: &str, tier_u
             .collect::<Vec<_>>()
             .concat()
     } else if options.config_endpoints {
+        let url = match options.endpoint_host {
+            Some(host) => cloud_url.replacen(OPERATOR_ADDR, host, 1),
+            None => cloud_url.to_owned(),
+        };
         std::iter::once("metro")
             .chain(options.endpoint_aliases.iter().copied())
-            .map(|name| endpoint(name, "metro", cloud_url))
+            .map(|name| endpoint(name, "metro", &url))
             .collect::<Vec<_>>()
             .concat()
     } else {
@@ -1140,11 +1156,12 @@ fn start_sim(bins: &Path, options: &WorldOptions, dir: &Path, cloud_url: &str) -
 /// The unit's `AmbientCapabilities=`, as setpriv names them.
 const DAEMON_CAPS: &str = "+bpf,+perfmon,+net_admin";
 
-/// How aiesimd runs: as which user, in which cgroup, with which log filter.
+/// How aiesimd runs: as which user, in which cgroup, with which log filter and hosts file.
 struct Launch<'a> {
     user: Option<&'a str>,
     cgroup: Option<&'a str>,
     log: Option<&'a str>,
+    hosts: Option<&'a Path>,
 }
 
 fn start_daemon(
@@ -1152,7 +1169,12 @@ fn start_daemon(
     device: &Netns,
     config: &Path,
     dir: &Path,
-    Launch { user, cgroup, log }: Launch<'_>,
+    Launch {
+        user,
+        cgroup,
+        log,
+        hosts,
+    }: Launch<'_>,
 ) -> anyhow::Result<(Proc, Duration, UnixDatagram)> {
     let notify_path = dir.join("notify");
     let notify = UnixDatagram::bind(&notify_path).context("cannot bind the notify socket")?;
@@ -1167,6 +1189,16 @@ fn start_daemon(
     if let Some(cgroup) = cgroup {
         // The shell execs into the daemon: the same process, alone in the cgroup.
         let _ = write!(setup, " && echo $$ > '/sys/fs/cgroup{cgroup}/cgroup.procs'");
+    }
+    if let Some(hosts) = hosts {
+        let nsswitch = dir.join("nsswitch.conf");
+        std::fs::write(&nsswitch, "hosts: files\n")?;
+        let _ = write!(
+            setup,
+            " && mount --bind '{}' /etc/hosts && mount --bind '{}' /etc/nsswitch.conf",
+            hosts.display(),
+            nsswitch.display()
+        );
     }
     let script = match user {
         None => format!("{setup} && exec \"$0\" \"$@\""),

@@ -1,6 +1,12 @@
 //! The AI destinations of endpoint URLs: an IP literal as it is, a host name resolved through
 //! the system resolver (getaddrinfo: /etc/hosts, DNS) and resolved again periodically, since
 //! cloud endpoints move between addresses.
+//!
+//! A DNS query over the cellular link wakes the radio, so names are looked up only while
+//! requests come: when a request takes its place and the names are new or their last lookup
+//! is older than the interval. An idle daemon looks nothing up; a name's first lookup runs
+//! beside the first request's own (the request's packets are AI all the same when the daemon
+//! marks its own sockets).
 
 use std::{
     collections::HashMap,
@@ -8,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 
 /// How often host names are resolved again.
 pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(300);
@@ -56,6 +62,22 @@ impl Resolver {
     pub fn resolve(&mut self, urls: &[String]) -> Vec<SocketAddr> {
         resolve(urls, &mut self.known)
     }
+
+    /// The URLs' destinations without a lookup: IP literals, and the addresses each name had
+    /// at its last lookup (none for a name never looked up).
+    pub fn cached(&self, urls: &[String]) -> Vec<SocketAddr> {
+        let mut addrs: Vec<_> = urls
+            .iter()
+            .filter_map(|url| target(url))
+            .flat_map(|t| match t {
+                Target::Address(addr) => vec![addr],
+                Target::Name(host, port) => self.known.get(&(host, port)).cloned().unwrap_or_default(),
+            })
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        addrs
+    }
 }
 
 fn resolve(urls: &[String], known: &mut HashMap<(String, u16), Vec<SocketAddr>>) -> Vec<SocketAddr> {
@@ -85,31 +107,56 @@ fn resolve(urls: &[String], known: &mut HashMap<(String, u16), Vec<SocketAddr>>)
     addrs
 }
 
-/// Publishes the destinations of the endpoint URLs in `urls` into `destinations`, resolving
-/// host names when the URLs change and every `interval`; ends when either side is gone.
+/// Publishes the destinations of the endpoint URLs in `urls` into `destinations`: at once what
+/// needs no lookup, and host names looked up when `requests` moves (a request came) while a
+/// lookup is due — the URLs changed, or the last one is `interval` old. Ends when either
+/// side is gone.
 pub async fn follow(
     mut urls: watch::Receiver<Vec<String>>,
     interval: Duration,
+    mut requests: watch::Receiver<u64>,
     destinations: watch::Sender<Vec<SocketAddr>>,
 ) {
     let mut resolver = Resolver::default();
+    // When the names looked up last go stale; `None`: never looked up for these URLs.
+    let mut fresh_until: Option<Instant> = None;
+    let mut requested = false;
     loop {
         let current = urls.borrow_and_update().clone();
-        let lookup = tokio::task::spawn_blocking(move || {
-            let addrs = resolver.resolve(&current);
-            (addrs, resolver)
-        })
-        .await;
-        let Ok((addrs, still)) = lookup else { return };
-        resolver = still;
+        let due = fresh_until.is_none_or(|until| Instant::now() >= until);
+        let addrs = if requested && due {
+            let lookup = tokio::task::spawn_blocking(move || {
+                let addrs = resolver.resolve(&current);
+                (addrs, resolver)
+            })
+            .await;
+            let Ok((addrs, still)) = lookup else { return };
+            resolver = still;
+            fresh_until = Some(Instant::now() + interval);
+            addrs
+        } else {
+            resolver.cached(&current)
+        };
+        requested = false;
         destinations.send_if_modified(|old| {
             let changed = *old != addrs;
             *old = addrs;
             changed
         });
         tokio::select! {
-            changed = urls.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(interval) => {}
+            changed = urls.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                fresh_until = None;
+            }
+            changed = requests.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                requests.borrow_and_update();
+                requested = true;
+            }
             () = destinations.closed() => return,
         }
     }
