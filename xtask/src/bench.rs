@@ -12,14 +12,15 @@ use std::{
 use aiesim_e2e::{
     World, WorldOptions,
     bench::{self, FIGURES_ENV, Figure, Target},
-    missing_prerequisites,
+    missing_prerequisites, repo_root,
 };
 use anyhow::{Context as _, bail};
 
 /// Starts measured per figure; the median is reported.
 const STARTS: usize = 5;
 /// How long a daemon sits idle before its resident set is read: past `requests.idle_trim_s`
-/// (30 s by default), when it gives back the memory its start-up used.
+/// (30 s by default), when it gives back the memory its start-up used, and then again after
+/// each watchdog pet.
 const IDLE: Duration = Duration::from_secs(40);
 /// How long `ModemManager` runs before its resident set is read: it has nothing to give back,
 /// and with no modem (`--test-no-udev`) it does not stay up for [`IDLE`].
@@ -82,8 +83,11 @@ fn measure(part: Option<&str>) -> anyhow::Result<()> {
         println!("daemon start and idle memory: not measured: {why}");
         return Ok(());
     }
+    // As the shipped unit runs it: its watchdog period and the default log filter.
     let mut world = World::start(&WorldOptions {
         profile: "release".into(),
+        watchdog: Some(shipped_watchdog()?),
+        daemon_log: None,
         ..WorldOptions::default()
     })
     .context("cannot start the simulated world")?;
@@ -227,6 +231,22 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The shipped unit's `WatchdogSec=` (seconds, as it is written there).
+fn shipped_watchdog() -> anyhow::Result<Duration> {
+    let unit = repo_root().join("systemd/aiesimd.service");
+    let text = std::fs::read_to_string(&unit).with_context(|| format!("cannot read {}", unit.display()))?;
+    let value = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("WatchdogSec="))
+        .with_context(|| format!("{} sets no WatchdogSec=", unit.display()))?;
+    let seconds: u64 = value
+        .trim()
+        .trim_end_matches('s')
+        .parse()
+        .with_context(|| format!("WatchdogSec={value} in {} is not whole seconds", unit.display()))?;
+    Ok(Duration::from_secs(seconds))
 }
 
 /// `ModemManager`'s version and resident set after [`MM_IDLE`] on a private system bus of its own

@@ -26,7 +26,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::watch,
+    sync::{Notify, watch},
 };
 use zbus::fdo::RequestNameFlags;
 
@@ -249,9 +249,11 @@ async fn run(config: Config, started: Instant, reload: Reload) -> anyhow::Result
         .await
         .with_context(|| format!("cannot own the bus name {BUS_NAME} (is another aiesimd running?)"))?;
 
-    let notifier = announce_ready(&connection);
+    // Each watchdog pet is the idle daemon's one chore: the idle trim gives its pages back.
+    let petted = Arc::new(Notify::new());
+    let notifier = announce_ready(&connection, &petted);
     tracing::info!(name = BUS_NAME, ready_ms = started.elapsed().as_millis(), "ready");
-    spawn_idle_trim(config.requests.idle_trim_s, &broker);
+    spawn_idle_trim(config.requests.idle_trim_s, &broker, petted);
 
     let stop = until_stopped(&connection, notifier.as_deref(), &reload, config, &broker, &urls_tx).await?;
     if let Some(notifier) = &notifier {
@@ -387,7 +389,7 @@ fn request_limits(config: &Config) -> service::RequestLimits {
 
 /// Tells the service manager (if any) that the daemon is ready, and starts petting its
 /// watchdog when it asked for one.
-fn announce_ready(connection: &zbus::Connection) -> Option<Arc<service::watchdog::Notifier>> {
+fn announce_ready(connection: &zbus::Connection, petted: &Arc<Notify>) -> Option<Arc<service::watchdog::Notifier>> {
     let notifier = Arc::new(service::watchdog::Notifier::from_env()?);
     notifier.send("READY=1");
     if let Some(period) = service::watchdog::period() {
@@ -396,6 +398,7 @@ fn announce_ready(connection: &zbus::Connection) -> Option<Arc<service::watchdog
             connection.clone(),
             Arc::clone(&notifier),
             period,
+            Arc::clone(petted),
         ));
     }
     Some(notifier)
@@ -462,28 +465,42 @@ async fn stop_modem(modem: &Modem) {
 }
 
 /// Starts giving memory back after `seconds` idle (0: never).
-fn spawn_idle_trim(seconds: u64, broker: &Arc<service::DaemonBroker>) {
+fn spawn_idle_trim(seconds: u64, broker: &Arc<service::DaemonBroker>, petted: Arc<Notify>) {
     if seconds > 0 {
-        tokio::spawn(trim_when_idle(Arc::clone(broker), Duration::from_secs(seconds)));
+        tokio::spawn(trim_when_idle(Arc::clone(broker), Duration::from_secs(seconds), petted));
     }
 }
 
 /// Gives the memory of finished work back once no request has been seen for `period` (see
-/// `memory`), once per idle spell: a check each `period`, a timer on the CPU only.
-async fn trim_when_idle(broker: Arc<service::DaemonBroker>, period: Duration) {
-    let mut last = Some(broker.scheduler().activity().1);
+/// `memory`): a check each `period`, a timer on the CPU only. Within an idle spell it trims
+/// again after each watchdog pet (`petted`), whose bus round trip maps megabytes of code back
+/// for a moment.
+async fn trim_when_idle(broker: Arc<service::DaemonBroker>, period: Duration, petted: Arc<Notify>) {
+    let mut last = broker.scheduler().activity().1;
     let mut trimmed = false;
     loop {
-        tokio::time::sleep(period).await;
+        let after_pet = tokio::select! {
+            () = tokio::time::sleep(period) => false,
+            () = petted.notified(), if trimmed => true,
+        };
         let (held, taken) = broker.scheduler().activity();
-        let idle = held == 0 && last == Some(taken);
-        last = Some(taken);
+        let idle = held == 0 && last == taken;
+        last = taken;
         if !idle {
             trimmed = false;
-        } else if !trimmed {
+        } else if !trimmed || after_pet {
+            let first = !trimmed;
             trimmed = true;
             match memory::trim() {
-                Ok(bytes) => tracing::debug!(code_bytes = bytes, "idle: unmapped the code pages and trimmed the heap"),
+                Ok(bytes) if first => {
+                    tracing::debug!(
+                        mapped_bytes = bytes,
+                        "idle: unmapped the code pages and trimmed the heap"
+                    );
+                }
+                Ok(bytes) => {
+                    tracing::trace!(target: "aiesimd::idle", mapped_bytes = bytes, "idle: gave back what the watchdog pet mapped")
+                }
                 Err(e) => tracing::warn!(error = %chain(&e), "idle: cannot give memory back"),
             }
         }

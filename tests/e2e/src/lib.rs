@@ -331,6 +331,9 @@ pub struct WorldOptions {
     /// The configured endpoints name the cloud by this host name instead of its address (give
     /// the daemon a `daemon_hosts` that resolves it).
     pub endpoint_host: Option<&'static str>,
+    /// The daemon's watchdog period (systemd's `WatchdogSec=`, passed as `WATCHDOG_USEC`): it
+    /// pets at half of it. `None`: [`WATCHDOG_USEC`], short so that tests see pets soon.
+    pub watchdog: Option<Duration>,
     /// The daemon's /etc/hosts (bind-mounted in its mount namespace, with an nsswitch.conf
     /// that asks files only): the test may rewrite it in place while the daemon runs.
     pub daemon_hosts: Option<PathBuf>,
@@ -359,8 +362,17 @@ impl Default for WorldOptions {
             metro_cloud: None,
             endpoint_aliases: Vec::new(),
             endpoint_host: None,
+            watchdog: None,
             daemon_hosts: None,
         }
+    }
+}
+
+impl WorldOptions {
+    /// `WATCHDOG_USEC` for the daemon.
+    fn watchdog_usec(&self) -> String {
+        self.watchdog
+            .map_or_else(|| WATCHDOG_USEC.to_owned(), |period| period.as_micros().to_string())
     }
 }
 
@@ -384,6 +396,7 @@ pub struct World {
     daemon_cgroup: Option<String>,
     daemon_log: Option<&'static str>,
     daemon_hosts: Option<PathBuf>,
+    watchdog_usec: String,
     /// How `cloud` was started, to start it again.
     cloud_spawn: CloudSpawn,
     opnet: Option<opnet::OperatorNetwork>,
@@ -463,6 +476,7 @@ impl World {
             ),
         )?;
         write_dropins(dir.path(), tls.as_ref(), opnet.is_some())?;
+        let watchdog_usec = options.watchdog_usec();
         let (daemon, ready_after, notify) = start_daemon(
             &bins,
             &device,
@@ -473,6 +487,7 @@ impl World {
                 cgroup: options.daemon_cgroup.as_deref(),
                 log: options.daemon_log,
                 hosts: options.daemon_hosts.as_deref(),
+                watchdog_usec: &watchdog_usec,
             },
         )?;
         // READY does not wait for the modem (it opens in the background); tests do.
@@ -494,6 +509,7 @@ impl World {
             daemon_cgroup: options.daemon_cgroup.clone(),
             daemon_log: options.daemon_log,
             daemon_hosts: options.daemon_hosts.clone(),
+            watchdog_usec: watchdog_usec.clone(),
             cloud_spawn,
             opnet,
             device,
@@ -721,6 +737,7 @@ impl World {
                 cgroup: self.daemon_cgroup.as_deref(),
                 log: self.daemon_log,
                 hosts: self.daemon_hosts.as_deref(),
+                watchdog_usec: &self.watchdog_usec,
             },
         )?;
         let old = std::mem::replace(&mut self.daemon, daemon);
@@ -1156,12 +1173,14 @@ fn start_sim(bins: &Path, options: &WorldOptions, dir: &Path, cloud_url: &str) -
 /// The unit's `AmbientCapabilities=`, as setpriv names them.
 const DAEMON_CAPS: &str = "+bpf,+perfmon,+net_admin";
 
-/// How aiesimd runs: as which user, in which cgroup, with which log filter and hosts file.
+/// How aiesimd runs: as which user, in which cgroup, with which log filter, hosts file and
+/// watchdog period.
 struct Launch<'a> {
     user: Option<&'a str>,
     cgroup: Option<&'a str>,
     log: Option<&'a str>,
     hosts: Option<&'a Path>,
+    watchdog_usec: &'a str,
 }
 
 fn start_daemon(
@@ -1174,6 +1193,7 @@ fn start_daemon(
         cgroup,
         log,
         hosts,
+        watchdog_usec,
     }: Launch<'_>,
 ) -> anyhow::Result<(Proc, Duration, UnixDatagram)> {
     let notify_path = dir.join("notify");
@@ -1215,7 +1235,7 @@ fn start_daemon(
         .arg(config)
         .env("NOTIFY_SOCKET", &notify_path)
         // As systemd's WatchdogSec=: the daemon pets it every second while it is healthy.
-        .env("WATCHDOG_USEC", WATCHDOG_USEC)
+        .env("WATCHDOG_USEC", watchdog_usec)
         .env_remove("AIESIMD_LOG")
         .env_remove("RUST_LOG");
     if let Some(log) = log {

@@ -104,7 +104,27 @@ pub struct Signal {
     pub snr_db: Option<f64>,
 }
 
+/// The smallest move of a signal figure worth telling apps. Radio signal wanders by a dB or two
+/// all the time, a level sitting on one of the modem's reporting thresholds is reported every
+/// second, and each change published wakes every listener on the bus.
+pub const SIGNAL_STEP_DB: f64 = 3.0;
+
 impl Signal {
+    /// Whether this report differs from the `published` one by enough to publish it: a figure
+    /// appeared or went, or one moved by [`SIGNAL_STEP_DB`] or more.
+    pub fn differs_enough(&self, published: &Self) -> bool {
+        let moved = |now: Option<f64>, then: Option<f64>| match (now, then) {
+            (Some(now), Some(then)) => (now - then).abs() >= SIGNAL_STEP_DB,
+            (None, None) => false,
+            _ => true,
+        };
+        let db = |v: Option<i16>| v.map(f64::from);
+        moved(db(self.rssi_dbm), db(published.rssi_dbm))
+            || moved(db(self.rsrp_dbm), db(published.rsrp_dbm))
+            || moved(db(self.rsrq_db), db(published.rsrq_db))
+            || moved(self.snr_db, published.snr_db)
+    }
+
     /// 0–100 from RSSI, the scale phones show: -113 dBm is 0, -51 dBm and above is 100.
     pub fn quality(&self) -> u32 {
         self.rssi_dbm.map_or(0, |rssi| {
@@ -166,6 +186,15 @@ pub struct ModemState {
     pub last_error: String,
 }
 
+/// Sets `slot` to the reported `signal` when it [differs enough](Signal::differs_enough); true
+/// when that changed it (for `watch::Sender::send_if_modified`).
+pub(super) fn replace_signal(slot: &mut Signal, signal: Signal) -> bool {
+    signal.differs_enough(slot) && {
+        *slot = signal;
+        true
+    }
+}
+
 /// Sets `slot` to `value`; true when that changed it (for `watch::Sender::send_if_modified`).
 pub(super) fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
     if *slot == value {
@@ -173,5 +202,44 @@ pub(super) fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
     } else {
         *slot = value;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lte(rssi: i16, rsrp: i16, snr: f64) -> Signal {
+        Signal {
+            rssi_dbm: Some(rssi),
+            rsrp_dbm: Some(rsrp),
+            rsrq_db: Some(-10),
+            snr_db: Some(snr),
+        }
+    }
+
+    #[test]
+    fn a_signal_wandering_by_a_db_or_two_is_not_published_and_a_real_move_is() {
+        let mut published = Signal::default();
+        // The first report: figures appeared.
+        assert!(replace_signal(&mut published, lte(-65, -90, 12.0)));
+        // Flapping across a threshold, a dB either way, the other figures likewise: kept.
+        for report in [lte(-66, -91, 11.0), lte(-65, -89, 13.5), lte(-67, -92, 10.5)] {
+            assert!(!replace_signal(&mut published, report), "{report:?}");
+        }
+        assert_eq!(published, lte(-65, -90, 12.0));
+        // Three dB on any figure is a move.
+        assert!(replace_signal(&mut published, lte(-68, -90, 12.0)));
+        assert!(replace_signal(&mut published, lte(-68, -87, 12.0)));
+        assert!(replace_signal(&mut published, lte(-68, -87, 9.0)));
+        // A figure that goes (RSSI only, as MBIM and GSM report) or comes back.
+        let rssi_only = Signal {
+            rssi_dbm: Some(-68),
+            ..Signal::default()
+        };
+        assert!(replace_signal(&mut published, rssi_only));
+        assert!(!replace_signal(&mut published, rssi_only));
+        assert!(replace_signal(&mut published, Signal::default()));
+        assert!(!replace_signal(&mut published, Signal::default()));
     }
 }

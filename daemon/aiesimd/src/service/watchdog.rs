@@ -5,7 +5,9 @@
 //! daemon runs on one thread), the connection's reader and the bus daemon, and nothing that wakes
 //! the radio.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::Notify;
 
 use zbus::Connection;
 
@@ -14,8 +16,9 @@ pub fn period() -> Option<Duration> {
     sd_notify::watchdog_enabled().filter(|period| !period.is_zero())
 }
 
-/// Pets the watchdog twice per `period` for as long as the daemon runs and answers itself.
-pub async fn run(connection: Connection, notifier: std::sync::Arc<Notifier>, period: Duration) {
+/// Pets the watchdog twice per `period` for as long as the daemon runs and answers itself; wakes
+/// whoever waits on `petted` after each pet.
+pub async fn run(connection: Connection, notifier: Arc<Notifier>, period: Duration, petted: Arc<Notify>) {
     let every = period / 2;
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -29,6 +32,7 @@ pub async fn run(connection: Connection, notifier: std::sync::Arc<Notifier>, per
                     healthy = true;
                 }
                 notifier.send("WATCHDOG=1");
+                petted.notify_waiters();
             }
             Ok(Err(error)) => {
                 if healthy {

@@ -27,7 +27,7 @@ use super::{
     Signal, SimState,
     proxy::{self as proxy_socket, ProxyListener},
     session::{Command, Context},
-    state::replace,
+    state::{replace, replace_signal},
     transport::CharDevice,
 };
 
@@ -280,7 +280,7 @@ impl Session<'_> {
             rssi_dbm,
             ..Signal::default()
         };
-        self.state.send_if_modified(|s| replace(&mut s.signal, signal));
+        self.state.send_if_modified(|s| replace_signal(&mut s.signal, signal));
     }
 
     fn on_register(&self, register: &bc::RegisterStateResponse) {

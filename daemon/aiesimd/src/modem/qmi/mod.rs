@@ -28,7 +28,7 @@ use super::{
     SimState,
     proxy::{self as proxy_socket, ProxyListener},
     session::{Command, Context},
-    state::replace,
+    state::{replace, replace_signal},
     transport::CharDevice,
 };
 
@@ -294,7 +294,7 @@ impl Session<'_> {
                 ..Signal::default()
             }
         };
-        self.state.send_if_modified(|s| replace(&mut s.signal, signal));
+        self.state.send_if_modified(|s| replace_signal(&mut s.signal, signal));
     }
 
     fn on_serving_system(&self, info: &nas::ServingSystemInfo) {
