@@ -499,7 +499,7 @@ async fn trim_when_idle(broker: Arc<service::DaemonBroker>, period: Duration, pe
                     );
                 }
                 Ok(bytes) => {
-                    tracing::trace!(target: "aiesimd::idle", mapped_bytes = bytes, "idle: gave back what the watchdog pet mapped")
+                    tracing::trace!(target: "aiesimd::idle", mapped_bytes = bytes, "idle: gave back what the watchdog pet mapped");
                 }
                 Err(e) => tracing::warn!(error = %chain(&e), "idle: cannot give memory back"),
             }

@@ -525,6 +525,24 @@ impl World {
         c
     }
 
+    /// `aictl ask --max-tokens 8 "Say hello."` against this world; returns what it printed. A
+    /// failure or an empty answer panics with its output and the daemon's log.
+    pub fn ask_hello(&self) -> String {
+        let out = self
+            .aictl()
+            .args(["ask", "--max-tokens", "8", "Say hello."])
+            .output()
+            .expect("aictl runs");
+        let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && !answer.trim().is_empty(),
+            "aictl ask: {}\n{}",
+            output_text(&out),
+            self.daemon.log()
+        );
+        answer
+    }
+
     /// `aictl ARGS --json` against this world, parsed; a failure panics with its output.
     pub fn aictl_json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.aictl().args(args).arg("--json").output().expect("aictl runs");

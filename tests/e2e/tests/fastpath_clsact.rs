@@ -30,12 +30,7 @@ async fn the_daemon_attaches_with_clsact_when_told_counts_and_detaches() {
         assert!(filters.contains(&format!("aiesim_{hook}")), "{filters}");
     }
 
-    let out = world
-        .aictl()
-        .args(["ask", "--max-tokens", "8", "Say hello."])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    world.ask_hello();
     let status = world.aictl_json(&["status"]);
     assert!(status["fastpath"]["ai_packets"].as_u64().unwrap_or(0) > 0, "{status:#}");
     assert!(

@@ -43,12 +43,7 @@ async fn the_daemon_alone_in_its_cgroup_marks_its_own_sockets() {
         "{log}"
     );
 
-    let out = world
-        .aictl()
-        .args(["ask", "--max-tokens", "8", "Say hello."])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    world.ask_hello();
 
     let stats = world.aictl_json(&["stats"]);
     let rows = stats.as_array().unwrap();
@@ -193,15 +188,7 @@ async fn the_daemons_traffic_to_an_address_not_listed_yet_is_still_its_own_ai_tr
         .read_line_until(Duration::from_secs(10), |l| l == "LISTENING")
         .unwrap();
 
-    let ask = || {
-        let out = world
-            .aictl()
-            .args(["ask", "--max-tokens", "8", "Say hello."])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}\n{}", text(&out), world.daemon.log());
-    };
-    ask();
+    world.ask_hello();
     // The request had the name looked up: its address is listed.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -225,7 +212,7 @@ async fn the_daemons_traffic_to_an_address_not_listed_yet_is_still_its_own_ai_tr
     let (unlisted_before, listed_before) = settled_rows(&world);
 
     write_hosts(&hosts, MOVED);
-    ask();
+    world.ask_hello();
     forwarder
         .read_line_until(Duration::from_secs(5), |l| l == "CONNECTION")
         .expect("the second request went to the name's new address");

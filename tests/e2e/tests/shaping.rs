@@ -28,12 +28,7 @@ fn sent_by(world: &World, handle: &str) -> u64 {
 }
 
 fn ask(world: &World) {
-    let out = world
-        .aictl()
-        .args(["ask", "--max-tokens", "8", "Say hello."])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    world.ask_hello();
 }
 
 #[tokio::test]

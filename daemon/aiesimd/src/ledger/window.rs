@@ -4,7 +4,10 @@
 //! always compares greater and a new one starts empty instead of resetting a counter: spend that
 //! lands at the boundary can never be overwritten.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
 
 use jiff::{Timestamp, civil::Date, tz::TimeZone};
 
@@ -82,6 +85,17 @@ impl Windows {
 pub struct Calendar {
     zone: TimeZone,
     clock: Arc<dyn Clock>,
+    /// The local day last looked up (shared by clones): every moment in it has its windows, so
+    /// the zone's rules are consulted once a day, not once per request.
+    day: Arc<Mutex<Option<Day>>>,
+}
+
+/// A local day: the instants it spans, and its windows.
+#[derive(Debug, Clone, Copy)]
+struct Day {
+    starts: Timestamp,
+    ends: Timestamp,
+    windows: Windows,
 }
 
 impl std::fmt::Debug for Calendar {
@@ -101,7 +115,11 @@ impl Default for Calendar {
 
 impl Calendar {
     pub fn new(zone: TimeZone, clock: Arc<dyn Clock>) -> Self {
-        Self { zone, clock }
+        Self {
+            zone,
+            clock,
+            day: Arc::default(),
+        }
     }
 
     /// The zone `name` from the tz database; empty: the system's local zone (UTC without one).
@@ -133,16 +151,40 @@ impl Calendar {
 
     pub fn windows_at(&self, t: SystemTime) -> Windows {
         let at = Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH);
+        let mut day = self.day.lock().expect("calendar lock");
+        if let Some(day) = day.filter(|d| d.starts <= at && at < d.ends) {
+            return day.windows;
+        }
+        let (windows, span) = self.look_up(at);
+        *day = span
+            .filter(|(starts, ends)| *starts <= at && at < *ends)
+            .map(|(starts, ends)| Day { starts, ends, windows });
+        windows
+    }
+
+    /// The windows of `at` from the zone's rules, and the instants its local day spans.
+    fn look_up(&self, at: Timestamp) -> (Windows, Option<(Timestamp, Timestamp)>) {
         let date = at.to_zoned_datetime(self.zone.clone()).date();
+        let span = || {
+            let starts = date.to_zoned_datetime(self.zone.clone()).ok()?.timestamp();
+            let ends = date
+                .tomorrow()
+                .ok()?
+                .to_zoned_datetime(self.zone.clone())
+                .ok()?
+                .timestamp();
+            Some((starts, ends))
+        };
         let (y, m, d) = (
             u32::try_from(date.year()).unwrap_or(0),
             u32::try_from(date.month()).unwrap_or(0),
             u32::try_from(date.day()).unwrap_or(0),
         );
-        Windows {
+        let windows = Windows {
             day: y * 10_000 + m * 100 + d,
             month: y * 100 + m,
-        }
+        };
+        (windows, span())
     }
 
     /// When window `key` of `period` ends, in local time (`2026-12-03 00:00 +01:00`).
@@ -186,6 +228,32 @@ mod tests {
             Calendar::new(Calendar::zone("Europe/Paris").unwrap(), Arc::new(clock.clone())),
             clock,
         )
+    }
+
+    /// The day looked up last is remembered; every moment, before it, in it, at its end and
+    /// after, still gets its own windows from one calendar, across a DST day.
+    #[test]
+    fn the_remembered_day_answers_only_for_its_own_moments() {
+        let (cal, _) = paris("2026-10-24T12:00:00Z");
+        let fresh = || Calendar::new(Calendar::zone("Europe/Paris").unwrap(), Arc::new(SystemClock));
+        // 25 October 2026 is 25 hours long in Paris: 22:00 UTC on the 24th to 23:00 on the 25th.
+        for moment in [
+            "2026-10-24T21:59:59Z",
+            "2026-10-24T22:00:00Z",
+            "2026-10-25T12:00:00Z",
+            "2026-10-24T22:00:01Z",
+            "2026-10-25T22:59:59Z",
+            "2026-10-25T23:00:00Z",
+            "2026-10-24T21:59:59Z",
+            "2026-11-30T22:59:59Z",
+            "2026-11-30T23:00:00Z",
+            "2026-10-25T22:00:00Z",
+        ] {
+            assert_eq!(cal.windows_at(at(moment)), fresh().windows_at(at(moment)), "{moment}");
+        }
+        assert_eq!(cal.windows_at(at("2026-10-25T22:59:59Z")).day, 2026_10_25);
+        assert_eq!(cal.windows_at(at("2026-10-25T23:00:00Z")).day, 2026_10_26);
+        assert_eq!(cal.windows_at(at("2026-11-30T23:00:00Z")).month, 2026_12);
     }
 
     #[test]
