@@ -27,8 +27,9 @@ const RTT_TARGET: f64 = 1.3;
 /// The nearest cloud tier's round trip beyond the uplink (1 ms each way).
 const METRO_RTT: Duration = Duration::from_millis(2);
 const UPLINK_KBIT: u32 = 20_000;
-const IDLE_SAMPLES: usize = 200;
-const LOADED_SAMPLES: usize = 100;
+/// Enough exchanges that a p99 is not one unlucky wake-up: the tenth worst of a thousand.
+const IDLE_SAMPLES: usize = 1000;
+const LOADED_SAMPLES: usize = 1000;
 /// With the fast path off each loaded exchange waits behind the whole FIFO backlog: fewer of
 /// them, or the run takes minutes.
 const LOADED_SAMPLES_OFF: usize = 30;
