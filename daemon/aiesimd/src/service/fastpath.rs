@@ -57,14 +57,19 @@ pub struct Setup {
     pub own_cgroup: Option<u64>,
 }
 
-/// Keeps the attached classifier's AI destinations equal to the endpoints in use (the card's
-/// and the configured ones), as they change.
-pub async fn follow_destinations(connection: Connection, mut destinations: watch::Receiver<Vec<SocketAddr>>) {
-    let Ok(object) = connection
+/// The Fastpath object the connection serves (`None` before it is served: nothing to follow).
+async fn served(connection: &Connection) -> Option<zbus::object_server::InterfaceRef<FastpathObject>> {
+    connection
         .object_server()
         .interface::<_, FastpathObject>(ROOT_PATH)
         .await
-    else {
+        .ok()
+}
+
+/// Keeps the attached classifier's AI destinations equal to the endpoints in use (the card's
+/// and the configured ones), as they change.
+pub async fn follow_destinations(connection: Connection, mut destinations: watch::Receiver<Vec<SocketAddr>>) {
+    let Some(object) = served(&connection).await else {
         return;
     };
     while destinations.changed().await.is_ok() {
@@ -86,11 +91,7 @@ pub async fn follow_modem(
     destinations: watch::Receiver<Vec<SocketAddr>>,
     setup: Setup,
 ) {
-    let Ok(object) = connection
-        .object_server()
-        .interface::<_, FastpathObject>(ROOT_PATH)
-        .await
-    else {
+    let Some(object) = served(&connection).await else {
         return;
     };
     let mut states = modem.state();
@@ -160,11 +161,7 @@ pub async fn follow_modem(
 /// Keeps the shaper at the uplink rate the modem reports (scaled and floored as configured):
 /// in place as the rate changes, installed once a first rate is known.
 pub async fn follow_uplink(connection: Connection, modem: Arc<Modem>, rate: UplinkRate) {
-    let Ok(object) = connection
-        .object_server()
-        .interface::<_, FastpathObject>(ROOT_PATH)
-        .await
-    else {
+    let Some(object) = served(&connection).await else {
         return;
     };
     let mut states = modem.state();
