@@ -120,11 +120,11 @@ pub async fn follow(
     let mut resolver = Resolver::default();
     // When the names looked up last go stale; `None`: never looked up for these URLs.
     let mut fresh_until: Option<Instant> = None;
-    let mut requested = false;
+    // Whether this round looks names up (a request came while a lookup was due).
+    let mut resolve_now = false;
     loop {
         let current = urls.borrow_and_update().clone();
-        let due = fresh_until.is_none_or(|until| Instant::now() >= until);
-        let addrs = if requested && due {
+        let addrs = if resolve_now {
             let lookup = tokio::task::spawn_blocking(move || {
                 let addrs = resolver.resolve(&current);
                 (addrs, resolver)
@@ -137,28 +137,34 @@ pub async fn follow(
         } else {
             resolver.cached(&current)
         };
-        requested = false;
         destinations.send_if_modified(|old| {
             let changed = *old != addrs;
             *old = addrs;
             changed
         });
-        tokio::select! {
-            changed = urls.changed() => {
-                if changed.is_err() {
-                    return;
+        // Until the URLs change or a request comes while a lookup is due: a request within the
+        // interval costs this task nothing but the wake-up.
+        resolve_now = loop {
+            tokio::select! {
+                changed = urls.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    fresh_until = None;
+                    break false;
                 }
-                fresh_until = None;
-            }
-            changed = requests.changed() => {
-                if changed.is_err() {
-                    return;
+                changed = requests.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    requests.borrow_and_update();
+                    if fresh_until.is_none_or(|until| Instant::now() >= until) {
+                        break true;
+                    }
                 }
-                requests.borrow_and_update();
-                requested = true;
+                () = destinations.closed() => return,
             }
-            () = destinations.closed() => return,
-        }
+        };
     }
 }
 
