@@ -772,3 +772,45 @@ fn own_sockets_are_marked_by_cgroup_and_their_replies_by_flow() {
     assert_eq!(run(&mut classifier, TestProgram::Ingress, &back), 0);
     assert_eq!(classifier.unlisted_statistics().unwrap().egress_packets, 1);
 }
+
+#[test]
+fn a_flow_is_its_own_again_both_ways_when_its_cgroup_is_set_back() {
+    if !privileged() {
+        return;
+    }
+    // One CPU for every run: the classifier remembers each CPU's last own flow, and takes that
+    // flow as marked for its replies without marking it again.
+    let mut one_cpu = nix::sched::CpuSet::new();
+    one_cpu.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one_cpu).expect("pin the test to CPU 0");
+    let mut classifier = classifier();
+    let unlisted = Ipv4Addr::new(203, 0, 113, 7);
+    let out = ipv4(DEVICE_V4, unlisted, TCP, &l4(TCP, 40002, 443, 100));
+    let back = ipv4(unlisted, DEVICE_V4, TCP, &l4(TCP, 443, 40002, 300));
+    let own = this_cgroup();
+    let counted = |classifier: &Classifier| {
+        let unlisted = classifier.unlisted_statistics().unwrap();
+        (unlisted.egress_packets, unlisted.ingress_packets)
+    };
+
+    classifier.set_own_cgroup(own).unwrap();
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &out), DEFAULT_AI_PRIORITY);
+    assert_eq!(run(&mut classifier, TestProgram::Ingress, &back), 0);
+    assert_eq!(counted(&classifier), (1, 1));
+
+    // Another cgroup's sockets: the flow is nobody's, its marks are cleared.
+    classifier.set_own_cgroup(own + 1).unwrap();
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &out), 0);
+    assert_eq!(run(&mut classifier, TestProgram::Ingress, &back), 0);
+    assert_eq!(counted(&classifier), (1, 1));
+
+    // Back to this cgroup: the flow's next packet marks it again, so its reply is own too.
+    classifier.set_own_cgroup(own).unwrap();
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &out), DEFAULT_AI_PRIORITY);
+    assert_eq!(run(&mut classifier, TestProgram::Ingress, &back), 0);
+    assert_eq!(counted(&classifier), (2, 2));
+    // A flow's packets after its first cost no new entry.
+    assert_eq!(run(&mut classifier, TestProgram::Egress, &out), DEFAULT_AI_PRIORITY);
+    assert_eq!(run(&mut classifier, TestProgram::Ingress, &back), 0);
+    assert_eq!(counted(&classifier), (3, 3));
+}

@@ -34,8 +34,8 @@ pub const MAP_APP_STATS: &str = "APP_STATS";
 /// that their replies (TC sees no socket on ingress) are AI too.
 pub const MAP_OWN_FLOWS: &str = "OWN_FLOWS";
 
-/// Array of [`AI_FILTER_WORDS`] `u64`s: the [`Destination::own_bit`]s of the remote ends of
-/// [`MAP_OWN_FLOWS`], so that other ingress traffic skips the flow lookup.
+/// Single-entry array holding an [`OwnFilter`]: the [`Destination::own_slot`]s of the remote
+/// ends of [`MAP_OWN_FLOWS`], so that other ingress traffic skips the flow lookup.
 pub const MAP_OWN_FILTER: &str = "OWN_FILTER";
 
 /// Per-CPU array of one [`OwnFlow`]: the last own flow this CPU saw, so that a bulk transfer's
@@ -203,15 +203,26 @@ impl Destination {
             >> (32 - EXACT_ENTRIES.trailing_zeros())
     }
 
-    /// This remote end's bit in [`MAP_OWN_FILTER`], from all of it: aiesimd talks to few, so
-    /// few bits are set and other traffic rarely shares one.
+    /// This remote end's mark in an [`OwnFilter`], from all of it: aiesimd talks to few, so
+    /// few are set and other traffic rarely shares one.
     #[inline]
     #[must_use]
-    pub const fn own_bit(&self) -> u32 {
+    pub const fn own_slot(&self) -> u32 {
         let [a, b, c, d] = self.addr;
         let [p0, p1] = self.port;
         let l4 = u32::from_ne_bytes([p0, p1, self.protocol, 0]);
-        (a ^ b.rotate_left(8) ^ c.rotate_left(16) ^ d ^ l4.rotate_left(24)).wrapping_mul(0x9e37_79b1) >> 16
+        (a ^ b.rotate_left(8) ^ c.rotate_left(16) ^ d ^ l4.rotate_left(24)).wrapping_mul(0x9e37_79b1)
+            >> (32 - OWN_FILTER_MARKS.trailing_zeros())
+    }
+
+    /// The destination as the five 32-bit words it is in memory: port, protocol and the
+    /// reserved byte, then the address.
+    #[inline]
+    #[must_use]
+    pub const fn words(&self) -> [u32; 5] {
+        let [p0, p1] = self.port;
+        let [a, b, c, d] = self.addr;
+        [u32::from_ne_bytes([p0, p1, self.protocol, self.reserved]), a, b, c, d]
     }
 
     /// The key form of an IPv6 address.
@@ -289,6 +300,26 @@ pub struct OwnFlow {
     pub reserved: [u8; 2],
 }
 
+/// Marks in an [`OwnFilter`], a power of two.
+pub const OWN_FILTER_MARKS: u32 = 8192;
+
+/// The value of [`MAP_OWN_FILTER`]: one byte per [`Destination::own_slot`], non-zero once a
+/// flow of aiesimd's own went to a remote end with that slot. Bytes, not bits: CPUs marking at
+/// once store to different bytes, so none loses another's mark (5.10 has no atomic OR).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnFilter {
+    pub marks: [u8; OWN_FILTER_MARKS as usize],
+}
+
+impl Default for OwnFilter {
+    fn default() -> Self {
+        Self {
+            marks: [0; OWN_FILTER_MARKS as usize],
+        }
+    }
+}
+
 /// Set in [`Config::ai_dscp`] when marking is on (DSCP 0 is a valid mark).
 pub const DSCP_ENABLED: u32 = 1 << 8;
 /// `l2_len` of Ethernet devices, and of the frames `BPF_PROG_TEST_RUN` builds.
@@ -308,6 +339,8 @@ mod user {
     unsafe impl aya::Pod for super::ExactEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::OwnFlow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OwnFilter {}
 }
 
 // Layouts the BPF program and userspace both rely on; a change must be deliberate.
@@ -318,3 +351,4 @@ const _: () = assert!(core::mem::size_of::<OwnFlow>() == 24);
 const _: () = assert!(core::mem::size_of::<AppCounters>() == 32);
 const _: () = assert!(core::mem::size_of::<ExactEntry>() == 24);
 const _: () = assert!(EXACT_ENTRIES.is_power_of_two());
+const _: () = assert!(OWN_FILTER_MARKS.is_power_of_two());

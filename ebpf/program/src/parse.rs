@@ -13,7 +13,7 @@ use core::{
     mem::{MaybeUninit, size_of},
 };
 
-use aiesim_fastpath_common::{Direction, Destination, PROTOCOL_TCP, PROTOCOL_UDP};
+use aiesim_fastpath_common::{Destination, Direction, PROTOCOL_TCP, PROTOCOL_UDP};
 use aya_ebpf::{
     bindings::bpf_hdr_start_off::BPF_HDR_START_NET, helpers::bpf_skb_load_bytes_relative, programs::sk_buff::SkBuff,
 };
@@ -143,6 +143,23 @@ pub fn remote(skb: &SkBuff, direction: Direction, l2_len: Option<u32>) -> Remote
         }
         .unwrap_or_else(|| ipv6(skb, direction)),
         _ => Remote::Unparsed,
+    }
+}
+
+/// The common case alone: IPv4 from the linear data, as [`ipv4_linear`]; `None` for anything
+/// else, which [`remote`] then reads.
+#[inline(always)]
+pub fn common(skb: &SkBuff, direction: Direction, l2_len: Option<u32>) -> Option<Remote> {
+    // SAFETY: the kernel hands every classifier a valid __sk_buff.
+    let protocol = unsafe { (*skb.skb).protocol };
+    #[expect(clippy::cast_possible_truncation, reason = "the field is a __be16")]
+    if u16::from_be(protocol as u16) != ETH_P_IP {
+        return None;
+    }
+    match l2_len {
+        Some(0) => ipv4_linear(skb, direction, 0),
+        Some(ETHERNET_HEADER_LEN) => ipv4_linear(skb, direction, ETHERNET_HEADER_LEN as usize),
+        _ => None,
     }
 }
 

@@ -9,11 +9,12 @@ use std::{
 use aiesim_fastpath_common::{
     AI_FILTER_WORDS, Class, Config, Counters, DSCP_ENABLED, Destination, Direction, EXACT_ENTRIES, EndpointIndex,
     ExactEntry, FILTER_BITS_V4, FILTER_BITS_V6, L4_PREFIX_BITS, MAP_AI_DESTINATIONS, MAP_AI_EXACT, MAP_AI_FILTER,
-    MAP_CONFIG, MAP_ENDPOINT_STATS, MAP_OWN_FILTER, MAP_STATS, MAX_AI_DESTINATIONS, MAX_AI_ENDPOINTS, PROTOCOL_TCP,
-    PROTOCOL_UDP, UNLISTED_ENDPOINT, endpoint_stats_index, stats_index,
+    MAP_CONFIG, MAP_ENDPOINT_STATS, MAP_LAST_OWN_FLOW, MAP_OWN_FILTER, MAP_STATS, MAX_AI_DESTINATIONS,
+    MAX_AI_ENDPOINTS, OwnFilter, OwnFlow, PROTOCOL_TCP, PROTOCOL_UDP, UNLISTED_ENDPOINT, endpoint_stats_index,
+    stats_index,
 };
 use aya::maps::{
-    Array, Map, MapError, PerCpuArray,
+    Array, Map, MapError, PerCpuArray, PerCpuValues,
     lpm_trie::{Key, LpmTrie},
 };
 
@@ -48,6 +49,12 @@ pub enum MapsError {
         name: &'static str,
         #[source]
         source: MapError,
+    },
+    #[error("failed to count the CPUs ({what})")]
+    Cpus {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
     },
     #[error("{requested} AI destinations given, at most {MAX_AI_ENDPOINTS} fit")]
     TooManyEndpoints { requested: usize },
@@ -473,8 +480,7 @@ impl Classifier {
     pub fn set_own_cgroup(&mut self, id: u64) -> Result<(), MapsError> {
         if self.own_cgroup()? != id {
             // Another cgroup's remote ends would only cost their traffic a lookup.
-            let filter = self.own_filter()?;
-            self.write_own_filter(&filter, &vec![0; filter.len()])?;
+            self.forget_own_flows()?;
         }
         self.update_config(|config| config.own_cgroup = id)
     }
@@ -582,12 +588,25 @@ impl Classifier {
     }
 
     /// The remote ends of aiesimd's own flows, as the classifier sees them.
-    fn own_filter(&self) -> Result<Vec<u64>, MapsError> {
-        self.words(MAP_OWN_FILTER)
-    }
-
-    fn write_own_filter(&mut self, from: &[u64], to: &[u64]) -> Result<(), MapsError> {
-        self.write_words(MAP_OWN_FILTER, from, to)
+    /// Clears the own filter and every CPU's last own flow, which the classifier takes as
+    /// marked in the filter.
+    fn forget_own_flows(&mut self) -> Result<(), MapsError> {
+        let name = MAP_OWN_FILTER;
+        let mut filter: Array<_, OwnFilter> =
+            Array::try_from(self.map_mut(name)?).map_err(|source| MapsError::Layout { name, source })?;
+        filter
+            .set(0, OwnFilter::default(), 0)
+            .map_err(|source| MapsError::Write { name, source })?;
+        let cpus = aya::util::nr_cpus().map_err(|(what, source)| MapsError::Cpus { what, source })?;
+        let nothing = PerCpuValues::try_from(vec![OwnFlow::default(); cpus]).map_err(|source| MapsError::Cpus {
+            what: "per-CPU values",
+            source,
+        })?;
+        let name = MAP_LAST_OWN_FLOW;
+        let mut last: PerCpuArray<_, OwnFlow> =
+            PerCpuArray::try_from(self.map_mut(name)?).map_err(|source| MapsError::Layout { name, source })?;
+        last.set(0, nothing, 0)
+            .map_err(|source| MapsError::Write { name, source })
     }
 
     fn words(&self, name: &'static str) -> Result<Vec<u64>, MapsError> {
