@@ -2,8 +2,8 @@
 //!
 //! - classifier cost per packet against an empty TC program, both through `BPF_PROG_TEST_RUN`
 //!   in the same run (each call timed around it: the kernel reports whole nanoseconds), on AI
-//!   and on other traffic, and with aiesimd's own sockets marked (other traffic both ways, and
-//!   aiesimd's own to an unlisted address);
+//!   and on other traffic over IPv4 and IPv6, and with aiesimd's own sockets marked (other
+//!   traffic both ways, and aiesimd's own to an unlisted address);
 //! - AI request round trips on a rate-limited uplink saturated by a bulk TCP upload against the
 //!   same uplink idle, with the fast path off (the uplink's queue is plain FIFO, as in a modem)
 //!   and on (the classifier and its HTB shaper), side by side: to an echo endpoint just past
@@ -11,7 +11,7 @@
 //!   one a metro tier away (the answer held 2 ms: 1 ms each way).
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -61,11 +61,17 @@ pub fn classifier_cost() {
     };
     let device = Ipv4Addr::new(10, 0, 0, 2);
     let ai = SocketAddr::new(Ipv4Addr::new(10, 9, 0, 1).into(), 8443);
-    classifier.set_ai_endpoints(&[ai]).expect("set the AI endpoint");
+    let device_v6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+    let ai_v6 = SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 1).into(), 8443);
+    classifier.set_ai_endpoints(&[ai, ai_v6]).expect("set the AI endpoints");
     let other = SocketAddr::new(Ipv4Addr::new(93, 184, 216, 34).into(), 443);
+    let other_v6 = SocketAddr::new(Ipv6Addr::new(0x2606, 0x2800, 0x21f, 0xcb07, 0x6820, 0x80da, 0xaf6b, 0x8b2c).into(), 443);
+    // Cellular networks are often IPv6 first: both families.
     let frames = [
         ("AI IPv4/TCP", tcp_v4(device, ai)),
         ("other IPv4/TCP", tcp_v4(device, other)),
+        ("AI IPv6/TCP", tcp_v6(device_v6, ai_v6)),
+        ("other IPv6/TCP", tcp_v6(device_v6, other_v6)),
     ];
     println!(
         "fast path classifier, ns per packet (BPF_PROG_TEST_RUN calls of {REPEAT} runs, timed around the call, median of {ROUNDS}):"
@@ -269,16 +275,34 @@ fn tcp_v4_from(from: SocketAddr, to: Ipv4Addr) -> Vec<u8> {
     frame_v4(*from.ip(), from.port(), to, 40000)
 }
 
+/// An Ethernet frame carrying an IPv6/TCP segment with 64 bytes of payload to `to`.
+fn tcp_v6(from: Ipv6Addr, to: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V6(to) = to else {
+        unreachable!("an IPv6 endpoint")
+    };
+    let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xdd];
+    frame.extend_from_slice(&[0x60, 0, 0, 0, 0, 20 + 64, 6, 64]);
+    frame.extend_from_slice(&from.octets());
+    frame.extend_from_slice(&to.ip().octets());
+    frame.extend_from_slice(&tcp_header(40000, to.port()));
+    frame.extend_from_slice(&[0; 64]);
+    frame
+}
+
+fn tcp_header(from_port: u16, to_port: u16) -> [u8; 20] {
+    let mut tcp = [0u8; 20];
+    tcp[..2].copy_from_slice(&from_port.to_be_bytes());
+    tcp[2..4].copy_from_slice(&to_port.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp
+}
+
 fn frame_v4(from: Ipv4Addr, from_port: u16, to: Ipv4Addr, to_port: u16) -> Vec<u8> {
     let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
     frame.extend_from_slice(&[0x45, 0, 0, 20 + 20 + 64, 0, 1, 0x40, 0, 64, 6, 0, 0]);
     frame.extend_from_slice(&from.octets());
     frame.extend_from_slice(&to.octets());
-    let mut tcp = [0u8; 20];
-    tcp[..2].copy_from_slice(&from_port.to_be_bytes());
-    tcp[2..4].copy_from_slice(&to_port.to_be_bytes());
-    tcp[12] = 5 << 4;
-    frame.extend_from_slice(&tcp);
+    frame.extend_from_slice(&tcp_header(from_port, to_port));
     frame.extend_from_slice(&[0; 64]);
     frame
 }
