@@ -24,6 +24,8 @@ use aiesim_fastpath_common::{
     MAX_OWN_FLOWS, OVERFLOW_CGROUP, OwnFilter, OwnFlow, STATS_ENTRIES, UNLISTED_ENDPOINT, endpoint_stats_index,
     stats_index,
 };
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
     helpers::bpf_skb_cgroup_id,
@@ -99,7 +101,7 @@ pub fn aiesim_app_ingress(ctx: SkBuffContext) -> i32 {
 /// Counts an AI packet of a socket against the socket's cgroup.
 #[inline(always)]
 fn account_app(skb: &SkBuff, direction: Direction) -> i32 {
-    let Remote::Endpoint(destination, _) = parse::remote(skb, direction, None) else {
+    let Remote::Endpoint(destination, _) = parse::remote(skb, direction) else {
         return CGROUP_SKB_PASS;
     };
     if ai_endpoint(&destination).is_none() {
@@ -130,16 +132,19 @@ fn account_app(skb: &SkBuff, direction: Direction) -> i32 {
 fn classify(ctx: &TcContext, direction: Direction) -> i32 {
     let config = CONFIG.get(0);
     let l2_len = config.map(|config| config.l2_len);
-    match parse::common(&ctx.skb, direction, l2_len) {
-        Some(remote) => account(ctx, config, direction, remote),
-        None => account(ctx, config, direction, parse::remote(&ctx.skb, direction, l2_len)),
+    if let Some(remote) = parse::common_ipv4(&ctx.skb, direction, l2_len) {
+        return account(ctx, config, direction, remote);
     }
+    if let Some(remote) = parse::common_ipv6(&ctx.skb, direction, l2_len) {
+        return account(ctx, config, direction, remote);
+    }
+    account(ctx, config, direction, parse::remote(&ctx.skb, direction))
 }
 
-/// Classifies a packet by its remote end and counts it. Inlined twice: the common case (IPv4
-/// read from the linear data) has a copy of its own, in which the constant words of an
-/// IPv4-mapped address fold into the hashes and comparisons; one copy for every case cost AI
-/// packets a tenth more.
+/// Classifies a packet by its remote end and counts it. Inlined three times: each common case
+/// (IPv4, IPv6, read from the linear data) has a copy of its own, in which what its parser
+/// knows (the constant words of an IPv4-mapped address) folds into the hashes and comparisons
+/// and nothing waits on the other cases; one copy for every case cost AI packets a tenth more.
 #[inline(always)]
 fn account(ctx: &TcContext, config: Option<&Config>, direction: Direction, remote: Remote) -> i32 {
     let counters = match remote {
@@ -185,24 +190,25 @@ fn ai_endpoint(destination: &Destination) -> Option<EndpointIndex> {
         }
     }
     let [port, a0, a1, a2, a3] = destination.words();
-    let key: Aligned<Key<Destination>> = from_words([FULL_PREFIX, port, a0, a1, a2, a3]);
-    AI_DESTINATIONS.get(&key.0).copied()
+    let mut key = MaybeUninit::uninit();
+    let key: &Key<Destination> = from_words(&mut key, [FULL_PREFIX, port, a0, a1, a2, a3]);
+    AI_DESTINATIONS.get(key).copied()
 }
 
-/// A map key, aligned for [`from_words`].
+/// Room for a map key, aligned for [`from_words`].
 #[repr(C, align(4))]
 struct Aligned<T>(T);
 
-/// A map key built from its 32-bit words in memory order, each stored on its own (volatile): of
-/// plain stores, LLVM merges an IPv4 key's zero words into a call to `memset`, which BPF only
-/// has as a function the program calls.
+/// A map key built in `slot` from its 32-bit words in memory order, each stored on its own
+/// (volatile), and used where it lies: of plain stores, or of a copy, LLVM merges an IPv4 key's
+/// zero words into a call to `memset`, which BPF only has as a function the program calls, or
+/// into a wider store the verifier refuses on the stack when it is not aligned to its width.
 ///
 /// `T` must be `N` words of plain integers (any bits valid), as every key type here is.
 #[inline(always)]
-fn from_words<T, const N: usize>(words: [u32; N]) -> Aligned<T> {
+fn from_words<T, const N: usize>(slot: &mut MaybeUninit<Aligned<T>>, words: [u32; N]) -> &T {
     const { assert!(core::mem::size_of::<T>() == N * 4) };
-    let mut key = core::mem::MaybeUninit::<Aligned<T>>::uninit();
-    let base = key.as_mut_ptr().cast::<u32>();
+    let base = slot.as_mut_ptr().cast::<u32>();
     let mut i = 0;
     while i < N {
         // SAFETY: `base` is 4-aligned (`Aligned`) with room for N words (asserted above).
@@ -210,7 +216,7 @@ fn from_words<T, const N: usize>(words: [u32; N]) -> Aligned<T> {
         i += 1;
     }
     // SAFETY: every byte was written, and any bits make a valid `T` (the contract above).
-    unsafe { key.assume_init() }
+    unsafe { &slot.assume_init_ref().0 }
 }
 
 /// [`UNLISTED_ENDPOINT`] for a packet of aiesimd's own (cgroup `own`, 0: off) to or from a
@@ -246,10 +252,11 @@ fn own_flow(
     }
     let [port, a0, a1, a2, a3] = remote.words();
     let local = u32::from_ne_bytes([local_port[0], local_port[1], 0, 0]);
-    let Aligned(flow): Aligned<OwnFlow> = from_words([port, a0, a1, a2, a3, local]);
+    let mut flow = MaybeUninit::uninit();
+    let flow: &OwnFlow = from_words(&mut flow, [port, a0, a1, a2, a3, local]);
     let last = LAST_OWN_FLOW.get_ptr_mut(0);
     // SAFETY: a per-CPU value is only touched by this CPU, and TC runs with BHs disabled.
-    if last.is_some_and(|last| same_flow(unsafe { &*last }, &flow)) {
+    if last.is_some_and(|last| same_flow(unsafe { &*last }, flow)) {
         // This CPU's last own flow, listed and marked when it became the last.
         return Some(UNLISTED_ENDPOINT);
     }
@@ -257,8 +264,8 @@ fn own_flow(
         Direction::Egress => {
             // Looked up first: an LRU update allocates even when the key is there. A full map
             // evicts its least recently used flow; failing only loses replies.
-            if OWN_FLOWS.get_ptr(&flow).is_none() {
-                let _ = OWN_FLOWS.insert(&flow, &0, 0);
+            if OWN_FLOWS.get_ptr(flow).is_none() {
+                let _ = OWN_FLOWS.insert(flow, &0, 0);
             }
             if let Some(filter) = OWN_FILTER.get_ptr_mut(0) {
                 // SAFETY: an array value, valid while the program runs; a byte store, so a
@@ -267,12 +274,12 @@ fn own_flow(
             }
         }
         Direction::Ingress => {
-            OWN_FLOWS.get_ptr(&flow)?;
+            OWN_FLOWS.get_ptr(flow)?;
         }
     }
     if let Some(last) = last {
         // SAFETY: as above.
-        unsafe { *last = flow };
+        unsafe { *last = *flow };
     }
     Some(UNLISTED_ENDPOINT)
 }

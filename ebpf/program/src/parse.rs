@@ -119,41 +119,23 @@ pub enum Remote {
 /// Bytes before the IP header in the linear data of the skbs TC sees on an Ethernet device.
 const ETHERNET_HEADER_LEN: u32 = 14;
 
-/// The remote end of a packet. `l2_len`: where the IP header starts in the skb's linear data,
-/// when the caller knows (TC: 0 or 14); `None` reads through the helper only.
+/// The remote end of a packet, read through `bpf_skb_load_bytes_relative`: whatever the
+/// link type, and whether or not the headers are in the linear data.
 #[inline(always)]
-pub fn remote(skb: &SkBuff, direction: Direction, l2_len: Option<u32>) -> Remote {
-    // SAFETY: the kernel hands every classifier a valid __sk_buff.
-    let protocol = unsafe { (*skb.skb).protocol };
-    // skb->protocol holds the EtherType in network byte order in its low 16 bits.
-    #[expect(clippy::cast_possible_truncation, reason = "the field is a __be16")]
-    let ethertype = u16::from_be(protocol as u16);
-    match ethertype {
-        ETH_P_IP => match l2_len {
-            // Constant offsets, one copy per link type: what the verifier checks most simply.
-            Some(0) => ipv4_linear(skb, direction, 0),
-            Some(ETHERNET_HEADER_LEN) => ipv4_linear(skb, direction, ETHERNET_HEADER_LEN as usize),
-            _ => None,
-        }
-        .unwrap_or_else(|| ipv4(skb, direction)),
-        ETH_P_IPV6 => match l2_len {
-            Some(0) => ipv6_linear(skb, direction, 0),
-            Some(ETHERNET_HEADER_LEN) => ipv6_linear(skb, direction, ETHERNET_HEADER_LEN as usize),
-            _ => None,
-        }
-        .unwrap_or_else(|| ipv6(skb, direction)),
+pub fn remote(skb: &SkBuff, direction: Direction) -> Remote {
+    match ethertype(skb) {
+        ETH_P_IP => ipv4(skb, direction),
+        ETH_P_IPV6 => ipv6(skb, direction),
         _ => Remote::Unparsed,
     }
 }
 
-/// The common case alone: IPv4 from the linear data, as [`ipv4_linear`]; `None` for anything
-/// else, which [`remote`] then reads.
+/// A common case alone: IPv4 from the linear data, as [`ipv4_linear`], where the IP header
+/// starts `l2_len` bytes in (TC: 0 or 14); `None` for anything else, which [`remote`] reads.
+/// Constant offsets, one copy per link type: what the verifier checks most simply.
 #[inline(always)]
-pub fn common(skb: &SkBuff, direction: Direction, l2_len: Option<u32>) -> Option<Remote> {
-    // SAFETY: the kernel hands every classifier a valid __sk_buff.
-    let protocol = unsafe { (*skb.skb).protocol };
-    #[expect(clippy::cast_possible_truncation, reason = "the field is a __be16")]
-    if u16::from_be(protocol as u16) != ETH_P_IP {
+pub fn common_ipv4(skb: &SkBuff, direction: Direction, l2_len: Option<u32>) -> Option<Remote> {
+    if ethertype(skb) != ETH_P_IP {
         return None;
     }
     match l2_len {
@@ -161,6 +143,30 @@ pub fn common(skb: &SkBuff, direction: Direction, l2_len: Option<u32>) -> Option
         Some(ETHERNET_HEADER_LEN) => ipv4_linear(skb, direction, ETHERNET_HEADER_LEN as usize),
         _ => None,
     }
+}
+
+/// The other common case alone: IPv6 from the linear data, as [`ipv6_linear`]; `None` for
+/// anything else, which [`remote`] reads.
+#[inline(always)]
+pub fn common_ipv6(skb: &SkBuff, direction: Direction, l2_len: Option<u32>) -> Option<Remote> {
+    if ethertype(skb) != ETH_P_IPV6 {
+        return None;
+    }
+    match l2_len {
+        Some(0) => ipv6_linear(skb, direction, 0),
+        Some(ETHERNET_HEADER_LEN) => ipv6_linear(skb, direction, ETHERNET_HEADER_LEN as usize),
+        _ => None,
+    }
+}
+
+/// The packet's EtherType.
+#[inline(always)]
+fn ethertype(skb: &SkBuff) -> u16 {
+    // SAFETY: the kernel hands every classifier a valid __sk_buff.
+    let protocol = unsafe { (*skb.skb).protocol };
+    // skb->protocol holds the EtherType in network byte order in its low 16 bits.
+    #[expect(clippy::cast_possible_truncation, reason = "the field is a __be16")]
+    u16::from_be(protocol as u16)
 }
 
 /// The common IPv4 case, from the linear data: no options, not a later fragment, TCP or UDP,
@@ -248,15 +254,13 @@ impl Linear {
         unsafe { *self.start.add(offset) }
     }
 
-    /// Four bytes at `offset` as a word in memory order, as [`Destination`] keeps addresses.
+    /// Four bytes at `offset` as a word in memory order, as [`Destination`] keeps addresses:
+    /// one load (the object is built to read packets unaligned).
     #[inline(always)]
     fn word(self, offset: usize) -> u32 {
-        u32::from_ne_bytes([
-            self.byte(offset),
-            self.byte(offset + 1),
-            self.byte(offset + 2),
-            self.byte(offset + 3),
-        ])
+        // SAFETY: `at` checked that `len` bytes from `start` lie inside the packet, and
+        // `offset + 4` is within them (the verifier refuses the program otherwise).
+        unsafe { self.start.add(offset).cast::<u32>().read_unaligned() }
     }
 }
 

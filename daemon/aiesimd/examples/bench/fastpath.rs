@@ -65,7 +65,10 @@ pub fn classifier_cost() {
     let ai_v6 = SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 1).into(), 8443);
     classifier.set_ai_endpoints(&[ai, ai_v6]).expect("set the AI endpoints");
     let other = SocketAddr::new(Ipv4Addr::new(93, 184, 216, 34).into(), 443);
-    let other_v6 = SocketAddr::new(Ipv6Addr::new(0x2606, 0x2800, 0x21f, 0xcb07, 0x6820, 0x80da, 0xaf6b, 0x8b2c).into(), 443);
+    let other_v6 = SocketAddr::new(
+        Ipv6Addr::new(0x2606, 0x2800, 0x21f, 0xcb07, 0x6820, 0x80da, 0xaf6b, 0x8b2c).into(),
+        443,
+    );
     // Cellular networks are often IPv6 first: both families.
     let frames = [
         ("AI IPv4/TCP", tcp_v4(device, ai)),
