@@ -195,13 +195,7 @@ impl Destination {
     #[inline]
     #[must_use]
     pub const fn exact_slot(&self) -> u32 {
-        let [a, b, c, d] = self.addr;
-        let [p0, p1] = self.port;
-        let l4 = u32::from_ne_bytes([p0, p1, self.protocol, 0]);
-        // Fibonacci hashing again, on a fold of every word: a plain one (BPF has no rotate, and
-        // each costs the classifier three instructions); destinations that share a slot are
-        // found through the trie.
-        (a ^ b ^ c ^ d ^ l4).wrapping_mul(0x9e37_79b1) >> (32 - EXACT_ENTRIES.trailing_zeros())
+        self.fold_hash() >> (32 - EXACT_ENTRIES.trailing_zeros())
     }
 
     /// This remote end's mark in an [`OwnFilter`], from all of it: aiesimd talks to few, so
@@ -209,11 +203,18 @@ impl Destination {
     #[inline]
     #[must_use]
     pub const fn own_slot(&self) -> u32 {
+        self.fold_hash() >> (32 - OWN_FILTER_MARKS.trailing_zeros())
+    }
+
+    /// Fibonacci hashing on a fold of every word: a plain one (BPF has no rotate, and each
+    /// costs the classifier three instructions); destinations that share a slot are found
+    /// through the trie, remote ends that share a mark cost a lookup.
+    #[inline]
+    const fn fold_hash(&self) -> u32 {
         let [a, b, c, d] = self.addr;
         let [p0, p1] = self.port;
         let l4 = u32::from_ne_bytes([p0, p1, self.protocol, 0]);
-        (a ^ b.rotate_left(8) ^ c.rotate_left(16) ^ d ^ l4.rotate_left(24)).wrapping_mul(0x9e37_79b1)
-            >> (32 - OWN_FILTER_MARKS.trailing_zeros())
+        (a ^ b ^ c ^ d ^ l4).wrapping_mul(0x9e37_79b1)
     }
 
     /// The destination as the five 32-bit words it is in memory: port, protocol and the
