@@ -86,13 +86,7 @@ fn build_bpf(path: &OsString, program_dir: &Path, out_dir: &Path) -> anyhow::Res
         "-Clink-arg=--cpu-features=+allows-misaligned-mem-access".to_owned(),
     ];
     let target_dir = out_dir.join("bpf-target");
-    let mut cargo = if find_in_path(path, "rustup").is_some() {
-        let mut rustup = Command::new("rustup");
-        rustup.args(["run", TOOLCHAIN, "cargo"]);
-        rustup
-    } else {
-        Command::new("cargo")
-    };
+    let mut cargo = bpf_tool(path, "cargo");
     cargo
         .args([
             "build",
@@ -143,16 +137,21 @@ fn find_in_path(path: &OsString, name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// Fails early, with the fix, when the compiler for the BPF crate or its BPF `core` is missing.
-fn check_toolchain(path: &OsString) -> anyhow::Result<()> {
-    // The BPF crate is built with `rustup run <toolchain>` when rustup exists, with PATH's cargo otherwise.
-    let mut rustc = if find_in_path(path, "rustup").is_some() {
+/// `tool` (cargo, rustc) of the BPF toolchain: `rustup run <toolchain> <tool>` where rustup
+/// exists, PATH's own otherwise.
+fn bpf_tool(path: &OsString, tool: &str) -> Command {
+    if find_in_path(path, "rustup").is_some() {
         let mut rustup = Command::new("rustup");
-        rustup.args(["run", TOOLCHAIN, "rustc"]);
+        rustup.args(["run", TOOLCHAIN, tool]);
         rustup
     } else {
-        Command::new("rustc")
-    };
+        Command::new(tool)
+    }
+}
+
+/// Fails early, with the fix, when the compiler for the BPF crate or its BPF `core` is missing.
+fn check_toolchain(path: &OsString) -> anyhow::Result<()> {
+    let mut rustc = bpf_tool(path, "rustc");
     rustc.args(["--print", "sysroot"]).env("PATH", path);
     let output = rustc
         .output()

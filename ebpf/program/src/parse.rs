@@ -132,29 +132,32 @@ pub fn remote(skb: &SkBuff, direction: Direction) -> Remote {
 
 /// A common case alone: IPv4 from the linear data, as [`ipv4_linear`], where the IP header
 /// starts `l2_len` bytes in (TC: 0 or 14); `None` for anything else, which [`remote`] reads.
-/// Constant offsets, one copy per link type: what the verifier checks most simply.
 #[inline(always)]
 pub fn common_ipv4(skb: &SkBuff, direction: Direction, l2_len: Option<u32>) -> Option<Remote> {
-    if ethertype(skb) != ETH_P_IP {
-        return None;
-    }
-    match l2_len {
-        Some(0) => ipv4_linear(skb, direction, 0),
-        Some(ETHERNET_HEADER_LEN) => ipv4_linear(skb, direction, ETHERNET_HEADER_LEN as usize),
-        _ => None,
-    }
+    linear(skb, ETH_P_IP, l2_len, |at| ipv4_linear(skb, direction, at))
 }
 
-/// The other common case alone: IPv6 from the linear data, as [`ipv6_linear`]; `None` for
-/// anything else, which [`remote`] reads.
+/// The other common case alone: IPv6 from the linear data, as [`ipv6_linear`].
 #[inline(always)]
 pub fn common_ipv6(skb: &SkBuff, direction: Direction, l2_len: Option<u32>) -> Option<Remote> {
-    if ethertype(skb) != ETH_P_IPV6 {
+    linear(skb, ETH_P_IPV6, l2_len, |at| ipv6_linear(skb, direction, at))
+}
+
+/// `read` at the IP header of a packet of `ethertype`: constant offsets, one copy per link
+/// type, what the verifier checks most simply.
+#[inline(always)]
+fn linear(
+    skb: &SkBuff,
+    ethertype_wanted: u16,
+    l2_len: Option<u32>,
+    read: impl Fn(usize) -> Option<Remote>,
+) -> Option<Remote> {
+    if ethertype(skb) != ethertype_wanted {
         return None;
     }
     match l2_len {
-        Some(0) => ipv6_linear(skb, direction, 0),
-        Some(ETHERNET_HEADER_LEN) => ipv6_linear(skb, direction, ETHERNET_HEADER_LEN as usize),
+        Some(0) => read(0),
+        Some(ETHERNET_HEADER_LEN) => read(ETHERNET_HEADER_LEN as usize),
         _ => None,
     }
 }
