@@ -809,7 +809,7 @@ fn a_flow_is_its_own_again_both_ways_when_its_cgroup_is_set_back() {
     assert_eq!(run(&mut classifier, TestProgram::Egress, &out), DEFAULT_AI_PRIORITY);
     assert_eq!(run(&mut classifier, TestProgram::Ingress, &back), 0);
     assert_eq!(counted(&classifier), (2, 2));
-    // A flow's packets after its first cost no new entry.
+    // And its next packets, the CPU's last own flow now, stay its own both ways.
     assert_eq!(run(&mut classifier, TestProgram::Egress, &out), DEFAULT_AI_PRIORITY);
     assert_eq!(run(&mut classifier, TestProgram::Ingress, &back), 0);
     assert_eq!(counted(&classifier), (3, 3));
